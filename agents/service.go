@@ -1,0 +1,394 @@
+package agents
+
+import (
+	"context"
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"time"
+)
+
+// Errors the Service returns besides ValidationError and the Repository's.
+var (
+	// ErrInvalidCredentials covers an unknown agent, a wrong secret and a
+	// disabled agent alike, so callers cannot tell which.
+	ErrInvalidCredentials = errors.New("invalid agent credentials")
+	// ErrPermissionsFixed means the agent's permissions come from the
+	// configuration and cannot be changed at run time.
+	ErrPermissionsFixed = errors.New("permissions are set in the configuration")
+	// ErrSecretChanged means the secret changed while an update was being
+	// prepared; the caller may retry.
+	ErrSecretChanged = errors.New("agent secret changed concurrently")
+)
+
+// Config is the registry's policy.
+type Config struct {
+	// DefaultPermissions are given to a newly registered agent that the
+	// configuration does not name.
+	DefaultPermissions []string
+	// Permissions fixes the permissions of the agents it names; it wins over
+	// what is stored, so an operator's configuration is the truth.
+	Permissions map[string][]string
+}
+
+// Service is the agent registry.
+type Service struct {
+	repo   Repository
+	hasher *Hasher
+	cfg    Config
+	now    func() time.Time
+	cache  *verifiedCache
+	// dummyHash is verified against for unknown agents so that they cost
+	// the same time as known ones.
+	dummyOnce sync.Once
+	dummyHash string
+}
+
+// NewService returns a registry over repo. now may be nil (time.Now).
+func NewService(repo Repository, hasher *Hasher, cfg Config, now func() time.Time) *Service {
+	if now == nil {
+		now = time.Now
+	}
+	return &Service{repo: repo, hasher: hasher, cfg: cfg, now: now, cache: newVerifiedCache(now)}
+}
+
+// Registration is what a new agent sends.
+type Registration struct {
+	AgentID     string
+	AgentSecret string // empty: the server generates one
+	ModelName   string
+	OwnerName   string
+	OwnerEmail  string
+}
+
+// Validate checks every field and returns the first problem.
+func (r Registration) Validate() error {
+	if err := ValidateID(r.AgentID); err != nil {
+		return err
+	}
+	if r.AgentSecret != "" {
+		if err := ValidateSecret("agent_secret", r.AgentSecret); err != nil {
+			return err
+		}
+	}
+	if err := ValidateModelName(r.ModelName); err != nil {
+		return err
+	}
+	if err := ValidateOwnerName(r.OwnerName); err != nil {
+		return err
+	}
+	return ValidateEmail(r.OwnerEmail)
+}
+
+// Register creates an agent. When the registration carries no secret one is
+// generated and returned; it is never retrievable afterwards.
+func (s *Service) Register(ctx context.Context, reg Registration) (agent *Agent, generatedSecret string, err error) {
+	if err := reg.Validate(); err != nil {
+		return nil, "", err
+	}
+	// Fail fast on a taken id before paying for a hash; CreateAgent still
+	// decides races.
+	if _, err := s.repo.GetAgent(ctx, reg.AgentID); err == nil {
+		return nil, "", ErrExists
+	} else if !errors.Is(err, ErrNotFound) {
+		return nil, "", err
+	}
+	secret := reg.AgentSecret
+	if secret == "" {
+		if secret, err = GenerateSecret(); err != nil {
+			return nil, "", err
+		}
+		generatedSecret = secret
+	}
+	hash, err := s.hasher.Hash(ctx, secret)
+	if err != nil {
+		return nil, "", err
+	}
+	now := s.now().UTC()
+	perms, fixed := s.cfg.Permissions[reg.AgentID]
+	if !fixed {
+		perms = s.cfg.DefaultPermissions
+	}
+	a := &Agent{
+		ID:          reg.AgentID,
+		SecretHash:  hash,
+		ModelName:   reg.ModelName,
+		OwnerName:   reg.OwnerName,
+		OwnerEmail:  reg.OwnerEmail,
+		Permissions: append([]string{}, perms...),
+		CreatedAt:   now,
+		UpdatedAt:   now,
+	}
+	if err := s.repo.CreateAgent(ctx, a); err != nil {
+		return nil, "", err
+	}
+	return s.effective(a), generatedSecret, nil
+}
+
+// GenerateSecret returns a random secret of 256 bits that also satisfies the
+// rule for secrets people choose.
+func GenerateSecret() (string, error) {
+	for {
+		b := make([]byte, 32)
+		if _, err := rand.Read(b); err != nil {
+			return "", err
+		}
+		s := base64.RawURLEncoding.EncodeToString(b)
+		if ValidateSecret("agent_secret", s) == nil {
+			return s, nil
+		}
+	}
+}
+
+// Authenticate checks an agent's credentials. Unknown agents, wrong secrets
+// and disabled agents all give ErrInvalidCredentials after the same work.
+func (s *Service) Authenticate(ctx context.Context, id, secret string) (*Agent, error) {
+	a, err := s.repo.GetAgent(ctx, id)
+	if errors.Is(err, ErrNotFound) || (err == nil && id == "") {
+		s.dummyOnce.Do(func() { s.dummyHash, _ = s.hasher.Hash(context.Background(), "unused-dummy-secret") })
+		if _, err := s.hasher.Verify(ctx, secret, s.dummyHash); err != nil && ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		return nil, ErrInvalidCredentials
+	}
+	if err != nil {
+		return nil, err
+	}
+	if !s.cache.match(a.ID, a.SecretHash, secret) {
+		ok, err := s.hasher.Verify(ctx, secret, a.SecretHash)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil, ctx.Err()
+			}
+			return nil, fmt.Errorf("agent %s: %w", a.ID, err)
+		}
+		if !ok {
+			return nil, ErrInvalidCredentials
+		}
+		s.cache.remember(a.ID, a.SecretHash, secret)
+	}
+	if a.Disabled {
+		return nil, ErrInvalidCredentials
+	}
+	return s.effective(a), nil
+}
+
+// Get returns the agent with its effective permissions.
+func (s *Service) Get(ctx context.Context, id string) (*Agent, error) {
+	a, err := s.repo.GetAgent(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	return s.effective(a), nil
+}
+
+// List returns a page of agents ordered by id.
+func (s *Service) List(ctx context.Context, after string, limit int) ([]*Agent, error) {
+	list, err := s.repo.ListAgents(ctx, after, limit)
+	for i, a := range list {
+		list[i] = s.effective(a)
+	}
+	return list, err
+}
+
+// ProfileUpdate is what an agent may change about itself. Nil fields are
+// left alone.
+type ProfileUpdate struct {
+	ModelName     *string
+	OwnerName     *string
+	OwnerEmail    *string
+	NewSecret     *string
+	CurrentSecret string
+}
+
+// UpdateProfile applies an agent's own changes. A new secret needs the
+// current one; a wrong current secret is ErrInvalidCredentials.
+func (s *Service) UpdateProfile(ctx context.Context, id string, u ProfileUpdate) (*Agent, error) {
+	if u.ModelName != nil {
+		if err := ValidateModelName(*u.ModelName); err != nil {
+			return nil, err
+		}
+	}
+	if u.OwnerName != nil {
+		if err := ValidateOwnerName(*u.OwnerName); err != nil {
+			return nil, err
+		}
+	}
+	if u.OwnerEmail != nil {
+		if err := ValidateEmail(*u.OwnerEmail); err != nil {
+			return nil, err
+		}
+	}
+	var oldHash, newHash string
+	if u.NewSecret != nil {
+		if err := ValidateSecret("agent_secret", *u.NewSecret); err != nil {
+			return nil, err
+		}
+		if u.CurrentSecret == "" {
+			return nil, invalid("current_agent_secret", "is required to change agent_secret")
+		}
+		a, err := s.Authenticate(ctx, id, u.CurrentSecret)
+		if err != nil {
+			return nil, err
+		}
+		oldHash = a.SecretHash
+		if newHash, err = s.hasher.Hash(ctx, *u.NewSecret); err != nil {
+			return nil, err
+		}
+	}
+	a, err := s.repo.UpdateAgent(ctx, id, func(a *Agent) error {
+		if u.ModelName != nil {
+			a.ModelName = *u.ModelName
+		}
+		if u.OwnerName != nil {
+			a.OwnerName = *u.OwnerName
+		}
+		if u.OwnerEmail != nil {
+			a.OwnerEmail = *u.OwnerEmail
+		}
+		if newHash != "" {
+			if a.SecretHash != oldHash {
+				return ErrSecretChanged
+			}
+			a.SecretHash = newHash
+		}
+		a.UpdatedAt = s.now().UTC()
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	if newHash != "" {
+		s.cache.forget(id)
+	}
+	return s.effective(a), nil
+}
+
+// AdminUpdate is what an operator may change. Nil fields are left alone.
+type AdminUpdate struct {
+	Permissions *[]string
+	Disabled    *bool
+}
+
+// AdminUpdate applies an operator's change.
+func (s *Service) AdminUpdate(ctx context.Context, id string, u AdminUpdate) (*Agent, error) {
+	if u.Permissions != nil {
+		if _, fixed := s.cfg.Permissions[id]; fixed {
+			return nil, ErrPermissionsFixed
+		}
+		if err := ValidatePermissions(*u.Permissions); err != nil {
+			return nil, err
+		}
+	}
+	a, err := s.repo.UpdateAgent(ctx, id, func(a *Agent) error {
+		if u.Permissions != nil {
+			a.Permissions = append([]string{}, (*u.Permissions)...)
+		}
+		if u.Disabled != nil {
+			a.Disabled = *u.Disabled
+		}
+		a.UpdatedAt = s.now().UTC()
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return s.effective(a), nil
+}
+
+// Delete removes an agent.
+func (s *Service) Delete(ctx context.Context, id string) error {
+	if err := s.repo.DeleteAgent(ctx, id); err != nil {
+		return err
+	}
+	s.cache.forget(id)
+	return nil
+}
+
+// effective applies the configuration's fixed permissions.
+func (s *Service) effective(a *Agent) *Agent {
+	if perms, fixed := s.cfg.Permissions[a.ID]; fixed && !slices.Equal(perms, a.Permissions) {
+		a = a.Clone()
+		a.Permissions = append([]string{}, perms...)
+	}
+	return a
+}
+
+// verifiedCache remembers recent successful verifications as a keyed hash of
+// (stored hash, secret), so an agent authenticating in a loop does not pay
+// argon2id each time. The key is random per process, the entries expire, the
+// size is bounded, and an entry stops matching as soon as the stored hash
+// changes.
+type verifiedCache struct {
+	mu      sync.Mutex
+	key     [32]byte
+	entries map[string]verifiedEntry
+	now     func() time.Time
+}
+
+type verifiedEntry struct {
+	mac     [32]byte
+	expires time.Time
+}
+
+const (
+	verifiedTTL = 5 * time.Minute
+	verifiedMax = 10000
+)
+
+func newVerifiedCache(now func() time.Time) *verifiedCache {
+	c := &verifiedCache{entries: make(map[string]verifiedEntry), now: now}
+	_, _ = rand.Read(c.key[:])
+	return c
+}
+
+func (c *verifiedCache) mac(storedHash, secret string) [32]byte {
+	m := hmac.New(sha256.New, c.key[:])
+	m.Write([]byte(storedHash))
+	m.Write([]byte{0})
+	m.Write([]byte(secret))
+	var out [32]byte
+	copy(out[:], m.Sum(nil))
+	return out
+}
+
+func (c *verifiedCache) match(id, storedHash, secret string) bool {
+	want := c.mac(storedHash, secret)
+	c.mu.Lock()
+	e, ok := c.entries[id]
+	c.mu.Unlock()
+	return ok && c.now().Before(e.expires) && hmac.Equal(e.mac[:], want[:])
+}
+
+func (c *verifiedCache) remember(id, storedHash, secret string) {
+	e := verifiedEntry{mac: c.mac(storedHash, secret), expires: c.now().Add(verifiedTTL)}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.entries) >= verifiedMax {
+		now := c.now()
+		for k, v := range c.entries {
+			if now.After(v.expires) {
+				delete(c.entries, k)
+			}
+		}
+		// Still full: drop an arbitrary entry; it only costs one more hash.
+		for k := range c.entries {
+			if len(c.entries) < verifiedMax {
+				break
+			}
+			delete(c.entries, k)
+		}
+	}
+	c.entries[id] = e
+}
+
+func (c *verifiedCache) forget(id string) {
+	c.mu.Lock()
+	delete(c.entries, id)
+	c.mu.Unlock()
+}

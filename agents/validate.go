@@ -1,0 +1,156 @@
+package agents
+
+import (
+	"fmt"
+	"net/mail"
+	"strings"
+	"unicode"
+	"unicode/utf8"
+)
+
+// ValidationError names the field that failed and why; its message is safe
+// to show to the caller.
+type ValidationError struct {
+	Field  string
+	Reason string
+}
+
+func (e *ValidationError) Error() string { return e.Field + ": " + e.Reason }
+
+func invalid(field, format string, args ...any) error {
+	return &ValidationError{Field: field, Reason: fmt.Sprintf(format, args...)}
+}
+
+// ValidateID checks an agent id: 3–64 characters of [A-Za-z0-9_-].
+func ValidateID(id string) error {
+	if len(id) < 3 || len(id) > 64 {
+		return invalid("agent_id", "must be 3 to 64 characters")
+	}
+	for i := 0; i < len(id); i++ {
+		c := id[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '-') {
+			return invalid("agent_id", "may contain only letters, digits, '_' and '-'")
+		}
+	}
+	return nil
+}
+
+// ValidateSecret checks a secret chosen by a person: 10–128 characters with
+// at least one lowercase letter, one uppercase letter, one digit and one
+// symbol.
+func ValidateSecret(field, secret string) error {
+	if !utf8.ValidString(secret) {
+		return invalid(field, "must be valid UTF-8")
+	}
+	n := utf8.RuneCountInString(secret)
+	if n < 10 || n > 128 {
+		return invalid(field, "must be 10 to 128 characters")
+	}
+	var lower, upper, digit, symbol bool
+	for _, r := range secret {
+		switch {
+		case unicode.IsControl(r):
+			return invalid(field, "must not contain control characters")
+		case unicode.IsLower(r):
+			lower = true
+		case unicode.IsUpper(r):
+			upper = true
+		case unicode.IsDigit(r):
+			digit = true
+		case unicode.IsSpace(r):
+			// spaces are allowed but do not count as a symbol
+		default:
+			symbol = true
+		}
+	}
+	if !lower || !upper || !digit || !symbol {
+		return invalid(field, "must contain a lowercase letter, an uppercase letter, a digit and a symbol")
+	}
+	return nil
+}
+
+// ValidateModelName checks a model name: 1–128 printable characters.
+func ValidateModelName(s string) error {
+	return validateText("model_name", s, 1, 128)
+}
+
+// ValidateOwnerName checks an owner name: at most 128 printable characters.
+func ValidateOwnerName(s string) error {
+	return validateText("owner_name", s, 0, 128)
+}
+
+// ValidateEmail checks a plain e-mail address (no display name), at most 254
+// characters.
+func ValidateEmail(s string) error {
+	if s == "" {
+		return invalid("owner_email", "is required")
+	}
+	if len(s) > 254 {
+		return invalid("owner_email", "must be at most 254 characters")
+	}
+	addr, err := mail.ParseAddress(s)
+	if err != nil || addr.Address != s || addr.Name != "" {
+		return invalid("owner_email", "must be a valid e-mail address")
+	}
+	at := strings.LastIndexByte(s, '@')
+	if at < 1 || !strings.Contains(s[at+1:], ".") && s[at+1:] != "localhost" {
+		return invalid("owner_email", "must be a valid e-mail address")
+	}
+	return nil
+}
+
+// ValidateScopeToken checks one scope value against RFC 6749 §3.3
+// (printable ASCII without space, '"' and '\'), at most 128 characters.
+func ValidateScopeToken(s string) error {
+	if s == "" || len(s) > 128 {
+		return invalid("scope", "each scope must be 1 to 128 characters")
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c < 0x21 || c > 0x7e || c == '"' || c == '\\' {
+			return invalid("scope", "scope %q contains a character RFC 6749 does not allow", s)
+		}
+	}
+	return nil
+}
+
+// ValidatePermissions checks a permission list: at most 64 valid scope
+// tokens, none repeated.
+func ValidatePermissions(perms []string) error {
+	if len(perms) > 64 {
+		return invalid("permissions", "at most 64 permissions")
+	}
+	seen := make(map[string]bool, len(perms))
+	for _, p := range perms {
+		if err := ValidateScopeToken(p); err != nil {
+			return invalid("permissions", "%q is not a valid scope", p)
+		}
+		if seen[p] {
+			return invalid("permissions", "%q is listed twice", p)
+		}
+		seen[p] = true
+	}
+	return nil
+}
+
+func validateText(field, s string, min, max int) error {
+	if !utf8.ValidString(s) {
+		return invalid(field, "must be valid UTF-8")
+	}
+	n := utf8.RuneCountInString(s)
+	if n < min {
+		return invalid(field, "is required")
+	}
+	if n > max {
+		return invalid(field, "must be at most %d characters", max)
+	}
+	if strings.TrimSpace(s) == "" && n > 0 {
+		return invalid(field, "must not be blank")
+	}
+	for _, r := range s {
+		if unicode.IsControl(r) {
+			return invalid(field, "must not contain control characters")
+		}
+	}
+	return nil
+}

@@ -1,0 +1,184 @@
+package caddymodule
+
+import (
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+)
+
+func init() {
+	httpcaddyfile.RegisterGlobalOption("auth_agent", parseGlobalOption)
+	httpcaddyfile.RegisterHandlerDirective("auth_agent", parseHandlerDirective)
+	// The IdP's endpoints are public: serve them before authentication
+	// handlers such as basic_auth, so users need no `order` line.
+	httpcaddyfile.RegisterDirectiveOrder("auth_agent", httpcaddyfile.Before, "basic_auth")
+}
+
+// UnmarshalCaddyfile sets up the app from the global option:
+//
+//	auth_agent {
+//		issuer <url>
+//		storage <path>|memory
+//		encryption_key_file <file>
+//		access_token_lifetime <duration>
+//		refresh_token_lifetime <duration>
+//		key_rotation <duration>
+//		access_token_alg RS256|ES256|EdDSA
+//		registration open|closed|token <token>
+//		default_permissions <scope...>
+//		agent <id> {
+//			permissions <scope...>
+//		}
+//	}
+func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	d.Next() // the option name
+	if d.NextArg() {
+		return d.ArgErr()
+	}
+	for d.NextBlock(0) {
+		dir := d.Val()
+		switch dir {
+		case "issuer":
+			if !d.NextArg() {
+				return d.ArgErr()
+			}
+			a.Issuer = d.Val()
+			if d.NextArg() {
+				return d.ArgErr()
+			}
+		case "storage":
+			if !d.NextArg() {
+				return d.ArgErr()
+			}
+			if a.Storage == nil {
+				a.Storage = new(StorageConfig)
+			}
+			if d.Val() == "memory" {
+				a.Storage.Backend = "memory"
+			} else {
+				a.Storage.Path = d.Val()
+			}
+			if d.NextArg() {
+				return d.ArgErr()
+			}
+		case "encryption_key_file":
+			if !d.NextArg() {
+				return d.ArgErr()
+			}
+			if a.Storage == nil {
+				a.Storage = new(StorageConfig)
+			}
+			a.Storage.EncryptionKeyFile = d.Val()
+			if d.NextArg() {
+				return d.ArgErr()
+			}
+		case "access_token_lifetime", "refresh_token_lifetime", "key_rotation":
+			if !d.NextArg() {
+				return d.ArgErr()
+			}
+			dur, err := caddy.ParseDuration(d.Val())
+			if err != nil || dur <= 0 {
+				return d.Errf("%s: %q is not a positive duration", dir, d.Val())
+			}
+			if d.NextArg() {
+				return d.ArgErr()
+			}
+			switch dir {
+			case "access_token_lifetime":
+				a.AccessTokenLifetime = caddy.Duration(dur)
+			case "refresh_token_lifetime":
+				a.RefreshTokenLifetime = caddy.Duration(dur)
+			default:
+				a.KeyRotation = caddy.Duration(dur)
+			}
+		case "access_token_alg":
+			if !d.NextArg() {
+				return d.ArgErr()
+			}
+			a.AccessTokenAlg = d.Val()
+			if d.NextArg() {
+				return d.ArgErr()
+			}
+		case "registration":
+			args := d.RemainingArgs()
+			switch {
+			case len(args) == 1 && (args[0] == "open" || args[0] == "closed"):
+				a.Registration = &RegistrationConfig{Mode: args[0]}
+			case len(args) == 2 && args[0] == "token":
+				a.Registration = &RegistrationConfig{Mode: "token", Token: args[1]}
+			default:
+				return d.Errf("registration: want `open`, `closed` or `token <token>`, got %q", args)
+			}
+		case "default_permissions":
+			a.DefaultPermissions = append(a.DefaultPermissions, d.RemainingArgs()...)
+			if len(a.DefaultPermissions) == 0 {
+				return d.ArgErr()
+			}
+		case "agent":
+			if !d.NextArg() {
+				return d.ArgErr()
+			}
+			id := d.Val()
+			if d.NextArg() {
+				return d.ArgErr()
+			}
+			if a.Agents == nil {
+				a.Agents = make(map[string]*AgentConfig)
+			}
+			if _, dup := a.Agents[id]; dup {
+				return d.Errf("agent %q is configured twice", id)
+			}
+			ac := new(AgentConfig)
+			for nesting := d.Nesting(); d.NextBlock(nesting); {
+				switch d.Val() {
+				case "permissions":
+					ac.Permissions = append(ac.Permissions, d.RemainingArgs()...)
+				default:
+					return d.Errf("agent %s: unknown setting %q", id, d.Val())
+				}
+			}
+			if ac.Permissions == nil {
+				ac.Permissions = []string{}
+			}
+			a.Agents[id] = ac
+		default:
+			return d.Errf("auth_agent: unknown setting %q", dir)
+		}
+	}
+	return nil
+}
+
+func parseGlobalOption(d *caddyfile.Dispenser, _ any) (any, error) {
+	app := new(App)
+	if err := app.UnmarshalCaddyfile(d); err != nil {
+		return nil, err
+	}
+	return httpcaddyfile.App{Name: "auth_agent", Value: caddyconfig.JSON(app, nil)}, nil
+}
+
+// UnmarshalCaddyfile sets up the handler, which takes no arguments:
+//
+//	auth_agent
+func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	d.Next() // the directive name
+	if d.NextArg() || d.NextBlock(0) {
+		return d.Err("auth_agent takes no arguments here; configure it in the global auth_agent option")
+	}
+	return nil
+}
+
+func parseHandlerDirective(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
+	handler := new(Handler)
+	if err := handler.UnmarshalCaddyfile(h.Dispenser); err != nil {
+		return nil, err
+	}
+	return handler, nil
+}
+
+// Interface guards
+var (
+	_ caddyfile.Unmarshaler = (*App)(nil)
+	_ caddyfile.Unmarshaler = (*Handler)(nil)
+)

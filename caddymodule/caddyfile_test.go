@@ -1,0 +1,111 @@
+package caddymodule
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"github.com/caddyserver/caddy/v2/caddytest"
+)
+
+// TestCaddyfileAdapt checks testdata/*.caddyfiletest: a Caddyfile, a line of
+// dashes, and the JSON it must adapt to.
+func TestCaddyfileAdapt(t *testing.T) {
+	files, err := filepath.Glob("testdata/*.caddyfiletest")
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no golden files: %v", err)
+	}
+	for _, f := range files {
+		t.Run(filepath.Base(f), func(t *testing.T) {
+			raw, err := os.ReadFile(f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			in, want, ok := strings.Cut(string(raw), "----------\n")
+			if !ok {
+				t.Fatal("no ---------- separator")
+			}
+			in, want = strings.TrimSpace(in)+"\n", strings.TrimSpace(want)
+			if !caddytest.CompareAdapt(t, f, in, "caddyfile", want) {
+				t.Fatal("adapted JSON differs")
+			}
+		})
+	}
+}
+
+func TestCaddyfileErrors(t *testing.T) {
+	cases := map[string]string{
+		"unknown setting":       "auth_agent {\n bogus 1\n}",
+		"argument on option":    "auth_agent extra {\n}",
+		"issuer without value":  "auth_agent {\n issuer\n}",
+		"issuer two values":     "auth_agent {\n issuer a b\n}",
+		"bad duration":          "auth_agent {\n access_token_lifetime soon\n}",
+		"negative duration":     "auth_agent {\n key_rotation -1h\n}",
+		"bad registration":      "auth_agent {\n registration maybe\n}",
+		"token without value":   "auth_agent {\n registration token\n}",
+		"empty permissions":     "auth_agent {\n default_permissions\n}",
+		"agent without id":      "auth_agent {\n agent {\n }\n}",
+		"agent twice":           "auth_agent {\n agent a1b {\n }\n agent a1b {\n }\n}",
+		"unknown agent setting": "auth_agent {\n agent a1b {\n secret x\n }\n}",
+	}
+	for name, input := range cases {
+		t.Run(name, func(t *testing.T) {
+			err := new(App).UnmarshalCaddyfile(caddyfile.NewTestDispenser(input))
+			if err == nil {
+				t.Fatalf("accepted %q", input)
+			}
+		})
+	}
+}
+
+func TestValidate(t *testing.T) {
+	valid := func() *App { return &App{Issuer: "https://auth.example.com"} }
+	cases := map[string]struct {
+		mutate func(*App)
+		want   string // a word the message must contain
+	}{
+		"no issuer":          {func(a *App) { a.Issuer = "" }, "issuer"},
+		"relative issuer":    {func(a *App) { a.Issuer = "auth.example.com" }, "issuer"},
+		"http issuer":        {func(a *App) { a.Issuer = "http://auth.example.com" }, "https"},
+		"trailing slash":     {func(a *App) { a.Issuer = "https://auth.example.com/" }, "trailing slash"},
+		"issuer with query":  {func(a *App) { a.Issuer = "https://auth.example.com?x=1" }, "issuer"},
+		"bad alg":            {func(a *App) { a.AccessTokenAlg = "HS256" }, "access_token_alg"},
+		"short rotation":     {func(a *App) { a.KeyRotation = 60e9 }, "key_rotation"},
+		"bad registration":   {func(a *App) { a.Registration = &RegistrationConfig{Mode: "maybe"} }, "registration"},
+		"token without text": {func(a *App) { a.Registration = &RegistrationConfig{Mode: "token"} }, "registration"},
+		"bad permission":     {func(a *App) { a.DefaultPermissions = []string{"has space"} }, "default_permissions"},
+		"bad agent id":       {func(a *App) { a.Agents = map[string]*AgentConfig{"x": {}} }, `agent "x"`},
+		"bad agent perm":     {func(a *App) { a.Agents = map[string]*AgentConfig{"abc": {Permissions: []string{`q"`}}} }, `agent "abc"`},
+		"bad backend":        {func(a *App) { a.Storage = &StorageConfig{Backend: "redis"} }, "storage"},
+		"memory with path":   {func(a *App) { a.Storage = &StorageConfig{Backend: "memory", Path: "/x"} }, "storage"},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			a := valid()
+			tc.mutate(a)
+			err := a.Validate()
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("Validate() = %v, want an error naming %q", err, tc.want)
+			}
+		})
+	}
+	for _, issuer := range []string{"https://auth.example.com", "https://example.com/idp", "http://localhost:8080", "http://127.0.0.1:9000"} {
+		if err := (&App{Issuer: issuer}).Validate(); err != nil {
+			t.Errorf("issuer %s: %v", issuer, err)
+		}
+	}
+}
+
+func FuzzCaddyfile(f *testing.F) {
+	f.Add("auth_agent {\n issuer https://a.example\n agent ab1 {\n permissions x y\n }\n}")
+	f.Add("auth_agent {\n registration token t\n storage memory\n}")
+	f.Fuzz(func(t *testing.T, input string) {
+		d := caddyfile.NewTestDispenser(input)
+		a := new(App)
+		if a.UnmarshalCaddyfile(d) == nil {
+			_ = a.Validate()
+		}
+	})
+}

@@ -1,0 +1,54 @@
+package caddymodule
+
+import (
+	"net/http"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+)
+
+func init() {
+	caddy.RegisterModule(Handler{})
+}
+
+// Handler serves the identity provider's endpoints (/api/*, /oauth2/*,
+// /.well-known/jwks.json) from the auth_agent app. Requests for other paths
+// go on to the next handler.
+type Handler struct {
+	app *App
+}
+
+// CaddyModule returns the Caddy module information.
+func (Handler) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{
+		ID:  "http.handlers.auth_agent",
+		New: func() caddy.Module { return new(Handler) },
+	}
+}
+
+// Provision finds the auth_agent app, loading it with defaults if the
+// configuration does not have it (its Validate then names what is missing).
+func (h *Handler) Provision(ctx caddy.Context) error {
+	app, err := ctx.App("auth_agent")
+	if err != nil {
+		return err
+	}
+	h.app = app.(*App)
+	return nil
+}
+
+// ServeHTTP implements caddyhttp.MiddlewareHandler.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
+	srv := h.app.Server()
+	if !srv.Handles(r.URL.Path) {
+		return next.ServeHTTP(w, r)
+	}
+	srv.ServeHTTP(w, r)
+	return nil
+}
+
+// Interface guards
+var (
+	_ caddy.Provisioner           = (*Handler)(nil)
+	_ caddyhttp.MiddlewareHandler = (*Handler)(nil)
+)

@@ -1,0 +1,172 @@
+package oauth
+
+import (
+	"crypto/rand"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+)
+
+// AccessTokenType is the JWT typ of access tokens (RFC 9068 §2.1).
+const AccessTokenType = "at+jwt"
+
+// verifyLeeway absorbs clock skew between this server and its peers.
+const verifyLeeway = 30 * time.Second
+
+// AccessClaims are the claims of an RFC 9068 access token.
+type AccessClaims struct {
+	jwt.RegisteredClaims
+	ClientID  string `json:"client_id"`
+	Scope     string `json:"scope"`
+	ModelName string `json:"model_name,omitempty"`
+	AuthTime  int64  `json:"auth_time,omitempty"`
+}
+
+// Scopes returns the scope claim as a list.
+func (c *AccessClaims) Scopes() []string { return strings.Fields(c.Scope) }
+
+// HasScope reports whether the token carries scope s.
+func (c *AccessClaims) HasScope(s string) bool { return slices.Contains(c.Scopes(), s) }
+
+// AccessGrant is what an access token is issued for.
+type AccessGrant struct {
+	Subject   string
+	ClientID  string
+	Scopes    []string
+	Audience  []string // empty: the issuer
+	ModelName string
+	AuthTime  time.Time
+}
+
+// IssuedToken is a signed access token and what the token response says
+// about it.
+type IssuedToken struct {
+	Token     string
+	ID        string
+	ExpiresIn int64
+	Scope     string
+	ExpiresAt time.Time
+}
+
+// Tokens signs and verifies access tokens.
+type Tokens struct {
+	issuer   string
+	lifetime time.Duration
+	alg      string
+	keys     *KeyManager
+	now      func() time.Time
+	parser   *jwt.Parser
+}
+
+// NewTokens returns a token service signing with the active key for alg.
+func NewTokens(issuer string, lifetime time.Duration, alg string, keys *KeyManager, now func() time.Time) *Tokens {
+	if now == nil {
+		now = time.Now
+	}
+	return &Tokens{
+		issuer: issuer, lifetime: lifetime, alg: alg, keys: keys, now: now,
+		parser: jwt.NewParser(
+			jwt.WithValidMethods(SupportedAlgs),
+			jwt.WithIssuer(issuer),
+			jwt.WithExpirationRequired(),
+			jwt.WithIssuedAt(),
+			jwt.WithLeeway(verifyLeeway),
+			jwt.WithTimeFunc(now),
+		),
+	}
+}
+
+// Issuer returns the issuer identifier tokens carry.
+func (t *Tokens) Issuer() string { return t.issuer }
+
+// IssueAccessToken signs an RFC 9068 access token for g.
+func (t *Tokens) IssueAccessToken(g AccessGrant) (IssuedToken, error) {
+	key, err := t.keys.signer(t.alg)
+	if err != nil {
+		return IssuedToken{}, err
+	}
+	now := t.now().Truncate(time.Second)
+	exp := now.Add(t.lifetime)
+	aud := g.Audience
+	if len(aud) == 0 {
+		aud = []string{t.issuer}
+	}
+	jti, err := randomID()
+	if err != nil {
+		return IssuedToken{}, err
+	}
+	scope := strings.Join(g.Scopes, " ")
+	claims := AccessClaims{
+		RegisteredClaims: jwt.RegisteredClaims{
+			Issuer:    t.issuer,
+			Subject:   g.Subject,
+			Audience:  aud,
+			ExpiresAt: jwt.NewNumericDate(exp),
+			NotBefore: jwt.NewNumericDate(now),
+			IssuedAt:  jwt.NewNumericDate(now),
+			ID:        jti,
+		},
+		ClientID:  g.ClientID,
+		Scope:     scope,
+		ModelName: g.ModelName,
+	}
+	if !g.AuthTime.IsZero() {
+		claims.AuthTime = g.AuthTime.Unix()
+	}
+	tok := jwt.NewWithClaims(key.method, claims)
+	tok.Header["typ"] = AccessTokenType
+	tok.Header["kid"] = key.id
+	signed, err := tok.SignedString(key.private)
+	if err != nil {
+		return IssuedToken{}, fmt.Errorf("signing access token: %w", err)
+	}
+	return IssuedToken{Token: signed, ID: jti, ExpiresIn: int64(t.lifetime / time.Second), Scope: scope, ExpiresAt: exp}, nil
+}
+
+// VerifyAccessToken checks an access token issued here: signature by kid
+// with the algorithm that key was made for, typ, iss, exp/nbf/iat with a
+// small leeway, and that aud contains audience.
+func (t *Tokens) VerifyAccessToken(raw, audience string) (*AccessClaims, error) {
+	claims := new(AccessClaims)
+	_, err := t.parser.ParseWithClaims(raw, claims, func(tok *jwt.Token) (any, error) {
+		typ, _ := tok.Header["typ"].(string)
+		if !strings.EqualFold(typ, AccessTokenType) && !strings.EqualFold(typ, "application/"+AccessTokenType) {
+			return nil, errors.New("not an access token (typ)")
+		}
+		kid, _ := tok.Header["kid"].(string)
+		key, ok := t.keys.publicKey(kid)
+		if !ok {
+			return nil, errors.New("unknown signing key")
+		}
+		// A key verifies only the algorithm it was made for; this is what
+		// stops alg confusion (an HMAC token keyed with the public key).
+		if tok.Method.Alg() != key.alg {
+			return nil, errors.New("algorithm does not match the key")
+		}
+		return key.public, nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	if audience != "" && !slices.Contains(claims.Audience, audience) {
+		return nil, errors.New("token audience does not include " + audience)
+	}
+	if claims.Subject == "" || claims.ID == "" {
+		return nil, errors.New("token lacks sub or jti")
+	}
+	return claims, nil
+}
+
+// randomID returns 128 random bits, base64url-encoded.
+func randomID() (string, error) {
+	b := make([]byte, 16)
+	if _, err := rand.Read(b); err != nil {
+		return "", err
+	}
+	return base64.RawURLEncoding.EncodeToString(b), nil
+}
