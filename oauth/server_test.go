@@ -103,7 +103,11 @@ func FuzzJSONBodies(f *testing.F) {
 			t.Fatalf("a refused registration (%d) changed the store", rec.Code)
 		}
 		if rec.Code == 201 {
-			var resp struct{ Data struct{ AgentID string `json:"agent_id"` } }
+			var resp struct {
+				Data struct {
+					AgentID string `json:"agent_id"`
+				}
+			}
 			_ = json.Unmarshal(rec.Body.Bytes(), &resp)
 			_ = s.store.DeleteAgent(context.Background(), resp.Data.AgentID)
 		}
