@@ -134,7 +134,7 @@ func newService(t *testing.T, cfg agents.Config) (*agents.Service, *storage.Memo
 func TestServiceRegisterAndAuthenticate(t *testing.T) {
 	ctx := context.Background()
 	svc, repo := newService(t, agents.Config{DefaultPermissions: []string{"data:read"}, Permissions: map[string][]string{"ops": {"data:write"}}})
-	a, gen, err := svc.Register(ctx, agents.Registration{AgentID: "bot-1", AgentSecret: "Test123456!", ModelName: "m", OwnerEmail: "o@example.com"})
+	a, gen, err := svc.Register(ctx, agents.Registration{AgentID: "bot-1", AgentSecret: "Test123456!", ModelName: "m", OwnerEmail: "o@example.com"}, false)
 	if err != nil || gen != "" || a.ID != "bot-1" || strings.Join(a.Permissions, ",") != "data:read" {
 		t.Fatalf("register: %+v %q %v", a, gen, err)
 	}
@@ -142,14 +142,17 @@ func TestServiceRegisterAndAuthenticate(t *testing.T) {
 	if !strings.HasPrefix(stored.SecretHash, "$argon2id$") || strings.Contains(stored.SecretHash, "Test123456!") {
 		t.Fatalf("stored hash %q", stored.SecretHash)
 	}
-	if _, _, err := svc.Register(ctx, agents.Registration{AgentID: "bot-1", AgentSecret: "Test123456!", ModelName: "m", OwnerEmail: "o@example.com"}); !errors.Is(err, agents.ErrExists) {
+	if _, _, err := svc.Register(ctx, agents.Registration{AgentID: "bot-1", AgentSecret: "Test123456!", ModelName: "m", OwnerEmail: "o@example.com"}, false); !errors.Is(err, agents.ErrExists) {
 		t.Fatalf("duplicate: %v", err)
 	}
 	var ve *agents.ValidationError
-	if _, _, err := svc.Register(ctx, agents.Registration{AgentID: "bot-2", AgentSecret: "weak", ModelName: "m", OwnerEmail: "o@example.com"}); !errors.As(err, &ve) || ve.Field != "agent_secret" {
+	if _, _, err := svc.Register(ctx, agents.Registration{AgentID: "bot-2", AgentSecret: "weak", ModelName: "m", OwnerEmail: "o@example.com"}, false); !errors.As(err, &ve) || ve.Field != "agent_secret" {
 		t.Fatalf("weak secret: %v", err)
 	}
-	ops, gen, err := svc.Register(ctx, agents.Registration{AgentID: "ops", ModelName: "m", OwnerEmail: "o@example.com"})
+	if _, _, err := svc.Register(ctx, agents.Registration{AgentID: "ops", ModelName: "m", OwnerEmail: "o@example.com"}, false); !errors.Is(err, agents.ErrReserved) {
+		t.Fatalf("a configured id was registered by an untrusted caller: %v", err)
+	}
+	ops, gen, err := svc.Register(ctx, agents.Registration{AgentID: "ops", ModelName: "m", OwnerEmail: "o@example.com"}, true)
 	if err != nil || gen == "" || strings.Join(ops.Permissions, ",") != "data:write" {
 		t.Fatalf("generated: %+v %q %v", ops, gen, err)
 	}
@@ -184,7 +187,7 @@ func TestServiceRegisterAndAuthenticate(t *testing.T) {
 func TestServiceSecretChange(t *testing.T) {
 	ctx := context.Background()
 	svc, _ := newService(t, agents.Config{})
-	if _, _, err := svc.Register(ctx, agents.Registration{AgentID: "bot-1", AgentSecret: "Test123456!", ModelName: "m", OwnerEmail: "o@example.com"}); err != nil {
+	if _, _, err := svc.Register(ctx, agents.Registration{AgentID: "bot-1", AgentSecret: "Test123456!", ModelName: "m", OwnerEmail: "o@example.com"}, false); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := svc.Authenticate(ctx, "bot-1", "Test123456!"); err != nil { // now cached

@@ -21,6 +21,10 @@ var (
 	// ErrPermissionsFixed means the agent's permissions come from the
 	// configuration and cannot be changed at run time.
 	ErrPermissionsFixed = errors.New("permissions are set in the configuration")
+	// ErrReserved means the id belongs to an agent the configuration names,
+	// which only the operator (or a holder of the registration token) may
+	// register.
+	ErrReserved = errors.New("agent id reserved by the configuration")
 	// ErrSecretChanged means the secret changed while an update was being
 	// prepared; the caller may retry.
 	ErrSecretChanged = errors.New("agent secret changed concurrently")
@@ -45,7 +49,6 @@ type Service struct {
 	cache  *verifiedCache
 	// dummyHash is verified against for unknown agents so that they cost
 	// the same time as known ones.
-	dummyOnce sync.Once
 	dummyHash string
 }
 
@@ -54,7 +57,11 @@ func NewService(repo Repository, hasher *Hasher, cfg Config, now func() time.Tim
 	if now == nil {
 		now = time.Now
 	}
-	return &Service{repo: repo, hasher: hasher, cfg: cfg, now: now, cache: newVerifiedCache(now)}
+	s := &Service{repo: repo, hasher: hasher, cfg: cfg, now: now, cache: newVerifiedCache(now)}
+	// Made now, not on the first unknown agent, so that no request pays for
+	// it and stands out by its timing.
+	s.dummyHash, _ = hasher.Hash(context.Background(), "unused-dummy-secret")
+	return s
 }
 
 // Registration is what a new agent sends.
@@ -64,6 +71,9 @@ type Registration struct {
 	ModelName   string
 	OwnerName   string
 	OwnerEmail  string
+	// Permissions set by an operator (admin API); nil means the defaults.
+	// Agents registering themselves never set them.
+	Permissions []string
 }
 
 // Validate checks every field and returns the first problem.
@@ -82,14 +92,23 @@ func (r Registration) Validate() error {
 	if err := ValidateOwnerName(r.OwnerName); err != nil {
 		return err
 	}
+	if err := ValidatePermissions(r.Permissions); err != nil {
+		return err
+	}
 	return ValidateEmail(r.OwnerEmail)
 }
 
 // Register creates an agent. When the registration carries no secret one is
-// generated and returned; it is never retrievable afterwards.
-func (s *Service) Register(ctx context.Context, reg Registration) (agent *Agent, generatedSecret string, err error) {
+// generated and returned; it is never retrievable afterwards. Ids the
+// configuration names (with fixed permissions) are refused unless trusted
+// is set: an operator, or a caller holding the registration token, registers
+// those, so nobody can claim an operator's privileged agent first.
+func (s *Service) Register(ctx context.Context, reg Registration, trusted bool) (agent *Agent, generatedSecret string, err error) {
 	if err := reg.Validate(); err != nil {
 		return nil, "", err
+	}
+	if _, fixed := s.cfg.Permissions[reg.AgentID]; fixed && !trusted {
+		return nil, "", ErrReserved
 	}
 	// Fail fast on a taken id before paying for a hash; CreateAgent still
 	// decides races.
@@ -110,9 +129,11 @@ func (s *Service) Register(ctx context.Context, reg Registration) (agent *Agent,
 		return nil, "", err
 	}
 	now := s.now().UTC()
-	perms, fixed := s.cfg.Permissions[reg.AgentID]
-	if !fixed {
-		perms = s.cfg.DefaultPermissions
+	// Stored: the defaults. Fixed permissions apply through effective(), so
+	// removing an agent block from the configuration takes them away.
+	perms := s.cfg.DefaultPermissions
+	if reg.Permissions != nil {
+		perms = reg.Permissions
 	}
 	a := &Agent{
 		ID:          reg.AgentID,
@@ -150,7 +171,6 @@ func GenerateSecret() (string, error) {
 func (s *Service) Authenticate(ctx context.Context, id, secret string) (*Agent, error) {
 	a, err := s.repo.GetAgent(ctx, id)
 	if errors.Is(err, ErrNotFound) || (err == nil && id == "") {
-		s.dummyOnce.Do(func() { s.dummyHash, _ = s.hasher.Hash(context.Background(), "unused-dummy-secret") })
 		if _, err := s.hasher.Verify(ctx, secret, s.dummyHash); err != nil && ctx.Err() != nil {
 			return nil, ctx.Err()
 		}

@@ -13,10 +13,8 @@ func init() {
 }
 
 // AdminAPI mounts the operator's routes under /auth_agent/ on Caddy's admin
-// endpoint: list, read, update and delete agents.
-type AdminAPI struct {
-	app *App
-}
+// endpoint: agents and clients. It serves through the running app.
+type AdminAPI struct{}
 
 // CaddyModule returns the Caddy module information.
 func (AdminAPI) CaddyModule() caddy.ModuleInfo {
@@ -26,32 +24,21 @@ func (AdminAPI) CaddyModule() caddy.ModuleInfo {
 	}
 }
 
-// Provision finds the auth_agent app without creating one: a config
-// without it simply has no agents to manage.
-func (a *AdminAPI) Provision(ctx caddy.Context) error {
-	if app, err := ctx.AppIfConfigured("auth_agent"); err == nil {
-		a.app = app.(*App)
-	}
-	return nil
-}
-
 // Routes returns the admin routes.
 func (a *AdminAPI) Routes() []caddy.AdminRoute {
 	return []caddy.AdminRoute{{
 		Pattern: oauth.AdminPrefix,
 		Handler: caddy.AdminHandlerFunc(func(w http.ResponseWriter, r *http.Request) error {
-			if a.app == nil || a.app.Server() == nil {
-				oauth.WriteError(w, oauth.ErrNotFoundPath("the auth_agent app is not configured"))
+			app := running.Load()
+			if app == nil {
+				oauth.WriteError(w, oauth.ErrNotFoundPath("the auth_agent app is not running"))
 				return nil
 			}
-			a.app.Server().ServeAdmin(w, r)
+			app.Server().ServeAdmin(w, r)
 			return nil
 		}),
 	}}
 }
 
 // Interface guards
-var (
-	_ caddy.Provisioner = (*AdminAPI)(nil)
-	_ caddy.AdminRouter = (*AdminAPI)(nil)
-)
+var _ caddy.AdminRouter = (*AdminAPI)(nil)

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"net/url"
 	"slices"
+	"sync/atomic"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -27,6 +28,8 @@ const (
 	DefaultAccessTokenLifetime  = time.Hour
 	DefaultRefreshTokenLifetime = 720 * time.Hour
 	DefaultKeyRotation          = 720 * time.Hour
+	DefaultCodeLifetime         = time.Minute
+	DefaultRequestLifetime      = 5 * time.Minute
 )
 
 // App is the auth_agent app: the state shared by every handler (the
@@ -62,8 +65,25 @@ type App struct {
 	DefaultPermissions []string `json:"default_permissions,omitempty"`
 
 	// Agents whose permissions the operator fixes, by agent id. These win
-	// over anything stored or set through the admin API.
+	// over anything stored or set through the admin API, and only the
+	// operator (admin API) or a holder of the registration token may
+	// register these ids.
 	Agents map[string]*AgentConfig `json:"agents,omitempty"`
+
+	// OAuth clients (websites, apps), by client_id.
+	Clients map[string]*ClientConfig `json:"clients,omitempty"`
+
+	// RFC 7591 dynamic client registration at /oauth2/register: mode
+	// "off" (default), "open" or "token" (callers send the initial access
+	// token as a bearer token).
+	DynamicClientRegistration *RegistrationConfig `json:"dynamic_client_registration,omitempty"`
+
+	// How long an authorization code may be redeemed. Default: 60s.
+	CodeLifetime caddy.Duration `json:"code_lifetime,omitempty"`
+
+	// How long a pending authorization request waits for its agent.
+	// Default: 5m.
+	RequestLifetime caddy.Duration `json:"request_lifetime,omitempty"`
 
 	ctx      caddy.Context
 	log      *zap.Logger
@@ -72,6 +92,11 @@ type App struct {
 	server   *oauth.Server
 	keys     *oauth.KeyManager
 }
+
+// running is the app of the config Caddy is running. The admin routes use
+// it: Caddy provisions them before the new config's apps and does not put
+// them back when a reload fails.
+var running atomic.Pointer[App]
 
 // StorageConfig chooses the database.
 type StorageConfig struct {
@@ -93,6 +118,26 @@ type RegistrationConfig struct {
 	// The registration token in token mode; placeholders such as {env.X}
 	// are expanded.
 	Token string `json:"token,omitempty"`
+}
+
+// ClientConfig is an OAuth client in the configuration.
+type ClientConfig struct {
+	// The name the sign-in page shows. Default: the client id.
+	Name string `json:"name,omitempty"`
+	// The client secret (at least 32 characters; placeholders such as
+	// {env.X} are expanded). Required unless Public.
+	Secret string `json:"secret,omitempty"`
+	// A public client (a browser or native app) has no secret and
+	// authenticates with PKCE alone.
+	Public bool `json:"public,omitempty"`
+	// The redirect URIs, matched exactly: https, or http on loopback only.
+	RedirectURIs []string `json:"redirect_uris,omitempty"`
+	// The most the client may ask for. Default: openid profile email
+	// permissions.
+	Scopes []string `json:"scopes,omitempty"`
+	// Allowed grants. Default: authorization_code and refresh_token, plus
+	// client_credentials and token exchange for confidential clients.
+	GrantTypes []string `json:"grant_types,omitempty"`
 }
 
 // AgentConfig fixes an agent's settings.
@@ -118,12 +163,17 @@ func (a *App) Provision(ctx caddy.Context) error {
 		return err
 	}
 	repl := caddy.NewReplacer()
-	regMode, regToken := oauth.RegistrationOpen, ""
-	if a.Registration != nil && a.Registration.Mode != "" {
-		regMode, regToken = a.Registration.Mode, repl.ReplaceAll(a.Registration.Token, "")
-		if regMode == oauth.RegistrationToken && regToken == "" {
-			return errors.New("auth_agent: registration token is empty after expanding placeholders")
-		}
+	regMode, regToken, err := policy(repl, "registration", a.Registration, oauth.RegistrationOpen)
+	if err != nil {
+		return err
+	}
+	dynMode, dynToken, err := policy(repl, "dynamic_client_registration", a.DynamicClientRegistration, oauth.DynamicRegistrationOff)
+	if err != nil {
+		return err
+	}
+	clients, err := a.buildClients(repl)
+	if err != nil {
+		return err
 	}
 
 	store, key, err := openSharedStore(a.Storage, a.log)
@@ -152,11 +202,73 @@ func (a *App) Provision(ctx caddy.Context) error {
 	}, nil)
 	tokens := oauth.NewTokens(a.Issuer, durationOr(a.AccessTokenLifetime, DefaultAccessTokenLifetime), alg, a.keys, nil)
 	a.server = oauth.NewServer(oauth.Config{
-		Issuer:            a.Issuer,
-		RegistrationMode:  regMode,
-		RegistrationToken: regToken,
-	}, registry, a.keys, tokens, a.log)
+		Issuer:                   a.Issuer,
+		RegistrationMode:         regMode,
+		RegistrationToken:        regToken,
+		DynamicRegistration:      dynMode,
+		DynamicRegistrationToken: dynToken,
+		RefreshTokenLifetime:     durationOr(a.RefreshTokenLifetime, DefaultRefreshTokenLifetime),
+		CodeLifetime:             durationOr(a.CodeLifetime, DefaultCodeLifetime),
+		RequestLifetime:          durationOr(a.RequestLifetime, DefaultRequestLifetime),
+	}, oauth.Deps{
+		Agents:  registry,
+		Keys:    a.keys,
+		Tokens:  tokens,
+		Clients: oauth.NewClients(clients, store, nil),
+		Store:   store,
+		CodeKey: store.codeKey,
+		Log:     a.log,
+	})
 	return nil
+}
+
+// policy reads a registration-style policy (open, closed or off, token),
+// expanding placeholders in the token; a token must be usable as a bearer
+// token.
+func policy(repl *caddy.Replacer, name string, p *RegistrationConfig, def string) (mode, token string, err error) {
+	if p == nil || p.Mode == "" {
+		return def, "", nil
+	}
+	if p.Mode != oauth.RegistrationToken {
+		return p.Mode, "", nil
+	}
+	token = repl.ReplaceAll(p.Token, "")
+	if token == "" {
+		return "", "", fmt.Errorf("auth_agent: %s token is empty after expanding placeholders", name)
+	}
+	if _, err := oauth.ParseBearer("Bearer " + token); err != nil {
+		return "", "", fmt.Errorf("auth_agent: %s token may contain only letters, digits and - . _ ~ + / =", name)
+	}
+	return p.Mode, token, nil
+}
+
+// buildClients turns the configured clients into protocol clients.
+func (a *App) buildClients(repl *caddy.Replacer) ([]*oauth.Client, error) {
+	ids := make([]string, 0, len(a.Clients))
+	for id := range a.Clients {
+		ids = append(ids, id)
+	}
+	slices.Sort(ids)
+	var out []*oauth.Client
+	for _, id := range ids {
+		cc := a.Clients[id]
+		if cc == nil {
+			return nil, fmt.Errorf("auth_agent: client %q has no settings", id)
+		}
+		secret := repl.ReplaceAll(cc.Secret, "")
+		if !cc.Public && secret == "" {
+			return nil, fmt.Errorf("auth_agent: client %q needs a `secret` (at least %d characters) or `public`", id, oauth.MinConfiguredSecret)
+		}
+		c, _, err := oauth.NewClient(oauth.ClientSpec{
+			ID: id, Name: cc.Name, Secret: secret, Public: cc.Public, RedirectURIs: cc.RedirectURIs,
+			Scopes: cc.Scopes, GrantTypes: cc.GrantTypes,
+		}, oauth.ClientFromConfig, time.Now())
+		if err != nil {
+			return nil, fmt.Errorf("auth_agent: client %q: %s", id, oauth.AsError(err).Description)
+		}
+		out = append(out, c)
+	}
+	return out, nil
 }
 
 // Validate checks the configuration; its messages name the setting and the
@@ -174,6 +286,7 @@ func (a *App) Validate() error {
 	}
 	for name, d := range map[string]caddy.Duration{
 		"access_token_lifetime": a.AccessTokenLifetime, "refresh_token_lifetime": a.RefreshTokenLifetime, "key_rotation": a.KeyRotation,
+		"code_lifetime": a.CodeLifetime, "request_lifetime": a.RequestLifetime,
 	} {
 		if d < 0 {
 			return fmt.Errorf("auth_agent: %s %s must be positive", name, time.Duration(d))
@@ -181,6 +294,28 @@ func (a *App) Validate() error {
 	}
 	if a.KeyRotation != 0 && time.Duration(a.KeyRotation) < time.Hour {
 		return fmt.Errorf("auth_agent: key_rotation %s is too short (minimum 1h)", time.Duration(a.KeyRotation))
+	}
+	// A retired key stays published for one rotation period; a token must
+	// not outlive the key that verifies it.
+	if at, kr := durationOr(a.AccessTokenLifetime, DefaultAccessTokenLifetime), durationOr(a.KeyRotation, DefaultKeyRotation); at > kr {
+		return fmt.Errorf("auth_agent: access_token_lifetime %s must not exceed key_rotation %s", at, kr)
+	}
+	if d := time.Duration(a.CodeLifetime); d != 0 && (d < time.Second || d > 10*time.Minute) {
+		return fmt.Errorf("auth_agent: code_lifetime %s must be between 1s and 10m", d)
+	}
+	if d := time.Duration(a.RequestLifetime); d != 0 && (d < 10*time.Second || d > time.Hour) {
+		return fmt.Errorf("auth_agent: request_lifetime %s must be between 10s and 1h", d)
+	}
+	if r := a.DynamicClientRegistration; r != nil {
+		switch r.Mode {
+		case "", oauth.DynamicRegistrationOff, oauth.RegistrationOpen:
+		case oauth.RegistrationToken:
+			if r.Token == "" {
+				return errors.New("auth_agent: dynamic_client_registration token needs a token: `dynamic_client_registration token <token>`")
+			}
+		default:
+			return fmt.Errorf("auth_agent: dynamic_client_registration %q must be off, open or token", r.Mode)
+		}
 	}
 	if alg := a.AccessTokenAlg; alg != "" && !slices.Contains(oauth.SupportedAlgs, alg) {
 		return fmt.Errorf("auth_agent: access_token_alg %q is not one of %v", alg, oauth.SupportedAlgs)
@@ -231,16 +366,21 @@ func (a *App) accessTokenAlg() string {
 	return a.AccessTokenAlg
 }
 
-// Start runs the background work: key rotation. It stops when the config
-// is unloaded.
+// Start runs the background work (key rotation, which stops when the config
+// is unloaded) and makes this the app the admin routes use.
 func (a *App) Start() error {
 	go a.keys.Run(a.ctx)
+	running.Store(a)
 	return nil
 }
 
-// Stop is a no-op: background loops end with the config's context, and the
-// database outlives this config when the next one shares it.
-func (a *App) Stop() error { return nil }
+// Stop hands the admin routes back; background loops end with the config's
+// context, and the database outlives this config when the next one shares
+// it.
+func (a *App) Stop() error {
+	running.CompareAndSwap(a, nil)
+	return nil
+}
 
 // Cleanup releases this config's hold on the database; the last holder
 // closes it. It copes with a Provision that failed half-way.

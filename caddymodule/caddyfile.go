@@ -31,6 +31,17 @@ func init() {
 //		agent <id> {
 //			permissions <scope...>
 //		}
+//		client <id> {
+//			name <text>
+//			secret <secret>        # or: public
+//			public
+//			redirect_uri <uri...>
+//			scopes <scope...>
+//			grant_types <grant...>
+//		}
+//		dynamic_client_registration off|open|token <token>
+//		code_lifetime <duration>
+//		request_lifetime <duration>
 //	}
 func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // the option name
@@ -74,7 +85,7 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if d.NextArg() {
 				return d.ArgErr()
 			}
-		case "access_token_lifetime", "refresh_token_lifetime", "key_rotation":
+		case "access_token_lifetime", "refresh_token_lifetime", "key_rotation", "code_lifetime", "request_lifetime":
 			if !d.NextArg() {
 				return d.ArgErr()
 			}
@@ -90,6 +101,10 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				a.AccessTokenLifetime = caddy.Duration(dur)
 			case "refresh_token_lifetime":
 				a.RefreshTokenLifetime = caddy.Duration(dur)
+			case "code_lifetime":
+				a.CodeLifetime = caddy.Duration(dur)
+			case "request_lifetime":
+				a.RequestLifetime = caddy.Duration(dur)
 			default:
 				a.KeyRotation = caddy.Duration(dur)
 			}
@@ -110,6 +125,20 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				a.Registration = &RegistrationConfig{Mode: "token", Token: args[1]}
 			default:
 				return d.Errf("registration: want `open`, `closed` or `token <token>`, got %q", args)
+			}
+		case "dynamic_client_registration":
+			args := d.RemainingArgs()
+			switch {
+			case len(args) == 1 && (args[0] == "open" || args[0] == "off"):
+				a.DynamicClientRegistration = &RegistrationConfig{Mode: args[0]}
+			case len(args) == 2 && args[0] == "token":
+				a.DynamicClientRegistration = &RegistrationConfig{Mode: "token", Token: args[1]}
+			default:
+				return d.Errf("dynamic_client_registration: want `off`, `open` or `token <token>`, got %q", args)
+			}
+		case "client":
+			if err := a.unmarshalClient(d); err != nil {
+				return err
 			}
 		case "default_permissions":
 			a.DefaultPermissions = append(a.DefaultPermissions, d.RemainingArgs()...)
@@ -147,6 +176,60 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			return d.Errf("auth_agent: unknown setting %q", dir)
 		}
 	}
+	return nil
+}
+
+// unmarshalClient parses one `client <id> { … }` block.
+func (a *App) unmarshalClient(d *caddyfile.Dispenser) error {
+	if !d.NextArg() {
+		return d.ArgErr()
+	}
+	id := d.Val()
+	if d.NextArg() {
+		return d.ArgErr()
+	}
+	if a.Clients == nil {
+		a.Clients = make(map[string]*ClientConfig)
+	}
+	if _, dup := a.Clients[id]; dup {
+		return d.Errf("client %q is configured twice", id)
+	}
+	cc := new(ClientConfig)
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		setting := d.Val()
+		args := d.RemainingArgs()
+		switch setting {
+		case "name", "secret":
+			if len(args) != 1 {
+				return d.Errf("client %s: %s takes one value", id, setting)
+			}
+			if setting == "name" {
+				cc.Name = args[0]
+			} else {
+				cc.Secret = args[0]
+			}
+		case "public":
+			if len(args) != 0 {
+				return d.Errf("client %s: public takes no value", id)
+			}
+			cc.Public = true
+		case "redirect_uri", "redirect_uris":
+			cc.RedirectURIs = append(cc.RedirectURIs, args...)
+		case "scopes", "scope":
+			cc.Scopes = append(cc.Scopes, args...)
+		case "grant_types":
+			cc.GrantTypes = append(cc.GrantTypes, args...)
+		default:
+			return d.Errf("client %s: unknown setting %q", id, setting)
+		}
+		if len(args) == 0 && setting != "public" {
+			return d.Errf("client %s: %s needs a value", id, setting)
+		}
+	}
+	if cc.Public && cc.Secret != "" {
+		return d.Errf("client %s: a public client has no secret", id)
+	}
+	a.Clients[id] = cc
 	return nil
 }
 

@@ -1,6 +1,7 @@
 package caddymodule
 
 import (
+	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
@@ -37,6 +38,17 @@ type sharedStore struct {
 	hasher *agents.Hasher
 	// keyFingerprint tells whether a reload asks for another encryption key.
 	keyFingerprint string
+	// codeKey derives authorization codes; it never leaves this process, so
+	// the database holds only hashes of codes.
+	codeKey []byte
+}
+
+func newSharedStore(db database, fingerprint string) *sharedStore {
+	key := make([]byte, 32)
+	if _, err := rand.Read(key); err != nil {
+		panic("crypto/rand failed: " + err.Error())
+	}
+	return &sharedStore{database: db, hasher: agents.NewHasher(agents.DefaultArgon2, 0), keyFingerprint: fingerprint, codeKey: key}
 }
 
 // Destruct closes the database when the last config using it is gone.
@@ -49,7 +61,7 @@ func openSharedStore(cfg *StorageConfig, log *zap.Logger) (*sharedStore, string,
 	}
 	if cfg.Backend == "memory" {
 		val, _, err := stores.LoadOrNew("memory", func() (caddy.Destructor, error) {
-			return &sharedStore{database: storage.NewMemory(nil), hasher: agents.NewHasher(agents.DefaultArgon2, 0)}, nil
+			return newSharedStore(storage.NewMemory(nil), ""), nil
 		})
 		if err != nil {
 			return nil, "", err
@@ -83,7 +95,7 @@ func openSharedStore(cfg *StorageConfig, log *zap.Logger) (*sharedStore, string,
 			return nil, err
 		}
 		log.Info("opened database", zap.String("dir", dir), zap.Bool("encrypted", encKey != nil))
-		return &sharedStore{database: db, hasher: agents.NewHasher(agents.DefaultArgon2, 0), keyFingerprint: fingerprint}, nil
+		return newSharedStore(db, fingerprint), nil
 	})
 	if err != nil {
 		return nil, "", err

@@ -4,9 +4,11 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"net/http"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 )
 
 const secret = "Test123456!"
@@ -139,7 +141,7 @@ func TestAgentEndpoints(t *testing.T) {
 				t.Errorf("%s Allow = %q, want %q", path, r.header.Get("Allow"), allow)
 			}
 		}
-		wantError(t, do(t, "GET", c.base()+"/api/nothing-here", nil, ""), 404, "not_found")
+		wantError(t, do(t, "GET", c.base()+"/api/nothing-here", nil, ""), 404, "invalid_request")
 		if r := do(t, "GET", c.base()+"/other", nil, ""); r.status != 200 || string(r.body) != "upstream" {
 			t.Fatalf("paths the IdP does not own must reach the next handler: %d %s", r.status, r.body)
 		}
@@ -184,14 +186,19 @@ func TestAgentEndpoints(t *testing.T) {
 	})
 
 	t.Run("operator-fixed permissions", func(t *testing.T) {
-		if r := c.register(t, "ops-bot", secret); r.status != 201 || fmt.Sprint(r.data()["permissions"]) != "[data:read data:write]" {
-			t.Fatalf("got %d %s", r.status, r.body)
+		// Nobody may claim an id the operator configured with privileges.
+		wantError(t, c.register(t, "ops-bot", secret), 403, "access_denied")
+		r := c.admin(t, "POST", "/auth_agent/agents", `{"agent_id":"ops-bot","agent_secret":"Test123456!","model_name":"ops","owner_email":"ops@example.com"}`)
+		if r.status != 201 || fmt.Sprint(r.json["permissions"]) != "[data:read data:write]" || r.json["agent_secret"] != nil {
+			t.Fatalf("admin create: %d %s", r.status, r.body)
 		}
-		r := do(t, "POST", c.base()+"/api/agent-auth", nil, `{"agent_id":"ops-bot","agent_secret":"Test123456!"}`)
+		r = do(t, "POST", c.base()+"/api/agent-auth", nil, `{"agent_id":"ops-bot","agent_secret":"Test123456!"}`)
 		if r.str("scope") != "profile data:read data:write" {
 			t.Fatalf("scope %q", r.str("scope"))
 		}
 		wantError(t, c.admin(t, "PATCH", "/auth_agent/agents/ops-bot", `{"permissions":["x"]}`), 409, "invalid_request")
+		wantError(t, c.admin(t, "POST", "/auth_agent/agents", `{"agent_id":"ops-bot","agent_secret":"Test123456!","model_name":"ops","owner_email":"ops@example.com"}`), 409, "invalid_request")
+		wantError(t, c.admin(t, "POST", "/auth_agent/agents", `{"agent_id":"x","model_name":"ops","owner_email":"ops@example.com"}`), 400, "invalid_request")
 	})
 
 	t.Run("failed authentication is the same for every cause", func(t *testing.T) {
@@ -280,7 +287,7 @@ func TestAgentEndpoints(t *testing.T) {
 		if r := do(t, "GET", c.base()+"/api/agents/profile?access_token="+tok, nil, ""); r.status != 401 {
 			t.Fatalf("a token in the query string must not authenticate: %d", r.status)
 		}
-		if got := do(t, "GET", c.base()+"/api/agents/profile", bearer(tok), ""); got.str("model_name") != "gpt-4" {
+		if got := do(t, "GET", c.base()+"/api/agents/profile", bearer(tok), ""); got.str("model_name") != "ops" {
 			t.Fatalf("a refused update changed the profile: %s", got.body)
 		}
 	})
@@ -319,7 +326,11 @@ func TestAgentEndpoints(t *testing.T) {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				statuses[i] = c.register(t, "racer", secret).status
+				resp, err := http.Post(c.base()+"/api/register-agent", "application/json", strings.NewReader(registerBody("racer", secret)))
+				if err == nil {
+					statuses[i] = resp.StatusCode
+					resp.Body.Close()
+				}
 			}()
 		}
 		wg.Wait()
@@ -335,6 +346,18 @@ func TestAgentEndpoints(t *testing.T) {
 		}
 		if created != 1 {
 			t.Fatalf("%d registrations succeeded", created)
+		}
+	})
+
+	t.Run("a token does not outlive its agent's id being reused", func(t *testing.T) {
+		c.registerOK(t, "reused-id")
+		old := c.token(t, "reused-id", secret)
+		c.admin(t, "DELETE", "/auth_agent/agents/reused-id", "")
+		time.Sleep(1100 * time.Millisecond) // tokens carry whole seconds
+		c.registerOK(t, "reused-id")
+		wantError(t, do(t, "GET", c.base()+"/api/agents/profile", bearer(old), ""), 401, "invalid_token")
+		if r := do(t, "GET", c.base()+"/api/agents/profile", bearer(c.token(t, "reused-id", secret)), ""); r.status != 200 {
+			t.Fatalf("new token: %d", r.status)
 		}
 	})
 }
@@ -370,12 +393,12 @@ func TestAdminAPI(t *testing.T) {
 	wantError(t, c.admin(t, "PATCH", "/auth_agent/agents/agent-a", `{"permissions":["bad scope"]}`), 400, "invalid_request")
 	wantError(t, c.admin(t, "PATCH", "/auth_agent/agents/agent-a", `{}`), 400, "invalid_request")
 	wantError(t, c.admin(t, "PATCH", "/auth_agent/agents/agent-a", `{"disabled":"yes"}`), 400, "invalid_request")
-	wantError(t, c.admin(t, "PATCH", "/auth_agent/agents/nobody", `{"disabled":true}`), 404, "not_found")
-	wantError(t, c.admin(t, "GET", "/auth_agent/agents/nobody", ""), 404, "not_found")
-	wantError(t, c.admin(t, "DELETE", "/auth_agent/agents/nobody", ""), 404, "not_found")
+	wantError(t, c.admin(t, "PATCH", "/auth_agent/agents/nobody", `{"disabled":true}`), 404, "invalid_request")
+	wantError(t, c.admin(t, "GET", "/auth_agent/agents/nobody", ""), 404, "invalid_request")
+	wantError(t, c.admin(t, "DELETE", "/auth_agent/agents/nobody", ""), 404, "invalid_request")
 	wantError(t, c.admin(t, "GET", "/auth_agent/agents?limit=0", ""), 400, "invalid_request")
-	wantError(t, c.admin(t, "POST", "/auth_agent/agents", `{}`), 405, "invalid_request")
-	wantError(t, c.admin(t, "GET", "/auth_agent/other", ""), 404, "not_found")
+	wantError(t, c.admin(t, "PUT", "/auth_agent/agents", `{}`), 405, "invalid_request")
+	wantError(t, c.admin(t, "GET", "/auth_agent/other", ""), 404, "invalid_request")
 	if r := c.admin(t, "DELETE", "/auth_agent/agents/agent-b", ""); r.status != 200 {
 		t.Fatalf("delete: %d", r.status)
 	}

@@ -43,7 +43,7 @@ func ErrInvalidClient(desc string) *Error  { return newError("invalid_client", 4
 func ErrInvalidGrant(desc string) *Error   { return newError("invalid_grant", 400, desc) }
 func ErrInvalidScope(desc string) *Error   { return newError("invalid_scope", 400, desc) }
 func ErrAccessDenied(desc string) *Error   { return newError("access_denied", 403, desc) }
-func ErrNotFoundPath(desc string) *Error   { return newError("not_found", 404, desc) }
+func ErrNotFoundPath(desc string) *Error   { return newError("invalid_request", 404, desc) }
 func ErrConflict(desc string) *Error       { return newError("invalid_request", 409, desc) }
 func ErrTooLarge(desc string) *Error       { return newError("invalid_request", 413, desc) }
 

@@ -54,11 +54,17 @@ type KeyManager struct {
 	now      func() time.Time
 	log      *zap.Logger
 
-	mu     sync.RWMutex
-	active map[string]*signingKey // by alg
-	byID   map[string]*signingKey
-	jwks   []byte
+	mu         sync.RWMutex
+	active     map[string]*signingKey // by alg
+	byID       map[string]*signingKey
+	jwks       []byte
+	lastReload time.Time
 }
+
+// unknownKidReload bounds how often an unknown kid makes the manager re-read
+// the store (another config of this process may have rotated), so forged
+// tokens cannot turn into a stream of database reads.
+const unknownKidReload = 10 * time.Second
 
 // NewKeyManager loads the keys from store, creating or rotating whatever is
 // missing or due, for each of algs.
@@ -207,8 +213,27 @@ func (m *KeyManager) signer(alg string) (*signingKey, error) {
 
 func (m *KeyManager) publicKey(kid string) (*signingKey, bool) {
 	m.mu.RLock()
-	defer m.mu.RUnlock()
 	k, ok := m.byID[kid]
+	m.mu.RUnlock()
+	if ok || kid == "" {
+		return k, ok
+	}
+	m.mu.Lock()
+	if m.now().Sub(m.lastReload) < unknownKidReload {
+		m.mu.Unlock()
+		return nil, false
+	}
+	m.lastReload = m.now()
+	m.mu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	stored, err := m.store.SigningKeys(ctx)
+	if err != nil || m.load(stored) != nil {
+		return nil, false
+	}
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	k, ok = m.byID[kid]
 	return k, ok
 }
 

@@ -41,13 +41,18 @@ func ParseScope(s string) ([]string, error) {
 // by default `profile` plus its permissions; a request may narrow that but
 // never name anything outside it.
 func AgentSelfScopes(requested string, a *agents.Agent) ([]string, error) {
-	allowed := append([]string{ScopeProfile}, a.Permissions...)
+	allowed := []string{ScopeProfile}
+	for _, p := range a.Permissions {
+		if !slices.Contains(allowed, p) {
+			allowed = append(allowed, p)
+		}
+	}
 	req, err := ParseScope(requested)
 	if err != nil {
 		return nil, err
 	}
 	if len(req) == 0 {
-		return slices.Compact(allowed), nil
+		return allowed, nil
 	}
 	for _, s := range req {
 		if !slices.Contains(allowed, s) {

@@ -21,6 +21,11 @@ const (
 	RegistrationClosed = "closed"
 )
 
+// Dynamic client registration policies share the registration words.
+const (
+	DynamicRegistrationOff = "off"
+)
+
 // Config is the server's protocol configuration.
 type Config struct {
 	Issuer string
@@ -28,18 +33,45 @@ type Config struct {
 	// bearer token required in token mode.
 	RegistrationMode  string
 	RegistrationToken string
+	// DynamicRegistration is off (default), open or token for RFC 7591
+	// registration at /oauth2/register; DynamicRegistrationToken is the
+	// initial access token in token mode.
+	DynamicRegistration      string
+	DynamicRegistrationToken string
+	// Lifetimes; zero means the default.
+	RefreshTokenLifetime time.Duration // 720h
+	CodeLifetime         time.Duration // 60s
+	RequestLifetime      time.Duration // 5m
 	// MaxBody caps request bodies; 0 means DefaultMaxBody.
 	MaxBody int64
 }
 
+// Deps are the parts the server works with.
+type Deps struct {
+	Agents  *agents.Service
+	Keys    *KeyManager
+	Tokens  *Tokens
+	Clients *Clients
+	Store   RecordStore
+	// CodeKey derives authorization codes from request seeds; it lives only
+	// in memory and is shared by every config of one process.
+	CodeKey []byte
+	Log     *zap.Logger
+	Now     func() time.Time
+}
+
 // Server serves the identity provider's endpoints.
 type Server struct {
-	cfg    Config
-	agents *agents.Service
-	keys   *KeyManager
-	tokens *Tokens
-	log    *zap.Logger
-	routes map[string]route
+	cfg     Config
+	agents  *agents.Service
+	keys    *KeyManager
+	tokens  *Tokens
+	clients *Clients
+	store   RecordStore
+	codeKey []byte
+	log     *zap.Logger
+	now     func() time.Time
+	routes  map[string]route
 }
 
 type route struct {
@@ -48,19 +80,49 @@ type route struct {
 }
 
 // NewServer wires the endpoints.
-func NewServer(cfg Config, registry *agents.Service, keys *KeyManager, tokens *Tokens, log *zap.Logger) *Server {
+func NewServer(cfg Config, d Deps) *Server {
 	if cfg.MaxBody <= 0 {
 		cfg.MaxBody = DefaultMaxBody
 	}
-	if log == nil {
-		log = zap.NewNop()
+	if cfg.RefreshTokenLifetime <= 0 {
+		cfg.RefreshTokenLifetime = 720 * time.Hour
 	}
-	s := &Server{cfg: cfg, agents: registry, keys: keys, tokens: tokens, log: log}
+	if cfg.CodeLifetime <= 0 {
+		cfg.CodeLifetime = time.Minute
+	}
+	if cfg.RequestLifetime <= 0 {
+		cfg.RequestLifetime = 5 * time.Minute
+	}
+	if cfg.DynamicRegistration == "" {
+		cfg.DynamicRegistration = DynamicRegistrationOff
+	}
+	if d.Log == nil {
+		d.Log = zap.NewNop()
+	}
+	if d.Now == nil {
+		d.Now = time.Now
+	}
+	if len(d.CodeKey) == 0 {
+		d.CodeKey = []byte(randomToken(32))
+	}
+	s := &Server{cfg: cfg, agents: d.Agents, keys: d.Keys, tokens: d.Tokens, clients: d.Clients, store: d.Store,
+		codeKey: d.CodeKey, log: d.Log, now: d.Now}
+	get, post := http.MethodGet, http.MethodPost
+	discovery := route{[]string{get, http.MethodHead}, s.handleDiscovery}
 	s.routes = map[string]route{
-		"/api/register-agent":    {[]string{http.MethodPost}, s.handleRegister},
-		"/api/agent-auth":        {[]string{http.MethodPost}, s.handleAgentAuth},
-		"/api/agents/profile":    {[]string{http.MethodGet, http.MethodPut}, s.handleProfile},
-		"/.well-known/jwks.json": {[]string{http.MethodGet, http.MethodHead}, s.handleJWKS},
+		"/api/register-agent":                     {[]string{post}, s.handleRegister},
+		"/api/agent-auth":                         {[]string{post}, s.handleAgentAuth},
+		"/api/agents/profile":                     {[]string{get, http.MethodPut}, s.handleProfile},
+		"/api/check-status":                       {[]string{get}, s.handleCheckStatus},
+		"/oauth2/authorize":                       {[]string{get, post}, s.handleAuthorize},
+		"/oauth2/token":                           {[]string{post}, s.handleToken},
+		"/oauth2/userinfo":                        {[]string{get, post}, s.handleUserinfo},
+		"/oauth2/introspect":                      {[]string{post}, s.handleIntrospect},
+		"/oauth2/revoke":                          {[]string{post}, s.handleRevoke},
+		"/oauth2/register":                        {[]string{post}, s.handleClientRegistration},
+		"/.well-known/jwks.json":                  {[]string{get, http.MethodHead}, s.handleJWKS},
+		"/.well-known/openid-configuration":       discovery,
+		"/.well-known/oauth-authorization-server": discovery,
 	}
 	return s
 }
@@ -113,6 +175,8 @@ func registryError(err error) error {
 		return ErrConflict("an agent with this agent_id already exists")
 	case errors.Is(err, agents.ErrInvalidCredentials):
 		return ErrInvalidClient("invalid agent credentials")
+	case errors.Is(err, agents.ErrReserved):
+		return ErrAccessDenied("this agent_id is reserved by the operator's configuration")
 	case errors.Is(err, agents.ErrPermissionsFixed):
 		return ErrConflict("this agent's permissions are set in the configuration")
 	case errors.Is(err, agents.ErrSecretChanged):
@@ -160,14 +224,8 @@ func (s *Server) handleRegister(w http.ResponseWriter, r *http.Request) error {
 	case RegistrationClosed:
 		return ErrAccessDenied("agent registration is closed on this server")
 	case RegistrationToken:
-		tok, err := ParseBearer(r.Header.Get("Authorization"))
-		if err != nil {
-			return ErrMissingToken("auth_agent")
-		}
-		// Compare digests so the comparison is constant-time whatever the lengths.
-		got, want := sha256.Sum256([]byte(tok)), sha256.Sum256([]byte(s.cfg.RegistrationToken))
-		if subtle.ConstantTimeCompare(got[:], want[:]) != 1 {
-			return ErrInvalidToken("auth_agent", "the registration token is not valid")
+		if err := checkStaticBearer(r, s.cfg.RegistrationToken); err != nil {
+			return err
 		}
 	}
 	var req registerRequest
@@ -177,7 +235,7 @@ func (s *Server) handleRegister(w http.ResponseWriter, r *http.Request) error {
 	a, secret, err := s.agents.Register(r.Context(), agents.Registration{
 		AgentID: req.AgentID, AgentSecret: req.AgentSecret, ModelName: req.ModelName,
 		OwnerName: req.OwnerName, OwnerEmail: req.OwnerEmail,
-	})
+	}, s.cfg.RegistrationMode == RegistrationToken)
 	if err != nil {
 		return registryError(err)
 	}
@@ -219,9 +277,13 @@ func (s *Server) handleAgentAuth(w http.ResponseWriter, r *http.Request) error {
 		return registryError(err)
 	}
 	if req.RequestID != "" {
-		// Pending authorization requests are created by /oauth2/authorize;
-		// none is known under this id.
-		return ErrInvalidRequest("request_id is unknown or expired")
+		to, err := s.completeRequest(r.Context(), req.RequestID, a, req.ModelName)
+		if err != nil {
+			return err
+		}
+		s.log.Info("agent completed an authorization request", zap.String("agent_id", a.ID))
+		writeData(w, http.StatusOK, map[string]string{"status": statusAuthenticated, "request_id": req.RequestID, "redirect_to": to})
+		return nil
 	}
 	scopes, err := AgentSelfScopes(req.Scope, a)
 	if err != nil {
@@ -236,7 +298,7 @@ func (s *Server) handleAgentAuth(w http.ResponseWriter, r *http.Request) error {
 		aud = []string{resource}
 	}
 	tok, err := s.tokens.IssueAccessToken(AccessGrant{
-		Subject: a.ID, ClientID: a.ID, Scopes: scopes, Audience: aud, ModelName: model, AuthTime: s.tokens.now(),
+		Subject: a.ID, ClientID: a.ID, Scopes: scopes, Audience: aud, ModelName: model, AuthTime: s.now(),
 	})
 	if err != nil {
 		return err
@@ -250,9 +312,10 @@ func (s *Server) handleAgentAuth(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-// authenticateBearer verifies the request's access token for use at this
-// server (aud = the issuer) and loads its agent.
-func (s *Server) authenticateBearer(r *http.Request) (*AccessClaims, *agents.Agent, error) {
+// authenticateBearer verifies the request's access token (for use at this
+// server when audience is the issuer; any audience when it is ""), checks it
+// is not revoked, and loads its agent.
+func (s *Server) authenticateBearer(r *http.Request, audience string) (*AccessClaims, *agents.Agent, error) {
 	raw, err := ParseBearer(r.Header.Get("Authorization"))
 	if errors.Is(err, errNoBearer) {
 		return nil, nil, ErrMissingToken("auth_agent")
@@ -260,12 +323,19 @@ func (s *Server) authenticateBearer(r *http.Request) (*AccessClaims, *agents.Age
 	if err != nil {
 		return nil, nil, ErrInvalidToken("auth_agent", err.Error())
 	}
-	claims, err := s.tokens.VerifyAccessToken(raw, s.tokens.Issuer())
+	claims, err := s.tokens.VerifyAccessToken(raw, audience)
 	if err != nil {
 		return nil, nil, ErrInvalidToken("auth_agent", "the access token is invalid or expired")
 	}
-	a, err := s.agents.Get(r.Context(), claims.Subject)
-	if errors.Is(err, agents.ErrNotFound) || (err == nil && a.Disabled) {
+	revoked, err := s.isRevoked(r.Context(), claims.ID)
+	if err != nil {
+		return nil, nil, err
+	}
+	if revoked {
+		return nil, nil, ErrInvalidToken("auth_agent", "the access token was revoked")
+	}
+	a, err := s.currentAgent(r.Context(), claims.Subject, claims.IssuedAt.Unix())
+	if errors.Is(err, errAgentGone) {
 		return nil, nil, ErrInvalidToken("auth_agent", "the token's agent no longer exists or is disabled")
 	}
 	if err != nil {
@@ -283,7 +353,7 @@ type profileUpdateRequest struct {
 }
 
 func (s *Server) handleProfile(w http.ResponseWriter, r *http.Request) error {
-	claims, a, err := s.authenticateBearer(r)
+	claims, a, err := s.authenticateBearer(r, s.tokens.Issuer())
 	if err != nil {
 		return err
 	}
@@ -312,6 +382,40 @@ func (s *Server) handleProfile(w http.ResponseWriter, r *http.Request) error {
 		return registryError(err)
 	}
 	writeData(w, http.StatusOK, viewOf(updated))
+	return nil
+}
+
+var errAgentGone = errors.New("agent deleted, disabled or registered again")
+
+// currentAgent loads the agent a token or grant from time since speaks
+// for: it must exist, be enabled, and be the same agent — one deleted and
+// registered again under its id is another agent.
+func (s *Server) currentAgent(ctx context.Context, id string, since int64) (*agents.Agent, error) {
+	a, err := s.agents.Get(ctx, id)
+	if errors.Is(err, agents.ErrNotFound) {
+		return nil, errAgentGone
+	}
+	if err != nil {
+		return nil, err
+	}
+	if a.Disabled || since < a.CreatedAt.Unix() {
+		return nil, errAgentGone
+	}
+	return a, nil
+}
+
+// checkStaticBearer checks a configured bearer token (registration and
+// initial access tokens), comparing digests so the comparison takes the
+// same time whatever the lengths.
+func checkStaticBearer(r *http.Request, want string) error {
+	tok, err := ParseBearer(r.Header.Get("Authorization"))
+	if err != nil {
+		return ErrMissingToken("auth_agent")
+	}
+	got, exp := sha256.Sum256([]byte(tok)), sha256.Sum256([]byte(want))
+	if subtle.ConstantTimeCompare(got[:], exp[:]) != 1 {
+		return ErrInvalidToken("auth_agent", "the registration token is not valid")
+	}
 	return nil
 }
 

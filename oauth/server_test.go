@@ -30,7 +30,10 @@ func newServer(tb testing.TB, params agents.Argon2Params) testServer {
 	}
 	registry := agents.NewService(store, agents.NewHasher(params, 0), agents.Config{DefaultPermissions: []string{"data:read"}}, nil)
 	tokens := oauth.NewTokens(issuer, time.Hour, oauth.AlgRS256, keys, nil)
-	return testServer{oauth.NewServer(oauth.Config{Issuer: issuer, RegistrationMode: oauth.RegistrationOpen}, registry, keys, tokens, nil), store}
+	srv := oauth.NewServer(oauth.Config{Issuer: issuer, RegistrationMode: oauth.RegistrationOpen}, oauth.Deps{
+		Agents: registry, Keys: keys, Tokens: tokens, Clients: oauth.NewClients(nil, store, nil), Store: store,
+	})
+	return testServer{srv, store}
 }
 
 func (s testServer) call(method, path, auth, body string) *httptest.ResponseRecorder {

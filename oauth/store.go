@@ -6,8 +6,19 @@ import (
 	"time"
 )
 
-// ErrNotFound is returned by stores for a missing or expired record.
-var ErrNotFound = errors.New("record not found")
+// Errors stores return; callers test them with errors.Is.
+var (
+	// ErrNotFound is returned for a missing or expired record.
+	ErrNotFound = errors.New("record not found")
+	// ErrExists is returned by CreateRecord when the key is taken.
+	ErrExists = errors.New("record already exists")
+)
+
+// Record is one stored record as ListRecords returns it.
+type Record struct {
+	Key   string
+	Value []byte
+}
 
 // StoredKey is a signing key as persisted: the private key in PKCS #8 DER.
 type StoredKey struct {
@@ -48,6 +59,13 @@ type RecordStore interface {
 	// error nothing is written and that error is returned. ErrNotFound when
 	// the record is missing or expired.
 	UpdateRecord(ctx context.Context, kind, key string, fn func([]byte) ([]byte, error)) error
+	// CreateRecord stores value under (kind, key) only if no live record is
+	// there, returning ErrExists otherwise. A ttl of zero means no expiry.
+	CreateRecord(ctx context.Context, kind, key string, value []byte, ttl time.Duration) error
+	// ListRecords returns up to limit live records of kind ordered by key,
+	// starting strictly after the key given in after ("" for the first page).
+	// limit <= 0 means 100.
+	ListRecords(ctx context.Context, kind, after string, limit int) ([]Record, error)
 	// DeleteRecord removes the record; deleting a missing record is not an error.
 	DeleteRecord(ctx context.Context, kind, key string) error
 }

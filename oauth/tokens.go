@@ -2,6 +2,7 @@ package oauth
 
 import (
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/base64"
 	"errors"
 	"fmt"
@@ -25,6 +26,14 @@ type AccessClaims struct {
 	Scope     string `json:"scope"`
 	ModelName string `json:"model_name,omitempty"`
 	AuthTime  int64  `json:"auth_time,omitempty"`
+	Act       *Actor `json:"act,omitempty"`
+}
+
+// Actor is the RFC 8693 act claim: who is acting on the subject's behalf,
+// and, nested, who acted before.
+type Actor struct {
+	Subject string `json:"sub"`
+	Act     *Actor `json:"act,omitempty"`
 }
 
 // Scopes returns the scope claim as a list.
@@ -41,6 +50,7 @@ type AccessGrant struct {
 	Audience  []string // empty: the issuer
 	ModelName string
 	AuthTime  time.Time
+	Actor     *Actor
 }
 
 // IssuedToken is a signed access token and what the token response says
@@ -114,6 +124,7 @@ func (t *Tokens) IssueAccessToken(g AccessGrant) (IssuedToken, error) {
 		ClientID:  g.ClientID,
 		Scope:     scope,
 		ModelName: g.ModelName,
+		Act:       g.Actor,
 	}
 	if !g.AuthTime.IsZero() {
 		claims.AuthTime = g.AuthTime.Unix()
@@ -161,6 +172,54 @@ func (t *Tokens) VerifyAccessToken(raw, audience string) (*AccessClaims, error) 
 	}
 	return claims, nil
 }
+
+// IDGrant is what an ID token says.
+type IDGrant struct {
+	Subject     string
+	ClientID    string
+	Nonce       string
+	AuthTime    time.Time
+	AccessToken string // for at_hash
+	Claims      map[string]any
+}
+
+// IssueIDToken signs an OpenID Connect ID token with the RS256 key (OIDC
+// Core §3.1.3.7 requires RS256 support).
+func (t *Tokens) IssueIDToken(g IDGrant) (string, error) {
+	key, err := t.keys.signer(AlgRS256)
+	if err != nil {
+		return "", err
+	}
+	now := t.now().Truncate(time.Second)
+	claims := jwt.MapClaims{}
+	for k, v := range g.Claims {
+		claims[k] = v
+	}
+	claims["iss"] = t.issuer
+	claims["sub"] = g.Subject
+	claims["aud"] = g.ClientID
+	claims["azp"] = g.ClientID
+	claims["iat"] = now.Unix()
+	claims["exp"] = now.Add(t.lifetime).Unix()
+	if !g.AuthTime.IsZero() {
+		claims["auth_time"] = g.AuthTime.Unix()
+	}
+	if g.Nonce != "" {
+		claims["nonce"] = g.Nonce
+	}
+	if g.AccessToken != "" {
+		// at_hash: the left half of SHA-256 of the access token (OIDC §3.1.3.6).
+		sum := sha256.Sum256([]byte(g.AccessToken))
+		claims["at_hash"] = base64.RawURLEncoding.EncodeToString(sum[:16])
+	}
+	tok := jwt.NewWithClaims(key.method, claims)
+	tok.Header["typ"] = "JWT"
+	tok.Header["kid"] = key.id
+	return tok.SignedString(key.private)
+}
+
+// Lifetime is how long access tokens live.
+func (t *Tokens) Lifetime() time.Duration { return t.lifetime }
 
 // randomID returns 128 random bits, base64url-encoded.
 func randomID() (string, error) {

@@ -568,6 +568,85 @@ func (b *Badger) PutRecord(ctx context.Context, kind, key string, value []byte, 
 	})
 }
 
+// CreateRecord stores value under (kind, key) only if no live record is
+// there, returning oauth.ErrExists otherwise; the check and the write are one
+// transaction under the key's lock. A ttl of zero means no expiry; a negative
+// ttl describes a record that has already expired, so nothing is written
+// (but a live record still makes it return oauth.ErrExists).
+func (b *Badger) CreateRecord(ctx context.Context, kind, key string, value []byte, ttl time.Duration) error {
+	if err := checkKind(kind); err != nil {
+		return err
+	}
+	k := recordKey(kind, key)
+	return b.update(ctx, k, func(txn *badger.Txn) error {
+		item, err := txn.Get(k)
+		switch {
+		case errors.Is(err, badger.ErrKeyNotFound):
+		case err != nil:
+			return fmt.Errorf("auth_agent storage: read %s record: %w", kind, err)
+		default:
+			// Badger hides expired items from Get, but the second may tick
+			// over between its check and ours; an expired record is free.
+			expiresAt := item.ExpiresAt()
+			if expiresAt == 0 || expiresAt > uint64(time.Now().Unix()) {
+				return oauth.ErrExists
+			}
+		}
+		if ttl < 0 {
+			return nil
+		}
+		e := badger.NewEntry(k, value)
+		if ttl > 0 {
+			e.ExpiresAt = badgerExpiry(time.Now(), ttl)
+		}
+		return txn.SetEntry(e)
+	})
+}
+
+// ListRecords returns copies of up to limit live records of kind (100 when
+// limit <= 0) ordered by key, starting strictly after the key after ("" for
+// the first page, which includes a record stored under the empty key).
+func (b *Badger) ListRecords(ctx context.Context, kind, after string, limit int) ([]oauth.Record, error) {
+	if err := checkKind(kind); err != nil {
+		return nil, err
+	}
+	if limit <= 0 {
+		limit = defaultListLimit
+	}
+	// The "/" ending the prefix keeps kind "client" from seeing "clients":
+	// kinds never contain "/", so "rec/client/" is no prefix of theirs.
+	prefix := recordKey(kind, "")
+	var out []oauth.Record
+	err := b.view(ctx, func(txn *badger.Txn) error {
+		opts := badger.DefaultIteratorOptions
+		opts.Prefix = prefix
+		opts.PrefetchSize = min(limit, opts.PrefetchSize)
+		// Expired entries are skipped by the iterator itself.
+		it := txn.NewIterator(opts)
+		defer it.Close()
+		// As in ListAgents: seeking to "rec/<kind>/<after>" lands on after
+		// itself or the next key, and after itself is skipped.
+		start := recordKey(kind, after)
+		for it.Seek(start); it.Valid() && len(out) < limit; it.Next() {
+			item := it.Item()
+			if after != "" && bytes.Equal(item.Key(), start) {
+				continue
+			}
+			val, err := item.ValueCopy(nil)
+			if err != nil {
+				return fmt.Errorf("auth_agent storage: read %s record: %w", kind, err)
+			}
+			// string() copies the key, which Badger reuses after Next.
+			out = append(out, oauth.Record{Key: string(item.Key()[len(prefix):]), Value: val})
+		}
+		return ctx.Err()
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // GetRecord returns a copy of the value, or oauth.ErrNotFound when the
 // record is missing or expired.
 func (b *Badger) GetRecord(ctx context.Context, kind, key string) ([]byte, error) {

@@ -302,6 +302,12 @@ func TestBadgerCloseTwiceAndUseAfterClose(t *testing.T) {
 	if err := b.PutRecord(ctx, "k", "v", nil, 0); !errors.Is(err, ErrClosed) {
 		t.Fatalf("PutRecord after Close: got %v, want ErrClosed", err)
 	}
+	if err := b.CreateRecord(ctx, "k", "v", nil, 0); !errors.Is(err, ErrClosed) {
+		t.Fatalf("CreateRecord after Close: got %v, want ErrClosed", err)
+	}
+	if _, err := b.ListRecords(ctx, "k", "", 0); !errors.Is(err, ErrClosed) {
+		t.Fatalf("ListRecords after Close: got %v, want ErrClosed", err)
+	}
 }
 
 // TestBadgerCloseWhileBusy closes the database under concurrent writers and
@@ -350,6 +356,15 @@ func TestBadgerHonoursContext(t *testing.T) {
 	}
 	if _, err := b.GetAgent(context.Background(), "late"); !errors.Is(err, agents.ErrNotFound) {
 		t.Fatalf("a cancelled CreateAgent wrote: %v", err)
+	}
+	if err := b.CreateRecord(ctx, "k", "v", nil, 0); !errors.Is(err, context.Canceled) {
+		t.Fatalf("CreateRecord with a cancelled context: %v", err)
+	}
+	if _, err := b.GetRecord(context.Background(), "k", "v"); !errors.Is(err, oauth.ErrNotFound) {
+		t.Fatalf("a cancelled CreateRecord wrote: %v", err)
+	}
+	if _, err := b.ListRecords(ctx, "k", "", 0); !errors.Is(err, context.Canceled) {
+		t.Fatalf("ListRecords with a cancelled context: %v", err)
 	}
 }
 

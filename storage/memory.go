@@ -308,6 +308,76 @@ func (m *Memory) GetRecord(ctx context.Context, kind, key string) ([]byte, error
 	return bytes.Clone(r.value), nil
 }
 
+// CreateRecord stores a copy of value under (kind, key) only if no live
+// record is there, returning oauth.ErrExists otherwise; check and write
+// happen under one lock. A ttl of zero means no expiry; a negative ttl
+// describes a record that has already expired, so nothing is stored (but a
+// live record still makes it return oauth.ErrExists).
+func (m *Memory) CreateRecord(ctx context.Context, kind, key string, value []byte, ttl time.Duration) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if err := checkKind(kind); err != nil {
+		return err
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	rk := memoryRecordKey{kind, key}
+	if _, ok := m.live(rk); ok {
+		return oauth.ErrExists
+	}
+	if ttl < 0 {
+		return nil
+	}
+	r := memoryRecord{value: bytes.Clone(value)}
+	if ttl > 0 {
+		r.expiresAt = m.now().Add(ttl)
+	}
+	m.records[rk] = r
+	return nil
+}
+
+// ListRecords returns copies of up to limit live records of kind (100 when
+// limit <= 0) ordered by key, starting strictly after the key after ("" for
+// the first page, which includes a record stored under the empty key).
+func (m *Memory) ListRecords(ctx context.Context, kind, after string, limit int) ([]oauth.Record, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	if err := checkKind(kind); err != nil {
+		return nil, err
+	}
+	if limit <= 0 {
+		limit = defaultListLimit
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	now := m.now()
+	// Sorting every call is fine at the sizes this backend is meant for.
+	var keys []string
+	for rk, r := range m.records {
+		if rk.kind != kind {
+			continue
+		}
+		if r.expired(now) {
+			delete(m.records, rk)
+			continue
+		}
+		if after == "" || rk.key > after {
+			keys = append(keys, rk.key)
+		}
+	}
+	slices.Sort(keys)
+	if len(keys) > limit {
+		keys = keys[:limit]
+	}
+	var out []oauth.Record
+	for _, k := range keys {
+		out = append(out, oauth.Record{Key: k, Value: bytes.Clone(m.records[memoryRecordKey{kind, k}].value)})
+	}
+	return out, nil
+}
+
 // ConsumeRecord returns the value and deletes the record under one lock, so
 // exactly one of any number of concurrent callers gets it.
 func (m *Memory) ConsumeRecord(ctx context.Context, kind, key string) ([]byte, error) {

@@ -119,4 +119,50 @@ func TestMemoryHonoursContext(t *testing.T) {
 	if _, err := m.GetRecord(context.Background(), "k", "v"); !errors.Is(err, oauth.ErrNotFound) {
 		t.Fatalf("a cancelled PutRecord wrote: %v", err)
 	}
+	if err := m.CreateRecord(ctx, "k", "v", nil, 0); !errors.Is(err, context.Canceled) {
+		t.Fatalf("CreateRecord with a cancelled context: %v", err)
+	}
+	if _, err := m.GetRecord(context.Background(), "k", "v"); !errors.Is(err, oauth.ErrNotFound) {
+		t.Fatalf("a cancelled CreateRecord wrote: %v", err)
+	}
+	if _, err := m.ListRecords(ctx, "k", "", 0); !errors.Is(err, context.Canceled) {
+		t.Fatalf("ListRecords with a cancelled context: %v", err)
+	}
+}
+
+// TestMemoryCreateAndListFollowClock checks CreateRecord and ListRecords
+// against the exact deadline, which the conformance suite can only
+// approach with a real sleep.
+func TestMemoryCreateAndListFollowClock(t *testing.T) {
+	ctx := context.Background()
+	clock := &fakeClock{now: time.Date(2025, 6, 1, 12, 0, 0, 0, time.UTC)}
+	m := NewMemory(clock.Now)
+	defer m.Close()
+
+	if err := m.CreateRecord(ctx, "client", "a", []byte("first"), time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.PutRecord(ctx, "client", "b", []byte("long"), time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	clock.Advance(time.Minute - time.Nanosecond)
+	if err := m.CreateRecord(ctx, "client", "a", []byte("early"), 0); !errors.Is(err, oauth.ErrExists) {
+		t.Fatalf("CreateRecord just before the deadline: got %v, want ErrExists", err)
+	}
+	if list, err := m.ListRecords(ctx, "client", "", 0); err != nil || len(list) != 2 {
+		t.Fatalf("ListRecords just before the deadline: %v, %v; want 2 records", list, err)
+	}
+	clock.Advance(time.Nanosecond)
+	list, err := m.ListRecords(ctx, "client", "", 0)
+	if err != nil || len(list) != 1 || list[0].Key != "b" {
+		t.Fatalf("ListRecords at the deadline: %v, %v; want only b", list, err)
+	}
+	if err := m.CreateRecord(ctx, "client", "a", []byte("second"), 0); err != nil {
+		t.Fatalf("CreateRecord at the deadline: %v", err)
+	}
+	// The new record has no expiry.
+	clock.Advance(24 * time.Hour)
+	if v, err := m.GetRecord(ctx, "client", "a"); err != nil || string(v) != "second" {
+		t.Fatalf("GetRecord after a day: %q, %v; want second", v, err)
+	}
 }

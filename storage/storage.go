@@ -63,6 +63,7 @@ func checkKeyID(id string) error {
 	return nil
 }
 
-// defaultListLimit is the page size of ListAgents when the caller passes
-// limit <= 0, so a forgotten limit cannot load every agent at once.
+// defaultListLimit is the page size of ListAgents and ListRecords when the
+// caller passes limit <= 0, so a forgotten limit cannot load everything at
+// once.
 const defaultListLimit = 100

@@ -60,6 +60,12 @@ func Run(t *testing.T, newStore func(t *testing.T) Store) {
 		t.Run("ConsumeRace", func(t *testing.T) { testRecordConsumeRace(t, newStore(t)) })
 		t.Run("Update", func(t *testing.T) { testRecordUpdate(t, newStore(t)) })
 		t.Run("ConcurrentUpdate", func(t *testing.T) { testRecordConcurrentUpdate(t, newStore(t)) })
+		t.Run("Create", func(t *testing.T) { testRecordCreate(t, newStore(t)) })
+		t.Run("ConcurrentCreate", func(t *testing.T) { testRecordConcurrentCreate(t, newStore(t)) })
+		t.Run("List", func(t *testing.T) { testRecordList(t, newStore(t)) })
+		t.Run("ListKindsAreSeparate", func(t *testing.T) { testRecordListKinds(t, newStore(t)) })
+		t.Run("ListDefaultLimit", func(t *testing.T) { testRecordListDefaultLimit(t, newStore(t)) })
+		t.Run("ListCopyIsolation", func(t *testing.T) { testRecordListIsolation(t, newStore(t)) })
 		t.Run("NegativeTTL", func(t *testing.T) { testRecordNegativeTTL(t, newStore(t)) })
 		t.Run("NoCrossTalk", func(t *testing.T) { testNoCrossTalk(t, newStore(t)) })
 		t.Run("Expiry", func(t *testing.T) { testRecordExpiry(t, newStore(t)) })
@@ -745,8 +751,15 @@ func testRecordInvalidKind(t *testing.T, s Store) {
 		if err := s.DeleteRecord(ctx, kind, "z"); err == nil {
 			t.Errorf("DeleteRecord(kind %q) succeeded", kind)
 		}
+		if err := s.CreateRecord(ctx, kind, "z", []byte("v"), 0); err == nil || errors.Is(err, oauth.ErrExists) {
+			t.Errorf("CreateRecord(kind %q) = %v; want an invalid-kind error", kind, err)
+		}
+		if list, err := s.ListRecords(ctx, kind, "", 0); err == nil || len(list) != 0 {
+			t.Errorf("ListRecords(kind %q) = %v, %v; want an invalid-kind error", kind, recordKeys(list), err)
+		}
 	}
 	wantRecord(t, s, "x", "y/z", "real")
+	wantRecords(t, s, "x", "", 0, "y/z")
 }
 
 func testRecordIsolation(t *testing.T, s Store) {
@@ -972,6 +985,21 @@ func testRecordExpiry(t *testing.T, s Store) {
 	mustPut(t, s, "rt", "shortened", "v2", time.Second)
 	wantRecord(t, s, "rt", "shortened", "v2")
 
+	// CreateRecord: a live 1s record blocks a create until it expires, a
+	// created 1s record expires, and listing hides expired records.
+	mustCreateRecord(t, s, "once", "expiring", "first", time.Second)
+	mustCreateRecord(t, s, "once", "created-short", "soon gone", time.Second)
+	mustCreateRecord(t, s, "once", "created-forever", "stays", 0)
+	if err := s.CreateRecord(ctx, "once", "expiring", []byte("too early"), 0); !errors.Is(err, oauth.ErrExists) {
+		t.Fatalf("CreateRecord over a live 1s record: got %v, want ErrExists", err)
+	}
+	mustPut(t, s, "list", "a", "short", time.Second)
+	mustPut(t, s, "list", "b", "long", time.Hour)
+	mustPut(t, s, "list", "c", "short", time.Second)
+	mustPut(t, s, "list", "d", "forever", 0)
+	mustPut(t, s, "list", "e", "short", time.Second)
+	wantRecords(t, s, "list", "", 0, "a", "b", "c", "d", "e")
+
 	time.Sleep(ttlWait)
 
 	wantNoRecord(t, s, "code", "short")
@@ -1001,4 +1029,319 @@ func testRecordExpiry(t *testing.T, s Store) {
 
 	wantRecord(t, s, "rt", "extended", "v2")
 	wantNoRecord(t, s, "rt", "shortened")
+
+	mustCreateRecord(t, s, "once", "expiring", "second", 0)
+	wantRecord(t, s, "once", "expiring", "second")
+	wantNoRecord(t, s, "once", "created-short")
+	wantRecord(t, s, "once", "created-forever", "stays")
+	// An expired record must not count for concurrent creators either.
+	raceCreate(t, s, "once", "created-short")
+
+	wantRecords(t, s, "list", "", 0, "b", "d")
+	wantRecords(t, s, "list", "a", 1, "b")
+	wantRecords(t, s, "list", "b", 1, "d")
+	wantRecords(t, s, "list", "d", 0)
+}
+
+func mustCreateRecord(t *testing.T, s Store, kind, key, value string, ttl time.Duration) {
+	t.Helper()
+	if err := s.CreateRecord(context.Background(), kind, key, []byte(value), ttl); err != nil {
+		t.Fatalf("CreateRecord(%q, %q): %v", kind, key, err)
+	}
+}
+
+func recordKeys(list []oauth.Record) []string {
+	out := make([]string, len(list))
+	for i, r := range list {
+		out[i] = r.Key
+	}
+	return out
+}
+
+// wantRecords checks the keys ListRecords returns, in order.
+func wantRecords(t *testing.T, s Store, kind, after string, limit int, want ...string) []oauth.Record {
+	t.Helper()
+	list, err := s.ListRecords(context.Background(), kind, after, limit)
+	if err != nil {
+		t.Fatalf("ListRecords(%q, after %q, limit %d): %v", kind, after, limit, err)
+	}
+	if got := recordKeys(list); !slices.Equal(got, want) {
+		t.Fatalf("ListRecords(%q, after %q, limit %d) = %q, want %q", kind, after, limit, got, want)
+	}
+	return list
+}
+
+func testRecordCreate(t *testing.T, s Store) {
+	ctx := context.Background()
+	in := []byte("first")
+	if err := s.CreateRecord(ctx, "client", "c1", in, time.Hour); err != nil {
+		t.Fatalf("CreateRecord: %v", err)
+	}
+	in[0] = 'X' // the store keeps its own copy
+	wantRecord(t, s, "client", "c1", "first")
+
+	if err := s.CreateRecord(ctx, "client", "c1", []byte("second"), 0); !errors.Is(err, oauth.ErrExists) {
+		t.Fatalf("duplicate CreateRecord: got %v, want ErrExists", err)
+	}
+	wantRecord(t, s, "client", "c1", "first")
+
+	// A record written by PutRecord, with or without expiry, is taken too.
+	mustPut(t, s, "client", "put", "by put", 0)
+	if err := s.CreateRecord(ctx, "client", "put", []byte("create"), time.Hour); !errors.Is(err, oauth.ErrExists) {
+		t.Fatalf("CreateRecord over a PutRecord: got %v, want ErrExists", err)
+	}
+	wantRecord(t, s, "client", "put", "by put")
+
+	// The same key in another kind is free.
+	mustCreateRecord(t, s, "clients", "c1", "other kind", 0)
+	wantRecord(t, s, "clients", "c1", "other kind")
+	wantRecord(t, s, "client", "c1", "first")
+
+	// Deleting or consuming frees the key.
+	if err := s.DeleteRecord(ctx, "client", "c1"); err != nil {
+		t.Fatal(err)
+	}
+	mustCreateRecord(t, s, "client", "c1", "after delete", 0)
+	wantRecord(t, s, "client", "c1", "after delete")
+	if _, err := s.ConsumeRecord(ctx, "client", "c1"); err != nil {
+		t.Fatal(err)
+	}
+	mustCreateRecord(t, s, "client", "c1", "after consume", 0)
+	wantRecord(t, s, "client", "c1", "after consume")
+
+	// Binary values and keys with "/" work as with PutRecord.
+	bin := []byte{0, 1, 0xff, '/'}
+	if err := s.CreateRecord(ctx, "client", "a/b\x00c", bin, 0); err != nil {
+		t.Fatalf("CreateRecord: %v", err)
+	}
+	if got := mustGetRecord(t, s, "client", "a/b\x00c"); !bytes.Equal(got, bin) {
+		t.Fatalf("binary value: got %x, want %x", got, bin)
+	}
+
+	// A negative ttl describes a record that has already expired: nothing
+	// is stored, and a live record is still reported.
+	if err := s.CreateRecord(ctx, "client", "neg", []byte("v"), -time.Second); err != nil {
+		t.Fatalf("CreateRecord with a negative ttl: %v", err)
+	}
+	wantNoRecord(t, s, "client", "neg")
+	if err := s.CreateRecord(ctx, "client", "put", []byte("v"), -time.Second); !errors.Is(err, oauth.ErrExists) {
+		t.Fatalf("CreateRecord with a negative ttl over a live record: got %v, want ErrExists", err)
+	}
+	wantRecord(t, s, "client", "put", "by put")
+}
+
+// raceCreate has 16 goroutines create (kind, key) at once and checks that
+// exactly one succeeds, the rest get ErrExists, and the winner's value is
+// stored.
+func raceCreate(t *testing.T, s Store, kind, key string) {
+	t.Helper()
+	const racers = 16
+	var (
+		wg      sync.WaitGroup
+		start   = make(chan struct{})
+		mu      sync.Mutex
+		winners []int
+		others  []error
+	)
+	for i := range racers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			<-start
+			err := s.CreateRecord(context.Background(), kind, key, fmt.Appendf(nil, "racer-%d", i), time.Hour)
+			mu.Lock()
+			defer mu.Unlock()
+			if err == nil {
+				winners = append(winners, i)
+			} else if !errors.Is(err, oauth.ErrExists) {
+				others = append(others, err)
+			}
+		}()
+	}
+	close(start)
+	wg.Wait()
+	if len(others) > 0 {
+		t.Fatalf("CreateRecord(%q, %q) failed with errors other than ErrExists: %v", kind, key, others)
+	}
+	if len(winners) != 1 {
+		t.Fatalf("%d of %d concurrent CreateRecord(%q, %q) succeeded (%v), want exactly 1", len(winners), racers, kind, key, winners)
+	}
+	wantRecord(t, s, kind, key, fmt.Sprintf("racer-%d", winners[0]))
+}
+
+func testRecordConcurrentCreate(t *testing.T, s Store) {
+	const rounds = 5
+	for round := range rounds {
+		raceCreate(t, s, "client", fmt.Sprintf("race-%d", round))
+	}
+}
+
+func testRecordList(t *testing.T, s Store) {
+	ctx := context.Background()
+	wantRecords(t, s, "rt", "", 10)
+	// Keys whose byte order differs from insertion order: shared prefixes,
+	// upper case (sorts before lower), "/", "-", "_" and a high byte.
+	want := []string{"A", "a", "a-1", "a/b", "a_1", "aa", "b", "b10", "b2", "z", "z\xff"}
+	shuffled := []string{"b2", "z\xff", "a_1", "aa", "A", "a/b", "a", "b10", "a-1", "z", "b"}
+	for i, key := range shuffled {
+		if i%2 == 0 {
+			mustPut(t, s, "rt", key, "v:"+key, time.Hour)
+		} else {
+			mustCreateRecord(t, s, "rt", key, "v:"+key, 0)
+		}
+	}
+	all := wantRecords(t, s, "rt", "", 0, want...)
+	for _, r := range all {
+		if string(r.Value) != "v:"+r.Key {
+			t.Fatalf("listed record %q has value %q, want %q", r.Key, r.Value, "v:"+r.Key)
+		}
+	}
+	wantRecords(t, s, "rt", "", -1, want...)
+	wantRecords(t, s, "rt", "", len(want), want...)
+
+	// Page through with limit 3.
+	var paged []string
+	after := ""
+	for page := 0; ; page++ {
+		if page > len(want) {
+			t.Fatalf("paging does not end; so far %q", paged)
+		}
+		list, err := s.ListRecords(ctx, "rt", after, 3)
+		if err != nil {
+			t.Fatalf("ListRecords(after %q): %v", after, err)
+		}
+		if len(list) > 3 {
+			t.Fatalf("ListRecords(limit 3) returned %d records", len(list))
+		}
+		if len(list) == 0 {
+			break
+		}
+		paged = append(paged, recordKeys(list)...)
+		after = list[len(list)-1].Key
+	}
+	if !slices.Equal(paged, want) {
+		t.Fatalf("paged ListRecords: got %q, want %q", paged, want)
+	}
+
+	// after is exclusive, and need not be a stored key.
+	wantRecords(t, s, "rt", "a", 2, "a-1", "a/b")
+	wantRecords(t, s, "rt", "a.", 2, "a/b", "a_1")
+	wantRecords(t, s, "rt", "B", 1, "a")
+	wantRecords(t, s, "rt", "z", 0, "z\xff")
+	wantRecords(t, s, "rt", "z\xff", 0)
+	wantRecords(t, s, "rt", "\xff", 0)
+
+	// Deleted and consumed records are gone from the list.
+	if err := s.DeleteRecord(ctx, "rt", "a"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.ConsumeRecord(ctx, "rt", "b"); err != nil {
+		t.Fatal(err)
+	}
+	wantRecords(t, s, "rt", "", 4, "A", "a-1", "a/b", "a_1")
+	wantRecords(t, s, "rt", "aa", 2, "b10", "b2")
+
+	// The empty key is a key like any other and comes first.
+	mustCreateRecord(t, s, "rt", "", "empty", 0)
+	list := wantRecords(t, s, "rt", "", 2, "", "A")
+	if string(list[0].Value) != "empty" {
+		t.Fatalf("record under the empty key has value %q", list[0].Value)
+	}
+}
+
+// testRecordListKinds checks that ListRecords sees only its own kind, in
+// particular not kinds it is a prefix of, nor agents or signing keys.
+func testRecordListKinds(t *testing.T, s Store) {
+	ctx := context.Background()
+	mustPut(t, s, "client", "b", "client b", 0)
+	mustCreateRecord(t, s, "client", "d", "client d", time.Hour)
+	mustPut(t, s, "clients", "a", "clients a", 0)
+	mustPut(t, s, "clients", "c", "clients c", 0)
+	mustPut(t, s, "client-x", "a", "client-x a", 0)
+	mustPut(t, s, "clien", "t", "clien t", 0)
+	mustPut(t, s, "clien", "t/a", "clien t/a", 0)
+	mustPut(t, s, "c", "lient/a", "c lient/a", 0)
+	mustPut(t, s, "Client", "a", "Client a", 0)
+	mustCreate(t, s, sampleAgent("client"))
+	if err := s.PutSigningKey(ctx, sampleKey("client", 1)); err != nil {
+		t.Fatal(err)
+	}
+
+	for _, page := range []struct {
+		kind, after string
+		limit       int
+		want        []string
+	}{
+		{"client", "", 0, []string{"b", "d"}},
+		{"client", "", 1, []string{"b"}},
+		{"client", "b", 0, []string{"d"}},
+		{"client", "d", 0, nil},
+		{"clients", "", 0, []string{"a", "c"}},
+		{"clients", "a", 0, []string{"c"}},
+		{"client-x", "", 0, []string{"a"}},
+		{"clien", "", 0, []string{"t", "t/a"}},
+		{"c", "", 0, []string{"lient/a"}},
+		{"Client", "", 0, []string{"a"}},
+		{"cl", "", 0, nil},
+		{"agent", "", 0, nil},
+		{"key", "", 0, nil},
+	} {
+		list := wantRecords(t, s, page.kind, page.after, page.limit, page.want...)
+		for _, r := range list {
+			if want := page.kind + " " + r.Key; string(r.Value) != want {
+				t.Fatalf("ListRecords(%q) returned %q = %q, want value %q", page.kind, r.Key, r.Value, want)
+			}
+		}
+	}
+}
+
+func testRecordListDefaultLimit(t *testing.T, s Store) {
+	const n = 105
+	var (
+		wg   sync.WaitGroup
+		errs = make(chan error, n)
+		sem  = make(chan struct{}, 16)
+		want []string
+	)
+	for i := range n {
+		key := fmt.Sprintf("k%03d", i)
+		want = append(want, key)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			if err := s.CreateRecord(context.Background(), "many", key, []byte(key), time.Hour); err != nil {
+				errs <- fmt.Errorf("CreateRecord(%q): %w", key, err)
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	wantRecords(t, s, "many", "", 0, want[:100]...)
+	wantRecords(t, s, "many", "", -5, want[:100]...)
+	wantRecords(t, s, "many", want[99], 0, want[100:]...)
+	wantRecords(t, s, "many", "", n+10, want...)
+}
+
+func testRecordListIsolation(t *testing.T, s Store) {
+	mustPut(t, s, "iso", "a", "alpha", 0)
+	mustCreateRecord(t, s, "iso", "b", "bravo", time.Hour)
+	list := wantRecords(t, s, "iso", "", 0, "a", "b")
+	for _, r := range list {
+		for i := range r.Value {
+			r.Value[i] = 'X'
+		}
+		// Growing the slice must not write into anything the store holds.
+		_ = append(r.Value[:1], "ZZZZZZZZ"...)
+	}
+	wantRecord(t, s, "iso", "a", "alpha")
+	wantRecord(t, s, "iso", "b", "bravo")
+	list = wantRecords(t, s, "iso", "", 0, "a", "b")
+	if string(list[0].Value) != "alpha" || string(list[1].Value) != "bravo" {
+		t.Fatalf("ListRecords after changing a returned slice: %q, %q", list[0].Value, list[1].Value)
+	}
 }

@@ -1,0 +1,139 @@
+package oauth
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"time"
+)
+
+const (
+	kindRevoked = "revoked"
+	kindRefresh = "refresh"
+	kindFamily  = "family"
+)
+
+// refreshGrant is what a refresh token stands for, stored under its hash.
+// Rotated marks a token already exchanged: presenting it again means it
+// leaked, and the whole family is revoked.
+type refreshGrant struct {
+	Family    string    `json:"family"`
+	ClientID  string    `json:"client_id"`
+	AgentID   string    `json:"agent_id"`
+	Scopes    []string  `json:"scopes"`
+	Resource  string    `json:"resource,omitempty"`
+	ModelName string    `json:"model_name,omitempty"`
+	AuthTime  int64     `json:"auth_time"`
+	Rotated   bool      `json:"rotated,omitempty"`
+	ExpiresAt time.Time `json:"expires_at"`
+}
+
+// family is a refresh-token lineage: every refresh token and the access
+// tokens issued along it, so revoking it stops them all.
+type family struct {
+	Revoked bool             `json:"revoked,omitempty"`
+	Access  map[string]int64 `json:"access,omitempty"` // jti → exp (Unix)
+}
+
+// isRevoked reports whether the access token with this jti was revoked.
+func (s *Server) isRevoked(ctx context.Context, jti string) (bool, error) {
+	_, err := s.store.GetRecord(ctx, kindRevoked, jti)
+	if errors.Is(err, ErrNotFound) {
+		return false, nil
+	}
+	return err == nil, err
+}
+
+// revokeAccess refuses the access token jti until it would have expired.
+func (s *Server) revokeAccess(ctx context.Context, jti string, exp int64) error {
+	ttl := time.Until(time.Unix(exp, 0)) + verifyLeeway
+	if ttl <= 0 {
+		return nil
+	}
+	return s.store.PutRecord(ctx, kindRevoked, jti, []byte{1}, ttl)
+}
+
+// newFamily starts a refresh-token lineage with its first access token.
+func (s *Server) newFamily(ctx context.Context, jti string, exp int64) (string, error) {
+	id := randomToken(16)
+	raw, err := json.Marshal(family{Access: map[string]int64{jti: exp}})
+	if err != nil {
+		return "", err
+	}
+	return id, s.store.PutRecord(ctx, kindFamily, id, raw, s.cfg.RefreshTokenLifetime)
+}
+
+// addToFamily records an access token issued along a family. If the family
+// was revoked meanwhile, the token is revoked at once.
+func (s *Server) addToFamily(ctx context.Context, id, jti string, exp int64) error {
+	revoked := false
+	err := s.store.UpdateRecord(ctx, kindFamily, id, func(raw []byte) ([]byte, error) {
+		var f family
+		if err := json.Unmarshal(raw, &f); err != nil {
+			return nil, err
+		}
+		revoked = f.Revoked
+		now := s.now().Unix()
+		for k, e := range f.Access {
+			if e < now {
+				delete(f.Access, k) // expired: nothing left to revoke
+			}
+		}
+		if f.Access == nil {
+			f.Access = map[string]int64{}
+		}
+		f.Access[jti] = exp
+		return json.Marshal(f)
+	})
+	if errors.Is(err, ErrNotFound) {
+		revoked = true
+		err = nil
+	}
+	if err == nil && revoked {
+		err = s.revokeAccess(ctx, jti, exp)
+	}
+	return err
+}
+
+// familyRevoked reports whether a lineage was revoked (or is gone).
+func (s *Server) familyRevoked(ctx context.Context, id string) (bool, error) {
+	raw, err := s.store.GetRecord(ctx, kindFamily, id)
+	if errors.Is(err, ErrNotFound) {
+		return true, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	var f family
+	if err := json.Unmarshal(raw, &f); err != nil {
+		return false, err
+	}
+	return f.Revoked, nil
+}
+
+// revokeFamily marks the lineage revoked and revokes every live access
+// token issued along it.
+func (s *Server) revokeFamily(ctx context.Context, id string) error {
+	var access map[string]int64
+	err := s.store.UpdateRecord(ctx, kindFamily, id, func(raw []byte) ([]byte, error) {
+		var f family
+		if err := json.Unmarshal(raw, &f); err != nil {
+			return nil, err
+		}
+		f.Revoked = true
+		access = f.Access
+		return json.Marshal(f)
+	})
+	if errors.Is(err, ErrNotFound) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	for jti, exp := range access {
+		if err := s.revokeAccess(ctx, jti, exp); err != nil {
+			return err
+		}
+	}
+	return nil
+}
