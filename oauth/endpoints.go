@@ -140,22 +140,22 @@ func (s *Server) handleRevoke(w http.ResponseWriter, r *http.Request) error {
 func (s *Server) handleDiscovery(w http.ResponseWriter, r *http.Request) error {
 	iss := s.cfg.Issuer
 	doc := map[string]any{
-		"issuer":                                iss,
-		"authorization_endpoint":                iss + "/oauth2/authorize",
-		"token_endpoint":                        iss + "/oauth2/token",
-		"userinfo_endpoint":                     iss + "/oauth2/userinfo",
-		"introspection_endpoint":                iss + "/oauth2/introspect",
-		"revocation_endpoint":                   iss + "/oauth2/revoke",
-		"jwks_uri":                              iss + "/.well-known/jwks.json",
-		"agent_registration_endpoint":           iss + "/api/register-agent",
-		"agent_auth_endpoint":                   iss + "/api/agent-auth",
-		"response_types_supported":              []string{"code"},
-		"response_modes_supported":              []string{"query"},
-		"grant_types_supported":                 []string{GrantAuthorizationCode, GrantRefreshToken, GrantClientCredentials, GrantTokenExchange},
-		"subject_types_supported":               []string{"public"},
-		"id_token_signing_alg_values_supported": []string{AlgRS256},
-		"code_challenge_methods_supported":      []string{"S256"},
-		"token_endpoint_auth_methods_supported": []string{AuthSecretBasic, AuthSecretPost, AuthNone},
+		"issuer":                                        iss,
+		"authorization_endpoint":                        iss + "/oauth2/authorize",
+		"token_endpoint":                                iss + "/oauth2/token",
+		"userinfo_endpoint":                             iss + "/oauth2/userinfo",
+		"introspection_endpoint":                        iss + "/oauth2/introspect",
+		"revocation_endpoint":                           iss + "/oauth2/revoke",
+		"jwks_uri":                                      iss + "/.well-known/jwks.json",
+		"agent_registration_endpoint":                   iss + "/api/register-agent",
+		"agent_auth_endpoint":                           iss + "/api/agent-auth",
+		"response_types_supported":                      []string{"code"},
+		"response_modes_supported":                      []string{"query"},
+		"grant_types_supported":                         []string{GrantAuthorizationCode, GrantRefreshToken, GrantClientCredentials, GrantTokenExchange},
+		"subject_types_supported":                       []string{"public"},
+		"id_token_signing_alg_values_supported":         []string{AlgRS256},
+		"code_challenge_methods_supported":              []string{"S256"},
+		"token_endpoint_auth_methods_supported":         []string{AuthSecretBasic, AuthSecretPost, AuthNone},
 		"introspection_endpoint_auth_methods_supported": []string{AuthSecretBasic, AuthSecretPost},
 		"revocation_endpoint_auth_methods_supported":    []string{AuthSecretBasic, AuthSecretPost},
 		"scopes_supported":                              IdentityScopes,
@@ -261,4 +261,3 @@ func clientRegistrationView(c *Client, secret string) map[string]any {
 	}
 	return v
 }
-

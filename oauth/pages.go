@@ -3,8 +3,8 @@ package oauth
 import (
 	"bytes"
 	"html/template"
-	"strings"
 	"net/http"
+	"strings"
 )
 
 // pageCSP allows nothing but the page's own nonce-tagged script and style
@@ -90,8 +90,6 @@ func writePage(w http.ResponseWriter, status int, tmpl *template.Template, nonce
 func sprintfCSP(nonce string) string {
 	return strings.ReplaceAll(pageCSP, "%s", nonce)
 }
-
-
 
 // signInPage is what a browser sent to /oauth2/authorize sees.
 func (s *Server) signInPage(w http.ResponseWriter, c *Client, scopes []string, requestID string) {
