@@ -179,6 +179,7 @@ func clientView(c *Client, secret string) map[string]any {
 	v := clientRegistrationView(c, secret)
 	v["public"] = c.Public
 	v["scopes"] = c.Scopes
+	v["source"] = c.Source
 	delete(v, "scope")
 	return v
 }

@@ -253,9 +253,6 @@ func clientRegistrationView(c *Client, secret string) map[string]any {
 	if secret != "" {
 		v["client_secret"] = secret
 	}
-	if c.Source != "" {
-		v["source"] = c.Source
-	}
 	if !slices.Contains(c.GrantTypes, GrantAuthorizationCode) {
 		v["response_types"] = []string{}
 	}
