@@ -20,8 +20,21 @@ type testServer struct {
 	store *storage.Memory
 }
 
+// testClientSecret is the secret of the test servers' "site" client.
+const testClientSecret = "0123456789abcdef0123456789abcdef"
+
+// testRedirect is the registered redirect URI of the "site" client.
+const testRedirect = "https://site.example.com/callback"
+
 func newServer(tb testing.TB, params agents.Argon2Params) testServer {
 	tb.Helper()
+	site, _, err := oauth.NewClient(oauth.ClientSpec{
+		ID: "site", Name: "Site", Secret: testClientSecret, RedirectURIs: []string{testRedirect, "http://127.0.0.1:8080/cb"},
+		Scopes: []string{"openid", "profile", "email", "data:read"},
+	}, oauth.ClientFromConfig, time.Now())
+	if err != nil {
+		tb.Fatal(err)
+	}
 	store := storage.NewMemory(nil)
 	tb.Cleanup(func() { store.Close() })
 	keys, err := oauth.NewKeyManager(context.Background(), store, []string{oauth.AlgRS256}, 24*time.Hour, nil, nil)
@@ -31,7 +44,7 @@ func newServer(tb testing.TB, params agents.Argon2Params) testServer {
 	registry := agents.NewService(store, agents.NewHasher(params, 0), agents.Config{DefaultPermissions: []string{"data:read"}}, nil)
 	tokens := oauth.NewTokens(issuer, time.Hour, oauth.AlgRS256, keys, nil)
 	srv := oauth.NewServer(oauth.Config{Issuer: issuer, RegistrationMode: oauth.RegistrationOpen}, oauth.Deps{
-		Agents: registry, Keys: keys, Tokens: tokens, Clients: oauth.NewClients(nil, store, nil), Store: store,
+		Agents: registry, Keys: keys, Tokens: tokens, Clients: oauth.NewClients([]*oauth.Client{site}, store, nil), Store: store,
 	})
 	return testServer{srv, store}
 }
@@ -187,4 +200,14 @@ func TestServerEdgeCases(t *testing.T) {
 		t.Errorf("challenge not escaped: %q", h)
 	}
 	_ = http.StatusOK
+}
+
+func jsonField(tb testing.TB, body []byte, key string) string {
+	tb.Helper()
+	var m map[string]any
+	if err := json.Unmarshal(body, &m); err != nil {
+		tb.Fatal(err)
+	}
+	s, _ := m[key].(string)
+	return s
 }

@@ -1,0 +1,67 @@
+package oauth_test
+
+import (
+	"net/url"
+	"testing"
+	"time"
+
+	"github.com/authagent/caddy-authagent/agents"
+)
+
+func testTime() time.Time { return time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC) }
+
+// Benchmarks of each grant at the token endpoint, in process (no network),
+// with the production argon2id parameters and RS256 access tokens.
+
+func BenchmarkTokenClientCredentials(b *testing.B) {
+	s := newServer(b, agents.DefaultArgon2)
+	form := url.Values{"grant_type": {"client_credentials"}, "scope": {"data:read"}}
+	b.ReportAllocs()
+	for b.Loop() {
+		if rec := s.form("/oauth2/token", form); rec.Code != 200 {
+			b.Fatalf("%d %s", rec.Code, rec.Body)
+		}
+	}
+}
+
+func BenchmarkTokenAuthorizationCode(b *testing.B) {
+	s := newServer(b, agents.DefaultArgon2)
+	s.seedAgent(b, "bench-agent")
+	b.ReportAllocs()
+	for b.Loop() {
+		b.StopTimer()
+		code := s.code(b, "bench-agent")
+		b.StartTimer()
+		s.redeem(b, code)
+	}
+}
+
+func BenchmarkTokenRefresh(b *testing.B) {
+	s := newServer(b, agents.DefaultArgon2)
+	s.seedAgent(b, "bench-agent")
+	rt := s.redeem(b, s.code(b, "bench-agent"))["refresh_token"].(string)
+	b.ReportAllocs()
+	for b.Loop() {
+		resp := s.form("/oauth2/token", url.Values{"grant_type": {"refresh_token"}, "refresh_token": {rt}})
+		if resp.Code != 200 {
+			b.Fatalf("%d %s", resp.Code, resp.Body)
+		}
+		rt = jsonField(b, resp.Body.Bytes(), "refresh_token")
+	}
+}
+
+func BenchmarkTokenExchange(b *testing.B) {
+	s := newServer(b, agents.DefaultArgon2)
+	s.seedAgent(b, "bench-agent")
+	at := s.redeem(b, s.code(b, "bench-agent"))["access_token"].(string)
+	form := url.Values{
+		"grant_type": {"urn:ietf:params:oauth:grant-type:token-exchange"}, "subject_token": {at},
+		"subject_token_type": {"urn:ietf:params:oauth:token-type:access_token"}, "scope": {"data:read"},
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		if rec := s.form("/oauth2/token", form); rec.Code != 200 {
+			b.Fatalf("%d %s", rec.Code, rec.Body)
+		}
+	}
+}
