@@ -5,7 +5,9 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/caddytest"
 )
@@ -49,6 +51,13 @@ func TestCaddyfileErrors(t *testing.T) {
 		"agent without id":      "auth_agent {\n agent {\n }\n}",
 		"agent twice":           "auth_agent {\n agent a1b {\n }\n agent a1b {\n }\n}",
 		"unknown agent setting": "auth_agent {\n agent a1b {\n secret x\n }\n}",
+		"client without id":     "auth_agent {\n client {\n }\n}",
+		"client twice":          "auth_agent {\n client c {\n public\n }\n client c {\n public\n }\n}",
+		"client unknown":        "auth_agent {\n client c {\n color blue\n }\n}",
+		"public with secret":    "auth_agent {\n client c {\n public\n secret abc\n }\n}",
+		"secret two values":     "auth_agent {\n client c {\n secret a b\n }\n}",
+		"redirect without uri":  "auth_agent {\n client c {\n redirect_uri\n }\n}",
+		"bad dcr":               "auth_agent {\n dynamic_client_registration maybe\n}",
 	}
 	for name, input := range cases {
 		t.Run(name, func(t *testing.T) {
@@ -80,6 +89,13 @@ func TestValidate(t *testing.T) {
 		"bad agent perm":     {func(a *App) { a.Agents = map[string]*AgentConfig{"abc": {Permissions: []string{`q"`}}} }, `agent "abc"`},
 		"bad backend":        {func(a *App) { a.Storage = &StorageConfig{Backend: "redis"} }, "storage"},
 		"memory with path":   {func(a *App) { a.Storage = &StorageConfig{Backend: "memory", Path: "/x"} }, "storage"},
+		"token outlives key": {func(a *App) {
+			a.AccessTokenLifetime = caddy.Duration(48 * time.Hour)
+			a.KeyRotation = caddy.Duration(24 * time.Hour)
+		}, "access_token_lifetime"},
+		"long code lifetime": {func(a *App) { a.CodeLifetime = caddy.Duration(time.Hour) }, "code_lifetime"},
+		"short request":      {func(a *App) { a.RequestLifetime = caddy.Duration(time.Second) }, "request_lifetime"},
+		"bad dcr mode":       {func(a *App) { a.DynamicClientRegistration = &RegistrationConfig{Mode: "maybe"} }, "dynamic_client_registration"},
 	}
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {

@@ -24,7 +24,7 @@ var signInTemplate = template.Must(template.New("signin").Parse(`<!doctype html>
 body{font-family:system-ui,-apple-system,sans-serif;max-width:32rem;margin:3rem auto;padding:0 1rem;color:#1f2328}
 h1{font-size:1.3rem}.scopes{padding-left:1.2rem}.status{margin-top:1.5rem;padding:.75rem 1rem;border-radius:.4rem;background:#f6f8fa}
 .status[data-state=authenticated]{background:#dafbe1}.status[data-state=expired],.status[data-state=error]{background:#ffebe9}
-code{font-size:.85rem;word-break:break-all}
+code{font-size:.85rem;overflow-wrap:anywhere}
 </style>
 </head>
 <body>
