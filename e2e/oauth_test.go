@@ -516,6 +516,7 @@ func TestTokenExchangeIntrospectRevoke(t *testing.T) {
 	c.registerOK(t, "ex-agent")
 	first := c.redeem(t, c.codeFor(t, map[string]string{"redirect_uri": site.callback, "scope": "openid profile data:read"}, "ex-agent"), site.callback)
 	at, rt := first.str("access_token"), first.str("refresh_token")
+	var exchanged string
 
 	t.Run("token exchange narrows and names the actor", func(t *testing.T) {
 		r := c.tokenCall(t, "demo-site", clientSecret, url.Values{
@@ -531,10 +532,19 @@ func TestTokenExchangeIntrospectRevoke(t *testing.T) {
 		if claims["sub"] != "ex-agent" || act["sub"] != "demo-site" || fmt.Sprint(claims["aud"]) != "[https://api.example.com]" {
 			t.Fatalf("claims %v", claims)
 		}
+		if r.json["expires_in"].(float64) > first.json["expires_in"].(float64) {
+			t.Fatal("an exchanged token outlives its subject token")
+		}
+		exchanged = r.str("access_token")
 		wantError(t, c.tokenCall(t, "demo-site", clientSecret, url.Values{
 			"grant_type": {"urn:ietf:params:oauth:grant-type:token-exchange"}, "subject_token": {at},
 			"subject_token_type": {"urn:ietf:params:oauth:token-type:access_token"}, "scope": {"data:write"},
 		}), 400, "invalid_scope")
+		// A token issued to demo-site is not other-site's to exchange.
+		wantError(t, c.tokenCall(t, "other-site", strings.Repeat("z", 32), url.Values{
+			"grant_type": {"urn:ietf:params:oauth:grant-type:token-exchange"}, "subject_token": {at},
+			"subject_token_type": {"urn:ietf:params:oauth:token-type:access_token"},
+		}), 400, "invalid_grant")
 		wantError(t, c.tokenCall(t, "demo-site", clientSecret, url.Values{
 			"grant_type": {"urn:ietf:params:oauth:grant-type:token-exchange"}, "subject_token": {"not-a-token"},
 			"subject_token_type": {"urn:ietf:params:oauth:token-type:access_token"},
@@ -557,6 +567,11 @@ func TestTokenExchangeIntrospectRevoke(t *testing.T) {
 			t.Fatalf("garbage: %s", r.body)
 		}
 		wantError(t, c.formCall(t, "/oauth2/introspect", "", "", url.Values{"token": {at}}), 401, "invalid_client")
+		wantError(t, c.formCall(t, "/oauth2/introspect", "", "", url.Values{"token": {at}, "client_id": {"spa"}}), 401, "invalid_client")
+		cc := c.tokenCall(t, "demo-site", clientSecret, url.Values{"grant_type": {"client_credentials"}, "scope": {"data:read"}})
+		if r := c.formCall(t, "/oauth2/introspect", "demo-site", clientSecret, url.Values{"token": {cc.str("access_token")}}); r.json["active"] != true || r.json["sub"] != "demo-site" {
+			t.Fatalf("a client's own token: %s", r.body)
+		}
 		wantError(t, c.formCall(t, "/oauth2/introspect", "demo-site", clientSecret, url.Values{}), 400, "invalid_request")
 	})
 
@@ -581,6 +596,9 @@ func TestTokenExchangeIntrospectRevoke(t *testing.T) {
 		}
 		if r := c.formCall(t, "/oauth2/introspect", "demo-site", clientSecret, url.Values{"token": {at}}); r.json["active"] != false {
 			t.Fatalf("revoked token introspects active: %s", r.body)
+		}
+		if r := c.formCall(t, "/oauth2/introspect", "demo-site", clientSecret, url.Values{"token": {exchanged}}); r.json["active"] != false {
+			t.Fatalf("a token exchanged from a revoked one is still active: %s", r.body)
 		}
 	})
 
@@ -632,6 +650,7 @@ func TestDiscoveryAndClientRegistration(t *testing.T) {
 		"implicit":        `{"redirect_uris":["https://a.example.com/cb"],"response_types":["token"]}`,
 		"bad auth method": `{"redirect_uris":["https://a.example.com/cb"],"token_endpoint_auth_method":"private_key_jwt"}`,
 		"bad grant":       `{"redirect_uris":["https://a.example.com/cb"],"grant_types":["password"]}`,
+		"self-serve cc":   `{"redirect_uris":["https://a.example.com/cb"],"grant_types":["client_credentials"],"scope":"admin"}`,
 		"malformed":       `{"redirect_uris":`,
 	} {
 		t.Run(name, func(t *testing.T) {
@@ -641,6 +660,9 @@ func TestDiscoveryAndClientRegistration(t *testing.T) {
 			}
 		})
 	}
+	// Agent ids and client ids never collide.
+	wantError(t, c.register(t, "demo-site", secret), 409, "invalid_request")
+	wantError(t, c.admin(t, "POST", "/auth_agent/agents", `{"agent_id":"other-site","model_name":"m","owner_email":"a@example.com"}`), 409, "invalid_request")
 	list := c.admin(t, "GET", "/auth_agent/clients", "")
 	if n := len(list.json["clients"].([]any)); n != 5 {
 		t.Fatalf("%d clients, want 3 configured + 2 registered: %s", n, list.body)

@@ -160,6 +160,9 @@ func (s *Server) adminCreateAgent(w http.ResponseWriter, r *http.Request) error 
 	if err := decodeJSON(w, r, s.cfg.MaxBody, &req); err != nil {
 		return err
 	}
+	if err := s.idFree(r.Context(), req.AgentID); err != nil {
+		return err
+	}
 	a, secret, err := s.agents.Register(r.Context(), agents.Registration{
 		AgentID: req.AgentID, AgentSecret: req.AgentSecret, ModelName: req.ModelName,
 		OwnerName: req.OwnerName, OwnerEmail: req.OwnerEmail, Permissions: req.Permissions,
@@ -230,6 +233,9 @@ func (s *Server) adminCreateClient(w http.ResponseWriter, r *http.Request) error
 	}, ClientFromAdmin, s.now())
 	if err != nil {
 		return err
+	}
+	if _, err := s.agents.Get(r.Context(), c.ID); err == nil {
+		return ErrConflict("this id belongs to an agent")
 	}
 	if err := s.clients.Create(r.Context(), c); err != nil {
 		return err

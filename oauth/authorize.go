@@ -129,7 +129,7 @@ func (s *Server) handleAuthorize(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	http.SetCookie(w, &http.Cookie{
-		Name: bindCookiePrefix + requestID, Value: binding, Path: "/api/check-status",
+		Name: bindCookiePrefix + requestID, Value: binding, Path: s.statusPath(),
 		MaxAge: int(lifetime / time.Second), HttpOnly: true, SameSite: http.SameSiteLaxMode, Secure: r.TLS != nil,
 	})
 	w.Header().Set("Cache-Control", "no-store")

@@ -1,6 +1,7 @@
 package oauth
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"net/http"
@@ -43,7 +44,7 @@ func (s *Server) handleIntrospect(w http.ResponseWriter, r *http.Request) error 
 		if err != nil {
 			return err
 		}
-		if _, aerr := s.currentAgent(r.Context(), claims.Subject, claims.IssuedAt.Unix()); revoked || aerr != nil {
+		if revoked || !s.subjectActive(r.Context(), claims) {
 			writeJSON(w, http.StatusOK, inactive)
 			return nil
 		}
@@ -79,12 +80,28 @@ func (s *Server) handleIntrospect(w http.ResponseWriter, r *http.Request) error 
 	return nil
 }
 
-// authenticateConfidential authenticates a client that has a secret, as
-// introspection and revocation require.
+// subjectActive reports whether a token's subject may still act: a client's
+// own client_credentials token needs the client, any other token its
+// current agent.
+func (s *Server) subjectActive(ctx context.Context, claims *AccessClaims) bool {
+	if claims.ClientID == claims.Subject && claims.Act == nil {
+		if _, err := s.clients.Get(ctx, claims.Subject); err == nil {
+			return true
+		}
+	}
+	_, err := s.currentAgent(ctx, claims.Subject, claims.IssuedAt.Unix())
+	return err == nil
+}
+
+// authenticateConfidential authenticates a client that has a secret:
+// introspection answers only those (a public client's id is no secret).
 func (s *Server) authenticateConfidential(r *http.Request, params map[string][]string) (*Client, error) {
 	c, err := s.authenticateCaller(r.Context(), r, params, false)
 	if err != nil {
 		return nil, err
+	}
+	if c.client.Public {
+		return nil, ErrInvalidClient("introspection requires a confidential client")
 	}
 	return c.client, nil
 }
@@ -97,17 +114,18 @@ func (s *Server) handleRevoke(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	client, err := s.authenticateConfidential(r, params)
+	// Public clients may revoke their own tokens (RFC 7009 §2.1); they can
+	// touch nothing else.
+	c, err := s.authenticateCaller(r.Context(), r, params, false)
 	if err != nil {
 		return err
 	}
+	client := c.client
 	tok := params.Get("token")
 	if tok == "" {
 		return ErrInvalidRequest("token is required")
 	}
-	if hint := params.Get("token_type_hint"); hint != "" && hint != "access_token" && hint != "refresh_token" {
-		return newError("unsupported_token_type", 400, "token_type_hint must be access_token or refresh_token")
-	}
+	// token_type_hint is only a hint (RFC 7009 §2.1): both kinds are tried.
 	if claims, err := s.tokens.VerifyAccessToken(tok, ""); err == nil {
 		if claims.ClientID == client.ID {
 			if err := s.revokeAccess(r.Context(), claims.ID, claims.ExpiresAt.Unix()); err != nil {
@@ -224,9 +242,21 @@ func (s *Server) handleClientRegistration(w http.ResponseWriter, r *http.Request
 	if err != nil {
 		return newError("invalid_client_metadata", 400, AsError(err).Description)
 	}
+	// Whoever registers chooses these scopes, so a dynamic client gets only
+	// grants where an agent's permissions decide: no client_credentials, no
+	// token exchange.
+	grants := md.GrantTypes
+	if len(grants) == 0 {
+		grants = []string{GrantAuthorizationCode, GrantRefreshToken}
+	}
+	for _, g := range grants {
+		if g != GrantAuthorizationCode && g != GrantRefreshToken {
+			return newError("invalid_client_metadata", 400, "dynamically registered clients may use only authorization_code and refresh_token")
+		}
+	}
 	c, secret, err := NewClient(ClientSpec{
 		ID: "dyn_" + randomToken(16), Name: md.ClientName, Public: public, RedirectURIs: md.RedirectURIs,
-		Scopes: scopes, GrantTypes: md.GrantTypes,
+		Scopes: scopes, GrantTypes: grants,
 	}, ClientFromDynamic, s.now())
 	if err != nil {
 		return err

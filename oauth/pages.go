@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"html/template"
 	"net/http"
+	"net/url"
 	"strings"
 )
 
@@ -38,7 +39,7 @@ code{font-size:.85rem;overflow-wrap:anywhere}
 window.authRequest = {request_id: {{.RequestID}}};
 (function () {
 	var el = document.getElementById("status");
-	var url = "/api/check-status?request_id=" + encodeURIComponent(window.authRequest.request_id);
+	var url = {{.StatusPath}} + "?request_id=" + encodeURIComponent(window.authRequest.request_id);
 	function show(state, text) { el.setAttribute("data-state", state); el.textContent = text; }
 	function poll() {
 		fetch(url, {credentials: "same-origin", cache: "no-store"}).then(function (r) { return r.json(); }).then(function (body) {
@@ -91,11 +92,21 @@ func sprintfCSP(nonce string) string {
 	return strings.ReplaceAll(pageCSP, "%s", nonce)
 }
 
+// statusPath is where the page polls: under the issuer's path, so an IdP
+// mounted below a prefix (handle_path /idp/*) still works.
+func (s *Server) statusPath() string {
+	base := ""
+	if u, err := url.Parse(s.cfg.Issuer); err == nil {
+		base = strings.TrimSuffix(u.Path, "/")
+	}
+	return base + "/api/check-status"
+}
+
 // signInPage is what a browser sent to /oauth2/authorize sees.
 func (s *Server) signInPage(w http.ResponseWriter, c *Client, scopes []string, requestID string) {
 	nonce := randomToken(16)
 	writePage(w, http.StatusOK, signInTemplate, nonce, map[string]any{
-		"ClientName": c.Name, "Scopes": scopes, "RequestID": requestID, "Nonce": nonce,
+		"ClientName": c.Name, "Scopes": scopes, "RequestID": requestID, "Nonce": nonce, "StatusPath": s.statusPath(),
 	})
 }
 

@@ -232,6 +232,9 @@ func (s *Server) handleRegister(w http.ResponseWriter, r *http.Request) error {
 	if err := decodeJSON(w, r, s.cfg.MaxBody, &req); err != nil {
 		return err
 	}
+	if err := s.idFree(r.Context(), req.AgentID); err != nil {
+		return err
+	}
 	a, secret, err := s.agents.Register(r.Context(), agents.Registration{
 		AgentID: req.AgentID, AgentSecret: req.AgentSecret, ModelName: req.ModelName,
 		OwnerName: req.OwnerName, OwnerEmail: req.OwnerEmail,
@@ -364,7 +367,7 @@ func (s *Server) handleProfile(w http.ResponseWriter, r *http.Request) error {
 		writeData(w, http.StatusOK, viewOf(a))
 		return nil
 	}
-	if claims.ClientID != claims.Subject {
+	if !s.selfIssued(r.Context(), claims) {
 		return ErrAccessDenied("only a token the agent obtained for itself may change its profile")
 	}
 	var req profileUpdateRequest
@@ -383,6 +386,29 @@ func (s *Server) handleProfile(w http.ResponseWriter, r *http.Request) error {
 	}
 	writeData(w, http.StatusOK, viewOf(updated))
 	return nil
+}
+
+// idFree refuses an agent id that an OAuth client already has: a token's
+// sub and client_id must say unambiguously who acts.
+func (s *Server) idFree(ctx context.Context, agentID string) error {
+	if _, err := s.clients.Get(ctx, agentID); err == nil {
+		return ErrConflict("this id belongs to an OAuth client")
+	} else if !errors.Is(err, ErrNotFound) {
+		return err
+	}
+	return nil
+}
+
+// selfIssued reports whether the agent obtained the token for itself
+// (/api/agent-auth or client_credentials with its own credentials), not a
+// website on its behalf: the token names the agent as its client, nobody
+// acts for it, and no OAuth client has the agent's id.
+func (s *Server) selfIssued(ctx context.Context, claims *AccessClaims) bool {
+	if claims.ClientID != claims.Subject || claims.Act != nil {
+		return false
+	}
+	_, err := s.clients.Get(ctx, claims.ClientID)
+	return errors.Is(err, ErrNotFound)
 }
 
 var errAgentGone = errors.New("agent deleted, disabled or registered again")

@@ -470,6 +470,11 @@ func (s *Server) grantTokenExchange(ctx context.Context, client *Client, params 
 	if err != nil {
 		return nil, ErrInvalidGrant("subject_token is invalid or expired")
 	}
+	// Only a token issued to this client, or meant for it (its audience),
+	// may be exchanged by it: possession alone is not enough.
+	if claims.ClientID != client.ID && !slices.Contains(claims.Audience, client.ID) {
+		return nil, ErrInvalidGrant("subject_token was neither issued to nor meant for this client")
+	}
 	if revoked, err := s.isRevoked(ctx, claims.ID); err != nil || revoked {
 		if err != nil {
 			return nil, err
@@ -483,6 +488,14 @@ func (s *Server) grantTokenExchange(ctx context.Context, client *Client, params 
 	scopes, err := narrowScope(params.Get("scope"), claims.Scopes())
 	if err != nil {
 		return nil, err
+	}
+	for _, sc := range scopes {
+		if !slices.Contains(client.Scopes, sc) {
+			return nil, ErrInvalidScope("this client may not hold scope " + sc)
+		}
+		if !slices.Contains(IdentityScopes, sc) && !slices.Contains(a.Permissions, sc) {
+			return nil, ErrInvalidScope("the agent no longer has permission " + sc)
+		}
 	}
 	var aud []string
 	if r := params.Get("resource"); r != "" {
@@ -507,9 +520,12 @@ func (s *Server) grantTokenExchange(ctx context.Context, client *Client, params 
 	}
 	at, err := s.tokens.IssueAccessToken(AccessGrant{
 		Subject: claims.Subject, ClientID: client.ID, Scopes: scopes, Audience: aud, ModelName: a.ModelName,
-		AuthTime: authTime, Actor: &Actor{Subject: client.ID, Act: claims.Act},
+		AuthTime: authTime, Actor: &Actor{Subject: client.ID, Act: claims.Act}, NotAfter: claims.ExpiresAt.Time,
 	})
 	if err != nil {
+		return nil, err
+	}
+	if err := s.addDerived(ctx, claims.ID, claims.ExpiresAt.Unix(), at.ID, at.ExpiresAt.Unix()); err != nil {
 		return nil, err
 	}
 	return &tokenResponse{AccessToken: at.Token, TokenType: "Bearer", ExpiresIn: at.ExpiresIn, Scope: at.Scope, IssuedTokenType: TokenTypeAccessToken}, nil

@@ -51,6 +51,9 @@ type AccessGrant struct {
 	ModelName string
 	AuthTime  time.Time
 	Actor     *Actor
+	// NotAfter caps the expiry (a token exchanged from another never
+	// outlives it); zero means the full lifetime.
+	NotAfter time.Time
 }
 
 // IssuedToken is a signed access token and what the token response says
@@ -102,6 +105,9 @@ func (t *Tokens) IssueAccessToken(g AccessGrant) (IssuedToken, error) {
 	}
 	now := t.now().Truncate(time.Second)
 	exp := now.Add(t.lifetime)
+	if !g.NotAfter.IsZero() && g.NotAfter.Before(exp) {
+		exp = g.NotAfter
+	}
 	aud := g.Audience
 	if len(aud) == 0 {
 		aud = []string{t.issuer}
@@ -136,7 +142,7 @@ func (t *Tokens) IssueAccessToken(g AccessGrant) (IssuedToken, error) {
 	if err != nil {
 		return IssuedToken{}, fmt.Errorf("signing access token: %w", err)
 	}
-	return IssuedToken{Token: signed, ID: jti, ExpiresIn: int64(t.lifetime / time.Second), Scope: scope, ExpiresAt: exp}, nil
+	return IssuedToken{Token: signed, ID: jti, ExpiresIn: int64(exp.Sub(now) / time.Second), Scope: scope, ExpiresAt: exp}, nil
 }
 
 // VerifyAccessToken checks an access token issued here: signature by kid
