@@ -211,13 +211,14 @@ func (a *App) Provision(ctx caddy.Context) error {
 		CodeLifetime:             durationOr(a.CodeLifetime, DefaultCodeLifetime),
 		RequestLifetime:          durationOr(a.RequestLifetime, DefaultRequestLifetime),
 	}, oauth.Deps{
-		Agents:  registry,
-		Keys:    a.keys,
-		Tokens:  tokens,
-		Clients: oauth.NewClients(clients, store, nil),
-		Store:   store,
-		CodeKey: store.codeKey,
-		Log:     a.log,
+		Agents:      registry,
+		Keys:        a.keys,
+		Tokens:      tokens,
+		Clients:     oauth.NewClients(clients, store, nil),
+		Store:       store,
+		CodeKey:     store.codeKey,
+		Revocations: store.revocations,
+		Log:         a.log,
 	})
 	return nil
 }

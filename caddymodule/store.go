@@ -1,6 +1,7 @@
 package caddymodule
 
 import (
+	"context"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
@@ -8,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"go.uber.org/zap"
@@ -41,6 +43,9 @@ type sharedStore struct {
 	// codeKey derives authorization codes; it never leaves this process, so
 	// the database holds only hashes of codes.
 	codeKey []byte
+	// revocations is the in-process revocation set every config and guard
+	// of this database checks.
+	revocations *oauth.Revocations
 }
 
 func newSharedStore(db database, fingerprint string) *sharedStore {
@@ -48,7 +53,8 @@ func newSharedStore(db database, fingerprint string) *sharedStore {
 	if _, err := rand.Read(key); err != nil {
 		panic("crypto/rand failed: " + err.Error())
 	}
-	return &sharedStore{database: db, hasher: agents.NewHasher(agents.DefaultArgon2, 0), keyFingerprint: fingerprint, codeKey: key}
+	return &sharedStore{database: db, hasher: agents.NewHasher(agents.DefaultArgon2, 0), keyFingerprint: fingerprint,
+		codeKey: key, revocations: oauth.NewRevocations(nil)}
 }
 
 // Destruct closes the database when the last config using it is gone.
@@ -95,7 +101,14 @@ func openSharedStore(cfg *StorageConfig, log *zap.Logger) (*sharedStore, string,
 			return nil, err
 		}
 		log.Info("opened database", zap.String("dir", dir), zap.Bool("encrypted", encKey != nil))
-		return newSharedStore(db, fingerprint), nil
+		s := newSharedStore(db, fingerprint)
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		if err := s.revocations.Load(ctx, db); err != nil {
+			_ = db.Close()
+			return nil, fmt.Errorf("auth_agent: loading revocations: %v", err)
+		}
+		return s, nil
 	})
 	if err != nil {
 		return nil, "", err

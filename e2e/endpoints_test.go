@@ -298,8 +298,12 @@ func TestAgentEndpoints(t *testing.T) {
 		c.admin(t, "PATCH", "/auth_agent/agents/short-lived", `{"disabled":true}`)
 		wantError(t, do(t, "GET", c.base()+"/api/agents/profile", bearer(tok), ""), 401, "invalid_token")
 		c.admin(t, "PATCH", "/auth_agent/agents/short-lived", `{"disabled":false}`)
+		// Disabling voided the old token for good; a new one works.
+		wantError(t, do(t, "GET", c.base()+"/api/agents/profile", bearer(tok), ""), 401, "invalid_token")
+		time.Sleep(1100 * time.Millisecond) // tokens carry whole seconds
+		tok = c.token(t, "short-lived", secret)
 		if r := do(t, "GET", c.base()+"/api/agents/profile", bearer(tok), ""); r.status != 200 {
-			t.Fatalf("re-enabled: %d", r.status)
+			t.Fatalf("re-enabled agent's new token: %d", r.status)
 		}
 		if r := c.admin(t, "DELETE", "/auth_agent/agents/short-lived", ""); r.status != 200 {
 			t.Fatalf("delete: %d %s", r.status, r.body)

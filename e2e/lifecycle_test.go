@@ -172,6 +172,13 @@ func TestTokensSurviveRestart(t *testing.T) {
 	if r := do(t, "GET", c.base()+"/api/agents/profile", bearer(tok), ""); r.status != 200 {
 		t.Fatalf("token from before the restart: %d %s", r.status, r.body)
 	}
+	// Revocations survive a restart too: disabling voids the token, and
+	// after kill -9, restart and re-enabling it stays void.
+	c.admin(t, "PATCH", "/auth_agent/agents/restart-agent", `{"disabled":true}`)
+	c.kill9()
+	c.start("")
+	c.admin(t, "PATCH", "/auth_agent/agents/restart-agent", `{"disabled":false}`)
+	wantError(t, do(t, "GET", c.base()+"/api/agents/profile", bearer(tok), ""), 401, "invalid_token")
 }
 
 // TestSecondProcessOnSameDirectory: a second Caddy on the same storage fails

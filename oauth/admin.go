@@ -71,6 +71,9 @@ func (s *Server) serveAdmin(w http.ResponseWriter, r *http.Request) error {
 			if err := s.agents.Delete(r.Context(), id); err != nil {
 				return adminError(err, id)
 			}
+			if err := s.revokeSubject(r.Context(), id); err != nil {
+				return err
+			}
 			s.log.Info("agent deleted by operator", zap.String("agent_id", id))
 			writeJSON(w, http.StatusOK, map[string]string{"deleted": id})
 			return nil
@@ -142,6 +145,13 @@ func (s *Server) adminUpdateAgent(w http.ResponseWriter, r *http.Request, id str
 	a, err := s.agents.AdminUpdate(r.Context(), id, agents.AdminUpdate{Permissions: req.Permissions, Disabled: req.Disabled})
 	if err != nil {
 		return adminError(err, id)
+	}
+	// Disabling voids every token the agent holds, for good: re-enabling
+	// does not bring them back.
+	if req.Disabled != nil && *req.Disabled {
+		if err := s.revokeSubject(r.Context(), id); err != nil {
+			return err
+		}
 	}
 	s.log.Info("agent updated by operator", zap.String("agent_id", id))
 	writeJSON(w, http.StatusOK, viewOf(a))

@@ -40,11 +40,7 @@ func (s *Server) handleIntrospect(w http.ResponseWriter, r *http.Request) error 
 	}
 	inactive := map[string]any{"active": false}
 	if claims, err := s.tokens.VerifyAccessToken(tok, ""); err == nil {
-		revoked, err := s.isRevoked(r.Context(), claims.ID)
-		if err != nil {
-			return err
-		}
-		if revoked || !s.subjectActive(r.Context(), claims) {
+		if s.revocations.Revoked(claims) || !s.subjectActive(r.Context(), claims) {
 			writeJSON(w, http.StatusOK, inactive)
 			return nil
 		}

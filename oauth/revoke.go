@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"strconv"
 	"time"
 )
 
@@ -36,13 +37,17 @@ type family struct {
 	Access  map[string]int64 `json:"access,omitempty"` // jti → exp (Unix)
 }
 
-// isRevoked reports whether the access token with this jti was revoked.
-func (s *Server) isRevoked(ctx context.Context, jti string) (bool, error) {
-	_, err := s.store.GetRecord(ctx, kindRevoked, jti)
-	if errors.Is(err, ErrNotFound) {
-		return false, nil
+// revokeSubject voids every token the agent holds now (it was disabled or
+// deleted): recorded in the store for restarts, and in process for the
+// guard.
+func (s *Server) revokeSubject(ctx context.Context, id string) error {
+	since := s.now().Unix()
+	ttl := s.tokens.Lifetime() + verifyLeeway
+	if err := s.store.PutRecord(ctx, kindRevokedSubject, id, []byte(strconv.FormatInt(since, 10)), ttl); err != nil {
+		return err
 	}
-	return err == nil, err
+	s.revocations.addSubject(id, since, since+int64(ttl/time.Second))
+	return nil
 }
 
 // revokeAccess refuses the access token jti until it would have expired,
@@ -52,9 +57,10 @@ func (s *Server) revokeAccess(ctx context.Context, jti string, exp int64) error 
 	if ttl <= 0 {
 		return nil
 	}
-	if err := s.store.PutRecord(ctx, kindRevoked, jti, []byte{1}, ttl); err != nil {
+	if err := s.store.PutRecord(ctx, kindRevoked, jti, []byte(strconv.FormatInt(exp, 10)), ttl); err != nil {
 		return err
 	}
+	s.revocations.add(jti, exp)
 	raw, err := s.store.GetRecord(ctx, kindDerived, jti)
 	if errors.Is(err, ErrNotFound) {
 		return nil
@@ -99,10 +105,7 @@ func (s *Server) addDerived(ctx context.Context, parent string, parentExp int64,
 	if err != nil {
 		return err
 	}
-	if revoked, err := s.isRevoked(ctx, parent); err != nil || revoked {
-		if err != nil {
-			return err
-		}
+	if s.revocations.revokedID(parent) {
 		return s.revokeAccess(ctx, child, childExp)
 	}
 	return nil

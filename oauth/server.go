@@ -56,22 +56,26 @@ type Deps struct {
 	// CodeKey derives authorization codes from request seeds; it lives only
 	// in memory and is shared by every config of one process.
 	CodeKey []byte
-	Log     *zap.Logger
-	Now     func() time.Time
+	// Revocations is the in-process revocation set, shared with the guard
+	// and loaded from Store at start.
+	Revocations *Revocations
+	Log         *zap.Logger
+	Now         func() time.Time
 }
 
 // Server serves the identity provider's endpoints.
 type Server struct {
-	cfg     Config
-	agents  *agents.Service
-	keys    *KeyManager
-	tokens  *Tokens
-	clients *Clients
-	store   RecordStore
-	codeKey []byte
-	log     *zap.Logger
-	now     func() time.Time
-	routes  map[string]route
+	cfg         Config
+	agents      *agents.Service
+	keys        *KeyManager
+	tokens      *Tokens
+	clients     *Clients
+	store       RecordStore
+	codeKey     []byte
+	revocations *Revocations
+	log         *zap.Logger
+	now         func() time.Time
+	routes      map[string]route
 }
 
 type route struct {
@@ -105,8 +109,11 @@ func NewServer(cfg Config, d Deps) *Server {
 	if len(d.CodeKey) == 0 {
 		d.CodeKey = []byte(randomToken(32))
 	}
+	if d.Revocations == nil {
+		d.Revocations = NewRevocations(d.Now)
+	}
 	s := &Server{cfg: cfg, agents: d.Agents, keys: d.Keys, tokens: d.Tokens, clients: d.Clients, store: d.Store,
-		codeKey: d.CodeKey, log: d.Log, now: d.Now}
+		codeKey: d.CodeKey, revocations: d.Revocations, log: d.Log, now: d.Now}
 	get, post := http.MethodGet, http.MethodPost
 	discovery := route{[]string{get, http.MethodHead}, s.handleDiscovery}
 	s.routes = map[string]route{
@@ -330,11 +337,7 @@ func (s *Server) authenticateBearer(r *http.Request, audience string) (*AccessCl
 	if err != nil {
 		return nil, nil, ErrInvalidToken("auth_agent", "the access token is invalid or expired")
 	}
-	revoked, err := s.isRevoked(r.Context(), claims.ID)
-	if err != nil {
-		return nil, nil, err
-	}
-	if revoked {
+	if s.revocations.Revoked(claims) {
 		return nil, nil, ErrInvalidToken("auth_agent", "the access token was revoked")
 	}
 	a, err := s.currentAgent(r.Context(), claims.Subject, claims.IssuedAt.Unix())

@@ -475,10 +475,7 @@ func (s *Server) grantTokenExchange(ctx context.Context, client *Client, params 
 	if claims.ClientID != client.ID && !slices.Contains(claims.Audience, client.ID) {
 		return nil, ErrInvalidGrant("subject_token was neither issued to nor meant for this client")
 	}
-	if revoked, err := s.isRevoked(ctx, claims.ID); err != nil || revoked {
-		if err != nil {
-			return nil, err
-		}
+	if s.revocations.Revoked(claims) {
 		return nil, ErrInvalidGrant("subject_token was revoked")
 	}
 	a, err := s.activeAgent(ctx, claims.Subject, claims.IssuedAt.Unix())
