@@ -91,6 +91,7 @@ type App struct {
 	storeKey string
 	server   *oauth.Server
 	keys     *oauth.KeyManager
+	verifier *oauth.LocalVerifier
 }
 
 // running is the app of the config Caddy is running. The admin routes use
@@ -201,6 +202,7 @@ func (a *App) Provision(ctx caddy.Context) error {
 		Permissions:        perms,
 	}, nil)
 	tokens := oauth.NewTokens(a.Issuer, durationOr(a.AccessTokenLifetime, DefaultAccessTokenLifetime), alg, a.keys, nil)
+	a.verifier = oauth.NewLocalVerifier(tokens, store.revocations)
 	a.server = oauth.NewServer(oauth.Config{
 		Issuer:                   a.Issuer,
 		RegistrationMode:         regMode,

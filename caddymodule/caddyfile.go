@@ -14,6 +14,10 @@ func init() {
 	// The IdP's endpoints are public: serve them before authentication
 	// handlers such as basic_auth, so users need no `order` line.
 	httpcaddyfile.RegisterDirectiveOrder("auth_agent", httpcaddyfile.Before, "basic_auth")
+	httpcaddyfile.RegisterHandlerDirective("agent_guard", parseGuardDirective)
+	// The guard authenticates like basic_auth does, after the IdP's own
+	// endpoints and before reverse_proxy.
+	httpcaddyfile.RegisterDirectiveOrder("agent_guard", httpcaddyfile.After, "basic_auth")
 }
 
 // UnmarshalCaddyfile sets up the app from the global option:
@@ -265,3 +269,72 @@ var (
 	_ caddyfile.Unmarshaler = (*App)(nil)
 	_ caddyfile.Unmarshaler = (*Handler)(nil)
 )
+
+// UnmarshalCaddyfile sets up the guard:
+//
+//	agent_guard [<matcher>] {
+//		scopes <scope...>
+//		resource <uri>
+//		issuer <url>
+//		strip_token
+//		introspect <client_id> <client_secret>
+//		key_refresh_interval <duration>
+//	}
+func (g *Guard) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	d.Next() // the directive name
+	if d.NextArg() {
+		return d.ArgErr()
+	}
+	for d.NextBlock(0) {
+		setting := d.Val()
+		args := d.RemainingArgs()
+		switch setting {
+		case "scopes", "scope":
+			if len(args) == 0 {
+				return d.ArgErr()
+			}
+			g.Scopes = append(g.Scopes, args...)
+		case "resource", "issuer":
+			if len(args) != 1 {
+				return d.Errf("agent_guard: %s takes one value", setting)
+			}
+			if setting == "resource" {
+				g.Resource = args[0]
+			} else {
+				g.Issuer = args[0]
+			}
+		case "strip_token":
+			if len(args) != 0 {
+				return d.Errf("agent_guard: strip_token takes no value")
+			}
+			g.StripToken = true
+		case "introspect":
+			if len(args) != 2 {
+				return d.Errf("agent_guard: introspect takes a client id and a secret")
+			}
+			g.Introspection = &IntrospectionConfig{ClientID: args[0], ClientSecret: args[1]}
+		case "key_refresh_interval":
+			if len(args) != 1 {
+				return d.ArgErr()
+			}
+			dur, err := caddy.ParseDuration(args[0])
+			if err != nil || dur <= 0 {
+				return d.Errf("agent_guard: key_refresh_interval %q is not a positive duration", args[0])
+			}
+			g.KeyRefreshInterval = caddy.Duration(dur)
+		default:
+			return d.Errf("agent_guard: unknown setting %q", setting)
+		}
+	}
+	return nil
+}
+
+func parseGuardDirective(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
+	g := new(Guard)
+	if err := g.UnmarshalCaddyfile(h.Dispenser); err != nil {
+		return nil, err
+	}
+	return g, nil
+}
+
+var _ caddyfile.Unmarshaler = (*Guard)(nil)

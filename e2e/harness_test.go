@@ -47,6 +47,9 @@ type caddy struct {
 	cmd       *exec.Cmd
 	log       *bytes.Buffer
 	done      chan struct{}
+	// sites is appended to the Caddyfile: more site blocks (APIs behind
+	// agent_guard).
+	sites string
 }
 
 func freePort(t *testing.T) int {
@@ -86,7 +89,7 @@ http://127.0.0.1:%d {
 	auth_agent
 	respond "upstream" 200
 }
-`, c.adminPort, c.httpPort, filepath.Join(c.dir, "db"), opts, c.httpPort)
+%s`, c.adminPort, c.httpPort, filepath.Join(c.dir, "db"), opts, c.httpPort, c.sites)
 }
 
 func (c *caddy) writeConfig(opts string) string {

@@ -23,7 +23,7 @@ func TestXcaddyBuild(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, m := range []string{"auth_agent", "http.handlers.auth_agent", "admin.api.auth_agent"} {
+	for _, m := range []string{"auth_agent", "http.handlers.auth_agent", "admin.api.auth_agent", "http.handlers.agent_guard"} {
 		if !strings.Contains("\n"+string(list), "\n"+m+"\n") {
 			t.Errorf("xcaddy-built binary lacks %s", m)
 		}

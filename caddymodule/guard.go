@@ -1,0 +1,213 @@
+package caddymodule
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"go.uber.org/zap"
+
+	"github.com/authagent/caddy-authagent/agents"
+	"github.com/authagent/caddy-authagent/oauth"
+)
+
+func init() {
+	caddy.RegisterModule(Guard{})
+}
+
+// Guard lets a request through to the next handler (typically
+// reverse_proxy) only with a valid bearer token carrying the required
+// scopes. It tells the upstream who called through headers and
+// placeholders, and serves RFC 9728 protected-resource metadata at
+// /.well-known/oauth-protected-resource.
+//
+// Placeholders set for the handlers after it:
+//
+//	{http.auth.agent.id}         the token's subject (agent id)
+//	{http.auth.agent.client_id}  the client the token was issued to
+//	{http.auth.agent.scopes}     the token's scopes, space-separated
+//	{http.auth.agent.model}      the agent's model name
+//
+// and the same in X-Agent-Id, X-Agent-Client-Id, X-Agent-Scopes and
+// X-Agent-Model request headers (any such headers the caller sent are
+// removed first). {http.auth.user.id} is set to the agent id too, as
+// Caddy's own authentication handler does.
+type Guard struct {
+	// Scopes the token must all carry.
+	Scopes []string `json:"scopes,omitempty"`
+
+	// When set, the token's aud must contain this resource (RFC 8707).
+	Resource string `json:"resource,omitempty"`
+
+	// A remote authorization server whose tokens to accept (its keys come
+	// from its metadata and JWKS, cached). Default: this Caddy's own
+	// auth_agent app, checked in process.
+	Issuer string `json:"issuer,omitempty"`
+
+	// Remove the Authorization header before the upstream sees it.
+	StripToken bool `json:"strip_token,omitempty"`
+
+	// With a remote issuer: also check every token at its introspection
+	// endpoint (answers cached for a few seconds), so revocations there
+	// count here.
+	Introspection *IntrospectionConfig `json:"introspection,omitempty"`
+
+	// With a remote issuer: the least time between two fetches of its key
+	// set. Default: 30s.
+	KeyRefreshInterval caddy.Duration `json:"key_refresh_interval,omitempty"`
+
+	guard   *oauth.Guard
+	poolKey string
+	log     *zap.Logger
+}
+
+// IntrospectionConfig is the client the guard introspects as.
+type IntrospectionConfig struct {
+	ClientID     string `json:"client_id,omitempty"`
+	ClientSecret string `json:"client_secret,omitempty"`
+}
+
+// CaddyModule returns the Caddy module information.
+func (Guard) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{
+		ID:  "http.handlers.agent_guard",
+		New: func() caddy.Module { return new(Guard) },
+	}
+}
+
+// remoteVerifiers shares a remote issuer's cached keys across reloads and
+// across the guards of one config.
+var remoteVerifiers = caddy.NewUsagePool()
+
+type pooledVerifier struct{ *oauth.RemoteVerifier }
+
+func (pooledVerifier) Destruct() error { return nil }
+
+// Provision picks the verifier: this Caddy's auth_agent app, or a remote
+// issuer's.
+func (g *Guard) Provision(ctx caddy.Context) error {
+	g.log = ctx.Logger()
+	if err := g.Validate(); err != nil {
+		return err
+	}
+	var verifier oauth.Verifier
+	if g.Issuer == "" {
+		app, err := ctx.AppIfConfigured("auth_agent")
+		if err != nil {
+			return fmt.Errorf("agent_guard: no issuer is set and this Caddy has no auth_agent app; set `issuer <url>` or configure the global auth_agent option: %v", err)
+		}
+		verifier = app.(*App).verifier
+	} else {
+		cfg := oauth.RemoteConfig{Issuer: g.Issuer, RefreshInterval: time.Duration(g.KeyRefreshInterval)}
+		if in := g.Introspection; in != nil {
+			repl := caddy.NewReplacer()
+			cfg.IntrospectionClientID = in.ClientID
+			cfg.IntrospectionSecret = repl.ReplaceAll(in.ClientSecret, "")
+		}
+		g.poolKey = fmt.Sprintf("%s|%s|%s|%d", cfg.Issuer, cfg.IntrospectionClientID, cfg.IntrospectionSecret, cfg.RefreshInterval)
+		val, loaded, err := remoteVerifiers.LoadOrNew(g.poolKey, func() (caddy.Destructor, error) {
+			return pooledVerifier{oauth.NewRemoteVerifier(cfg, g.log)}, nil
+		})
+		if err != nil {
+			return err
+		}
+		rv := val.(pooledVerifier).RemoteVerifier
+		if !loaded {
+			go rv.Prefetch(ctx)
+		}
+		verifier = rv
+	}
+	g.guard = &oauth.Guard{Verifier: verifier, Scopes: g.Scopes, Resource: g.Resource}
+	return nil
+}
+
+// Validate checks the configuration.
+func (g *Guard) Validate() error {
+	for _, s := range g.Scopes {
+		if err := agents.ValidateScopeToken(s); err != nil {
+			return fmt.Errorf("agent_guard: scopes: %q is not a valid scope", s)
+		}
+	}
+	if g.Resource != "" {
+		if _, err := oauth.ParseResource(g.Resource); err != nil {
+			return fmt.Errorf("agent_guard: resource %q must be an absolute URI without a fragment", g.Resource)
+		}
+	}
+	if g.Issuer != "" {
+		u, err := url.Parse(g.Issuer)
+		if err != nil || (u.Scheme != "https" && !(u.Scheme == "http" && isLoopbackHost(u.Hostname()))) || u.Host == "" || strings.HasSuffix(g.Issuer, "/") {
+			return fmt.Errorf("agent_guard: issuer %q must be an https URL (http only on localhost) without a trailing slash", g.Issuer)
+		}
+	} else if g.Introspection != nil {
+		return errors.New("agent_guard: introspection needs a remote issuer; tokens of this Caddy's own issuer are checked in process")
+	}
+	if in := g.Introspection; in != nil && (in.ClientID == "" || in.ClientSecret == "") {
+		return errors.New("agent_guard: introspection needs a client id and a secret")
+	}
+	if g.KeyRefreshInterval < 0 {
+		return errors.New("agent_guard: key_refresh_interval must be positive")
+	}
+	return nil
+}
+
+// Cleanup releases a shared remote verifier.
+func (g *Guard) Cleanup() error {
+	if g.poolKey != "" {
+		_, _ = remoteVerifiers.Delete(g.poolKey)
+		g.poolKey = ""
+	}
+	return nil
+}
+
+// agentHeaders are set for the upstream, and never taken from the caller.
+var agentHeaders = []string{"X-Agent-Id", "X-Agent-Client-Id", "X-Agent-Scopes", "X-Agent-Model"}
+
+// ServeHTTP implements caddyhttp.MiddlewareHandler.
+func (g *Guard) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
+	if r.URL.Path == oauth.ProtectedResourcePath && (r.Method == http.MethodGet || r.Method == http.MethodHead) {
+		oauth.WriteProtectedResourceMetadata(w, r, g.guard.Verifier.Issuer(), g.Resource, g.Scopes)
+		return nil
+	}
+	for _, h := range agentHeaders {
+		r.Header.Del(h)
+	}
+	claims, e := g.guard.Check(r)
+	if e != nil {
+		if ce := g.log.Check(zap.DebugLevel, "request refused"); ce != nil {
+			ce.Write(zap.String("error", e.Code), zap.String("reason", e.Description))
+		}
+		oauth.WriteGuardError(w, r, e, g.Scopes)
+		return nil
+	}
+	scopes := claims.Scope
+	r.Header.Set("X-Agent-Id", claims.Subject)
+	r.Header.Set("X-Agent-Client-Id", claims.ClientID)
+	r.Header.Set("X-Agent-Scopes", scopes)
+	if claims.ModelName != "" {
+		r.Header.Set("X-Agent-Model", claims.ModelName)
+	}
+	if g.StripToken {
+		r.Header.Del("Authorization")
+	}
+	if repl, ok := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer); ok {
+		repl.Set("http.auth.agent.id", claims.Subject)
+		repl.Set("http.auth.agent.client_id", claims.ClientID)
+		repl.Set("http.auth.agent.scopes", scopes)
+		repl.Set("http.auth.agent.model", claims.ModelName)
+		repl.Set("http.auth.user.id", claims.Subject)
+	}
+	return next.ServeHTTP(w, r)
+}
+
+// Interface guards
+var (
+	_ caddy.Provisioner           = (*Guard)(nil)
+	_ caddy.Validator             = (*Guard)(nil)
+	_ caddy.CleanerUpper          = (*Guard)(nil)
+	_ caddyhttp.MiddlewareHandler = (*Guard)(nil)
+)
