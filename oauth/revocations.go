@@ -3,6 +3,7 @@ package oauth
 import (
 	"context"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 )
@@ -19,6 +20,7 @@ type Revocations struct {
 	jtis     map[string]int64 // jti → exp (Unix)
 	subjects map[string]int64 // agent id → tokens issued before this (Unix) are void
 	until    map[string]int64 // agent id → when its entry can be dropped
+	families map[string]int64 // refresh-token family → when its entry can be dropped
 	now      func() time.Time
 }
 
@@ -27,7 +29,7 @@ func NewRevocations(now func() time.Time) *Revocations {
 	if now == nil {
 		now = time.Now
 	}
-	return &Revocations{jtis: map[string]int64{}, subjects: map[string]int64{}, until: map[string]int64{}, now: now}
+	return &Revocations{jtis: map[string]int64{}, subjects: map[string]int64{}, until: map[string]int64{}, families: map[string]int64{}, now: now}
 }
 
 // Load fills the set from the store (at start).
@@ -40,6 +42,20 @@ func (v *Revocations) Load(ctx context.Context, store RecordStore) error {
 		for _, r := range recs {
 			exp, _ := strconv.ParseInt(string(r.Value), 10, 64)
 			v.add(r.Key, exp)
+		}
+		if len(recs) < 1000 {
+			break
+		}
+		after = recs[len(recs)-1].Key
+	}
+	for after := ""; ; {
+		recs, err := store.ListRecords(ctx, kindRevokedFamily, after, 1000)
+		if err != nil {
+			return err
+		}
+		for _, r := range recs {
+			until, _ := strconv.ParseInt(string(r.Value), 10, 64)
+			v.addFamily(r.Key, until)
 		}
 		if len(recs) < 1000 {
 			break
@@ -75,6 +91,12 @@ func (v *Revocations) add(jti string, exp int64) {
 	v.mu.Unlock()
 }
 
+func (v *Revocations) addFamily(id string, until int64) {
+	v.mu.Lock()
+	v.families[id] = until
+	v.mu.Unlock()
+}
+
 func (v *Revocations) addSubject(id string, since, until int64) {
 	v.mu.Lock()
 	if cur, ok := v.subjects[id]; !ok || since > cur {
@@ -102,6 +124,11 @@ func (v *Revocations) sweepLocked() {
 			delete(v.subjects, k)
 		}
 	}
+	for k, u := range v.families {
+		if u < now {
+			delete(v.families, k)
+		}
+	}
 }
 
 // Revoked reports whether the token is void: its id was revoked, or its
@@ -111,6 +138,11 @@ func (v *Revocations) Revoked(c *AccessClaims) bool {
 	defer v.mu.RUnlock()
 	if _, ok := v.jtis[c.ID]; ok {
 		return true
+	}
+	if fam, _, ok := strings.Cut(c.ID, "."); ok {
+		if _, revoked := v.families[fam]; revoked {
+			return true
+		}
 	}
 	if since, ok := v.subjects[c.Subject]; ok && c.IssuedAt != nil && c.IssuedAt.Unix() <= since {
 		return true

@@ -13,6 +13,8 @@ const (
 	kindRefresh = "refresh"
 	kindFamily  = "family"
 	kindDerived = "derived"
+
+	kindRevokedFamily = "revoked_family"
 )
 
 // refreshGrant is what a refresh token stands for, stored under its hash.
@@ -30,11 +32,11 @@ type refreshGrant struct {
 	ExpiresAt time.Time `json:"expires_at"`
 }
 
-// family is a refresh-token lineage: every refresh token and the access
-// tokens issued along it, so revoking it stops them all.
+// family is a refresh-token lineage. Its access tokens carry its id in
+// their jti ("<family>.<random>"), so revoking the family voids them all
+// without listing them.
 type family struct {
-	Revoked bool             `json:"revoked,omitempty"`
-	Access  map[string]int64 `json:"access,omitempty"` // jti → exp (Unix)
+	Revoked bool `json:"revoked,omitempty"`
 }
 
 // revokeSubject voids every token the agent holds now (it was disabled or
@@ -111,46 +113,14 @@ func (s *Server) addDerived(ctx context.Context, parent string, parentExp int64,
 	return nil
 }
 
-// newFamily starts a refresh-token lineage with its first access token.
-func (s *Server) newFamily(ctx context.Context, jti string, exp int64) (string, error) {
+// newFamily starts a refresh-token lineage.
+func (s *Server) newFamily(ctx context.Context) (string, error) {
 	id := randomToken(16)
-	raw, err := json.Marshal(family{Access: map[string]int64{jti: exp}})
+	raw, err := json.Marshal(family{})
 	if err != nil {
 		return "", err
 	}
 	return id, s.store.PutRecord(ctx, kindFamily, id, raw, s.cfg.RefreshTokenLifetime)
-}
-
-// addToFamily records an access token issued along a family. If the family
-// was revoked meanwhile, the token is revoked at once.
-func (s *Server) addToFamily(ctx context.Context, id, jti string, exp int64) error {
-	revoked := false
-	err := s.store.UpdateRecord(ctx, kindFamily, id, func(raw []byte) ([]byte, error) {
-		var f family
-		if err := json.Unmarshal(raw, &f); err != nil {
-			return nil, err
-		}
-		revoked = f.Revoked
-		now := s.now().Unix()
-		for k, e := range f.Access {
-			if e < now {
-				delete(f.Access, k) // expired: nothing left to revoke
-			}
-		}
-		if f.Access == nil {
-			f.Access = map[string]int64{}
-		}
-		f.Access[jti] = exp
-		return json.Marshal(f)
-	})
-	if errors.Is(err, ErrNotFound) {
-		revoked = true
-		err = nil
-	}
-	if err == nil && revoked {
-		err = s.revokeAccess(ctx, jti, exp)
-	}
-	return err
 }
 
 // familyRevoked reports whether a lineage was revoked (or is gone).
@@ -169,18 +139,11 @@ func (s *Server) familyRevoked(ctx context.Context, id string) (bool, error) {
 	return f.Revoked, nil
 }
 
-// revokeFamily marks the lineage revoked and revokes every live access
-// token issued along it.
+// revokeFamily marks the lineage revoked, which voids its refresh tokens
+// and every access token issued along it.
 func (s *Server) revokeFamily(ctx context.Context, id string) error {
-	var access map[string]int64
 	err := s.store.UpdateRecord(ctx, kindFamily, id, func(raw []byte) ([]byte, error) {
-		var f family
-		if err := json.Unmarshal(raw, &f); err != nil {
-			return nil, err
-		}
-		f.Revoked = true
-		access = f.Access
-		return json.Marshal(f)
+		return json.Marshal(family{Revoked: true})
 	})
 	if errors.Is(err, ErrNotFound) {
 		return nil
@@ -188,10 +151,13 @@ func (s *Server) revokeFamily(ctx context.Context, id string) error {
 	if err != nil {
 		return err
 	}
-	for jti, exp := range access {
-		if err := s.revokeAccess(ctx, jti, exp); err != nil {
-			return err
-		}
+	// Its access tokens live at most one access-token lifetime past the
+	// family's last refresh.
+	ttl := s.cfg.RefreshTokenLifetime + s.tokens.Lifetime() + verifyLeeway
+	until := s.now().Add(ttl).Unix()
+	if err := s.store.PutRecord(ctx, kindRevokedFamily, id, []byte(strconv.FormatInt(until, 10)), ttl); err != nil {
+		return err
 	}
+	s.revocations.addFamily(id, until)
 	return nil
 }

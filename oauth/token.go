@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/url"
 	"slices"
+	"strings"
 	"time"
 
 	"go.uber.org/zap"
@@ -217,6 +218,17 @@ func (s *Server) grantAuthorizationCode(ctx context.Context, client *Client, par
 	return resp, nil
 }
 
+// familyOf returns the refresh-token family an access token was issued
+// along ("" for none): a token exchanged from it joins the same family, so
+// revoking the family voids it too.
+func familyOf(jti string) string {
+	fam, _, ok := strings.Cut(jti, ".")
+	if !ok {
+		return ""
+	}
+	return fam
+}
+
 // activeAgent loads an agent that may still get tokens from a grant made
 // at time since.
 func (s *Server) activeAgent(ctx context.Context, id string, since int64) (*agents.Agent, error) {
@@ -257,23 +269,22 @@ func (s *Server) issue(ctx context.Context, q issueRequest) (*tokenResponse, iss
 	if model == "" {
 		model = q.agent.ModelName
 	}
+	if q.refresh && q.family == "" {
+		var err error
+		if q.family, err = s.newFamily(ctx); err != nil {
+			return nil, issuedIDs{}, err
+		}
+	}
 	at, err := s.tokens.IssueAccessToken(AccessGrant{
 		Subject: q.agent.ID, ClientID: q.client.ID, Scopes: q.scopes, Audience: aud, ModelName: model, AuthTime: q.authTime,
+		Family: q.family,
 	})
 	if err != nil {
 		return nil, issuedIDs{}, err
 	}
-	ids := issuedIDs{jti: at.ID, exp: at.ExpiresAt.Unix()}
+	ids := issuedIDs{jti: at.ID, exp: at.ExpiresAt.Unix(), family: q.family}
 	resp := &tokenResponse{AccessToken: at.Token, TokenType: "Bearer", ExpiresIn: at.ExpiresIn, Scope: at.Scope}
 	if q.refresh {
-		if q.family == "" {
-			if q.family, err = s.newFamily(ctx, ids.jti, ids.exp); err != nil {
-				return nil, issuedIDs{}, err
-			}
-		} else if err := s.addToFamily(ctx, q.family, ids.jti, ids.exp); err != nil {
-			return nil, issuedIDs{}, err
-		}
-		ids.family = q.family
 		rt := randomToken(32)
 		raw, err := json.Marshal(refreshGrant{
 			Family: q.family, ClientID: q.client.ID, AgentID: q.agent.ID, Scopes: q.scopes, Resource: q.resource,
@@ -518,6 +529,7 @@ func (s *Server) grantTokenExchange(ctx context.Context, client *Client, params 
 	at, err := s.tokens.IssueAccessToken(AccessGrant{
 		Subject: claims.Subject, ClientID: client.ID, Scopes: scopes, Audience: aud, ModelName: a.ModelName,
 		AuthTime: authTime, Actor: &Actor{Subject: client.ID, Act: claims.Act}, NotAfter: claims.ExpiresAt.Time,
+		Family: familyOf(claims.ID),
 	})
 	if err != nil {
 		return nil, err

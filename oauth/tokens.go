@@ -51,6 +51,9 @@ type AccessGrant struct {
 	ModelName string
 	AuthTime  time.Time
 	Actor     *Actor
+	// Family is the refresh-token lineage the token is issued along; it
+	// prefixes the jti so that revoking the family voids the token.
+	Family string
 	// NotAfter caps the expiry (a token exchanged from another never
 	// outlives it); zero means the full lifetime.
 	NotAfter time.Time
@@ -115,6 +118,9 @@ func (t *Tokens) IssueAccessToken(g AccessGrant) (IssuedToken, error) {
 	jti, err := randomID()
 	if err != nil {
 		return IssuedToken{}, err
+	}
+	if g.Family != "" {
+		jti = g.Family + "." + jti
 	}
 	scope := strings.Join(g.Scopes, " ")
 	claims := AccessClaims{

@@ -1,0 +1,139 @@
+package oauth_test
+
+import (
+	"context"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/authagent/caddy-authagent/oauth"
+)
+
+func newGuard(tb testing.TB, scopes ...string) (*oauth.Guard, *oauth.Tokens, *oauth.Revocations) {
+	tb.Helper()
+	tokens, _ := newTokens(tb, oauth.AlgRS256, &clock{time.Now()})
+	rev := oauth.NewRevocations(nil)
+	return &oauth.Guard{Verifier: oauth.NewLocalVerifier(tokens, rev), Scopes: scopes}, tokens, rev
+}
+
+func TestGuardCheck(t *testing.T) {
+	g, tokens, _ := newGuard(t, "data:read")
+	ok, _ := tokens.IssueAccessToken(oauth.AccessGrant{Subject: "bot", ClientID: "bot", Scopes: []string{"data:read"}})
+	noScope, _ := tokens.IssueAccessToken(oauth.AccessGrant{Subject: "bot", ClientID: "bot", Scopes: []string{"profile"}})
+	for name, tc := range map[string]struct {
+		auth   string
+		status int
+	}{
+		"valid":     {"Bearer " + ok.Token, 0},
+		"twice":     {"Bearer " + ok.Token, 0}, // from the cache
+		"no scope":  {"Bearer " + noScope.Token, 403},
+		"missing":   {"", 401},
+		"malformed": {"Bearer a b", 401},
+		"garbage":   {"Bearer x.y.z", 401},
+	} {
+		r := httptest.NewRequest("GET", "/", nil)
+		if tc.auth != "" {
+			r.Header.Set("Authorization", tc.auth)
+		}
+		_, e := g.Check(r)
+		switch {
+		case tc.status == 0 && e != nil:
+			t.Errorf("%s: refused: %v", name, e)
+		case tc.status != 0 && (e == nil || e.Status != tc.status):
+			t.Errorf("%s: got %v, want %d", name, e, tc.status)
+		}
+	}
+	g.Resource = "https://api.example.com"
+	r := httptest.NewRequest("GET", "/", nil)
+	r.Header.Set("Authorization", "Bearer "+ok.Token)
+	if _, e := g.Check(r); e == nil || e.Status != 401 {
+		t.Fatalf("token for another audience accepted: %v", e)
+	}
+}
+
+func TestGuardErrorChallenge(t *testing.T) {
+	g, _, _ := newGuard(t, "data:read", "data:write")
+	for _, auth := range []string{"", "Bearer nope"} {
+		r := httptest.NewRequest("GET", "http://api.example.com/x", nil)
+		if auth != "" {
+			r.Header.Set("Authorization", auth)
+		}
+		_, e := g.Check(r)
+		rec := httptest.NewRecorder()
+		oauth.WriteGuardError(rec, r, e, g.Scopes)
+		ch := rec.Header().Get("WWW-Authenticate")
+		if !strings.Contains(ch, `resource_metadata="http://api.example.com/.well-known/oauth-protected-resource"`) {
+			t.Errorf("challenge %q", ch)
+		}
+		if (auth == "") == strings.Contains(ch, "error=") {
+			t.Errorf("RFC 6750 §3.1: error code only when credentials were sent: %q", ch)
+		}
+	}
+}
+
+// The revocation set is checked on every request, also for cached tokens.
+func TestGuardRevocationBeatsCache(t *testing.T) {
+	g, tokens, rev := newGuard(t)
+	tok, _ := tokens.IssueAccessToken(oauth.AccessGrant{Subject: "bot", ClientID: "bot"})
+	if _, err := g.Verifier.Verify(context.Background(), tok.Token); err != nil {
+		t.Fatal(err)
+	}
+	oauth.RevokeSubjectForTest(rev, "bot", time.Now())
+	if _, err := g.Verifier.Verify(context.Background(), tok.Token); err == nil {
+		t.Fatal("a cached token of a revoked agent was accepted")
+	}
+}
+
+// BenchmarkGuardVerify is the guard's hot path: bearer parsing, the cached
+// verification, revocation, audience and scope checks.
+func BenchmarkGuardVerify(b *testing.B) {
+	for _, alg := range oauth.SupportedAlgs {
+		b.Run(alg+"/cached", func(b *testing.B) {
+			tokens, _ := newTokens(b, alg, &clock{time.Now()})
+			g := &oauth.Guard{Verifier: oauth.NewLocalVerifier(tokens, oauth.NewRevocations(nil)), Scopes: []string{"data:read"}}
+			tok, _ := tokens.IssueAccessToken(oauth.AccessGrant{Subject: "bot", ClientID: "bot", Scopes: []string{"profile", "data:read"}})
+			r := httptest.NewRequest("GET", "/", nil)
+			r.Header.Set("Authorization", "Bearer "+tok.Token)
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, e := g.Check(r); e != nil {
+					b.Fatal(e)
+				}
+			}
+		})
+	}
+	b.Run("RS256/uncached", func(b *testing.B) {
+		tokens, _ := newTokens(b, oauth.AlgRS256, &clock{time.Now()})
+		tok, _ := tokens.IssueAccessToken(oauth.AccessGrant{Subject: "bot", ClientID: "bot", Scopes: []string{"profile", "data:read"}})
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := tokens.VerifyAccessToken(tok.Token, ""); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}
+
+func FuzzGuardBearer(f *testing.F) {
+	g, tokens, _ := newGuard(f, "data:read")
+	ok, _ := tokens.IssueAccessToken(oauth.AccessGrant{Subject: "bot", ClientID: "bot", Scopes: []string{"data:read"}})
+	parts := strings.Split(ok.Token, ".")
+	for _, s := range []string{"Bearer " + ok.Token, "Bearer " + parts[0] + "." + parts[1] + ".", "Bearer " + parts[0] + ".eyJzdWIiOiJ4In0." + parts[2], "Bearer", "bearer x.y.z", "Basic abc"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, auth string) {
+		r := httptest.NewRequest("GET", "/", nil)
+		r.Header.Set("Authorization", auth)
+		claims, e := g.Check(r)
+		if e == nil {
+			if got, err := oauth.ParseBearer(auth); err != nil || got != ok.Token || claims.Subject != "bot" {
+				t.Fatalf("accepted %q", auth)
+			}
+			return
+		}
+		if e.Status != 401 && e.Status != 403 {
+			t.Fatalf("status %d for %q", e.Status, auth)
+		}
+	})
+}
