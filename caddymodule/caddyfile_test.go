@@ -125,3 +125,37 @@ func FuzzCaddyfile(f *testing.F) {
 		}
 	})
 }
+
+func TestGuardCaddyfile(t *testing.T) {
+	g := new(Guard)
+	err := g.UnmarshalCaddyfile(caddyfile.NewTestDispenser("agent_guard {\n scopes a b\n scopes c\n resource https://api.example.com\n strip_token\n}"))
+	if err != nil || strings.Join(g.Scopes, " ") != "a b c" || g.Resource != "https://api.example.com" || !g.StripToken {
+		t.Fatalf("%+v %v", g, err)
+	}
+	for name, input := range map[string]string{
+		"argument":          "agent_guard extra",
+		"unknown":           "agent_guard {\n colour blue\n}",
+		"empty scopes":      "agent_guard {\n scopes\n}",
+		"two resources":     "agent_guard {\n resource a b\n}",
+		"strip with value":  "agent_guard {\n strip_token yes\n}",
+		"introspect 1 arg":  "agent_guard {\n introspect id\n}",
+		"bad refresh":       "agent_guard {\n key_refresh_interval soon\n}",
+		"negative interval": "agent_guard {\n key_refresh_interval -1s\n}",
+	} {
+		if err := new(Guard).UnmarshalCaddyfile(caddyfile.NewTestDispenser(input)); err == nil {
+			t.Errorf("%s: accepted", name)
+		}
+	}
+	for name, g := range map[string]*Guard{
+		"bad scope":             {Scopes: []string{"a b"}},
+		"bad resource":          {Resource: "not a uri"},
+		"http remote issuer":    {Issuer: "http://auth.example.com"},
+		"trailing slash":        {Issuer: "https://auth.example.com/"},
+		"local introspection":   {Introspection: &IntrospectionConfig{ClientID: "a", ClientSecret: "b"}},
+		"introspection no cred": {Issuer: "https://auth.example.com", Introspection: &IntrospectionConfig{ClientID: "a"}},
+	} {
+		if err := g.Validate(); err == nil || !strings.Contains(err.Error(), "agent_guard") {
+			t.Errorf("%s: Validate() = %v", name, err)
+		}
+	}
+}
