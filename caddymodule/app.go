@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
 	"net/url"
 	"slices"
 	"sync/atomic"
@@ -85,13 +86,24 @@ type App struct {
 	// Default: 5m.
 	RequestLifetime caddy.Duration `json:"request_lifetime,omitempty"`
 
+	// Rate limits (SPEC §7). Default: registration 5/h per IP, failed
+	// authentication 10/m per IP and agent, refresh 60/h per client, API
+	// calls 1000/h per agent, counted in memory.
+	RateLimit *RateLimitConfig `json:"rate_limit,omitempty"`
+
+	// Cross-origin access to the IdP's endpoints. Default: any origin.
+	CORS *CORSConfig `json:"cors,omitempty"`
+
 	ctx      caddy.Context
 	log      *zap.Logger
 	store    *sharedStore
 	storeKey string
 	server   *oauth.Server
+	handler  http.Handler // server behind CORS
 	keys     *oauth.KeyManager
 	verifier *oauth.LocalVerifier
+	limits   *oauth.Limits
+	limitKey string
 }
 
 // running is the app of the config Caddy is running. The admin routes use
@@ -182,6 +194,9 @@ func (a *App) Provision(ctx caddy.Context) error {
 		return err
 	}
 	a.store, a.storeKey = store, key
+	if a.limits, a.limitKey, err = buildLimits(a.RateLimit, repl, a.log); err != nil {
+		return err
+	}
 
 	rotation := durationOr(a.KeyRotation, DefaultKeyRotation)
 	alg := a.accessTokenAlg()
@@ -220,8 +235,10 @@ func (a *App) Provision(ctx caddy.Context) error {
 		Store:       store,
 		CodeKey:     store.codeKey,
 		Revocations: store.revocations,
+		Limits:      a.limits,
 		Log:         a.log,
 	})
+	a.handler = corsHandler(a.CORS, a.server)
 	return nil
 }
 
@@ -348,6 +365,12 @@ func (a *App) Validate() error {
 			return fmt.Errorf("auth_agent: agent %q: %v", id, err)
 		}
 	}
+	if err := a.RateLimit.Validate(); err != nil {
+		return err
+	}
+	if err := a.CORS.Validate(); err != nil {
+		return err
+	}
 	if s := a.Storage; s != nil {
 		switch s.Backend {
 		case "", "badger":
@@ -388,6 +411,10 @@ func (a *App) Stop() error {
 // Cleanup releases this config's hold on the database; the last holder
 // closes it. It copes with a Provision that failed half-way.
 func (a *App) Cleanup() error {
+	if a.limitKey != "" {
+		_, _ = limitStores.Delete(a.limitKey)
+		a.limitKey = ""
+	}
 	if a.storeKey == "" {
 		return nil
 	}

@@ -46,6 +46,18 @@ func init() {
 //		dynamic_client_registration off|open|token <token>
 //		code_lifetime <duration>
 //		request_lifetime <duration>
+//		rate_limit {
+//			registration <N/s|m|h|d>|off
+//			authentication <N/s|m|h|d>|off
+//			refresh <N/s|m|h|d>|off
+//			api <N/s|m|h|d>|off
+//			store memory|redis <url>
+//			on_store_error authentication|api open|closed
+//		}
+//		cors {
+//			origins <origin...>
+//			allow_credentials
+//		}
 //	}
 func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // the option name
@@ -144,6 +156,33 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if err := a.unmarshalClient(d); err != nil {
 				return err
 			}
+		case "rate_limit":
+			if err := a.unmarshalRateLimit(d); err != nil {
+				return err
+			}
+		case "cors":
+			if d.NextArg() {
+				return d.ArgErr()
+			}
+			if a.CORS == nil {
+				a.CORS = new(CORSConfig)
+			}
+			for nesting := d.Nesting(); d.NextBlock(nesting); {
+				switch setting, args := d.Val(), d.RemainingArgs(); setting {
+				case "origins", "origin":
+					if len(args) == 0 {
+						return d.Errf("cors: origins needs at least one origin")
+					}
+					a.CORS.Origins = append(a.CORS.Origins, args...)
+				case "allow_credentials":
+					if len(args) != 0 {
+						return d.Errf("cors: allow_credentials takes no value")
+					}
+					a.CORS.AllowCredentials = true
+				default:
+					return d.Errf("cors: unknown setting %q", setting)
+				}
+			}
 		case "default_permissions":
 			a.DefaultPermissions = append(a.DefaultPermissions, d.RemainingArgs()...)
 			if len(a.DefaultPermissions) == 0 {
@@ -234,6 +273,52 @@ func (a *App) unmarshalClient(d *caddyfile.Dispenser) error {
 		return d.Errf("client %s: a public client has no secret", id)
 	}
 	a.Clients[id] = cc
+	return nil
+}
+
+// unmarshalRateLimit parses the `rate_limit { … }` block.
+func (a *App) unmarshalRateLimit(d *caddyfile.Dispenser) error {
+	if d.NextArg() {
+		return d.ArgErr()
+	}
+	if a.RateLimit == nil {
+		a.RateLimit = new(RateLimitConfig)
+	}
+	rl := a.RateLimit
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		setting := d.Val()
+		args := d.RemainingArgs()
+		switch setting {
+		case "registration", "authentication", "refresh", "api":
+			if len(args) != 1 {
+				return d.Errf("rate_limit: %s takes one value: N/s, N/m, N/h, N/d or off", setting)
+			}
+			if _, _, _, err := parseRate(args[0]); err != nil {
+				return d.Errf("rate_limit %s: %v", setting, err)
+			}
+			*map[string]*string{"registration": &rl.Registration, "authentication": &rl.Authentication, "refresh": &rl.Refresh, "api": &rl.API}[setting] = args[0]
+		case "store":
+			switch {
+			case len(args) == 1 && args[0] == "memory":
+				rl.Store, rl.RedisURL = "memory", ""
+			case len(args) == 2 && args[0] == "redis":
+				rl.Store, rl.RedisURL = "redis", args[1]
+			default:
+				return d.Errf("rate_limit: store takes `memory` or `redis <url>`")
+			}
+		case "on_store_error":
+			if len(args) != 2 || (args[0] != "authentication" && args[0] != "api") || (args[1] != "open" && args[1] != "closed") {
+				return d.Errf("rate_limit: on_store_error takes `authentication|api open|closed`")
+			}
+			if args[0] == "api" {
+				rl.APIOnStoreError = args[1]
+			} else {
+				rl.AuthenticationOnStoreError = args[1]
+			}
+		default:
+			return d.Errf("rate_limit: unknown setting %q", setting)
+		}
+	}
 	return nil
 }
 

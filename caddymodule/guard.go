@@ -62,6 +62,7 @@ type Guard struct {
 	KeyRefreshInterval caddy.Duration `json:"key_refresh_interval,omitempty"`
 
 	guard   *oauth.Guard
+	limits  *oauth.Limits
 	poolKey string
 	log     *zap.Logger
 }
@@ -96,10 +97,14 @@ func (g *Guard) Provision(ctx caddy.Context) error {
 		return err
 	}
 	var verifier oauth.Verifier
+	app, appErr := ctx.AppIfConfigured("auth_agent")
+	if appErr == nil {
+		// The API-call budget per agent applies on guarded routes too.
+		g.limits = app.(*App).limits
+	}
 	if g.Issuer == "" {
-		app, err := ctx.AppIfConfigured("auth_agent")
-		if err != nil {
-			return fmt.Errorf("agent_guard: no issuer is set and this Caddy has no auth_agent app; set `issuer <url>` or configure the global auth_agent option: %v", err)
+		if appErr != nil {
+			return fmt.Errorf("agent_guard: no issuer is set and this Caddy has no auth_agent app; set `issuer <url>` or configure the global auth_agent option: %v", appErr)
 		}
 		verifier = app.(*App).verifier
 	} else {
@@ -177,6 +182,9 @@ func (g *Guard) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp
 		r.Header.Del(h)
 	}
 	claims, e := g.guard.Check(r)
+	if e == nil {
+		e = g.limits.TakeAPI(r.Context(), w, claims.Subject, time.Now())
+	}
 	if e != nil {
 		if ce := g.log.Check(zap.DebugLevel, "request refused"); ce != nil {
 			ce.Write(zap.String("error", e.Code), zap.String("reason", e.Description))

@@ -5,6 +5,8 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+
+	"github.com/authagent/caddy-authagent/oauth"
 )
 
 func init() {
@@ -39,12 +41,21 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 
 // ServeHTTP implements caddyhttp.MiddlewareHandler.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
-	srv := h.app.Server()
-	if !srv.Handles(r.URL.Path) {
+	if !h.app.Server().Handles(r.URL.Path) {
 		return next.ServeHTTP(w, r)
 	}
-	srv.ServeHTTP(w, r)
+	h.app.handler.ServeHTTP(w, withClientIP(r))
 	return nil
+}
+
+// withClientIP passes Caddy's client IP (which honours trusted_proxies and
+// ignores forwarding headers from untrusted peers) to the rate limits.
+func withClientIP(r *http.Request) *http.Request {
+	ip, _ := caddyhttp.GetVar(r.Context(), caddyhttp.ClientIPVarKey).(string)
+	if ip == "" {
+		return r
+	}
+	return r.WithContext(oauth.WithClientIP(r.Context(), ip))
 }
 
 // Interface guards

@@ -92,7 +92,7 @@ func (s *Server) subjectActive(ctx context.Context, claims *AccessClaims) bool {
 // authenticateConfidential authenticates a client that has a secret:
 // introspection answers only those (a public client's id is no secret).
 func (s *Server) authenticateConfidential(r *http.Request, params map[string][]string) (*Client, error) {
-	c, err := s.authenticateCaller(r.Context(), r, params, false)
+	c, err := s.authenticateCaller(r.Context(), nil, r, params, false)
 	if err != nil {
 		return nil, err
 	}
@@ -112,7 +112,7 @@ func (s *Server) handleRevoke(w http.ResponseWriter, r *http.Request) error {
 	}
 	// Public clients may revoke their own tokens (RFC 7009 §2.1); they can
 	// touch nothing else.
-	c, err := s.authenticateCaller(r.Context(), r, params, false)
+	c, err := s.authenticateCaller(r.Context(), w, r, params, false)
 	if err != nil {
 		return err
 	}

@@ -59,8 +59,10 @@ type Deps struct {
 	// Revocations is the in-process revocation set, shared with the guard
 	// and loaded from Store at start.
 	Revocations *Revocations
-	Log         *zap.Logger
-	Now         func() time.Time
+	// Limits are the rate limits; nil means none.
+	Limits *Limits
+	Log    *zap.Logger
+	Now    func() time.Time
 }
 
 // Server serves the identity provider's endpoints.
@@ -73,6 +75,7 @@ type Server struct {
 	store       RecordStore
 	codeKey     []byte
 	revocations *Revocations
+	limits      *Limits
 	log         *zap.Logger
 	now         func() time.Time
 	routes      map[string]route
@@ -112,8 +115,11 @@ func NewServer(cfg Config, d Deps) *Server {
 	if d.Revocations == nil {
 		d.Revocations = NewRevocations(d.Now)
 	}
+	if d.Limits == nil {
+		d.Limits = &Limits{}
+	}
 	s := &Server{cfg: cfg, agents: d.Agents, keys: d.Keys, tokens: d.Tokens, clients: d.Clients, store: d.Store,
-		codeKey: d.CodeKey, revocations: d.Revocations, log: d.Log, now: d.Now}
+		codeKey: d.CodeKey, revocations: d.Revocations, limits: d.Limits, log: d.Log, now: d.Now}
 	get, post := http.MethodGet, http.MethodPost
 	discovery := route{[]string{get, http.MethodHead}, s.handleDiscovery}
 	s.routes = map[string]route{
@@ -235,6 +241,9 @@ func (s *Server) handleRegister(w http.ResponseWriter, r *http.Request) error {
 			return err
 		}
 	}
+	if err := s.limits.take(r.Context(), w, s.limits.Registration, "registration", "ip:"+ClientIP(r), s.limits.AuthFailOpen, s.now()); err != nil {
+		return err
+	}
 	var req registerRequest
 	if err := decodeJSON(w, r, s.cfg.MaxBody, &req); err != nil {
 		return err
@@ -282,7 +291,14 @@ func (s *Server) handleAgentAuth(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
+	ip := ClientIP(r)
+	if err := s.limits.peekFailures(r.Context(), w, ip, req.AgentID, s.now()); err != nil {
+		return err
+	}
 	a, err := s.agents.Authenticate(r.Context(), req.AgentID, req.AgentSecret)
+	if errors.Is(err, agents.ErrInvalidCredentials) {
+		s.limits.countFailure(r.Context(), w, ip, req.AgentID)
+	}
 	if err != nil {
 		return registryError(err)
 	}
@@ -363,6 +379,9 @@ func (s *Server) handleProfile(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
+	if e := s.limits.TakeAPI(r.Context(), w, a.ID, s.now()); e != nil {
+		return e
+	}
 	if !claims.HasScope(ScopeProfile) {
 		return insufficientScope(ScopeProfile)
 	}
@@ -377,11 +396,19 @@ func (s *Server) handleProfile(w http.ResponseWriter, r *http.Request) error {
 	if err := decodeJSON(w, r, s.cfg.MaxBody, &req); err != nil {
 		return err
 	}
+	if req.AgentSecret != nil {
+		// Changing the secret checks the current one: the same lock-out as
+		// authentication, so a stolen token cannot guess it.
+		if err := s.limits.peekFailures(r.Context(), w, ClientIP(r), a.ID, s.now()); err != nil {
+			return err
+		}
+	}
 	updated, err := s.agents.UpdateProfile(r.Context(), a.ID, agents.ProfileUpdate{
 		ModelName: req.ModelName, OwnerName: req.OwnerName, OwnerEmail: req.OwnerEmail,
 		NewSecret: req.AgentSecret, CurrentSecret: req.CurrentAgentSecret,
 	})
 	if errors.Is(err, agents.ErrInvalidCredentials) {
+		s.limits.countFailure(r.Context(), w, ClientIP(r), a.ID)
 		return ErrAccessDenied("current_agent_secret is not the agent's secret")
 	}
 	if err != nil {

@@ -36,7 +36,7 @@ func (c caller) id() string {
 
 // authenticateCaller checks client authentication; with allowAgents, an
 // agent's own credentials are accepted where no client has that id.
-func (s *Server) authenticateCaller(ctx context.Context, r *http.Request, params url.Values, allowAgents bool) (caller, error) {
+func (s *Server) authenticateCaller(ctx context.Context, w http.ResponseWriter, r *http.Request, params url.Values, allowAgents bool) (caller, error) {
 	creds, err := readClientCredentials(r, params)
 	if err != nil {
 		return caller{}, err
@@ -63,8 +63,13 @@ func (s *Server) authenticateCaller(ctx context.Context, r *http.Request, params
 		return caller{}, err
 	}
 	if allowAgents && creds.secret != "" {
+		ip := ClientIP(r)
+		if err := s.limits.peekFailures(ctx, w, ip, creds.id, s.now()); err != nil {
+			return caller{}, err
+		}
 		a, err := s.agents.Authenticate(ctx, creds.id, creds.secret)
 		if errors.Is(err, agents.ErrInvalidCredentials) {
+			s.limits.countFailure(ctx, w, ip, creds.id)
 			return caller{}, fail()
 		}
 		if err != nil {
@@ -101,9 +106,14 @@ func (s *Server) handleToken(w http.ResponseWriter, r *http.Request) error {
 	default:
 		return newError("unsupported_grant_type", 400, "unsupported grant_type "+strconvQuote(grant))
 	}
-	c, err := s.authenticateCaller(r.Context(), r, params, grant == GrantClientCredentials)
+	c, err := s.authenticateCaller(r.Context(), w, r, params, grant == GrantClientCredentials)
 	if err != nil {
 		return err
+	}
+	if grant == GrantRefreshToken {
+		if err := s.limits.take(r.Context(), w, s.limits.Refresh, "refresh", "client:"+c.id(), s.limits.AuthFailOpen, s.now()); err != nil {
+			return err
+		}
 	}
 	if c.client != nil && !c.client.AllowsGrant(grant) {
 		return newError("unauthorized_client", 400, "this client may not use the "+grant+" grant")

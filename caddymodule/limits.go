@@ -1,0 +1,221 @@
+package caddymodule
+
+import (
+	"fmt"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/rs/cors"
+	"go.uber.org/zap"
+
+	"github.com/authagent/caddy-authagent/oauth"
+	"github.com/authagent/caddy-authagent/storage"
+)
+
+// RateLimitConfig sets the budgets of SPEC §7. Each is "N/s", "N/m", "N/h"
+// or "N/d", or "off".
+type RateLimitConfig struct {
+	// Registrations per client IP. Default: 5/h.
+	Registration string `json:"registration,omitempty"`
+	// Failed agent authentications per client IP and per agent id
+	// (successes never count). Default: 10/m.
+	Authentication string `json:"authentication,omitempty"`
+	// Refresh-token grants per client. Default: 60/h.
+	Refresh string `json:"refresh,omitempty"`
+	// Authenticated API calls per agent (IdP /api/* and agent_guard
+	// routes). Default: 1000/h.
+	API string `json:"api,omitempty"`
+	// Where counters live: "memory" (default; one process) or "redis"
+	// (several Caddy instances share one budget).
+	Store string `json:"store,omitempty"`
+	// The Redis URL with store "redis": redis://[user:pass@]host:port/db.
+	RedisURL string `json:"redis_url,omitempty"`
+	// What happens when the store fails (Redis unreachable): "closed"
+	// refuses with 503, "open" lets the request through; both log.
+	// Defaults: closed for registration, authentication and refresh; open
+	// for API calls.
+	AuthenticationOnStoreError string `json:"authentication_on_store_error,omitempty"`
+	APIOnStoreError            string `json:"api_on_store_error,omitempty"`
+}
+
+// Default budgets (SPEC §7).
+const (
+	DefaultRegistrationLimit   = "5/h"
+	DefaultAuthenticationLimit = "10/m"
+	DefaultRefreshLimit        = "60/h"
+	DefaultAPILimit            = "1000/h"
+)
+
+// parseRate reads "N/s|m|h|d"; ok is false for "off".
+func parseRate(s string) (limit int64, period time.Duration, on bool, err error) {
+	if s == "off" {
+		return 0, 0, false, nil
+	}
+	n, unit, found := strings.Cut(s, "/")
+	limit, perr := strconv.ParseInt(n, 10, 64)
+	if !found || perr != nil || limit < 1 || limit > 1e9 {
+		return 0, 0, false, fmt.Errorf("%q is not N/s, N/m, N/h, N/d or off", s)
+	}
+	switch unit {
+	case "s":
+		period = time.Second
+	case "m":
+		period = time.Minute
+	case "h":
+		period = time.Hour
+	case "d":
+		period = 24 * time.Hour
+	default:
+		return 0, 0, false, fmt.Errorf("%q is not N/s, N/m, N/h, N/d or off", s)
+	}
+	return limit, period, true, nil
+}
+
+func (c *RateLimitConfig) withDefaults() RateLimitConfig {
+	out := RateLimitConfig{}
+	if c != nil {
+		out = *c
+	}
+	for _, f := range []struct {
+		v   *string
+		def string
+	}{
+		{&out.Registration, DefaultRegistrationLimit}, {&out.Authentication, DefaultAuthenticationLimit},
+		{&out.Refresh, DefaultRefreshLimit}, {&out.API, DefaultAPILimit},
+		{&out.Store, "memory"}, {&out.AuthenticationOnStoreError, "closed"}, {&out.APIOnStoreError, "open"},
+	} {
+		if *f.v == "" {
+			*f.v = f.def
+		}
+	}
+	return out
+}
+
+// Validate checks every setting, naming the bad one.
+func (c *RateLimitConfig) Validate() error {
+	cfg := c.withDefaults()
+	for name, v := range map[string]string{"registration": cfg.Registration, "authentication": cfg.Authentication, "refresh": cfg.Refresh, "api": cfg.API} {
+		if _, _, _, err := parseRate(v); err != nil {
+			return fmt.Errorf("auth_agent: rate_limit %s: %v", name, err)
+		}
+	}
+	switch cfg.Store {
+	case "memory":
+		if cfg.RedisURL != "" {
+			return fmt.Errorf("auth_agent: rate_limit: redis_url needs `store redis`")
+		}
+	case "redis":
+		if !strings.HasPrefix(cfg.RedisURL, "redis://") && !strings.HasPrefix(cfg.RedisURL, "rediss://") && !strings.HasPrefix(cfg.RedisURL, "{") {
+			return fmt.Errorf("auth_agent: rate_limit store redis needs a redis:// URL, got %q", cfg.RedisURL)
+		}
+	default:
+		return fmt.Errorf("auth_agent: rate_limit store %q must be memory or redis", cfg.Store)
+	}
+	for name, v := range map[string]string{"authentication_on_store_error": cfg.AuthenticationOnStoreError, "api_on_store_error": cfg.APIOnStoreError} {
+		if v != "open" && v != "closed" {
+			return fmt.Errorf("auth_agent: rate_limit %s %q must be open or closed", name, v)
+		}
+	}
+	return nil
+}
+
+// limitStores shares counters across reloads, so a reload does not reset
+// anyone's budget.
+var limitStores = caddy.NewUsagePool()
+
+type pooledLimitStore struct{ *storage.LimitStore }
+
+func (p pooledLimitStore) Destruct() error { return p.Close() }
+
+// buildLimits opens (or reuses) the counter store and makes the budgets.
+// It returns the pool key to release on Cleanup.
+func buildLimits(c *RateLimitConfig, repl *caddy.Replacer, log *zap.Logger) (*oauth.Limits, string, error) {
+	cfg := c.withDefaults()
+	key := "memory"
+	url := ""
+	if cfg.Store == "redis" {
+		url = repl.ReplaceAll(cfg.RedisURL, "")
+		key = "redis:" + url
+	}
+	val, _, err := limitStores.LoadOrNew(key, func() (caddy.Destructor, error) {
+		if cfg.Store == "redis" {
+			s, err := storage.NewRedisLimitStore(url)
+			if err != nil {
+				return nil, fmt.Errorf("auth_agent: rate_limit: %v", err)
+			}
+			return pooledLimitStore{s}, nil
+		}
+		return pooledLimitStore{storage.NewMemoryLimitStore()}, nil
+	})
+	if err != nil {
+		return nil, "", err
+	}
+	store := val.(pooledLimitStore)
+	limits := &oauth.Limits{
+		AuthFailOpen: cfg.AuthenticationOnStoreError == "open",
+		APIFailOpen:  cfg.APIOnStoreError == "open",
+		Log:          log.Named("rate_limit"),
+	}
+	for _, b := range []struct {
+		name string
+		spec string
+		dst  *oauth.RateLimiter
+	}{
+		{"registration", cfg.Registration, &limits.Registration},
+		{"authentication", cfg.Authentication, &limits.FailedAuth},
+		{"refresh", cfg.Refresh, &limits.Refresh},
+		{"api", cfg.API, &limits.API},
+	} {
+		limit, period, on, _ := parseRate(b.spec)
+		if on {
+			*b.dst = store.Limiter(b.name, limit, period)
+		}
+	}
+	return limits, key, nil
+}
+
+// CORSConfig sets cross-origin access to the IdP's endpoints.
+type CORSConfig struct {
+	// Allowed origins, e.g. "https://app.example.com". Default: "*" (any
+	// origin; fine for development, too open for production).
+	Origins []string `json:"origins,omitempty"`
+	// Let browsers send credentials (cookies, HTTP auth). Only with
+	// explicit origins: never combined with "*".
+	AllowCredentials bool `json:"allow_credentials,omitempty"`
+}
+
+// Validate refuses credentials with a wildcard origin.
+func (c *CORSConfig) Validate() error {
+	if c == nil {
+		return nil
+	}
+	for _, o := range c.Origins {
+		if o == "*" && c.AllowCredentials {
+			return fmt.Errorf("auth_agent: cors: allow_credentials cannot be combined with origin *")
+		}
+		if o != "*" && !strings.HasPrefix(o, "https://") && !strings.HasPrefix(o, "http://") {
+			return fmt.Errorf("auth_agent: cors: origin %q must be * or an http(s) origin", o)
+		}
+	}
+	return nil
+}
+
+// corsHandler wraps the IdP's handler with github.com/rs/cors: preflight
+// requests are answered without reaching it.
+func corsHandler(c *CORSConfig, next http.Handler) http.Handler {
+	origins := []string{"*"}
+	creds := false
+	if c != nil && len(c.Origins) > 0 {
+		origins, creds = c.Origins, c.AllowCredentials
+	}
+	return cors.New(cors.Options{
+		AllowedOrigins:   origins,
+		AllowedMethods:   []string{http.MethodGet, http.MethodPost, http.MethodPut, http.MethodDelete, http.MethodOptions},
+		AllowedHeaders:   []string{"Content-Type", "Authorization"},
+		AllowCredentials: creds,
+		MaxAge:           600,
+	}).Handler(next)
+}

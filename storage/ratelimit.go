@@ -1,0 +1,144 @@
+package storage
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"github.com/ulule/limiter/v3"
+	memorystore "github.com/ulule/limiter/v3/drivers/store/memory"
+	redisstore "github.com/ulule/limiter/v3/drivers/store/redis"
+
+	"github.com/authagent/caddy-authagent/oauth"
+)
+
+// LimitStore keeps rate-limit counters: in memory (one process) or in
+// Redis (shared by several Caddy instances).
+type LimitStore struct {
+	store  limiter.Store
+	closer func() error
+}
+
+// NewMemoryLimitStore keeps counters in this process.
+func NewMemoryLimitStore() *LimitStore {
+	return &LimitStore{
+		store:  memorystore.NewStoreWithOptions(limiter.StoreOptions{Prefix: "auth_agent", CleanUpInterval: time.Minute}),
+		closer: func() error { return nil },
+	}
+}
+
+// redisTimeout bounds every Redis operation: an unreachable Redis makes a
+// request fail fast (and the configured policy apply), never hang.
+const redisTimeout = 300 * time.Millisecond
+
+// NewRedisLimitStore keeps counters in the Redis at url
+// (redis://[user:password@]host:port/db, or rediss:// for TLS).
+func NewRedisLimitStore(url string) (*LimitStore, error) {
+	opts, err := redis.ParseURL(url)
+	if err != nil {
+		return nil, fmt.Errorf("redis url: %v", err)
+	}
+	opts.DialTimeout, opts.ReadTimeout, opts.WriteTimeout, opts.PoolTimeout = redisTimeout, redisTimeout, redisTimeout, redisTimeout
+	opts.MaxRetries = 0
+	client := redis.NewClient(opts)
+	store, err := redisstore.NewStoreWithOptions(client, limiter.StoreOptions{Prefix: "auth_agent"})
+	if err != nil {
+		// The limiter checks the connection when it is made; a Redis that is
+		// down at start must not stop Caddy: the failure policy applies per
+		// request until it is back.
+		store = &lazyRedisStore{client: client}
+	}
+	return &LimitStore{store: store, closer: client.Close}, nil
+}
+
+// Close releases the store's connections.
+func (s *LimitStore) Close() error { return s.closer() }
+
+// Limiter returns a budget of limit requests per period, its keys kept apart
+// from other budgets' by name.
+func (s *LimitStore) Limiter(name string, limit int64, period time.Duration) *RateLimiter {
+	return &RateLimiter{name: name, l: limiter.New(s.store, limiter.Rate{Period: period, Limit: limit})}
+}
+
+// RateLimiter is one budget, backed by github.com/ulule/limiter/v3.
+type RateLimiter struct {
+	name string
+	l    *limiter.Limiter
+}
+
+var _ oauth.RateLimiter = (*RateLimiter)(nil)
+
+func status(c limiter.Context) oauth.RateStatus {
+	return oauth.RateStatus{Limit: c.Limit, Remaining: c.Remaining, Reset: c.Reset, Reached: c.Reached}
+}
+
+// Take consumes one unit of key's budget.
+func (r *RateLimiter) Take(ctx context.Context, key string) (oauth.RateStatus, error) {
+	c, err := r.l.Get(ctx, r.name+":"+key)
+	return status(c), err
+}
+
+// Peek reports key's budget without consuming it.
+func (r *RateLimiter) Peek(ctx context.Context, key string) (oauth.RateStatus, error) {
+	c, err := r.l.Peek(ctx, r.name+":"+key)
+	return status(c), err
+}
+
+// lazyRedisStore builds the real Redis store on first success, so Caddy
+// starts while Redis is down.
+type lazyRedisStore struct {
+	client *redis.Client
+	mu     sync.Mutex
+	store  limiter.Store
+}
+
+func (l *lazyRedisStore) real(ctx context.Context) (limiter.Store, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.store != nil {
+		return l.store, nil
+	}
+	if err := l.client.Ping(ctx).Err(); err != nil {
+		return nil, err
+	}
+	s, err := redisstore.NewStoreWithOptions(l.client, limiter.StoreOptions{Prefix: "auth_agent"})
+	if err != nil {
+		return nil, err
+	}
+	l.store = s
+	return s, nil
+}
+
+func (l *lazyRedisStore) Get(ctx context.Context, key string, rate limiter.Rate) (limiter.Context, error) {
+	s, err := l.real(ctx)
+	if err != nil {
+		return limiter.Context{}, err
+	}
+	return s.Get(ctx, key, rate)
+}
+
+func (l *lazyRedisStore) Peek(ctx context.Context, key string, rate limiter.Rate) (limiter.Context, error) {
+	s, err := l.real(ctx)
+	if err != nil {
+		return limiter.Context{}, err
+	}
+	return s.Peek(ctx, key, rate)
+}
+
+func (l *lazyRedisStore) Reset(ctx context.Context, key string, rate limiter.Rate) (limiter.Context, error) {
+	s, err := l.real(ctx)
+	if err != nil {
+		return limiter.Context{}, err
+	}
+	return s.Reset(ctx, key, rate)
+}
+
+func (l *lazyRedisStore) Increment(ctx context.Context, key string, count int64, rate limiter.Rate) (limiter.Context, error) {
+	s, err := l.real(ctx)
+	if err != nil {
+		return limiter.Context{}, err
+	}
+	return s.Increment(ctx, key, count, rate)
+}
