@@ -50,6 +50,8 @@ type caddy struct {
 	// sites is appended to the Caddyfile: more site blocks (APIs behind
 	// agent_guard).
 	sites string
+	// globals are more global options.
+	globals string
 }
 
 func freePort(t *testing.T) int {
@@ -78,6 +80,7 @@ func (c *caddy) base() string { return fmt.Sprintf("http://127.0.0.1:%d", c.http
 func (c *caddy) config(opts string) string {
 	return fmt.Sprintf(`{
 	admin 127.0.0.1:%d
+%s
 	auth_agent {
 		issuer http://127.0.0.1:%d
 		storage %s
@@ -97,7 +100,7 @@ http://127.0.0.1:%d {
 	auth_agent
 	respond "upstream" 200
 }
-%s`, c.adminPort, c.httpPort, filepath.Join(c.dir, "db"), opts, c.httpPort, c.sites)
+%s`, c.adminPort, c.globals, c.httpPort, filepath.Join(c.dir, "db"), opts, c.httpPort, c.sites)
 }
 
 func (c *caddy) writeConfig(opts string) string {

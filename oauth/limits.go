@@ -138,10 +138,12 @@ func (l *Limits) peekFailures(ctx context.Context, w http.ResponseWriter, ip, ag
 		if err != nil {
 			return l.storeFailure("authentication", err, l.AuthFailOpen)
 		}
-		if first || st.Remaining < worst.Remaining || st.Reached {
+		if first || st.Remaining < worst.Remaining {
 			worst, first = st, false
 		}
-		if st.Reached {
+		// Peek reports the count so far: a budget with nothing remaining is
+		// spent, and the next failure would exceed it.
+		if st.Reached || st.Remaining <= 0 {
 			// A lock-out lasts until the window of the exhausted budget ends.
 			setRateHeaders(w, st)
 			return errRateLimited(st, now)
