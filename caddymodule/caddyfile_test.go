@@ -58,6 +58,15 @@ func TestCaddyfileErrors(t *testing.T) {
 		"secret two values":     "auth_agent {\n client c {\n secret a b\n }\n}",
 		"redirect without uri":  "auth_agent {\n client c {\n redirect_uri\n }\n}",
 		"bad dcr":               "auth_agent {\n dynamic_client_registration maybe\n}",
+		"bad rate":              "auth_agent {\n rate_limit {\n registration lots\n }\n}",
+		"rate unit":             "auth_agent {\n rate_limit {\n api 5/w\n }\n}",
+		"zero rate":             "auth_agent {\n rate_limit {\n api 0/m\n }\n}",
+		"rate unknown":          "auth_agent {\n rate_limit {\n burst 5\n }\n}",
+		"redis without url":     "auth_agent {\n rate_limit {\n store redis\n }\n}",
+		"bad store":             "auth_agent {\n rate_limit {\n store etcd\n }\n}",
+		"bad policy":            "auth_agent {\n rate_limit {\n on_store_error api maybe\n }\n}",
+		"cors unknown":          "auth_agent {\n cors {\n methods GET\n }\n}",
+		"cors no origins":       "auth_agent {\n cors {\n origins\n }\n}",
 	}
 	for name, input := range cases {
 		t.Run(name, func(t *testing.T) {
@@ -96,6 +105,12 @@ func TestValidate(t *testing.T) {
 		"long code lifetime": {func(a *App) { a.CodeLifetime = caddy.Duration(time.Hour) }, "code_lifetime"},
 		"short request":      {func(a *App) { a.RequestLifetime = caddy.Duration(time.Second) }, "request_lifetime"},
 		"bad dcr mode":       {func(a *App) { a.DynamicClientRegistration = &RegistrationConfig{Mode: "maybe"} }, "dynamic_client_registration"},
+		"bad rate json":      {func(a *App) { a.RateLimit = &RateLimitConfig{API: "many"} }, "rate_limit api"},
+		"redis url":          {func(a *App) { a.RateLimit = &RateLimitConfig{Store: "redis", RedisURL: "localhost:6379"} }, "redis://"},
+		"url without redis":  {func(a *App) { a.RateLimit = &RateLimitConfig{RedisURL: "redis://x"} }, "store redis"},
+		"bad fail policy":    {func(a *App) { a.RateLimit = &RateLimitConfig{APIOnStoreError: "ajar"} }, "api_on_store_error"},
+		"cors creds with *":  {func(a *App) { a.CORS = &CORSConfig{Origins: []string{"*"}, AllowCredentials: true} }, "allow_credentials"},
+		"cors bad origin":    {func(a *App) { a.CORS = &CORSConfig{Origins: []string{"app.example.com"}} }, "cors"},
 	}
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {
