@@ -136,23 +136,24 @@ func (v *Revocations) sweepLocked() {
 func (v *Revocations) Revoked(c *AccessClaims) bool {
 	v.mu.RLock()
 	defer v.mu.RUnlock()
-	if _, ok := v.jtis[c.ID]; ok {
-		return true
-	}
-	if fam, _, ok := strings.Cut(c.ID, "."); ok {
-		if _, revoked := v.families[fam]; revoked {
+	// A jti is "<family or parent jti>.<random>"[.<random>…]: the token is
+	// void if it, or anything it descends from, was revoked.
+	id := c.ID
+	for {
+		if _, ok := v.jtis[id]; ok {
 			return true
 		}
+		i := strings.LastIndexByte(id, '.')
+		if i < 0 {
+			break
+		}
+		id = id[:i]
+	}
+	if _, revoked := v.families[id]; revoked {
+		return true
 	}
 	if since, ok := v.subjects[c.Subject]; ok && c.IssuedAt != nil && c.IssuedAt.Unix() <= since {
 		return true
 	}
 	return false
-}
-
-func (v *Revocations) revokedID(jti string) bool {
-	v.mu.RLock()
-	defer v.mu.RUnlock()
-	_, ok := v.jtis[jti]
-	return ok
 }

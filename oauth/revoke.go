@@ -12,7 +12,6 @@ const (
 	kindRevoked = "revoked"
 	kindRefresh = "refresh"
 	kindFamily  = "family"
-	kindDerived = "derived"
 
 	kindRevokedFamily = "revoked_family"
 )
@@ -53,7 +52,7 @@ func (s *Server) revokeSubject(ctx context.Context, id string) error {
 }
 
 // revokeAccess refuses the access token jti until it would have expired,
-// and with it every token exchanged from it.
+// and with it every token exchanged from it (their jtis extend this one).
 func (s *Server) revokeAccess(ctx context.Context, jti string, exp int64) error {
 	ttl := time.Until(time.Unix(exp, 0)) + verifyLeeway
 	if ttl <= 0 {
@@ -63,53 +62,6 @@ func (s *Server) revokeAccess(ctx context.Context, jti string, exp int64) error 
 		return err
 	}
 	s.revocations.add(jti, exp)
-	raw, err := s.store.GetRecord(ctx, kindDerived, jti)
-	if errors.Is(err, ErrNotFound) {
-		return nil
-	}
-	if err != nil {
-		return err
-	}
-	var children map[string]int64
-	if err := json.Unmarshal(raw, &children); err != nil {
-		return err
-	}
-	// Exchanged tokens never outlive their subject token, so this chain
-	// ends; each level is a separate, earlier-expiring record.
-	for child, childExp := range children {
-		if err := s.revokeAccess(ctx, child, childExp); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-// addDerived records that child was exchanged from parent, so revoking the
-// parent revokes the child. If the parent was revoked meanwhile, the child
-// is revoked at once.
-func (s *Server) addDerived(ctx context.Context, parent string, parentExp int64, child string, childExp int64) error {
-	ttl := time.Until(time.Unix(parentExp, 0)) + verifyLeeway
-	err := s.store.UpdateRecord(ctx, kindDerived, parent, func(raw []byte) ([]byte, error) {
-		m := map[string]int64{}
-		if err := json.Unmarshal(raw, &m); err != nil {
-			return nil, err
-		}
-		m[child] = childExp
-		return json.Marshal(m)
-	})
-	if errors.Is(err, ErrNotFound) {
-		raw, _ := json.Marshal(map[string]int64{child: childExp})
-		err = s.store.CreateRecord(ctx, kindDerived, parent, raw, ttl)
-		if errors.Is(err, ErrExists) { // a concurrent exchange created it
-			return s.addDerived(ctx, parent, parentExp, child, childExp)
-		}
-	}
-	if err != nil {
-		return err
-	}
-	if s.revocations.revokedID(parent) {
-		return s.revokeAccess(ctx, child, childExp)
-	}
 	return nil
 }
 

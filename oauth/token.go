@@ -15,6 +15,9 @@ import (
 	"github.com/authagent/caddy-authagent/agents"
 )
 
+// maxExchangeDepth bounds chains of exchanges (each adds a jti segment).
+const maxExchangeDepth = 8
+
 // Token types of RFC 8693.
 const (
 	TokenTypeAccessToken = "urn:ietf:params:oauth:token-type:access_token"
@@ -228,17 +231,6 @@ func (s *Server) grantAuthorizationCode(ctx context.Context, client *Client, par
 	return resp, nil
 }
 
-// familyOf returns the refresh-token family an access token was issued
-// along ("" for none): a token exchanged from it joins the same family, so
-// revoking the family voids it too.
-func familyOf(jti string) string {
-	fam, _, ok := strings.Cut(jti, ".")
-	if !ok {
-		return ""
-	}
-	return fam
-}
-
 // activeAgent loads an agent that may still get tokens from a grant made
 // at time since.
 func (s *Server) activeAgent(ctx context.Context, id string, since int64) (*agents.Agent, error) {
@@ -287,7 +279,7 @@ func (s *Server) issue(ctx context.Context, q issueRequest) (*tokenResponse, iss
 	}
 	at, err := s.tokens.IssueAccessToken(AccessGrant{
 		Subject: q.agent.ID, ClientID: q.client.ID, Scopes: q.scopes, Audience: aud, ModelName: model, AuthTime: q.authTime,
-		Family: q.family,
+		JTIPrefix: q.family,
 	})
 	if err != nil {
 		return nil, issuedIDs{}, err
@@ -491,6 +483,9 @@ func (s *Server) grantTokenExchange(ctx context.Context, client *Client, params 
 	if err != nil {
 		return nil, ErrInvalidGrant("subject_token is invalid or expired")
 	}
+	if strings.Count(claims.ID, ".") >= maxExchangeDepth {
+		return nil, ErrInvalidGrant("subject_token was exchanged too many times already")
+	}
 	// Only a token issued to this client, or meant for it (its audience),
 	// may be exchanged by it: possession alone is not enough.
 	if claims.ClientID != client.ID && !slices.Contains(claims.Audience, client.ID) {
@@ -539,12 +534,9 @@ func (s *Server) grantTokenExchange(ctx context.Context, client *Client, params 
 	at, err := s.tokens.IssueAccessToken(AccessGrant{
 		Subject: claims.Subject, ClientID: client.ID, Scopes: scopes, Audience: aud, ModelName: a.ModelName,
 		AuthTime: authTime, Actor: &Actor{Subject: client.ID, Act: claims.Act}, NotAfter: claims.ExpiresAt.Time,
-		Family: familyOf(claims.ID),
+		JTIPrefix: claims.ID,
 	})
 	if err != nil {
-		return nil, err
-	}
-	if err := s.addDerived(ctx, claims.ID, claims.ExpiresAt.Unix(), at.ID, at.ExpiresAt.Unix()); err != nil {
 		return nil, err
 	}
 	return &tokenResponse{AccessToken: at.Token, TokenType: "Bearer", ExpiresIn: at.ExpiresIn, Scope: at.Scope, IssuedTokenType: TokenTypeAccessToken}, nil

@@ -51,9 +51,10 @@ type AccessGrant struct {
 	ModelName string
 	AuthTime  time.Time
 	Actor     *Actor
-	// Family is the refresh-token lineage the token is issued along; it
-	// prefixes the jti so that revoking the family voids the token.
-	Family string
+	// JTIPrefix is what the token descends from: its refresh-token family,
+	// or the jti of the token it was exchanged from. Revoking that voids
+	// this token too (Revocations checks every prefix of a jti).
+	JTIPrefix string
 	// NotAfter caps the expiry (a token exchanged from another never
 	// outlives it); zero means the full lifetime.
 	NotAfter time.Time
@@ -119,8 +120,8 @@ func (t *Tokens) IssueAccessToken(g AccessGrant) (IssuedToken, error) {
 	if err != nil {
 		return IssuedToken{}, err
 	}
-	if g.Family != "" {
-		jti = g.Family + "." + jti
+	if g.JTIPrefix != "" {
+		jti = g.JTIPrefix + "." + jti
 	}
 	scope := strings.Join(g.Scopes, " ")
 	claims := AccessClaims{
