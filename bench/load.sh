@@ -1,18 +1,28 @@
 #!/usr/bin/env bash
-# Load test of the auth_agent plugin against a plain Caddy site; see
-# bench/README.md. Usage: bash bench/load.sh
+# Load test of the auth_agent plugin against a plain Caddy site, and of the
+# agent_guard handler in front of a reverse-proxied upstream against the same
+# reverse_proxy without it; see bench/README.md. Usage: bash bench/load.sh
 #
 # Environment:
-#   DURATION          wrk duration of each scenario (default 10s)
+#   DURATION          wrk duration of each run (default 10s)
 #   CONNECTIONS       wrk connections (default 16; rounded down to a multiple of THREADS)
 #   THREADS           wrk threads (default 2)
 #   ACCESS_TOKEN_ALG  access_token_alg of the auth_agent block (RS256, ES256, EdDSA;
 #                     default: unset, the plugin's default, RS256)
 #   STORAGE           storage of the auth_agent block (default: <tmp>/db, badger;
 #                     "memory" shows what the disk costs)
+#   RATE_LIMIT        high (default): every rate_limit budget of the auth_agent
+#                     block at 1000000000/s, so none trips but the limiter runs
+#                     (memory store) and its cost is measured; off: budgets off
 #   CADDY_CPUS, WRK_CPUS  optional taskset CPU lists to pin Caddy and wrk apart
-#   SCENARIOS         which of client_credentials refresh_token agent_auth to run
-#                     (default: all; the baseline always runs)
+#   UPSTREAM_CPUS     taskset CPU list of the upstream (default: CADDY_CPUS)
+#   SCENARIOS         which of client_credentials refresh_token agent_auth proxy
+#                     guarded to run (default: all; the baseline always runs).
+#                     proxy and guarded run twice each, alternating (proxy,
+#                     guarded, proxy, guarded); their rows are the means.
+#   PROXY_TOKEN=1     proxy sends guarded's Authorization header too (the
+#                     upstream ignores it), to tell the guard's own work from
+#                     the cost of carrying the token
 #   PROFILE=1         also take a CPU profile of Caddy during every scenario
 #                     (admin /debug/pprof) and print its top functions
 #   VERBOSE=1         also print wrk's own report of every scenario
@@ -24,11 +34,14 @@ CONNECTIONS=${CONNECTIONS:-16}
 THREADS=${THREADS:-2}
 ACCESS_TOKEN_ALG=${ACCESS_TOKEN_ALG:-}
 STORAGE=${STORAGE:-}
-SCENARIOS=${SCENARIOS:-client_credentials refresh_token agent_auth}
+RATE_LIMIT=${RATE_LIMIT:-high}
+SCENARIOS=${SCENARIOS:-client_credentials refresh_token agent_auth proxy guarded}
 CADDY_CPUS=${CADDY_CPUS:-}
+UPSTREAM_CPUS=${UPSTREAM_CPUS:-$CADDY_CPUS}
 WRK_CPUS=${WRK_CPUS:-}
 VERBOSE=${VERBOSE:-}
 PROFILE=${PROFILE:-}
+PROXY_TOKEN=${PROXY_TOKEN:-}
 KEEP_TMP=${KEEP_TMP:-}
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -55,6 +68,18 @@ conns=$(( CONNECTIONS / THREADS * THREADS ))
 chains=$(( conns + THREADS ))
 (( conns == CONNECTIONS )) || echo "load.sh: using $conns connections ($CONNECTIONS is not a multiple of $THREADS threads)" >&2
 case $ACCESS_TOKEN_ALG in "" | RS256 | ES256 | EdDSA) ;; *) die "ACCESS_TOKEN_ALG must be RS256, ES256 or EdDSA" ;; esac
+# The plugin's default budgets (api 1000/h per agent, refresh 60/h per
+# client, registration 5/h per IP) would answer 429 within the first second.
+case $RATE_LIMIT in
+high) rate=1000000000/s ;;
+off) rate=off ;;
+*) die "RATE_LIMIT must be high or off" ;;
+esac
+all_scenarios=(client_credentials refresh_token agent_auth proxy guarded)
+for s in $SCENARIOS; do
+	[[ $s == baseline || " ${all_scenarios[*]} " == *" $s "* ]] ||
+		die "unknown scenario '$s' in SCENARIOS (known: ${all_scenarios[*]})"
+done
 
 # --- tools -----------------------------------------------------------------
 
@@ -69,19 +94,26 @@ for tool in go curl python3 timeout; do
 done
 wrk_pin=()
 caddy_pin=()
+upstream_pin=()
 if [[ -n $WRK_CPUS ]]; then wrk_pin=(taskset -c "$WRK_CPUS"); fi
 if [[ -n $CADDY_CPUS ]]; then caddy_pin=(taskset -c "$CADDY_CPUS"); fi
+if [[ -n $UPSTREAM_CPUS ]]; then upstream_pin=(taskset -c "$UPSTREAM_CPUS"); fi
 
 # --- temp dir, cleanup -----------------------------------------------------
 
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/authagent-load.XXXXXX")
 caddy_pid=""
+upstream_pid=""
 wrk_pid=""
 cleanup() {
 	local rc=$?
 	if [[ -n $wrk_pid ]]; then
 		kill "$wrk_pid" 2>/dev/null || true # timeout passes it on to wrk
 		wait "$wrk_pid" 2>/dev/null || true
+	fi
+	if [[ -n $upstream_pid ]]; then
+		kill "$upstream_pid" 2>/dev/null || true
+		wait "$upstream_pid" 2>/dev/null || true
 	fi
 	if [[ -n $caddy_pid ]] && kill -0 "$caddy_pid" 2>/dev/null; then
 		kill "$caddy_pid" 2>/dev/null || true
@@ -105,12 +137,12 @@ trap 'exit 143' TERM
 
 # --- build and start -------------------------------------------------------
 
-echo "building ./cmd/caddy ..." >&2
-(cd "$root" && go build -o "$tmp/caddy" ./cmd/caddy)
+echo "building ./cmd/caddy and ./bench/upstream ..." >&2
+(cd "$root" && go build -o "$tmp/caddy" ./cmd/caddy && go build -o "$tmp/upstream" ./bench/upstream)
 
-read -r admin_port idp_port base_port < <(python3 -c '
+read -r admin_port idp_port base_port proxy_port guarded_port upstream_port < <(python3 -c '
 import socket
-socks = [socket.socket() for _ in range(3)]
+socks = [socket.socket() for _ in range(6)]
 for s in socks:
     s.bind(("127.0.0.1", 0))
 print(*(s.getsockname()[1] for s in socks))
@@ -119,6 +151,9 @@ for s in socks:
 ')
 idp=http://127.0.0.1:$idp_port
 base=http://127.0.0.1:$base_port
+proxy=http://127.0.0.1:$proxy_port
+guarded=http://127.0.0.1:$guarded_port
+upstream=127.0.0.1:$upstream_port
 
 client_id=load-site
 client_secret=0123456789abcdef0123456789abcdef
@@ -135,6 +170,12 @@ cat >"$tmp/Caddyfile" <<EOF
 		issuer $idp
 		storage ${STORAGE:-$tmp/db}
 		default_permissions data:read$alg_line
+		rate_limit {
+			registration $rate
+			authentication $rate
+			refresh $rate
+			api $rate
+		}
 		client $client_id {
 			secret $client_secret
 			redirect_uri $redirect_uri
@@ -150,9 +191,24 @@ $idp {
 $base {
 	respond "ok" 200
 }
+
+$proxy {
+	reverse_proxy $upstream
+}
+
+$guarded {
+	agent_guard {
+		scopes data:read
+	}
+	reverse_proxy $upstream
+}
 EOF
 
-echo "starting caddy (auth_agent on $idp, baseline on $base) ..." >&2
+echo "starting upstream on $upstream ..." >&2
+"${upstream_pin[@]}" "$tmp/upstream" "$upstream" >"$tmp/upstream.log" 2>&1 &
+upstream_pid=$!
+
+echo "starting caddy (auth_agent on $idp, baseline on $base, proxy on $proxy, guarded on $guarded) ..." >&2
 (
 	cd "$tmp"
 	# Caddy keeps its data under $XDG_DATA_HOME/caddy, which must not be the binary.
@@ -165,14 +221,16 @@ caddy_pid=$!
 ready=""
 for _ in $(seq 300); do
 	kill -0 "$caddy_pid" 2>/dev/null || { cat "$tmp/caddy.log" >&2; die "caddy exited during startup"; }
+	kill -0 "$upstream_pid" 2>/dev/null || { cat "$tmp/upstream.log" >&2; die "upstream exited during startup"; }
 	if curl -fsS -o /dev/null --max-time 2 "$base/" 2>/dev/null &&
-		curl -fsS -o /dev/null --max-time 2 "$idp/.well-known/openid-configuration" 2>/dev/null; then
+		curl -fsS -o /dev/null --max-time 2 "$idp/.well-known/openid-configuration" 2>/dev/null &&
+		curl -fsS -o /dev/null --max-time 2 "http://$upstream/" 2>/dev/null; then
 		ready=1
 		break
 	fi
 	sleep 0.1
 done
-[[ -n $ready ]] || { cat "$tmp/caddy.log" >&2; die "caddy did not become ready in 30 s"; }
+[[ -n $ready ]] || { cat "$tmp/caddy.log" "$tmp/upstream.log" >&2; die "caddy or the upstream did not become ready in 30 s"; }
 
 rss_mib() {
 	awk '/^VmRSS:/ { printf "%.1f", $2 / 1024 }' "/proc/$caddy_pid/status"
@@ -182,8 +240,12 @@ hwm_mib() {
 }
 # Caddy's CPU time (user + system) in microseconds.
 clk_tck=$(getconf CLK_TCK)
-cpu_us() {
-	awk -v hz="$clk_tck" '{ sub(/^.*\) /, ""); printf "%d", ($12 + $13) * 1e6 / hz }' "/proc/$caddy_pid/stat"
+cpu_us() { # [PID], default Caddy
+	awk -v hz="$clk_tck" '{ sub(/^.*\) /, ""); printf "%.0f", ($12 + $13) * 1e6 / hz }' "/proc/${1:-$caddy_pid}/stat"
+}
+# CPU time of the whole machine, busy and all, in microseconds (all CPUs).
+machine_us() {
+	awk -v hz="$clk_tck" '$1 == "cpu" { t = 0; for (i = 2; i <= NF; i++) t += $i; b = t - $5 - $6; printf "%.0f %.0f\n", b * 1e6 / hz, t * 1e6 / hz; exit }' /proc/stat
 }
 rss_start=$(rss_mib)
 
@@ -197,13 +259,15 @@ echo "$prep_msg" >&2
 basic="Authorization: Basic $(printf '%s:%s' "$client_id" "$client_secret" | base64 -w0)"
 agent_json=$(printf '{"agent_id":"%s","agent_secret":"%s"}' "$agent_id" "$agent_secret")
 
-# probe NAME CURL-ARGS...: one request exactly like the scenario's; must be 200.
-probe() {
-	local name=$1 code
-	shift
+# probe_code NAME STATUS CURL-ARGS...: one request; must answer STATUS.
+probe_code() {
+	local name=$1 want=$2 code
+	shift 2
 	code=$(curl -sS -o "$tmp/probe_$name.json" -w '%{http_code}' --max-time 10 "$@") || die "probe $name: curl failed"
-	[[ $code == 200 ]] || die "probe $name: HTTP $code: $(cat "$tmp/probe_$name.json")"
+	[[ $code == "$want" ]] || die "probe $name: HTTP $code, want $want: $(cat "$tmp/probe_$name.json")"
 }
+# probe NAME CURL-ARGS...: one request exactly like the scenario's; must be 200.
+probe() { probe_code "$1" 200 "${@:2}"; }
 jwt_alg_of() { # JSON file -> alg of the access token in it (top level or under data)
 	python3 -c '
 import base64, json, sys
@@ -220,20 +284,46 @@ probe agent_auth -X POST -H 'Content-Type: application/json' -d "$agent_json" "$
 cc_alg=$(jwt_alg_of "$tmp/probe_client_credentials.json")
 aa_alg=$(jwt_alg_of "$tmp/probe_agent_auth.json")
 
+# The guarded scenario's token: one agent-auth access token (the agent's
+# default permissions, data:read), obtained once and sent on every request.
+curl -fsS -o "$tmp/guard_token.json" --max-time 10 -X POST -H 'Content-Type: application/json' \
+	-d "$agent_json" "$idp/api/agent-auth" || die "agent-auth for the guard token failed"
+guard_token=$(python3 -c '
+import json, sys
+d = json.load(open(sys.argv[1]))
+print(d.get("data", d)["access_token"])
+' "$tmp/guard_token.json") || die "no access_token in $(cat "$tmp/guard_token.json")"
+bearer="Authorization: Bearer $guard_token"
+probe proxy "$proxy/"
+[[ $(cat "$tmp/probe_proxy.json") == ok ]] || die "probe proxy: unexpected body (not the upstream's)"
+probe guarded -H "$bearer" "$guarded/"
+[[ $(cat "$tmp/probe_guarded.json") == ok ]] || die "probe guarded: unexpected body (not the upstream's)"
+probe_code guarded_no_token 401 "$guarded/"
+
 rss_idle=$(rss_mib)
 
 # --- scenarios -------------------------------------------------------------
 
-declare -A R # "<scenario>.<key>" -> value
+declare -A R # "<run or scenario>.<key>" -> value
+selected() { [[ " $SCENARIOS " == *" $1 "* ]]; }
+# Report order, which is also the run order. The proxy/guarded pair runs
+# right after the baseline, before the IdP scenarios write to storage, so
+# that no storage background work (badger compaction) lands on the pair.
 scenarios=(baseline)
+pair=()
+for s in proxy guarded; do
+	if selected "$s"; then pair+=("$s"); fi
+done
+scenarios+=(${pair[@]+"${pair[@]}"})
 for s in client_credentials refresh_token agent_auth; do
-	if [[ " $SCENARIOS " == *" $s "* ]]; then scenarios+=("$s"); fi
+	if selected "$s"; then scenarios+=("$s"); fi
 done
 
-# run NAME URL [wrk options...] [-- script args...]
+# run NAME SCRIPT URL [wrk options...] [-- script args...]: one wrk run of
+# lua/SCRIPT.lua, its results stored under NAME.
 run() {
-	local name=$1 url=$2 line kv
-	shift 2
+	local name=$1 script=$2 url=$3 line kv
+	shift 3
 	local opts=() args=()
 	while (($#)); do
 		if [[ $1 == -- ]]; then
@@ -244,7 +334,7 @@ run() {
 		opts+=("$1")
 		shift
 	done
-	cat "$here/lua/common.lua" "$here/lua/$name.lua" >"$tmp/$name.lua"
+	cat "$here/lua/common.lua" "$here/lua/$script.lua" >"$tmp/$script.lua"
 	echo "running $name for $DURATION ($THREADS threads, $conns connections) ..." >&2
 	local prof_pid=""
 	if [[ -n $PROFILE ]] && (( dur_s >= 3 )); then
@@ -252,13 +342,15 @@ run() {
 			"http://127.0.0.1:$admin_port/debug/pprof/profile?seconds=$((dur_s - 1))" &
 		prof_pid=$!
 	fi
-	local cpu0
+	local cpu0 up0 busy0 total0 busy1 total1
 	cpu0=$(cpu_us)
+	up0=$(cpu_us "$upstream_pid")
+	read -r busy0 total0 < <(machine_us)
 	# wrk stops by itself after -d; timeout is only a backstop. wrk runs in
 	# the background so that a signal to this script interrupts the wait and
 	# the EXIT trap stops wrk and Caddy at once.
 	timeout -k 5 $((dur_s + 30)) "${wrk_pin[@]}" wrk -t "$THREADS" -c "$conns" -d "$DURATION" --latency \
-		-s "$tmp/$name.lua" "${opts[@]}" "$url" ${args[@]+"${args[@]}"} >"$tmp/$name.out" 2>&1 &
+		-s "$tmp/$script.lua" ${opts[@]+"${opts[@]}"} "$url" ${args[@]+"${args[@]}"} >"$tmp/$name.out" 2>&1 &
 	wrk_pid=$!
 	if ! wait "$wrk_pid"; then
 		wrk_pid=""
@@ -267,12 +359,25 @@ run() {
 	fi
 	wrk_pid=""
 	kill -0 "$caddy_pid" 2>/dev/null || { tail -n 30 "$tmp/caddy.log" >&2; die "caddy died during $name"; }
+	kill -0 "$upstream_pid" 2>/dev/null || { tail -n 30 "$tmp/upstream.log" >&2; die "the upstream died during $name"; }
 	R[$name.cpu_us]=$(( $(cpu_us) - cpu0 ))
+	R[$name.up_cpu_us]=$(( $(cpu_us "$upstream_pid") - up0 ))
+	read -r busy1 total1 < <(machine_us)
+	R[$name.busy_us]=$(( busy1 - busy0 ))
+	R[$name.total_us]=$(( total1 - total0 ))
 	R[$name.rss]=$(rss_mib)
 	if [[ -n $prof_pid ]]; then
 		if wait "$prof_pid"; then
 			echo "--- CPU profile of caddy during $name (top functions, cumulative)" >&2
 			go tool pprof -top -cum -nodecount=25 "$tmp/caddy" "$tmp/$name.pprof" 2>/dev/null | sed -n '4,$p' >&2 || true
+			if [[ $script == guarded ]]; then
+				# What the guard itself spends: its callees, without the
+				# reverse_proxy it hands the request to.
+				echo "--- CPU profile of caddy during $name: agent_guard's own work (Guard.ServeHTTP minus reverse_proxy)" >&2
+				go tool pprof -top -cum -nodecount=40 -focus='caddymodule\.\(\*Guard\)\.ServeHTTP' -ignore='reverseproxy' \
+					"$tmp/caddy" "$tmp/$name.pprof" 2>/dev/null | sed -n '/^Showing nodes/,$p' |
+					grep -v 'caddyhttp\.\|net/http\.' >&2 || true
+			fi
 		fi
 	fi
 	grep '^lua: ' "$tmp/$name.out" >&2 || true # diagnostics from the scenario script
@@ -287,12 +392,67 @@ run() {
 	sleep 1
 }
 
+# merge_counts "k:n,k:n" "k:n,..." -> the sums per key ("-" is empty)
+merge_counts() {
+	printf '%s\n' "$@" | tr ',' '\n' | awk -F: '
+		$0 != "-" && $0 != "" { n[$1] += $2 }
+		END { for (k in n) print k ":" n[k] }' | sort | paste -sd, - | sed 's/^$/-/'
+}
+
+# merge NAME RUN1 RUN2: NAME's results from its two runs. req/s, p50 and
+# p99 are the means of the two runs; counts and CPU time are sums (so cpu
+# us/req and cpu % are over both runs); RSS is after the second run.
+merge() {
+	local name=$1 a=$2 b=$3 k
+	for k in requests duration_us non2xx connect read write timeout cpu_us up_cpu_us busy_us total_us; do
+		R[$name.$k]=$(( ${R[$a.$k]} + ${R[$b.$k]} ))
+	done
+	for k in p50_us p99_us; do
+		R[$name.$k]=$(( (${R[$a.$k]} + ${R[$b.$k]}) / 2 ))
+	done
+	R[$name.rps]=$(awk -v x="$(rps_of "$a")" -v y="$(rps_of "$b")" 'BEGIN { printf "%.1f", (x + y) / 2 }')
+	R[$name.statuses]=$(merge_counts "${R[$a.statuses]}" "${R[$b.statuses]}")
+	R[$name.notes]=$(merge_counts "${R[$a.notes]}" "${R[$b.notes]}")
+	R[$name.rss]=${R[$b.rss]}
+}
+
+# requests/s of a run or scenario: the mean of its runs when merged.
+rps_of() {
+	if [[ -n ${R[$1.rps]:-} ]]; then
+		echo "${R[$1.rps]}"
+		return
+	fi
+	awk -v n="${R[$1.requests]}" -v us="${R[$1.duration_us]}" 'BEGIN { printf "%.1f", n / (us / 1e6) }'
+}
+
+run_pair_member() {
+	case $1 in
+	proxy)
+		if [[ -n $PROXY_TOKEN ]]; then
+			run "proxy-$2" proxy "$proxy/" -H "$bearer"
+		else
+			run "proxy-$2" proxy "$proxy/"
+		fi
+		;;
+	guarded) run "guarded-$2" guarded "$guarded/" -H "$bearer" ;;
+	esac
+}
+
 for s in "${scenarios[@]}"; do
 	case $s in
-	baseline) run baseline "$base/" ;;
-	client_credentials) run client_credentials "$idp/oauth2/token" -H "$basic" ;;
-	refresh_token) run refresh_token "$idp/oauth2/token" -H "$basic" -- "$tmp/refresh_tokens.txt" "$THREADS" ;;
-	agent_auth) run agent_auth "$idp/api/agent-auth" -- "$agent_id" "$agent_secret" ;;
+	baseline) run baseline baseline "$base/" ;;
+	client_credentials) run client_credentials client_credentials "$idp/oauth2/token" -H "$basic" ;;
+	refresh_token) run refresh_token refresh_token "$idp/oauth2/token" -H "$basic" -- "$tmp/refresh_tokens.txt" "$THREADS" ;;
+	agent_auth) run agent_auth agent_auth "$idp/api/agent-auth" -- "$agent_id" "$agent_secret" ;;
+	proxy | guarded)
+		# The whole pair, twice, alternating: proxy-1 guarded-1 proxy-2 guarded-2.
+		if [[ $s == "${pair[0]}" ]]; then
+			for i in 1 2; do
+				for p in "${pair[@]}"; do run_pair_member "$p" "$i"; done
+			done
+		fi
+		merge "$s" "$s-1" "$s-2"
+		;;
 	esac
 done
 
@@ -302,14 +462,13 @@ family_revocations=$(grep -c 'revoking its family' "$tmp/caddy.log" || true)
 # "context canceled" is a request wrk dropped when its time was up.
 server_errors=$(grep '"request failed"' "$tmp/caddy.log" | grep -vc 'context canceled' || true)
 
-rps_of() { awk -v n="${R[$1.requests]}" -v us="${R[$1.duration_us]}" 'BEGIN { printf "%.1f", n / (us / 1e6) }'; }
 ms() { awk -v us="$1" 'BEGIN { printf "%.2f", us / 1000 }'; }
 
 base_rps=$(rps_of baseline)
 failed=0
 echo
-echo "auth_agent load test: $DURATION per scenario, $THREADS wrk threads, $conns connections, $(nproc) CPUs"
-echo "caddy $("$tmp/caddy" version | awk '{print $1}'), $(go env GOVERSION); storage ${STORAGE:-badger}, access_token_alg ${ACCESS_TOKEN_ALG:-default} (client_credentials token $cc_alg, agent-auth token $aa_alg)"
+echo "auth_agent load test: $DURATION per run (proxy and guarded: 2 runs each), $THREADS wrk threads, $conns connections, $(nproc) CPUs"
+echo "caddy $("$tmp/caddy" version | awk '{print $1}'), $(go env GOVERSION); storage ${STORAGE:-badger}, rate_limit $rate, proxy $([[ -n $PROXY_TOKEN ]] && echo with || echo without) the bearer token, access_token_alg ${ACCESS_TOKEN_ALG:-default} (client_credentials token $cc_alg, agent-auth token $aa_alg)"
 echo "$prep_msg"
 echo
 fmt='%-20s %9s %10s %8s %8s %8s %8s %7s %10s %7s %8s\n'
@@ -323,7 +482,9 @@ for s in "${scenarios[@]}"; do
 	non2xx=${R[$s.non2xx]}
 	cpu_req=$(awk -v c="${R[$s.cpu_us]}" -v n="${R[$s.requests]}" 'BEGIN { printf "%.0f", c / n }')
 	cpu_pct=$(awk -v c="${R[$s.cpu_us]}" -v d="${R[$s.duration_us]}" 'BEGIN { printf "%.0f", 100 * c / d }')
-	printf "$fmt" "$s" "${R[$s.requests]}" "$rps" "$ratio" \
+	label=$s
+	if [[ -n ${R[$s.rps]:-} ]]; then label="$s (mean of 2)"; fi
+	printf "$fmt" "$label" "${R[$s.requests]}" "$rps" "$ratio" \
 		"$(ms "${R[$s.p50_us]}")" "$(ms "${R[$s.p99_us]}")" "$non2xx" "$errs" "$cpu_req" "$cpu_pct" "${R[$s.rss]}"
 	if (( non2xx > 0 || errs > 0 )) || [[ ${R[$s.notes]} != - ]]; then
 		echo "  !! $s: statuses ${R[$s.statuses]}; events ${R[$s.notes]};" \
@@ -332,6 +493,18 @@ for s in "${scenarios[@]}"; do
 	fi
 done
 echo
+cpu_per_req() { awk -v c="${R[$1.cpu_us]}" -v n="${R[$1.requests]}" 'BEGIN { printf "%.1f", c / n }'; }
+for s in ${pair[@]+"${pair[@]}"}; do
+	printf '%-7s runs (alternating): %s, %s req/s; mean %s req/s; upstream %s cpu us/req; machine %s cpu us/req, %s%% busy\n' \
+		"$s" "$(rps_of "$s-1")" "$(rps_of "$s-2")" "$(rps_of "$s")" \
+		"$(awk -v c="${R[$s.up_cpu_us]}" -v n="${R[$s.requests]}" 'BEGIN { printf "%.1f", c / n }')" \
+		"$(awk -v c="${R[$s.busy_us]}" -v n="${R[$s.requests]}" 'BEGIN { printf "%.1f", c / n }')" \
+		"$(awk -v b="${R[$s.busy_us]}" -v t="${R[$s.total_us]}" 'BEGIN { printf "%.0f", 100 * b / t }')"
+done
+if (( ${#pair[@]} == 2 )); then
+	echo "guard CPU cost: $(awk -v g="$(cpu_per_req guarded)" -v p="$(cpu_per_req proxy)" 'BEGIN { printf "%+.1f", g - p }') us of Caddy CPU per request (guarded $(cpu_per_req guarded), proxy $(cpu_per_req proxy) cpu us/req)"
+	echo "guard ratio: guarded/proxy = $(awk -v g="$(rps_of guarded)" -v p="$(rps_of proxy)" 'BEGIN { printf "%.2f", g / p }') (target >= 0.90)"
+fi
 echo "peak RSS (VmHWM) $(hwm_mib) MiB; statuses: $(for s in "${scenarios[@]}"; do printf '%s %s; ' "$s" "${R[$s.statuses]}"; done)"
 if [[ -n ${R[refresh_token.non2xx]:-} ]]; then
 	echo "refresh_token: $chains chains over $conns connections; non-200 responses: ${R[refresh_token.non2xx]}"

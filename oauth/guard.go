@@ -2,7 +2,6 @@ package oauth
 
 import (
 	"context"
-	"crypto/sha256"
 	"errors"
 	"net/http"
 	"slices"
@@ -161,13 +160,15 @@ func (v *LocalVerifier) Verify(_ context.Context, raw string) (*AccessClaims, er
 	return claims, nil
 }
 
-// claimsCache remembers verified tokens by their SHA-256 until they
-// expire, so the signature check runs once per token, not once per request.
-// Tokens are immutable, so a cached verification stays true until exp;
-// revocation is checked by the caller on every use.
+// claimsCache remembers verified tokens until they expire, so the signature
+// check runs once per token, not once per request. Tokens are immutable, so
+// a cached verification stays true until exp; revocation is checked by the
+// caller on every use. The key is the whole token: a lookup is one string
+// hash and, on a hit, one full comparison, so a token differing in any byte
+// is verified afresh.
 type claimsCache struct {
 	mu      sync.RWMutex
-	entries map[[32]byte]cachedClaims
+	entries map[string]cachedClaims
 	now     func() time.Time
 }
 
@@ -176,19 +177,19 @@ type cachedClaims struct {
 	exp    time.Time
 }
 
+// claimsCacheMax bounds the cache: about 10 MB of tokens and claims.
 const claimsCacheMax = 10000
 
 func newClaimsCache(now func() time.Time) *claimsCache {
 	if now == nil {
 		now = time.Now
 	}
-	return &claimsCache{entries: make(map[[32]byte]cachedClaims), now: now}
+	return &claimsCache{entries: make(map[string]cachedClaims), now: now}
 }
 
 func (c *claimsCache) get(raw string) *AccessClaims {
-	key := sha256.Sum256([]byte(raw))
 	c.mu.RLock()
-	e, ok := c.entries[key]
+	e, ok := c.entries[raw]
 	c.mu.RUnlock()
 	if !ok || !c.now().Before(e.exp) {
 		return nil
@@ -200,7 +201,8 @@ func (c *claimsCache) put(raw string, claims *AccessClaims) {
 	if claims.ExpiresAt == nil {
 		return
 	}
-	key := sha256.Sum256([]byte(raw))
+	// A copy, so the cache does not pin the request's header buffer.
+	key := strings.Clone(raw)
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if len(c.entries) >= claimsCacheMax {

@@ -18,7 +18,9 @@ type RateStatus struct {
 	Reached   bool
 }
 
-// RateLimiter counts requests against one budget per key.
+// RateLimiter counts requests against one budget per key. Implementations
+// bound their own calls (the Redis store times out after a few hundred
+// milliseconds), so a limiter never hangs a request.
 type RateLimiter interface {
 	// Take consumes one unit of the key's budget and reports the state
 	// after it.
@@ -68,10 +70,6 @@ func ClientIP(r *http.Request) string {
 	return host
 }
 
-// limiterTimeout bounds a limiter call, so an unreachable store never
-// hangs a request.
-const limiterTimeout = time.Second
-
 func errRateLimited(st RateStatus, now time.Time) *Error {
 	retry := st.Reset - now.Unix()
 	if retry < 1 {
@@ -99,8 +97,6 @@ func (l *Limits) take(ctx context.Context, w http.ResponseWriter, lim RateLimite
 	if lim == nil {
 		return nil
 	}
-	ctx, cancel := context.WithTimeout(ctx, limiterTimeout)
-	defer cancel()
 	st, err := lim.Take(ctx, key)
 	if err != nil {
 		return l.storeFailure(name, err, failOpen)
@@ -129,8 +125,6 @@ func (l *Limits) peekFailures(ctx context.Context, w http.ResponseWriter, ip, ag
 	if l.FailedAuth == nil {
 		return nil
 	}
-	ctx, cancel := context.WithTimeout(ctx, limiterTimeout)
-	defer cancel()
 	var worst RateStatus
 	first := true
 	for _, key := range failureKeys(ip, agentID) {
@@ -160,8 +154,6 @@ func (l *Limits) countFailure(ctx context.Context, w http.ResponseWriter, ip, ag
 	if l.FailedAuth == nil {
 		return
 	}
-	ctx, cancel := context.WithTimeout(ctx, limiterTimeout)
-	defer cancel()
 	var worst RateStatus
 	first := true
 	for _, key := range failureKeys(ip, agentID) {
