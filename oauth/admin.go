@@ -170,19 +170,11 @@ func (s *Server) adminCreateAgent(w http.ResponseWriter, r *http.Request) error 
 	if err := decodeJSON(w, r, s.cfg.MaxBody, &req); err != nil {
 		return err
 	}
-	if err := s.idFree(r.Context(), req.AgentID); err != nil {
+	v, err := s.registerAgent(r.Context(), req.registerRequest, req.Permissions, true)
+	if err != nil {
 		return err
 	}
-	a, secret, err := s.agents.Register(r.Context(), agents.Registration{
-		AgentID: req.AgentID, AgentSecret: req.AgentSecret, ModelName: req.ModelName,
-		OwnerName: req.OwnerName, OwnerEmail: req.OwnerEmail, Permissions: req.Permissions,
-	}, true)
-	if err != nil {
-		return registryError(err)
-	}
-	s.log.Info("agent created by operator", zap.String("agent_id", a.ID))
-	v := viewOf(a)
-	v.AgentSecret = secret
+	s.log.Info("agent created by operator", zap.String("agent_id", v.AgentID))
 	writeJSON(w, http.StatusCreated, v)
 	return nil
 }

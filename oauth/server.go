@@ -248,21 +248,32 @@ func (s *Server) handleRegister(w http.ResponseWriter, r *http.Request) error {
 	if err := decodeJSON(w, r, s.cfg.MaxBody, &req); err != nil {
 		return err
 	}
-	if err := s.idFree(r.Context(), req.AgentID); err != nil {
+	v, err := s.registerAgent(r.Context(), req, nil, s.cfg.RegistrationMode == RegistrationToken)
+	if err != nil {
 		return err
 	}
-	a, secret, err := s.agents.Register(r.Context(), agents.Registration{
-		AgentID: req.AgentID, AgentSecret: req.AgentSecret, ModelName: req.ModelName,
-		OwnerName: req.OwnerName, OwnerEmail: req.OwnerEmail,
-	}, s.cfg.RegistrationMode == RegistrationToken)
-	if err != nil {
-		return registryError(err)
-	}
-	s.log.Info("agent registered", zap.String("agent_id", a.ID))
-	v := viewOf(a)
-	v.AgentSecret = secret
+	s.log.Info("agent registered", zap.String("agent_id", v.AgentID))
 	writeData(w, http.StatusCreated, v)
 	return nil
+}
+
+// registerAgent creates an agent (for /api/register-agent and the admin
+// API) and returns its view, with the secret when the server generated it.
+// trusted callers may take ids the configuration reserves.
+func (s *Server) registerAgent(ctx context.Context, req registerRequest, perms []string, trusted bool) (agentView, error) {
+	if err := s.idFree(ctx, req.AgentID); err != nil {
+		return agentView{}, err
+	}
+	a, secret, err := s.agents.Register(ctx, agents.Registration{
+		AgentID: req.AgentID, AgentSecret: req.AgentSecret, ModelName: req.ModelName,
+		OwnerName: req.OwnerName, OwnerEmail: req.OwnerEmail, Permissions: perms,
+	}, trusted)
+	if err != nil {
+		return agentView{}, registryError(err)
+	}
+	v := viewOf(a)
+	v.AgentSecret = secret
+	return v, nil
 }
 
 type agentAuthRequest struct {
