@@ -20,6 +20,14 @@
 #                     guarded to run (default: all; the baseline always runs).
 #                     proxy and guarded run twice each, alternating (proxy,
 #                     guarded, proxy, guarded); their rows are the means.
+#   LIMITER_COMPARE=1 also measure guarded three ways, alternating twice (off,
+#                     memory, redis, off, memory, redis): rate_limit api off;
+#                     api 1000000000/s with store memory; the same with store
+#                     redis at a redis-server this script starts on a free
+#                     127.0.0.1 port. One Caddy, reloaded between variants
+#                     (caddy reload via the admin API). Prints
+#                     "limiter cost: memory/off = X.XX, redis/off = Y.YY".
+#   REDIS_CPUS        taskset CPU list of that redis-server (default: CADDY_CPUS)
 #   PROXY_TOKEN=1     proxy sends guarded's Authorization header too (the
 #                     upstream ignores it), to tell the guard's own work from
 #                     the cost of carrying the token
@@ -42,6 +50,8 @@ WRK_CPUS=${WRK_CPUS:-}
 VERBOSE=${VERBOSE:-}
 PROFILE=${PROFILE:-}
 PROXY_TOKEN=${PROXY_TOKEN:-}
+LIMITER_COMPARE=${LIMITER_COMPARE:-}
+REDIS_CPUS=${REDIS_CPUS:-$CADDY_CPUS}
 KEEP_TMP=${KEEP_TMP:-}
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -75,6 +85,11 @@ high) rate=1000000000/s ;;
 off) rate=off ;;
 *) die "RATE_LIMIT must be high or off" ;;
 esac
+case $LIMITER_COMPARE in
+"" | 0) LIMITER_COMPARE="" ;;
+1) ;;
+*) die "LIMITER_COMPARE must be 1 or unset" ;;
+esac
 all_scenarios=(client_credentials refresh_token agent_auth proxy guarded)
 for s in $SCENARIOS; do
 	[[ $s == baseline || " ${all_scenarios[*]} " == *" $s "* ]] ||
@@ -92,18 +107,26 @@ fi
 for tool in go curl python3 timeout; do
 	command -v "$tool" >/dev/null 2>&1 || die "$tool is required"
 done
+if [[ -n $LIMITER_COMPARE ]]; then
+	for tool in redis-server redis-cli; do
+		command -v "$tool" >/dev/null 2>&1 || die "$tool is required by LIMITER_COMPARE=1 (apt-get install redis-server)"
+	done
+fi
 wrk_pin=()
 caddy_pin=()
 upstream_pin=()
+redis_pin=()
 if [[ -n $WRK_CPUS ]]; then wrk_pin=(taskset -c "$WRK_CPUS"); fi
 if [[ -n $CADDY_CPUS ]]; then caddy_pin=(taskset -c "$CADDY_CPUS"); fi
 if [[ -n $UPSTREAM_CPUS ]]; then upstream_pin=(taskset -c "$UPSTREAM_CPUS"); fi
+if [[ -n $REDIS_CPUS ]]; then redis_pin=(taskset -c "$REDIS_CPUS"); fi
 
 # --- temp dir, cleanup -----------------------------------------------------
 
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/authagent-load.XXXXXX")
 caddy_pid=""
 upstream_pid=""
+redis_pid=""
 wrk_pid=""
 cleanup() {
 	local rc=$?
@@ -124,6 +147,11 @@ cleanup() {
 		kill -9 "$caddy_pid" 2>/dev/null || true
 		wait "$caddy_pid" 2>/dev/null || true
 	fi
+	# After Caddy, so that Caddy never sees its limiter store vanish.
+	if [[ -n $redis_pid ]]; then
+		kill "$redis_pid" 2>/dev/null || true
+		wait "$redis_pid" 2>/dev/null || true
+	fi
 	if [[ -n $KEEP_TMP ]]; then
 		echo "load.sh: kept $tmp" >&2
 	else
@@ -140,9 +168,9 @@ trap 'exit 143' TERM
 echo "building ./cmd/caddy and ./bench/upstream ..." >&2
 (cd "$root" && go build -o "$tmp/caddy" ./cmd/caddy && go build -o "$tmp/upstream" ./bench/upstream)
 
-read -r admin_port idp_port base_port proxy_port guarded_port upstream_port < <(python3 -c '
+read -r admin_port idp_port base_port proxy_port guarded_port upstream_port redis_port < <(python3 -c '
 import socket
-socks = [socket.socket() for _ in range(6)]
+socks = [socket.socket() for _ in range(7)]
 for s in socks:
     s.bind(("127.0.0.1", 0))
 print(*(s.getsockname()[1] for s in socks))
@@ -154,6 +182,7 @@ base=http://127.0.0.1:$base_port
 proxy=http://127.0.0.1:$proxy_port
 guarded=http://127.0.0.1:$guarded_port
 upstream=127.0.0.1:$upstream_port
+redis_url=redis://127.0.0.1:$redis_port/0
 
 client_id=load-site
 client_secret=0123456789abcdef0123456789abcdef
@@ -163,7 +192,14 @@ agent_secret='Test123456!'
 
 alg_line=""
 if [[ -n $ACCESS_TOKEN_ALG ]]; then alg_line=$'\n\t\taccess_token_alg '"$ACCESS_TOKEN_ALG"; fi
-cat >"$tmp/Caddyfile" <<EOF
+# write_caddyfile FILE API-RATE [STORE...]: the Caddyfile with the api budget
+# API-RATE (the other budgets are $rate) and `store STORE...` (default: none,
+# i.e. memory). Only the rate_limit block differs between the files.
+write_caddyfile() {
+	local file=$1 api=$2 store_line=""
+	shift 2
+	if (($#)); then store_line=$'\n\t\t\tstore '"$*"; fi
+	cat >"$file" <<EOF
 {
 	admin 127.0.0.1:$admin_port
 	auth_agent {
@@ -174,7 +210,7 @@ cat >"$tmp/Caddyfile" <<EOF
 			registration $rate
 			authentication $rate
 			refresh $rate
-			api $rate
+			api $api$store_line
 		}
 		client $client_id {
 			secret $client_secret
@@ -203,10 +239,36 @@ $guarded {
 	reverse_proxy $upstream
 }
 EOF
+}
+write_caddyfile "$tmp/Caddyfile" "$rate"
+if [[ -n $LIMITER_COMPARE ]]; then
+	write_caddyfile "$tmp/Caddyfile.limiter-off" off memory
+	write_caddyfile "$tmp/Caddyfile.limiter-memory" 1000000000/s memory
+	write_caddyfile "$tmp/Caddyfile.limiter-redis" 1000000000/s redis "$redis_url"
+fi
 
 echo "starting upstream on $upstream ..." >&2
 "${upstream_pin[@]}" "$tmp/upstream" "$upstream" >"$tmp/upstream.log" 2>&1 &
 upstream_pid=$!
+
+if [[ -n $LIMITER_COMPARE ]]; then
+	# Only for the limiter-redis variant: nothing persisted, in the foreground
+	# (so that its pid is ours and the EXIT trap stops it).
+	echo "starting redis-server on 127.0.0.1:$redis_port ..." >&2
+	"${redis_pin[@]}" redis-server --bind 127.0.0.1 --port "$redis_port" --save "" --appendonly no \
+		--daemonize no --dir "$tmp" --logfile "$tmp/redis.log" >/dev/null 2>&1 &
+	redis_pid=$!
+	ready=""
+	for _ in $(seq 100); do
+		kill -0 "$redis_pid" 2>/dev/null || { cat "$tmp/redis.log" >&2; die "redis-server exited during startup"; }
+		if [[ $(redis-cli -h 127.0.0.1 -p "$redis_port" ping 2>/dev/null) == PONG ]]; then
+			ready=1
+			break
+		fi
+		sleep 0.1
+	done
+	[[ -n $ready ]] || { cat "$tmp/redis.log" >&2; die "redis-server did not become ready in 10 s"; }
+fi
 
 echo "starting caddy (auth_agent on $idp, baseline on $base, proxy on $proxy, guarded on $guarded) ..." >&2
 (
@@ -315,9 +377,50 @@ for s in proxy guarded; do
 	if selected "$s"; then pair+=("$s"); fi
 done
 scenarios+=(${pair[@]+"${pair[@]}"})
+# LIMITER_COMPARE: guarded under three rate_limit configs, right after the
+# pair for the same reason. Caddy is reloaded into each variant's Caddyfile
+# and, after the six runs, back into the starting one for the IdP scenarios.
+limiter_variants=(off memory redis)
+if [[ -n $LIMITER_COMPARE ]]; then
+	for v in "${limiter_variants[@]}"; do scenarios+=("limiter-$v"); done
+fi
 for s in client_credentials refresh_token agent_auth; do
 	if selected "$s"; then scenarios+=("$s"); fi
 done
+
+# Commands redis-server has processed so far (each INFO counts itself).
+redis_cmds() {
+	redis-cli -h 127.0.0.1 -p "$redis_port" info stats | tr -d '\r' |
+		awk -F: '$1 == "total_commands_processed" { print $2 }'
+}
+
+# reload_to VARIANT: reload Caddy (same process, same storage, so the signing
+# keys and the guard token survive) into Caddyfile.limiter-VARIANT, or with
+# "" back into the starting Caddyfile; then check that the token still
+# passes the guard and that the api budget is the variant's: X-RateLimit-*
+# headers with the memory or redis limiter, none with api off. (A Redis
+# failure lets an API call through without headers, so this also checks
+# that the limiter reaches Redis.)
+reload_to() {
+	local v=$1 file=$tmp/Caddyfile want limit
+	if [[ -n $v ]]; then file=$tmp/Caddyfile.limiter-$v; fi
+	echo "reloading caddy with $(basename "$file") ..." >&2
+	(
+		cd "$tmp"
+		export HOME=$tmp/home XDG_DATA_HOME=$tmp/home XDG_CONFIG_HOME=$tmp/home
+		"$tmp/caddy" reload --config "$file" --adapter caddyfile --address "127.0.0.1:$admin_port" --force
+	) >>"$tmp/reload.log" 2>&1 || { tail -n 20 "$tmp/reload.log" >&2; die "caddy reload with $file failed"; }
+	kill -0 "$caddy_pid" 2>/dev/null || { tail -n 30 "$tmp/caddy.log" >&2; die "caddy exited on reload"; }
+	probe "guarded_${v:-start}" -D "$tmp/probe_guarded_${v:-start}.headers" -H "$bearer" "$guarded/"
+	[[ $(cat "$tmp/probe_guarded_${v:-start}.json") == ok ]] || die "probe guarded after reload to ${v:-start}: unexpected body"
+	limit=$(tr -d '\r' <"$tmp/probe_guarded_${v:-start}.headers" | awk -F': *' 'tolower($1) == "x-ratelimit-limit" { print $2 }')
+	case $v in
+	off) want="" ;;
+	memory | redis) want=1000000000 ;;
+	*) want=$([[ $rate == off ]] || echo 1000000000) ;;
+	esac
+	[[ $limit == "$want" ]] || die "after reload to ${v:-start}: X-RateLimit-Limit '$limit', want '$want' (config not applied, or the limiter store failed; see $tmp/caddy.log)"
+}
 
 # run NAME SCRIPT URL [wrk options...] [-- script args...]: one wrk run of
 # lua/SCRIPT.lua, its results stored under NAME.
@@ -342,9 +445,13 @@ run() {
 			"http://127.0.0.1:$admin_port/debug/pprof/profile?seconds=$((dur_s - 1))" &
 		prof_pid=$!
 	fi
-	local cpu0 up0 busy0 total0 busy1 total1
+	local cpu0 up0 busy0 total0 busy1 total1 rcpu0="" rcmd0=""
 	cpu0=$(cpu_us)
 	up0=$(cpu_us "$upstream_pid")
+	if [[ -n $redis_pid ]]; then
+		rcpu0=$(cpu_us "$redis_pid")
+		rcmd0=$(redis_cmds)
+	fi
 	read -r busy0 total0 < <(machine_us)
 	# wrk stops by itself after -d; timeout is only a backstop. wrk runs in
 	# the background so that a signal to this script interrupts the wait and
@@ -362,6 +469,11 @@ run() {
 	kill -0 "$upstream_pid" 2>/dev/null || { tail -n 30 "$tmp/upstream.log" >&2; die "the upstream died during $name"; }
 	R[$name.cpu_us]=$(( $(cpu_us) - cpu0 ))
 	R[$name.up_cpu_us]=$(( $(cpu_us "$upstream_pid") - up0 ))
+	if [[ -n $redis_pid ]]; then
+		kill -0 "$redis_pid" 2>/dev/null || { tail -n 30 "$tmp/redis.log" >&2; die "redis-server died during $name"; }
+		R[$name.redis_cpu_us]=$(( $(cpu_us "$redis_pid") - rcpu0 ))
+		R[$name.redis_cmds]=$(( $(redis_cmds) - rcmd0 ))
+	fi
 	read -r busy1 total1 < <(machine_us)
 	R[$name.busy_us]=$(( busy1 - busy0 ))
 	R[$name.total_us]=$(( total1 - total0 ))
@@ -406,6 +518,9 @@ merge() {
 	local name=$1 a=$2 b=$3 k
 	for k in requests duration_us non2xx connect read write timeout cpu_us up_cpu_us busy_us total_us; do
 		R[$name.$k]=$(( ${R[$a.$k]} + ${R[$b.$k]} ))
+	done
+	for k in redis_cpu_us redis_cmds; do
+		if [[ -n ${R[$a.$k]:-} ]]; then R[$name.$k]=$(( ${R[$a.$k]} + ${R[$b.$k]} )); fi
 	done
 	for k in p50_us p99_us; do
 		R[$name.$k]=$(( (${R[$a.$k]} + ${R[$b.$k]}) / 2 ))
@@ -453,6 +568,20 @@ for s in "${scenarios[@]}"; do
 		fi
 		merge "$s" "$s-1" "$s-2"
 		;;
+	limiter-*)
+		# All three variants, twice, alternating: off-1 memory-1 redis-1
+		# off-2 memory-2 redis-2, each after a reload into its Caddyfile.
+		if [[ $s == "limiter-${limiter_variants[0]}" ]]; then
+			for i in 1 2; do
+				for v in "${limiter_variants[@]}"; do
+					reload_to "$v"
+					run "limiter-$v-$i" guarded "$guarded/" -H "$bearer"
+				done
+			done
+			reload_to ""
+		fi
+		merge "$s" "$s-1" "$s-2"
+		;;
 	esac
 done
 
@@ -461,17 +590,35 @@ done
 family_revocations=$(grep -c 'revoking its family' "$tmp/caddy.log" || true)
 # "context canceled" is a request wrk dropped when its time was up.
 server_errors=$(grep '"request failed"' "$tmp/caddy.log" | grep -vc 'context canceled' || true)
+# A failing limiter store lets API calls through (on_store_error api open),
+# which would make a broken Redis look cheap.
+store_failures=$(grep -c 'rate limiter store failed' "$tmp/caddy.log" || true)
 
 ms() { awk -v us="$1" 'BEGIN { printf "%.2f", us / 1000 }'; }
 
 base_rps=$(rps_of baseline)
 failed=0
 echo
-echo "auth_agent load test: $DURATION per run (proxy and guarded: 2 runs each), $THREADS wrk threads, $conns connections, $(nproc) CPUs"
+echo "auth_agent load test: $DURATION per run (proxy and guarded: 2 runs each$([[ -n $LIMITER_COMPARE ]] && echo "; guarded/limiter-off, -memory, -redis: 2 runs each")), $THREADS wrk threads, $conns connections, $(nproc) CPUs"
 echo "caddy $("$tmp/caddy" version | awk '{print $1}'), $(go env GOVERSION); storage ${STORAGE:-badger}, rate_limit $rate, proxy $([[ -n $PROXY_TOKEN ]] && echo with || echo without) the bearer token, access_token_alg ${ACCESS_TOKEN_ALG:-default} (client_credentials token $cc_alg, agent-auth token $aa_alg)"
 echo "$prep_msg"
+if [[ -n $LIMITER_COMPARE ]]; then
+	redis_version=$(redis-server --version | awk '{ sub(/^v=/, "", $3); print $3 }')
+	echo "limiter compare (one Caddy, reloaded per variant): limiter-off = rate_limit api off; limiter-memory = api 1000000000/s, store memory; limiter-redis = api 1000000000/s, store redis $redis_url (redis-server $redis_version, no persistence)"
+fi
 echo
-fmt='%-20s %9s %10s %8s %8s %8s %8s %7s %10s %7s %8s\n'
+label_of() { # scenario -> its row label
+	local l=$1
+	if [[ $l == limiter-* ]]; then l=guarded/$l; fi
+	if [[ -n ${R[$1.rps]:-} ]]; then l="$l (mean of 2)"; fi
+	echo "$l"
+}
+w=20
+for s in "${scenarios[@]}"; do
+	l=$(label_of "$s")
+	if (( ${#l} > w )); then w=${#l}; fi
+done
+fmt="%-${w}s %9s %10s %8s %8s %8s %8s %7s %10s %7s %8s\n"
 printf "$fmt" scenario requests 'req/s' 'x base' 'p50 ms' 'p99 ms' non-2xx errors 'cpu us/req' 'cpu %' 'RSS MiB'
 printf "$fmt" 'idle (started)' - - - - - - - - - "$rss_start"
 printf "$fmt" 'idle (before runs)' - - - - - - - - - "$rss_idle"
@@ -482,8 +629,7 @@ for s in "${scenarios[@]}"; do
 	non2xx=${R[$s.non2xx]}
 	cpu_req=$(awk -v c="${R[$s.cpu_us]}" -v n="${R[$s.requests]}" 'BEGIN { printf "%.0f", c / n }')
 	cpu_pct=$(awk -v c="${R[$s.cpu_us]}" -v d="${R[$s.duration_us]}" 'BEGIN { printf "%.0f", 100 * c / d }')
-	label=$s
-	if [[ -n ${R[$s.rps]:-} ]]; then label="$s (mean of 2)"; fi
+	label=$(label_of "$s")
 	printf "$fmt" "$label" "${R[$s.requests]}" "$rps" "$ratio" \
 		"$(ms "${R[$s.p50_us]}")" "$(ms "${R[$s.p99_us]}")" "$non2xx" "$errs" "$cpu_req" "$cpu_pct" "${R[$s.rss]}"
 	if (( non2xx > 0 || errs > 0 )) || [[ ${R[$s.notes]} != - ]]; then
@@ -505,13 +651,31 @@ if (( ${#pair[@]} == 2 )); then
 	echo "guard CPU cost: $(awk -v g="$(cpu_per_req guarded)" -v p="$(cpu_per_req proxy)" 'BEGIN { printf "%+.1f", g - p }') us of Caddy CPU per request (guarded $(cpu_per_req guarded), proxy $(cpu_per_req proxy) cpu us/req)"
 	echo "guard ratio: guarded/proxy = $(awk -v g="$(rps_of guarded)" -v p="$(rps_of proxy)" 'BEGIN { printf "%.2f", g / p }') (target >= 0.90)"
 fi
+if [[ -n $LIMITER_COMPARE ]]; then
+	per_req() { awk -v c="${R[$1.$2]}" -v n="${R[$1.requests]}" 'BEGIN { printf "%.1f", c / n }'; }
+	for v in "${limiter_variants[@]}"; do
+		s=limiter-$v
+		printf '%-22s runs (alternating): %s, %s req/s; mean %s req/s; caddy %s, redis-server %s, machine %s cpu us/req; redis commands/req %s\n' \
+			"guarded/$s" "$(rps_of "$s-1")" "$(rps_of "$s-2")" "$(rps_of "$s")" \
+			"$(cpu_per_req "$s")" "$(per_req "$s" redis_cpu_us)" "$(per_req "$s" busy_us)" \
+			"$(awk -v c="${R[$s.redis_cmds]}" -v n="${R[$s.requests]}" 'BEGIN { printf "%.2f", c / n }')"
+	done
+	echo "limiter CPU cost: memory $(awk -v a="$(cpu_per_req limiter-memory)" -v b="$(cpu_per_req limiter-off)" 'BEGIN { printf "%+.1f", a - b }'), redis $(awk -v a="$(cpu_per_req limiter-redis)" -v b="$(cpu_per_req limiter-off)" 'BEGIN { printf "%+.1f", a - b }') us of Caddy CPU per request over limiter-off; plus redis-server's own $(per_req limiter-redis redis_cpu_us) us/req with redis"
+	echo "limiter cost: memory/off = $(awk -v a="$(rps_of limiter-memory)" -v b="$(rps_of limiter-off)" 'BEGIN { printf "%.2f", a / b }'), redis/off = $(awk -v a="$(rps_of limiter-redis)" -v b="$(rps_of limiter-off)" 'BEGIN { printf "%.2f", a / b }')"
+	# Every limiter-redis request must have reached Redis (at least one
+	# command each); otherwise the variant did not measure Redis.
+	if (( ${R[limiter-redis.redis_cmds]} < ${R[limiter-redis.requests]} )); then
+		echo "  !! limiter-redis: ${R[limiter-redis.redis_cmds]} Redis commands for ${R[limiter-redis.requests]} requests"
+		failed=1
+	fi
+fi
 echo "peak RSS (VmHWM) $(hwm_mib) MiB; statuses: $(for s in "${scenarios[@]}"; do printf '%s %s; ' "$s" "${R[$s.statuses]}"; done)"
 if [[ -n ${R[refresh_token.non2xx]:-} ]]; then
 	echo "refresh_token: $chains chains over $conns connections; non-200 responses: ${R[refresh_token.non2xx]}"
 fi
-echo "refresh-token reuse detections in caddy log: $family_revocations; server errors logged: $server_errors"
-if (( family_revocations > 0 || server_errors > 0 )); then failed=1; fi
+echo "refresh-token reuse detections in caddy log: $family_revocations; server errors logged: $server_errors; rate limiter store failures logged: $store_failures"
+if (( family_revocations > 0 || server_errors > 0 || store_failures > 0 )); then failed=1; fi
 if (( failed )); then
-	echo "FAIL: some responses were not 2xx, or wrk saw socket errors, or the server logged errors" >&2
+	echo "FAIL: some responses were not 2xx, or wrk saw socket errors, or the server logged errors (or the limiter's store failed)" >&2
 	exit 1
 fi
