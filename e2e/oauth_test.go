@@ -681,6 +681,17 @@ func TestDiscoveryAndClientRegistration(t *testing.T) {
 		if r := c.admin(t, "GET", "/auth_agent/clients/admin-made", ""); r.status != 200 || r.json["client_name"] != "Admin Made" {
 			t.Fatalf("get: %d %s", r.status, r.body)
 		}
+		r = c.admin(t, "PATCH", "/auth_agent/clients/admin-made", `{"client_name":"Renamed","redirect_uris":["https://app.example.com/cb2"]}`)
+		if r.status != 200 || r.json["client_name"] != "Renamed" || fmt.Sprint(r.json["redirect_uris"]) != "[https://app.example.com/cb2]" || fmt.Sprint(r.json["scopes"]) != "[openid data:read]" {
+			t.Fatalf("update: %d %s", r.status, r.body)
+		}
+		wantError(t, c.admin(t, "PATCH", "/auth_agent/clients/admin-made", `{"redirect_uris":["http://evil.example.com/cb"]}`), 400, "invalid_redirect_uri")
+		wantError(t, c.admin(t, "PATCH", "/auth_agent/clients/admin-made", `{"grant_types":[]}`), 400, "invalid_client_metadata")
+		wantError(t, c.admin(t, "PATCH", "/auth_agent/clients/demo-site", `{"client_name":"x"}`), 409, "invalid_request")
+		wantError(t, c.admin(t, "PATCH", "/auth_agent/clients/nobody", `{"client_name":"x"}`), 404, "invalid_request")
+		if r := c.admin(t, "GET", "/auth_agent/clients/admin-made", ""); r.json["client_name"] != "Renamed" {
+			t.Fatalf("refused updates changed the client: %s", r.body)
+		}
 		wantError(t, c.admin(t, "DELETE", "/auth_agent/clients/demo-site", ""), 409, "invalid_request")
 		if r := c.admin(t, "DELETE", "/auth_agent/clients/admin-made", ""); r.status != 200 {
 			t.Fatalf("delete: %d", r.status)

@@ -3,6 +3,7 @@ package oauth
 import (
 	"errors"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -24,6 +25,7 @@ const AdminPrefix = "/auth_agent/"
 //	GET    /auth_agent/clients?after=<id>&limit=<n>
 //	POST   /auth_agent/clients       {"client_id"?, "client_name", "public"?, "redirect_uris", "scopes", "grant_types"?}
 //	GET    /auth_agent/clients/<id>
+//	PATCH  /auth_agent/clients/<id>  {"client_name", "redirect_uris", "scopes", "grant_types"} (any of them)
 //	DELETE /auth_agent/clients/<id>
 func (s *Server) ServeAdmin(w http.ResponseWriter, r *http.Request) {
 	if err := s.serveAdmin(w, r); err != nil {
@@ -260,6 +262,48 @@ func (s *Server) adminClient(w http.ResponseWriter, r *http.Request, id string) 
 		}
 		writeJSON(w, http.StatusOK, clientView(c, ""))
 		return nil
+	case http.MethodPatch, http.MethodPut:
+		var req struct {
+			ClientName   *string   `json:"client_name"`
+			RedirectURIs *[]string `json:"redirect_uris"`
+			Scopes       *[]string `json:"scopes"`
+			GrantTypes   *[]string `json:"grant_types"`
+		}
+		if err := decodeJSON(w, r, s.cfg.MaxBody, &req); err != nil {
+			return err
+		}
+		c, err := s.clients.Update(r.Context(), id, func(c *Client) error {
+			if req.ClientName != nil {
+				c.Name = *req.ClientName
+			}
+			if req.RedirectURIs != nil {
+				c.RedirectURIs = *req.RedirectURIs
+			}
+			if req.Scopes != nil {
+				c.Scopes = *req.Scopes
+			}
+			if req.GrantTypes != nil {
+				if len(*req.GrantTypes) == 0 {
+					return newError("invalid_client_metadata", 400, "grant_types must not be empty")
+				}
+				if c.Source == ClientFromDynamic && slices.ContainsFunc(*req.GrantTypes, func(g string) bool {
+					return g != GrantAuthorizationCode && g != GrantRefreshToken
+				}) {
+					return newError("invalid_client_metadata", 400, "dynamically registered clients may use only authorization_code and refresh_token")
+				}
+				c.GrantTypes = *req.GrantTypes
+			}
+			return nil
+		})
+		if errors.Is(err, ErrNotFound) {
+			return notFound
+		}
+		if err != nil {
+			return err
+		}
+		s.log.Info("client updated by operator", zap.String("client_id", id))
+		writeJSON(w, http.StatusOK, clientView(c, ""))
+		return nil
 	case http.MethodDelete:
 		err := s.clients.Delete(r.Context(), id)
 		if errors.Is(err, ErrNotFound) {
@@ -272,5 +316,5 @@ func (s *Server) adminClient(w http.ResponseWriter, r *http.Request, id string) 
 		writeJSON(w, http.StatusOK, map[string]string{"deleted": id})
 		return nil
 	}
-	return ErrMethodNotAllowed(http.MethodGet, http.MethodDelete)
+	return ErrMethodNotAllowed(http.MethodGet, http.MethodPatch, http.MethodPut, http.MethodDelete)
 }
