@@ -61,10 +61,11 @@ type Guard struct {
 	// set. Default: 30s.
 	KeyRefreshInterval caddy.Duration `json:"key_refresh_interval,omitempty"`
 
-	guard   *oauth.Guard
-	limits  *oauth.Limits
-	poolKey string
-	log     *zap.Logger
+	guard        *oauth.Guard
+	metadataPath string
+	limits       *oauth.Limits
+	poolKey      string
+	log          *zap.Logger
 }
 
 // IntrospectionConfig is the client the guard introspects as.
@@ -128,6 +129,7 @@ func (g *Guard) Provision(ctx caddy.Context) error {
 		verifier = rv
 	}
 	g.guard = &oauth.Guard{Verifier: verifier, Scopes: g.Scopes, Resource: g.Resource}
+	g.metadataPath = oauth.ProtectedResourceMetadataPath(g.Resource)
 	return nil
 }
 
@@ -169,18 +171,24 @@ func (g *Guard) Cleanup() error {
 	return nil
 }
 
-// agentHeaders are set for the upstream, and never taken from the caller.
-var agentHeaders = []string{"X-Agent-Id", "X-Agent-Client-Id", "X-Agent-Scopes", "X-Agent-Model"}
+// removeAgentHeaders drops every caller-sent header the upstream could
+// read as one of the X-Agent-* headers: any case, and with '_' for '-'
+// (CGI, FastCGI, WSGI and Rack map both to HTTP_X_AGENT_ID).
+func removeAgentHeaders(h http.Header) {
+	for name := range h {
+		if len(name) > 8 && strings.EqualFold(strings.ReplaceAll(name[:8], "_", "-"), "x-agent-") {
+			delete(h, name)
+		}
+	}
+}
 
 // ServeHTTP implements caddyhttp.MiddlewareHandler.
 func (g *Guard) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
-	if r.URL.Path == oauth.ProtectedResourcePath && (r.Method == http.MethodGet || r.Method == http.MethodHead) {
+	if (r.URL.Path == oauth.ProtectedResourcePath || r.URL.Path == g.metadataPath) && (r.Method == http.MethodGet || r.Method == http.MethodHead) {
 		oauth.WriteProtectedResourceMetadata(w, r, g.guard.Verifier.Issuer(), g.Resource, g.Scopes)
 		return nil
 	}
-	for _, h := range agentHeaders {
-		r.Header.Del(h)
-	}
+	removeAgentHeaders(r.Header)
 	claims, e := g.guard.Check(r)
 	if e == nil {
 		e = g.limits.TakeAPI(r.Context(), w, claims.Subject, time.Now())
@@ -189,7 +197,7 @@ func (g *Guard) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp
 		if ce := g.log.Check(zap.DebugLevel, "request refused"); ce != nil {
 			ce.Write(zap.String("error", e.Code), zap.String("reason", e.Description))
 		}
-		oauth.WriteGuardError(w, r, e, g.Scopes)
+		oauth.WriteGuardError(w, r, e, g.Scopes, g.metadataPath)
 		return nil
 	}
 	scopes := claims.Scope

@@ -212,9 +212,11 @@ func corsHandler(c *CORSConfig, next http.Handler) http.Handler {
 		origins, creds = c.Origins, c.AllowCredentials
 	}
 	return cors.New(cors.Options{
-		AllowedOrigins:   origins,
-		AllowedMethods:   []string{http.MethodGet, http.MethodPost, http.MethodPut, http.MethodDelete, http.MethodOptions},
-		AllowedHeaders:   []string{"Content-Type", "Authorization"},
+		AllowedOrigins: origins,
+		AllowedMethods: []string{http.MethodGet, http.MethodPost, http.MethodPut, http.MethodDelete, http.MethodOptions},
+		AllowedHeaders: []string{"Content-Type", "Authorization"},
+		// Browser apps may read where they stand and why they were refused.
+		ExposedHeaders:   []string{"X-RateLimit-Limit", "X-RateLimit-Remaining", "X-RateLimit-Reset", "Retry-After", "WWW-Authenticate"},
 		AllowCredentials: creds,
 		MaxAge:           600,
 	}).Handler(next)

@@ -39,6 +39,11 @@ func newUpstream(t *testing.T) *upstream {
 		for _, h := range []string{"X-Agent-Id", "X-Agent-Client-Id", "X-Agent-Scopes", "X-Agent-Model", "Authorization", "X-Placeholder-Agent", "X-Placeholder-Scopes"} {
 			seen[h] = strings.Join(r.Header.Values(h), ",")
 		}
+		for name := range r.Header {
+			if strings.HasPrefix(strings.ToLower(name), "x_agent") {
+				seen["Spoofed"] += name + ";"
+			}
+		}
 		w.Header().Set("Content-Type", "application/json")
 		_ = json.NewEncoder(w).Encode(seen)
 	}))
@@ -83,7 +88,11 @@ func TestGuardLocal(t *testing.T) {
 	t.Run("allowed, with headers and placeholders for the upstream", func(t *testing.T) {
 		r := do(t, "GET", api+"/items", map[string]string{
 			"Authorization": "Bearer " + readTok, "X-Agent-Id": "spoofed", "x-agent-scopes": "admin", "X-Agent-Model": "fake",
+			"X_Agent_Id": "spoofed-underscore", "x_agent_model": "fake",
 		}, "")
+		if r.json["Spoofed"] != nil && r.json["Spoofed"] != "" {
+			t.Fatalf("the upstream got caller-sent look-alike headers: %v", r.json["Spoofed"])
+		}
 		if r.status != 200 {
 			t.Fatalf("got %d %s", r.status, r.body)
 		}
@@ -467,9 +476,15 @@ func TestMCPDiscoveryWalk(t *testing.T) {
 		t.Fatalf("no resource_metadata in %q", ch)
 	}
 	mdURL := strings.SplitN(ch[i+len(`resource_metadata="`):], `"`, 2)[0]
+	if mdURL != api+"/.well-known/oauth-protected-resource/mcp" {
+		t.Fatalf("metadata of a resource with a path lives under that path (RFC 9728 §3.1): %s", mdURL)
+	}
 	// 2. Protected-resource metadata names the authorization server.
 	md := do(t, "GET", mdURL, nil, "")
 	resource := md.json["resource"].(string)
+	if resource != api+"/mcp" {
+		t.Fatalf("metadata names %s", resource)
+	}
 	as := md.json["authorization_servers"].([]any)[0].(string)
 	// 3. Authorization-server metadata gives the endpoints.
 	asm := do(t, "GET", as+"/.well-known/oauth-authorization-server", nil, "")

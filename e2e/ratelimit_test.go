@@ -3,10 +3,13 @@ package e2e
 import (
 	"fmt"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -85,6 +88,36 @@ func TestFailedAuthenticationLimit(t *testing.T) {
 		wantError(t, r, 401, "invalid_client")
 		wantRateHeaders(t, r, 10, 9-i)
 	}
+	// A burst of parallel guesses cannot slip in under the limit either.
+	c.registerOK(t, "burst-target")
+	var wg sync.WaitGroup
+	var checked, refused atomic.Int64
+	for range 30 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			h := map[string]string{"X-Forwarded-For": "198.51.100.77", "Content-Type": "application/json"}
+			req, _ := http.NewRequest("POST", proxied+"/api/agent-auth", strings.NewReader(`{"agent_id":"burst-target","agent_secret":"Wrong123456!"}`))
+			for k, v := range h {
+				req.Header.Set(k, v)
+			}
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				return
+			}
+			resp.Body.Close()
+			switch resp.StatusCode {
+			case 401:
+				checked.Add(1)
+			case 429:
+				refused.Add(1)
+			}
+		}()
+	}
+	wg.Wait()
+	if checked.Load() > 10 || checked.Load()+refused.Load() != 30 {
+		t.Fatalf("30 parallel guesses: %d checked, %d refused (at most 10 may be checked)", checked.Load(), refused.Load())
+	}
 	// The eleventh attempt is refused before the secret is even checked,
 	// right or wrong, for that agent ...
 	r := do(t, "POST", c.base()+"/api/agent-auth", nil, `{"agent_id":"victim","agent_secret":"Test123456!"}`)
@@ -114,6 +147,10 @@ func TestRefreshAndAPILimits(t *testing.T) {
 	c.registerOK(t, "busy")
 
 	rt := c.redeem(t, c.codeFor(t, map[string]string{"redirect_uri": site.callback}, "busy"), site.callback).str("refresh_token")
+	// Junk refresh tokens do not spend the client's budget.
+	for range 5 {
+		wantError(t, c.tokenCall(t, "demo-site", clientSecret, map[string][]string{"grant_type": {"refresh_token"}, "refresh_token": {"junk"}}), 400, "invalid_grant")
+	}
 	for i := range 3 {
 		r := c.tokenCall(t, "demo-site", clientSecret, map[string][]string{"grant_type": {"refresh_token"}, "refresh_token": {rt}})
 		if r.status != 200 {

@@ -213,9 +213,19 @@ func (s *Server) handleClientRegistration(w http.ResponseWriter, r *http.Request
 	case DynamicRegistrationOff:
 		return ErrAccessDenied("dynamic client registration is disabled on this server")
 	case RegistrationToken:
+		try, err := s.limits.chargeAttempt(r.Context(), w, ClientIP(r), "", s.now())
+		if err != nil {
+			return err
+		}
 		if err := checkStaticBearer(r, s.cfg.DynamicRegistrationToken); err != nil {
 			return err
 		}
+		try.succeeded(r.Context())
+	}
+	// Registering clients costs storage like registering agents: the same
+	// per-IP budget (counted apart).
+	if err := s.limits.take(r.Context(), w, s.limits.Registration, "registration", "client-"+ipKey(ClientIP(r)), s.limits.AuthFailOpen, s.now()); err != nil {
+		return err
 	}
 	var md clientMetadata
 	if err := decodeJSON(w, r, s.cfg.MaxBody, &md); err != nil {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"net/url"
 	"slices"
 	"strings"
 	"sync"
@@ -73,9 +74,23 @@ func (g *Guard) Check(r *http.Request) (*AccessClaims, *Error) {
 	return claims, nil
 }
 
+// ProtectedResourceMetadataPath is where a resource's RFC 9728 metadata
+// lives: the well-known path, followed by the resource's own path when it
+// has one (RFC 9728 §3.1), so that clients find metadata naming exactly
+// that resource.
+func ProtectedResourceMetadataPath(resource string) string {
+	if u, err := url.Parse(resource); err == nil && resource != "" {
+		if p := strings.TrimSuffix(u.Path, "/"); p != "" {
+			return ProtectedResourcePath + p
+		}
+	}
+	return ProtectedResourcePath
+}
+
 // WriteGuardError answers a refused request: RFC 6750's challenge with the
-// RFC 9728 resource_metadata pointer, and the body in the SPEC's shape.
-func WriteGuardError(w http.ResponseWriter, r *http.Request, e *Error, scopes []string) {
+// RFC 9728 resource_metadata pointer (metadataPath on this origin), and the
+// body in the SPEC's shape.
+func WriteGuardError(w http.ResponseWriter, r *http.Request, e *Error, scopes []string, metadataPath string) {
 	origin := requestOrigin(r)
 	challenge := `Bearer realm="` + r.Host + `"`
 	if r.Header.Get("Authorization") != "" || e.Code != "invalid_token" {
@@ -84,7 +99,10 @@ func WriteGuardError(w http.ResponseWriter, r *http.Request, e *Error, scopes []
 	if e.Code == "insufficient_scope" {
 		challenge += `, scope="` + strings.Join(scopes, " ") + `"`
 	}
-	challenge += `, resource_metadata="` + origin + ProtectedResourcePath + `"`
+	if metadataPath == "" {
+		metadataPath = ProtectedResourcePath
+	}
+	challenge += `, resource_metadata="` + origin + metadataPath + `"`
 	if e.Status == 401 || e.Status == 403 {
 		e = e.WithHeader("WWW-Authenticate", challenge)
 	}

@@ -61,7 +61,7 @@ func TestGuardErrorChallenge(t *testing.T) {
 		}
 		_, e := g.Check(r)
 		rec := httptest.NewRecorder()
-		oauth.WriteGuardError(rec, r, e, g.Scopes)
+		oauth.WriteGuardError(rec, r, e, g.Scopes, "")
 		ch := rec.Header().Get("WWW-Authenticate")
 		if !strings.Contains(ch, `resource_metadata="http://api.example.com/.well-known/oauth-protected-resource"`) {
 			t.Errorf("challenge %q", ch)

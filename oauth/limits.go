@@ -4,6 +4,7 @@ import (
 	"context"
 	"net"
 	"net/http"
+	"net/netip"
 	"strconv"
 	"time"
 
@@ -27,6 +28,8 @@ type RateLimiter interface {
 	Take(ctx context.Context, key string) (RateStatus, error)
 	// Peek reports the state without consuming anything.
 	Peek(ctx context.Context, key string) (RateStatus, error)
+	// Refund gives back one unit taken by Take.
+	Refund(ctx context.Context, key string) error
 }
 
 // Limits are the budgets of SPEC §7; a nil limiter is off.
@@ -94,7 +97,7 @@ func setRateHeaders(w http.ResponseWriter, st RateStatus) {
 // through when failOpen, and refuses it with 503 otherwise; it is logged
 // either way.
 func (l *Limits) take(ctx context.Context, w http.ResponseWriter, lim RateLimiter, name, key string, failOpen bool, now time.Time) error {
-	if lim == nil {
+	if l == nil || lim == nil {
 		return nil
 	}
 	st, err := lim.Take(ctx, key)
@@ -118,59 +121,89 @@ func (l *Limits) storeFailure(name string, err error, failOpen bool) error {
 	return errLimiterDown
 }
 
-// peekFailures checks the failed-authentication budgets of the caller's IP
-// and of the agent id before credentials are checked, so a locked-out
-// caller is refused without any hashing.
-func (l *Limits) peekFailures(ctx context.Context, w http.ResponseWriter, ip, agentID string, now time.Time) error {
-	if l.FailedAuth == nil {
+// attempt is one authentication attempt charged in advance to the
+// failed-authentication budgets of the caller's IP and of the agent id:
+// charging before the secret is checked means a burst of parallel guesses
+// cannot all slip in under the limit. A success gives the charge back, so
+// successes never count.
+type attempt struct {
+	l    *Limits
+	keys []string
+}
+
+// chargeAttempt charges the attempt, or refuses it (429) when a budget is
+// already spent, before any hashing happens.
+func (l *Limits) chargeAttempt(ctx context.Context, w http.ResponseWriter, ip, agentID string, now time.Time) (*attempt, error) {
+	if l == nil || l.FailedAuth == nil {
+		return nil, nil
+	}
+	a := &attempt{l: l}
+	var worst RateStatus
+	for i, key := range failureKeys(ip, agentID) {
+		st, err := l.FailedAuth.Take(ctx, key)
+		if err != nil {
+			a.succeeded(ctx)
+			return nil, l.storeFailure("authentication", err, l.AuthFailOpen)
+		}
+		a.keys = append(a.keys, key)
+		if i == 0 || st.Remaining < worst.Remaining || st.Reached {
+			worst = st
+		}
+	}
+	setRateHeaders(w, worst)
+	if worst.Reached {
+		// A lock-out lasts until the window of the exhausted budget ends.
+		return nil, errRateLimited(worst, now)
+	}
+	return a, nil
+}
+
+// succeeded gives the charge back: the credentials were right.
+func (a *attempt) succeeded(ctx context.Context) {
+	if a == nil {
+		return
+	}
+	for _, key := range a.keys {
+		if err := a.l.FailedAuth.Refund(ctx, key); err != nil {
+			_ = a.l.storeFailure("authentication", err, true)
+		}
+	}
+	a.keys = nil
+}
+
+// peek refuses (429) when lim's budget for key is already spent, without
+// charging it; the charge comes once the request succeeded.
+func (l *Limits) peek(ctx context.Context, w http.ResponseWriter, lim RateLimiter, name, key string, failOpen bool, now time.Time) error {
+	if l == nil || lim == nil {
 		return nil
 	}
-	var worst RateStatus
-	first := true
-	for _, key := range failureKeys(ip, agentID) {
-		st, err := l.FailedAuth.Peek(ctx, key)
-		if err != nil {
-			return l.storeFailure("authentication", err, l.AuthFailOpen)
-		}
-		if first || st.Remaining < worst.Remaining {
-			worst, first = st, false
-		}
-		// Peek reports the count so far: a budget with nothing remaining is
-		// spent, and the next failure would exceed it.
-		if st.Reached || st.Remaining <= 0 {
-			// A lock-out lasts until the window of the exhausted budget ends.
-			setRateHeaders(w, st)
-			return errRateLimited(st, now)
-		}
+	st, err := lim.Peek(ctx, key)
+	if err != nil {
+		return l.storeFailure(name, err, failOpen)
 	}
-	if !first {
-		setRateHeaders(w, worst)
+	setRateHeaders(w, st)
+	if st.Reached || st.Remaining <= 0 {
+		return errRateLimited(st, now)
 	}
 	return nil
 }
 
-// countFailure charges one failed authentication to the IP and the agent.
-func (l *Limits) countFailure(ctx context.Context, w http.ResponseWriter, ip, agentID string) {
-	if l.FailedAuth == nil {
-		return
+// ipKey is the rate-limit key of a client address: IPv6 addresses count
+// by their /64, which one host or user usually holds whole.
+func ipKey(ip string) string {
+	addr, err := netip.ParseAddr(ip)
+	if err != nil || addr.Is4() || addr.Is4In6() {
+		return "ip:" + ip
 	}
-	var worst RateStatus
-	first := true
-	for _, key := range failureKeys(ip, agentID) {
-		st, err := l.FailedAuth.Take(ctx, key)
-		if err != nil {
-			_ = l.storeFailure("authentication", err, true)
-			return
-		}
-		if first || st.Remaining < worst.Remaining {
-			worst, first = st, false
-		}
+	p, err := addr.Prefix(64)
+	if err != nil {
+		return "ip:" + ip
 	}
-	setRateHeaders(w, worst)
+	return "ip:" + p.String()
 }
 
 func failureKeys(ip, agentID string) []string {
-	keys := []string{"ip:" + ip}
+	keys := []string{ipKey(ip)}
 	if agentID != "" && len(agentID) <= 128 {
 		keys = append(keys, "agent:"+agentID)
 	}

@@ -21,6 +21,7 @@ import (
 
 	"github.com/golang-jwt/jwt/v5"
 	"go.uber.org/zap"
+	"golang.org/x/sync/singleflight"
 )
 
 // RemoteConfig configures verification of another server's tokens.
@@ -60,9 +61,15 @@ type RemoteVerifier struct {
 	jwksURI   string
 	introURI  string
 
-	introMu    sync.Mutex
-	introCache map[string]introAnswer // jti → answer
+	introMu        sync.Mutex
+	introCache     map[string]introAnswer // jti → answer
+	introDownUntil time.Time              // after a failure, fail fast until then
+	introGroup     singleflight.Group     // one call per token at a time
 }
+
+// introFailureBackoff is how long a failed introspection makes the guard
+// answer 503 at once instead of calling the issuer again.
+const introFailureBackoff = 2 * time.Second
 
 type remoteKey struct {
 	alg string
@@ -278,10 +285,32 @@ func (v *RemoteVerifier) introspect(ctx context.Context, raw string, claims *Acc
 	now := v.now()
 	v.introMu.Lock()
 	a, ok := v.introCache[claims.ID]
-	v.introMu.Unlock()
 	if ok && now.Before(a.until) {
+		v.introMu.Unlock()
 		return a.active, nil
 	}
+	if now.Before(v.introDownUntil) {
+		v.introMu.Unlock()
+		return false, errors.New("the introspection endpoint failed moments ago")
+	}
+	v.introMu.Unlock()
+	res, err, _ := v.introGroup.Do(claims.ID, func() (any, error) {
+		return v.callIntrospection(ctx, raw, claims, now)
+	})
+	if err != nil {
+		v.introMu.Lock()
+		v.introDownUntil = v.now().Add(introFailureBackoff)
+		v.introMu.Unlock()
+		return false, err
+	}
+	return res.(bool), nil
+}
+
+// callIntrospection asks the issuer and caches the answer.
+func (v *RemoteVerifier) callIntrospection(ctx context.Context, raw string, claims *AccessClaims, now time.Time) (bool, error) {
+	// Shared by every request waiting on this token: not tied to one of
+	// them going away.
+	ctx = context.WithoutCancel(ctx)
 	v.mu.RLock()
 	endpoint := v.introURI
 	v.mu.RUnlock()

@@ -237,11 +237,18 @@ func (s *Server) handleRegister(w http.ResponseWriter, r *http.Request) error {
 	case RegistrationClosed:
 		return ErrAccessDenied("agent registration is closed on this server")
 	case RegistrationToken:
+		// A registration token is a secret: guessing it counts as failed
+		// authentication.
+		try, err := s.limits.chargeAttempt(r.Context(), w, ClientIP(r), "", s.now())
+		if err != nil {
+			return err
+		}
 		if err := checkStaticBearer(r, s.cfg.RegistrationToken); err != nil {
 			return err
 		}
+		try.succeeded(r.Context())
 	}
-	if err := s.limits.take(r.Context(), w, s.limits.Registration, "registration", "ip:"+ClientIP(r), s.limits.AuthFailOpen, s.now()); err != nil {
+	if err := s.limits.take(r.Context(), w, s.limits.Registration, "registration", ipKey(ClientIP(r)), s.limits.AuthFailOpen, s.now()); err != nil {
 		return err
 	}
 	var req registerRequest
@@ -302,17 +309,15 @@ func (s *Server) handleAgentAuth(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	ip := ClientIP(r)
-	if err := s.limits.peekFailures(r.Context(), w, ip, req.AgentID, s.now()); err != nil {
+	try, err := s.limits.chargeAttempt(r.Context(), w, ClientIP(r), req.AgentID, s.now())
+	if err != nil {
 		return err
 	}
 	a, err := s.agents.Authenticate(r.Context(), req.AgentID, req.AgentSecret)
-	if errors.Is(err, agents.ErrInvalidCredentials) {
-		s.limits.countFailure(r.Context(), w, ip, req.AgentID)
-	}
 	if err != nil {
 		return registryError(err)
 	}
+	try.succeeded(r.Context())
 	if req.RequestID != "" {
 		to, err := s.completeRequest(r.Context(), req.RequestID, a, req.ModelName)
 		if err != nil {
@@ -407,10 +412,12 @@ func (s *Server) handleProfile(w http.ResponseWriter, r *http.Request) error {
 	if err := decodeJSON(w, r, s.cfg.MaxBody, &req); err != nil {
 		return err
 	}
+	var try *attempt
 	if req.AgentSecret != nil {
 		// Changing the secret checks the current one: the same lock-out as
 		// authentication, so a stolen token cannot guess it.
-		if err := s.limits.peekFailures(r.Context(), w, ClientIP(r), a.ID, s.now()); err != nil {
+		var err error
+		if try, err = s.limits.chargeAttempt(r.Context(), w, ClientIP(r), a.ID, s.now()); err != nil {
 			return err
 		}
 	}
@@ -419,12 +426,12 @@ func (s *Server) handleProfile(w http.ResponseWriter, r *http.Request) error {
 		NewSecret: req.AgentSecret, CurrentSecret: req.CurrentAgentSecret,
 	})
 	if errors.Is(err, agents.ErrInvalidCredentials) {
-		s.limits.countFailure(r.Context(), w, ClientIP(r), a.ID)
 		return ErrAccessDenied("current_agent_secret is not the agent's secret")
 	}
 	if err != nil {
 		return registryError(err)
 	}
+	try.succeeded(r.Context())
 	writeData(w, http.StatusOK, viewOf(updated))
 	return nil
 }

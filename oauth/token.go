@@ -66,18 +66,18 @@ func (s *Server) authenticateCaller(ctx context.Context, w http.ResponseWriter, 
 		return caller{}, err
 	}
 	if allowAgents && creds.secret != "" {
-		ip := ClientIP(r)
-		if err := s.limits.peekFailures(ctx, w, ip, creds.id, s.now()); err != nil {
+		try, err := s.limits.chargeAttempt(ctx, w, ClientIP(r), creds.id, s.now())
+		if err != nil {
 			return caller{}, err
 		}
 		a, err := s.agents.Authenticate(ctx, creds.id, creds.secret)
 		if errors.Is(err, agents.ErrInvalidCredentials) {
-			s.limits.countFailure(ctx, w, ip, creds.id)
 			return caller{}, fail()
 		}
 		if err != nil {
 			return caller{}, registryError(err)
 		}
+		try.succeeded(ctx)
 		return caller{agent: a}, nil
 	}
 	return caller{}, fail()
@@ -114,7 +114,9 @@ func (s *Server) handleToken(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	if grant == GrantRefreshToken {
-		if err := s.limits.take(r.Context(), w, s.limits.Refresh, "refresh", "client:"+c.id(), s.limits.AuthFailOpen, s.now()); err != nil {
+		// Checked now, charged only for a refresh that succeeds: junk
+		// refresh tokens cannot spend a public client's budget.
+		if err := s.limits.peek(r.Context(), w, s.limits.Refresh, "refresh", "client:"+c.id(), s.limits.AuthFailOpen, s.now()); err != nil {
 			return err
 		}
 	}
@@ -127,6 +129,9 @@ func (s *Server) handleToken(w http.ResponseWriter, r *http.Request) error {
 		resp, err = s.grantAuthorizationCode(r.Context(), c.client, params)
 	case GrantRefreshToken:
 		resp, err = s.grantRefreshToken(r.Context(), c.client, params)
+		if err == nil {
+			err = s.limits.take(r.Context(), w, s.limits.Refresh, "refresh", "client:"+c.id(), true, s.now())
+		}
 	case GrantClientCredentials:
 		resp, err = s.grantClientCredentials(c, params)
 	case GrantTokenExchange:

@@ -2,6 +2,7 @@ package storage
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"time"
@@ -86,24 +87,46 @@ func (r *RateLimiter) Peek(ctx context.Context, key string) (oauth.RateStatus, e
 	return status(c), err
 }
 
+// Refund gives back one unit of key's budget.
+func (r *RateLimiter) Refund(ctx context.Context, key string) error {
+	_, err := r.l.Increment(ctx, r.name+":"+key, -1)
+	return err
+}
+
 // lazyRedisStore builds the real Redis store on first success, so Caddy
 // starts while Redis is down.
 type lazyRedisStore struct {
 	client *redis.Client
 	mu     sync.Mutex
 	store  limiter.Store
+	last   time.Time // last connection attempt
+	trying bool
 }
 
+// errRedisDown is returned while Redis is known to be unreachable.
+var errRedisDown = errors.New("redis is unreachable")
+
+// real returns the store once Redis answered. While it does not, at most
+// one caller per second tries to connect (outside the lock); everyone else
+// fails at once, so requests never queue behind a dead Redis.
 func (l *lazyRedisStore) real(ctx context.Context) (limiter.Store, error) {
 	l.mu.Lock()
-	defer l.mu.Unlock()
 	if l.store != nil {
-		return l.store, nil
+		s := l.store
+		l.mu.Unlock()
+		return s, nil
 	}
-	if err := l.client.Ping(ctx).Err(); err != nil {
-		return nil, err
+	if l.trying || time.Since(l.last) < time.Second {
+		l.mu.Unlock()
+		return nil, errRedisDown
 	}
+	l.trying, l.last = true, time.Now()
+	l.mu.Unlock()
+
 	s, err := redisstore.NewStoreWithOptions(l.client, limiter.StoreOptions{Prefix: "auth_agent"})
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.trying = false
 	if err != nil {
 		return nil, err
 	}
