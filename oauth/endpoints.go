@@ -60,7 +60,7 @@ func (s *Server) handleIntrospect(w http.ResponseWriter, r *http.Request) error 
 		if err == nil {
 			var g refreshGrant
 			if json.Unmarshal(raw, &g) == nil && !g.Rotated {
-				if revoked, err := s.familyRevoked(r.Context(), g.Family); err == nil && !revoked {
+				if !s.revocations.FamilyRevoked(g.Family) {
 					writeJSON(w, http.StatusOK, map[string]any{
 						"active": true, "token_type": "refresh_token", "scope": strings.Join(g.Scopes, " "),
 						"client_id": g.ClientID, "sub": g.AgentID, "iss": s.cfg.Issuer, "exp": g.ExpiresAt.Unix(),

@@ -157,3 +157,11 @@ func (v *Revocations) Revoked(c *AccessClaims) bool {
 	}
 	return false
 }
+
+// FamilyRevoked reports whether the refresh-token family was revoked.
+func (v *Revocations) FamilyRevoked(id string) bool {
+	v.mu.RLock()
+	defer v.mu.RUnlock()
+	_, ok := v.families[id]
+	return ok
+}

@@ -2,8 +2,6 @@ package oauth
 
 import (
 	"context"
-	"encoding/json"
-	"errors"
 	"strconv"
 	"time"
 )
@@ -11,7 +9,6 @@ import (
 const (
 	kindRevoked = "revoked"
 	kindRefresh = "refresh"
-	kindFamily  = "family"
 
 	kindRevokedFamily = "revoked_family"
 )
@@ -20,23 +17,24 @@ const (
 // Rotated marks a token already exchanged: presenting it again means it
 // leaked, and the whole family is revoked.
 type refreshGrant struct {
-	Family    string    `json:"family"`
-	ClientID  string    `json:"client_id"`
-	AgentID   string    `json:"agent_id"`
-	Scopes    []string  `json:"scopes"`
-	Resource  string    `json:"resource,omitempty"`
-	ModelName string    `json:"model_name,omitempty"`
-	AuthTime  int64     `json:"auth_time"`
-	Rotated   bool      `json:"rotated,omitempty"`
+	Family    string   `json:"family"`
+	ClientID  string   `json:"client_id"`
+	AgentID   string   `json:"agent_id"`
+	Scopes    []string `json:"scopes"`
+	Resource  string   `json:"resource,omitempty"`
+	ModelName string   `json:"model_name,omitempty"`
+	AuthTime  int64    `json:"auth_time"`
+	Rotated   bool     `json:"rotated,omitempty"`
+	// ExpiresAt is when the family ends: refresh tokens rotate within a
+	// family that lives refresh_token_lifetime from its first grant.
 	ExpiresAt time.Time `json:"expires_at"`
 }
 
-// family is a refresh-token lineage. Its access tokens carry its id in
-// their jti ("<family>.<random>"), so revoking the family voids them all
-// without listing them.
-type family struct {
-	Revoked bool `json:"revoked,omitempty"`
-}
+// A refresh-token family is a lineage: a random id that every refresh token
+// and every access token along it carries (access tokens in their jti,
+// "<family>.<random>"). It has no record of its own: revoking it puts it in
+// the revocation set (persisted as a revoked_family record), which voids
+// them all, and its absolute lifetime rides in each refresh grant.
 
 // revokeSubject voids every token the agent holds now (it was disabled or
 // deleted): recorded in the store for restarts, and in process for the
@@ -65,44 +63,9 @@ func (s *Server) revokeAccess(ctx context.Context, jti string, exp int64) error 
 	return nil
 }
 
-// newFamily starts a refresh-token lineage.
-func (s *Server) newFamily(ctx context.Context) (string, error) {
-	id := randomToken(16)
-	raw, err := json.Marshal(family{})
-	if err != nil {
-		return "", err
-	}
-	return id, s.store.PutRecord(ctx, kindFamily, id, raw, s.cfg.RefreshTokenLifetime)
-}
-
-// familyRevoked reports whether a lineage was revoked (or is gone).
-func (s *Server) familyRevoked(ctx context.Context, id string) (bool, error) {
-	raw, err := s.store.GetRecord(ctx, kindFamily, id)
-	if errors.Is(err, ErrNotFound) {
-		return true, nil
-	}
-	if err != nil {
-		return false, err
-	}
-	var f family
-	if err := json.Unmarshal(raw, &f); err != nil {
-		return false, err
-	}
-	return f.Revoked, nil
-}
-
-// revokeFamily marks the lineage revoked, which voids its refresh tokens
-// and every access token issued along it.
+// revokeFamily revokes the lineage, which voids its refresh tokens and
+// every access token issued along it.
 func (s *Server) revokeFamily(ctx context.Context, id string) error {
-	err := s.store.UpdateRecord(ctx, kindFamily, id, func(raw []byte) ([]byte, error) {
-		return json.Marshal(family{Revoked: true})
-	})
-	if errors.Is(err, ErrNotFound) {
-		return nil
-	}
-	if err != nil {
-		return err
-	}
 	// Its access tokens live at most one access-token lifetime past the
 	// family's last refresh.
 	ttl := s.cfg.RefreshTokenLifetime + s.tokens.Lifetime() + verifyLeeway

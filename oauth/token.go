@@ -257,6 +257,8 @@ type issueRequest struct {
 	nonce    string
 	refresh  bool   // issue a refresh token
 	family   string // continue this lineage instead of starting one
+	// familyEnds is when the continued lineage ends.
+	familyEnds time.Time
 }
 
 type issuedIDs struct {
@@ -277,10 +279,7 @@ func (s *Server) issue(ctx context.Context, q issueRequest) (*tokenResponse, iss
 		model = q.agent.ModelName
 	}
 	if q.refresh && q.family == "" {
-		var err error
-		if q.family, err = s.newFamily(ctx); err != nil {
-			return nil, issuedIDs{}, err
-		}
+		q.family, q.familyEnds = randomToken(16), s.now().Add(s.cfg.RefreshTokenLifetime)
 	}
 	at, err := s.tokens.IssueAccessToken(AccessGrant{
 		Subject: q.agent.ID, ClientID: q.client.ID, Scopes: q.scopes, Audience: aud, ModelName: model, AuthTime: q.authTime,
@@ -291,16 +290,16 @@ func (s *Server) issue(ctx context.Context, q issueRequest) (*tokenResponse, iss
 	}
 	ids := issuedIDs{jti: at.ID, exp: at.ExpiresAt.Unix(), family: q.family}
 	resp := &tokenResponse{AccessToken: at.Token, TokenType: "Bearer", ExpiresIn: at.ExpiresIn, Scope: at.Scope}
-	if q.refresh {
+	if ttl := q.familyEnds.Sub(s.now()); q.refresh && ttl > 0 {
 		rt := randomToken(32)
 		raw, err := json.Marshal(refreshGrant{
 			Family: q.family, ClientID: q.client.ID, AgentID: q.agent.ID, Scopes: q.scopes, Resource: q.resource,
-			ModelName: q.model, AuthTime: q.authTime.Unix(), ExpiresAt: s.now().Add(s.cfg.RefreshTokenLifetime),
+			ModelName: q.model, AuthTime: q.authTime.Unix(), ExpiresAt: q.familyEnds,
 		})
 		if err != nil {
 			return nil, issuedIDs{}, err
 		}
-		if err := s.store.PutRecord(ctx, kindRefresh, tokenHash(rt), raw, s.cfg.RefreshTokenLifetime); err != nil {
+		if err := s.store.PutRecord(ctx, kindRefresh, tokenHash(rt), raw, ttl); err != nil {
 			return nil, issuedIDs{}, err
 		}
 		resp.RefreshToken = rt
@@ -413,10 +412,7 @@ func (s *Server) grantRefreshToken(ctx context.Context, client *Client, params u
 		}
 		return nil, errRefreshReuse
 	}
-	if revoked, err := s.familyRevoked(ctx, g.Family); err != nil || revoked {
-		if err != nil {
-			return nil, err
-		}
+	if s.revocations.FamilyRevoked(g.Family) {
 		return nil, ErrInvalidGrant("the refresh token was revoked")
 	}
 	a, err := s.activeAgent(ctx, g.AgentID, g.AuthTime)
@@ -429,7 +425,7 @@ func (s *Server) grantRefreshToken(ctx context.Context, client *Client, params u
 	})
 	resp, _, err := s.issue(ctx, issueRequest{
 		client: client, agent: a, scopes: scopes, resource: g.Resource, model: g.ModelName,
-		authTime: time.Unix(g.AuthTime, 0), refresh: true, family: g.Family,
+		authTime: time.Unix(g.AuthTime, 0), refresh: true, family: g.Family, familyEnds: g.ExpiresAt,
 	})
 	return resp, err
 }
