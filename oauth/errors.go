@@ -70,13 +70,17 @@ func ErrMethodNotAllowed(allow ...string) *Error {
 var errServer = newError("server_error", 500, "the server could not complete the request")
 
 func bearerChallenge(realm, code, desc string) string {
-	desc = strings.Map(func(r rune) rune {
+	return `Bearer realm="` + realm + `", error="` + code + `", error_description="` + sanitizeQuoted(desc) + `"`
+}
+
+// sanitizeQuoted makes text safe inside a quoted header parameter.
+func sanitizeQuoted(s string) string {
+	return strings.Map(func(r rune) rune {
 		if r == '"' || r == '\\' || r < 0x20 || r > 0x7e {
 			return '\''
 		}
 		return r
-	}, desc)
-	return `Bearer realm="` + realm + `", error="` + code + `", error_description="` + desc + `"`
+	}, s)
 }
 
 // AsError returns err as a protocol error; anything that is not one already

@@ -109,15 +109,6 @@ func WriteGuardError(w http.ResponseWriter, r *http.Request, e *Error, scopes []
 	WriteError(w, e)
 }
 
-func sanitizeQuoted(s string) string {
-	return strings.Map(func(r rune) rune {
-		if r == '"' || r == '\\' || r < 0x20 || r > 0x7e {
-			return '\''
-		}
-		return r
-	}, s)
-}
-
 func requestOrigin(r *http.Request) string {
 	scheme := "http"
 	if r.TLS != nil {

@@ -34,49 +34,42 @@ func NewRevocations(now func() time.Time) *Revocations {
 
 // Load fills the set from the store (at start).
 func (v *Revocations) Load(ctx context.Context, store RecordStore) error {
-	for after := ""; ; {
-		recs, err := store.ListRecords(ctx, kindRevoked, after, 1000)
+	for _, kind := range []struct {
+		name string
+		add  func(key string, n int64)
+	}{
+		{kindRevoked, v.add},
+		{kindRevokedFamily, v.addFamily},
+		{kindRevokedSubject, func(id string, since int64) { v.addSubject(id, since, since+int64(maxTokenLifetime/time.Second)) }},
+	} {
+		// Each record holds one Unix time: an expiry, or since when.
+		err := eachRecord(ctx, store, kind.name, func(r Record) {
+			n, _ := strconv.ParseInt(string(r.Value), 10, 64)
+			kind.add(r.Key, n)
+		})
 		if err != nil {
 			return err
 		}
-		for _, r := range recs {
-			exp, _ := strconv.ParseInt(string(r.Value), 10, 64)
-			v.add(r.Key, exp)
-		}
-		if len(recs) < 1000 {
-			break
-		}
-		after = recs[len(recs)-1].Key
-	}
-	for after := ""; ; {
-		recs, err := store.ListRecords(ctx, kindRevokedFamily, after, 1000)
-		if err != nil {
-			return err
-		}
-		for _, r := range recs {
-			until, _ := strconv.ParseInt(string(r.Value), 10, 64)
-			v.addFamily(r.Key, until)
-		}
-		if len(recs) < 1000 {
-			break
-		}
-		after = recs[len(recs)-1].Key
-	}
-	for after := ""; ; {
-		recs, err := store.ListRecords(ctx, kindRevokedSubject, after, 1000)
-		if err != nil {
-			return err
-		}
-		for _, r := range recs {
-			since, _ := strconv.ParseInt(string(r.Value), 10, 64)
-			v.addSubject(r.Key, since, since+int64(maxTokenLifetime/time.Second))
-		}
-		if len(recs) < 1000 {
-			break
-		}
-		after = recs[len(recs)-1].Key
 	}
 	return nil
+}
+
+// eachRecord calls fn for every live record of kind, a page at a time.
+func eachRecord(ctx context.Context, store RecordStore, kind string, fn func(Record)) error {
+	const page = 1000
+	for after := ""; ; {
+		recs, err := store.ListRecords(ctx, kind, after, page)
+		if err != nil {
+			return err
+		}
+		for _, r := range recs {
+			fn(r)
+		}
+		if len(recs) < page {
+			return nil
+		}
+		after = recs[len(recs)-1].Key
+	}
 }
 
 // maxTokenLifetime bounds how long a subject revocation must be kept: no
