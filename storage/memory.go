@@ -264,17 +264,22 @@ func (m *Memory) PutRecord(ctx context.Context, kind, key string, value []byte, 
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	rk := memoryRecordKey{kind, key}
+	m.putLocked(memoryRecordKey{kind, key}, value, ttl)
+	return nil
+}
+
+// putLocked stores a copy of value under rk (a negative ttl removes it).
+// The caller holds m.mu.
+func (m *Memory) putLocked(rk memoryRecordKey, value []byte, ttl time.Duration) {
 	if ttl < 0 {
 		delete(m.records, rk)
-		return nil
+		return
 	}
 	r := memoryRecord{value: bytes.Clone(value)}
 	if ttl > 0 {
 		r.expiresAt = m.now().Add(ttl)
 	}
 	m.records[rk] = r
-	return nil
 }
 
 // live returns the unexpired record under rk. The caller holds m.mu.
@@ -326,14 +331,7 @@ func (m *Memory) CreateRecord(ctx context.Context, kind, key string, value []byt
 	if _, ok := m.live(rk); ok {
 		return oauth.ErrExists
 	}
-	if ttl < 0 {
-		return nil
-	}
-	r := memoryRecord{value: bytes.Clone(value)}
-	if ttl > 0 {
-		r.expiresAt = m.now().Add(ttl)
-	}
-	m.records[rk] = r
+	m.putLocked(rk, value, ttl)
 	return nil
 }
 
