@@ -11,19 +11,28 @@ import (
 
 const module = "github.com/authagent/caddy-authagent/"
 
-// allowedImports is the shape of STYLE.md: caddymodule → oauth, agents,
-// storage; storage → oauth, agents; oauth → agents; agents → nothing.
-// Only caddymodule imports Caddy and only storage imports Badger.
+// allowedImports is the shape of the README's Architecture section:
+// caddymodule (Caddy glue) → every room; storage → the interfaces it
+// implements (oauth, agents); guard (the resource server) → oauth for the
+// shared types; oauth (the authorization server) → agents, ratelimit;
+// agents, ratelimit and internal/… → nothing of ours but internal/….
+// Only caddymodule imports Caddy, only storage imports Badger, and only
+// ratelimit imports the limiter and Redis.
 var allowedImports = map[string][]string{
-	"caddymodule": {"oauth", "agents", "storage"},
+	"caddymodule": {"oauth", "agents", "storage", "guard", "ratelimit", "internal"},
 	"storage":     {"oauth", "agents"},
-	"oauth":       {"agents"},
-	"agents":      {},
+	"guard":       {"oauth", "internal"},
+	"oauth":       {"agents", "ratelimit", "internal"},
+	"agents":      {"internal"},
+	"ratelimit":   {},
+	"internal":    {"internal"},
 }
 
 var exclusiveImports = map[string]string{
 	"github.com/caddyserver/caddy": "caddymodule",
 	"github.com/dgraph-io/badger":  "storage",
+	"github.com/ulule/limiter":     "ratelimit",
+	"github.com/redis/go-redis":    "ratelimit",
 }
 
 func TestImportArrows(t *testing.T) {
@@ -56,6 +65,27 @@ func TestImportArrows(t *testing.T) {
 		})
 		if err != nil {
 			t.Fatal(err)
+		}
+	}
+}
+
+// TestEveryPackageHasARoom fails on a package the arrows above do not
+// know, so a new room gets its arrows written down.
+func TestEveryPackageHasARoom(t *testing.T) {
+	others := map[string]bool{"cmd": true, "e2e": true, "bench": true, "scripts": true}
+	entries, err := os.ReadDir(".")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range entries {
+		name := e.Name()
+		if !e.IsDir() || strings.HasPrefix(name, ".") || others[name] || name == "testdata" {
+			continue
+		}
+		if _, ok := allowedImports[name]; !ok {
+			if files, _ := filepath.Glob(filepath.Join(name, "*.go")); len(files) > 0 {
+				t.Errorf("package %s/ has no entry in allowedImports", name)
+			}
 		}
 	}
 }

@@ -9,8 +9,9 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"sync"
 	"time"
+
+	"github.com/authagent/caddy-authagent/internal/cache"
 )
 
 // Errors the Service returns besides ValidationError and the Repository's.
@@ -339,21 +340,20 @@ func (s *Service) effective(a *Agent) *Agent {
 	return a
 }
 
+// Forget drops what is remembered of the agent's secret (it changed, or
+// the agent did, perhaps in another process).
+func (s *Service) Forget(id string) { s.cache.forget(id) }
+
 // verifiedCache remembers recent successful verifications as a keyed hash of
 // (stored hash, secret), so an agent authenticating in a loop does not pay
-// argon2id each time. The key is random per process, the entries expire, the
-// size is bounded, and an entry stops matching as soon as the stored hash
-// changes.
+// argon2id each time. The key is random per process, the entries expire
+// after verifiedTTL, the size is bounded, and an entry stops matching as
+// soon as the stored hash changes (it is read from the store on every
+// authentication), so it is never stale in a way that matters.
 type verifiedCache struct {
-	mu      sync.Mutex
 	key     [32]byte
-	entries map[string]verifiedEntry
+	entries *cache.Cache[string, [32]byte]
 	now     func() time.Time
-}
-
-type verifiedEntry struct {
-	mac     [32]byte
-	expires time.Time
 }
 
 const (
@@ -362,7 +362,7 @@ const (
 )
 
 func newVerifiedCache(now func() time.Time) *verifiedCache {
-	c := &verifiedCache{entries: make(map[string]verifiedEntry), now: now}
+	c := &verifiedCache{entries: cache.New[string, [32]byte](verifiedMax, now), now: now}
 	_, _ = rand.Read(c.key[:])
 	return c
 }
@@ -379,36 +379,12 @@ func (c *verifiedCache) mac(storedHash, secret string) [32]byte {
 
 func (c *verifiedCache) match(id, storedHash, secret string) bool {
 	want := c.mac(storedHash, secret)
-	c.mu.Lock()
-	e, ok := c.entries[id]
-	c.mu.Unlock()
-	return ok && c.now().Before(e.expires) && hmac.Equal(e.mac[:], want[:])
+	got, ok := c.entries.Get(id)
+	return ok && hmac.Equal(got[:], want[:])
 }
 
 func (c *verifiedCache) remember(id, storedHash, secret string) {
-	e := verifiedEntry{mac: c.mac(storedHash, secret), expires: c.now().Add(verifiedTTL)}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if len(c.entries) >= verifiedMax {
-		now := c.now()
-		for k, v := range c.entries {
-			if now.After(v.expires) {
-				delete(c.entries, k)
-			}
-		}
-		// Still full: drop an arbitrary entry; it only costs one more hash.
-		for k := range c.entries {
-			if len(c.entries) < verifiedMax {
-				break
-			}
-			delete(c.entries, k)
-		}
-	}
-	c.entries[id] = e
+	c.entries.Put(id, c.mac(storedHash, secret), c.now().Add(verifiedTTL))
 }
 
-func (c *verifiedCache) forget(id string) {
-	c.mu.Lock()
-	delete(c.entries, id)
-	c.mu.Unlock()
-}
+func (c *verifiedCache) forget(id string) { c.entries.Delete(id) }

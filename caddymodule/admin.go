@@ -13,7 +13,8 @@ func init() {
 }
 
 // AdminAPI mounts the operator's routes under /auth_agent/ on Caddy's admin
-// endpoint: agents and clients. It serves through the running app.
+// endpoint: agents, clients and
+// signing keys. It serves through the running app.
 type AdminAPI struct{}
 
 // CaddyModule returns the Caddy module information.
@@ -27,14 +28,20 @@ func (AdminAPI) CaddyModule() caddy.ModuleInfo {
 // Routes returns the admin routes.
 func (a *AdminAPI) Routes() []caddy.AdminRoute {
 	return []caddy.AdminRoute{{
-		Pattern: oauth.AdminPrefix,
+		Pattern: adminPrefix,
 		Handler: caddy.AdminHandlerFunc(func(w http.ResponseWriter, r *http.Request) error {
 			app := running.Load()
-			if app == nil {
+			var st *appState
+			if app != nil {
+				st = app.state.Load()
+			}
+			if st == nil {
 				oauth.WriteError(w, oauth.ErrNotFoundPath("the auth_agent app is not running"))
 				return nil
 			}
-			app.Server().ServeAdmin(w, r)
+			if err := serveAdmin(st.server.Admin(), w, r); err != nil {
+				st.server.Fail(w, r, err)
+			}
 			return nil
 		}),
 	}}

@@ -5,10 +5,10 @@ package caddymodule
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
-	"net/url"
 	"slices"
 	"sync/atomic"
 	"time"
@@ -17,7 +17,9 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/authagent/caddy-authagent/agents"
+	"github.com/authagent/caddy-authagent/guard"
 	"github.com/authagent/caddy-authagent/oauth"
+	"github.com/authagent/caddy-authagent/ratelimit"
 )
 
 func init() {
@@ -41,9 +43,11 @@ type App struct {
 	// "https://auth.example.com". It is the `iss` of every token.
 	Issuer string `json:"issuer,omitempty"`
 
-	// Where and how state is stored. Default: Badger in Caddy's data
-	// directory, under auth_agent/.
-	Storage *StorageConfig `json:"storage,omitempty"`
+	// Where state is stored: a module of the auth_agent.storage namespace,
+	// e.g. {"module": "badger", "path": "/var/lib/caddy/auth_agent"} or
+	// {"module": "memory"}. Default: Badger in Caddy's data directory,
+	// under auth_agent/.
+	StorageRaw json.RawMessage `json:"storage,omitempty" caddy:"namespace=auth_agent.storage inline_key=module"`
 
 	// How long access tokens live. Default: 1h.
 	AccessTokenLifetime caddy.Duration `json:"access_token_lifetime,omitempty"`
@@ -94,34 +98,39 @@ type App struct {
 	// Cross-origin access to the IdP's endpoints. Default: any origin.
 	CORS *CORSConfig `json:"cors,omitempty"`
 
-	ctx      caddy.Context
-	log      *zap.Logger
-	store    *sharedStore
+	ctx     caddy.Context
+	log     *zap.Logger
+	storage Storage
+	// What Provision prepared for Start: no I/O happens before Start.
+	serverCfg oauth.Config
+	clients   []*oauth.Client
+	agentCfg  agents.Config
+	repl      *caddy.Replacer
+
 	storeKey string
+	limitKey string
+	// state is set once Start has opened everything; handlers wait on
+	// ready for it (Caddy starts apps in no fixed order, so a request may
+	// reach a handler a moment before its app has started).
+	state    *atomic.Pointer[appState]
+	ready    chan struct{}
+	startErr error
+	stopSubs func()
+}
+
+// appState is everything a started app serves with.
+type appState struct {
 	server   *oauth.Server
 	handler  http.Handler // server behind CORS
+	verifier *guard.LocalVerifier
+	limits   *ratelimit.Limits
 	keys     *oauth.KeyManager
-	verifier *oauth.LocalVerifier
-	limits   *oauth.Limits
-	limitKey string
 }
 
 // running is the app of the config Caddy is running. The admin routes use
 // it: Caddy provisions them before the new config's apps and does not put
 // them back when a reload fails.
 var running atomic.Pointer[App]
-
-// StorageConfig chooses the database.
-type StorageConfig struct {
-	// "badger" (default) keeps state on disk; "memory" keeps it in this
-	// process only (development and tests: everything is lost on exit).
-	Backend string `json:"backend,omitempty"`
-	// The Badger directory. Default: Caddy's data directory + /auth_agent.
-	Path string `json:"path,omitempty"`
-	// A file holding the key that encrypts the database at rest: 16, 24 or
-	// 32 bytes, raw or hex-encoded (AES-128/192/256).
-	EncryptionKeyFile string `json:"encryption_key_file,omitempty"`
-}
 
 // RegistrationConfig is the policy of POST /api/register-agent.
 type RegistrationConfig struct {
@@ -167,58 +176,47 @@ func (App) CaddyModule() caddy.ModuleInfo {
 	}
 }
 
-// Provision opens the database (shared with any previous config through a
-// usage pool), loads the signing keys and wires the endpoints.
+// Provision checks the configuration and prepares what Start needs. It
+// opens nothing and writes nothing, so `caddy validate` works while a
+// Caddy with the same config (and storage) runs.
 func (a *App) Provision(ctx caddy.Context) error {
 	a.ctx = ctx
 	a.log = ctx.Logger()
+	a.state, a.ready = new(atomic.Pointer[appState]), make(chan struct{})
 	if err := a.Validate(); err != nil {
 		return err
 	}
-	repl := caddy.NewReplacer()
-	regMode, regToken, err := policy(repl, "registration", a.Registration, oauth.RegistrationOpen)
+	a.repl = caddy.NewReplacer()
+	regMode, regToken, err := policy(a.repl, "registration", a.Registration, oauth.RegistrationOpen)
 	if err != nil {
 		return err
 	}
-	dynMode, dynToken, err := policy(repl, "dynamic_client_registration", a.DynamicClientRegistration, oauth.DynamicRegistrationOff)
+	dynMode, dynToken, err := policy(a.repl, "dynamic_client_registration", a.DynamicClientRegistration, oauth.DynamicRegistrationOff)
 	if err != nil {
 		return err
 	}
-	clients, err := a.buildClients(repl)
-	if err != nil {
+	if a.clients, err = a.buildClients(a.repl); err != nil {
 		return err
 	}
-
-	store, key, err := openSharedStore(a.Storage, a.log)
-	if err != nil {
-		return err
+	if a.StorageRaw != nil {
+		mod, err := ctx.LoadModule(a, "StorageRaw")
+		if err != nil {
+			return fmt.Errorf("auth_agent: storage: %v", err)
+		}
+		a.storage = mod.(Storage)
+	} else {
+		def := new(BadgerStorage)
+		if err := def.Provision(ctx); err != nil {
+			return err
+		}
+		a.storage = def
 	}
-	a.store, a.storeKey = store, key
-	if a.limits, a.limitKey, err = buildLimits(a.RateLimit, repl, a.log); err != nil {
-		return err
-	}
-
-	rotation := durationOr(a.KeyRotation, DefaultKeyRotation)
-	alg := a.accessTokenAlg()
-	algs := []string{oauth.AlgRS256, alg}
-	pctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
-	a.keys, err = oauth.NewKeyManager(pctx, store, algs, rotation, nil, a.log.Named("keys"))
-	if err != nil {
-		return fmt.Errorf("auth_agent: signing keys: %w", err)
-	}
-
 	perms := make(map[string][]string, len(a.Agents))
 	for id, ac := range a.Agents {
 		perms[id] = append([]string{}, ac.Permissions...)
 	}
-	registry := agents.NewService(store, store.hasher, agents.Config{
-		DefaultPermissions: a.DefaultPermissions,
-		Permissions:        perms,
-	}, nil)
-	tokens := oauth.NewTokens(a.Issuer, durationOr(a.AccessTokenLifetime, DefaultAccessTokenLifetime), alg, a.keys, nil)
-	a.verifier = oauth.NewLocalVerifier(tokens, store.revocations)
-	a.server = oauth.NewServer(oauth.Config{
+	a.agentCfg = agents.Config{DefaultPermissions: a.DefaultPermissions, Permissions: perms}
+	a.serverCfg = oauth.Config{
 		Issuer:                   a.Issuer,
 		RegistrationMode:         regMode,
 		RegistrationToken:        regToken,
@@ -227,19 +225,112 @@ func (a *App) Provision(ctx caddy.Context) error {
 		RefreshTokenLifetime:     durationOr(a.RefreshTokenLifetime, DefaultRefreshTokenLifetime),
 		CodeLifetime:             durationOr(a.CodeLifetime, DefaultCodeLifetime),
 		RequestLifetime:          durationOr(a.RequestLifetime, DefaultRequestLifetime),
-	}, oauth.Deps{
+	}
+	return nil
+}
+
+// hasher bounds concurrent argon2id work for the whole process: every
+// config, old and new during a reload, shares it.
+var hasher = agents.NewHasher(agents.DefaultArgon2, 0)
+
+// keyPublishDelay is how long a new signing key waits between being stored
+// and signing when several processes share the store: each reloads keys
+// every few seconds, so all publish it first.
+const keyPublishDelay = 15 * time.Second
+
+// Start opens the database (shared with any previous config through a
+// usage pool), the rate-limit counters and the signing keys, wires the
+// endpoints, and starts the background work (key reloads and rotation,
+// which stop when the config is unloaded).
+func (a *App) Start() error {
+	st, err := a.start()
+	if err != nil {
+		a.startErr = err
+		close(a.ready)
+		return err
+	}
+	a.state.Store(st)
+	close(a.ready)
+	running.Store(a)
+	go st.keys.Run(a.ctx)
+	return nil
+}
+
+func (a *App) start() (*appState, error) {
+	store, key, err := openSharedStore(a.storage, a.log)
+	if err != nil {
+		return nil, err
+	}
+	a.storeKey = key
+	limits, limitKey, err := buildLimits(a.RateLimit, a.repl, a.log)
+	if err != nil {
+		return nil, err
+	}
+	a.limitKey = limitKey
+	if store.Shared() && limitKey == "memory" {
+		a.log.Warn("the storage is shared by several Caddy instances but rate limits are counted in memory: each instance grants the full budget; set `rate_limit { store redis <url> }`")
+	}
+	policy := oauth.KeyPolicy{
+		Algs:     []string{oauth.AlgRS256, a.accessTokenAlg()},
+		Rotation: durationOr(a.KeyRotation, DefaultKeyRotation),
+	}
+	if store.Shared() {
+		policy.PublishDelay = keyPublishDelay
+	}
+	ctx, cancel := context.WithTimeout(a.ctx, 30*time.Second)
+	defer cancel()
+	keys, err := oauth.NewKeyManager(ctx, store, policy, nil, a.log.Named("keys"))
+	if err != nil {
+		return nil, fmt.Errorf("auth_agent: signing keys: %w", err)
+	}
+	registry := agents.NewService(store, hasher, a.agentCfg, nil)
+	a.stopSubs = store.revocations.Subscribe(func(c oauth.Change) {
+		if c.Kind == oauth.ChangeAgentUpdated || c.Kind == oauth.ChangeAgentRevoked {
+			registry.Forget(c.Key)
+		}
+	})
+	tokens := oauth.NewTokens(a.Issuer, durationOr(a.AccessTokenLifetime, DefaultAccessTokenLifetime), a.accessTokenAlg(), keys, nil)
+	server := oauth.NewServer(a.serverCfg, oauth.Deps{
 		Agents:      registry,
-		Keys:        a.keys,
+		Keys:        keys,
 		Tokens:      tokens,
-		Clients:     oauth.NewClients(clients, store, nil),
+		Clients:     a.clients,
 		Store:       store,
 		CodeKey:     store.codeKey,
 		Revocations: store.revocations,
-		Limits:      a.limits,
+		Limits:      limits,
 		Log:         a.log,
 	})
-	a.handler = corsHandler(a.CORS, a.server)
-	return nil
+	return &appState{
+		server:   server,
+		handler:  corsHandler(a.CORS, server),
+		verifier: guard.NewLocalVerifier(a.Issuer, keys.Lookup, store.revocations),
+		limits:   limits,
+		keys:     keys,
+	}, nil
+}
+
+// startWait bounds how long a request waits for its app to start.
+const startWait = 10 * time.Second
+
+// started returns the started app's state, waiting (within the request's
+// context) for Start when a request arrives first.
+func (a *App) started(ctx context.Context) (*appState, error) {
+	if st := a.state.Load(); st != nil {
+		return st, nil
+	}
+	t := time.NewTimer(startWait)
+	defer t.Stop()
+	select {
+	case <-a.ready:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	case <-t.C:
+	}
+	if st := a.state.Load(); st != nil {
+		return st, nil
+	}
+	return nil, oauth.ErrTemporarilyUnavailable("the auth_agent app is not running")
 }
 
 // policy reads a registration-style policy (open, closed or off, token),
@@ -297,12 +388,8 @@ func (a *App) Validate() error {
 	if a.Issuer == "" {
 		return errors.New("auth_agent: issuer is required: the https URL where this server is reached, e.g. `issuer https://auth.example.com`")
 	}
-	u, err := url.Parse(a.Issuer)
-	if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" || u.RawQuery != "" || u.Fragment != "" || (u.Path != "" && u.Path[len(u.Path)-1] == '/') {
-		return fmt.Errorf("auth_agent: issuer %q must be an http(s) URL with a host, no query, fragment or trailing slash", a.Issuer)
-	}
-	if u.Scheme == "http" && !isLoopbackHost(u.Hostname()) {
-		return fmt.Errorf("auth_agent: issuer %q must use https (http is allowed only for localhost)", a.Issuer)
+	if err := oauth.ValidateIssuer(a.Issuer); err != nil {
+		return fmt.Errorf("auth_agent: %v", err)
 	}
 	for name, d := range map[string]caddy.Duration{
 		"access_token_lifetime": a.AccessTokenLifetime, "refresh_token_lifetime": a.RefreshTokenLifetime, "key_rotation": a.KeyRotation,
@@ -371,17 +458,6 @@ func (a *App) Validate() error {
 	if err := a.CORS.Validate(); err != nil {
 		return err
 	}
-	if s := a.Storage; s != nil {
-		switch s.Backend {
-		case "", "badger":
-		case "memory":
-			if s.Path != "" || s.EncryptionKeyFile != "" {
-				return errors.New("auth_agent: storage memory takes no path or encryption_key_file")
-			}
-		default:
-			return fmt.Errorf("auth_agent: storage backend %q must be badger or memory", s.Backend)
-		}
-	}
 	return nil
 }
 
@@ -392,24 +468,20 @@ func (a *App) accessTokenAlg() string {
 	return a.AccessTokenAlg
 }
 
-// Start runs the background work (key rotation, which stops when the config
-// is unloaded) and makes this the app the admin routes use.
-func (a *App) Start() error {
-	go a.keys.Run(a.ctx)
-	running.Store(a)
-	return nil
-}
-
 // Stop hands the admin routes back; background loops end with the config's
 // context, and the database outlives this config when the next one shares
 // it.
 func (a *App) Stop() error {
 	running.CompareAndSwap(a, nil)
+	if a.stopSubs != nil {
+		a.stopSubs()
+	}
 	return nil
 }
 
-// Cleanup releases this config's hold on the database; the last holder
-// closes it. It copes with a Provision that failed half-way.
+// Cleanup releases this config's hold on the database and the counters;
+// the last holder closes them. It copes with a Provision or Start that
+// failed half-way, and with a config that was only validated.
 func (a *App) Cleanup() error {
 	if a.limitKey != "" {
 		_, _ = limitStores.Delete(a.limitKey)
@@ -423,18 +495,11 @@ func (a *App) Cleanup() error {
 	return err
 }
 
-// Server returns the protocol server the handlers dispatch to.
-func (a *App) Server() *oauth.Server { return a.server }
-
 func durationOr(d caddy.Duration, def time.Duration) time.Duration {
 	if d <= 0 {
 		return def
 	}
 	return time.Duration(d)
-}
-
-func isLoopbackHost(h string) bool {
-	return h == "localhost" || h == "127.0.0.1" || h == "::1"
 }
 
 // Interface guards

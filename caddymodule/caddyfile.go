@@ -1,6 +1,8 @@
 package caddymodule
 
 import (
+	"encoding/json"
+
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
@@ -24,7 +26,7 @@ func init() {
 //
 //	auth_agent {
 //		issuer <url>
-//		storage <path>|memory
+//		storage <path>|badger [<path>]|memory|<module> …
 //		encryption_key_file <file>
 //		access_token_lifetime <duration>
 //		refresh_token_lifetime <duration>
@@ -64,6 +66,7 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	if d.NextArg() {
 		return d.ArgErr()
 	}
+	var st storageOption
 	for d.NextBlock(0) {
 		dir := d.Val()
 		switch dir {
@@ -76,28 +79,14 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.ArgErr()
 			}
 		case "storage":
-			if !d.NextArg() {
-				return d.ArgErr()
-			}
-			if a.Storage == nil {
-				a.Storage = new(StorageConfig)
-			}
-			if d.Val() == "memory" {
-				a.Storage.Backend = "memory"
-			} else {
-				a.Storage.Path = d.Val()
-			}
-			if d.NextArg() {
-				return d.ArgErr()
+			if err := st.unmarshal(d); err != nil {
+				return err
 			}
 		case "encryption_key_file":
 			if !d.NextArg() {
 				return d.ArgErr()
 			}
-			if a.Storage == nil {
-				a.Storage = new(StorageConfig)
-			}
-			a.Storage.EncryptionKeyFile = d.Val()
+			st.encryptionKeyFile = d.Val()
 			if d.NextArg() {
 				return d.ArgErr()
 			}
@@ -219,7 +208,69 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			return d.Errf("auth_agent: unknown setting %q", dir)
 		}
 	}
+	raw, err := st.json(d)
+	if err != nil {
+		return err
+	}
+	a.StorageRaw = raw
 	return nil
+}
+
+// storageOption collects the `storage` and `encryption_key_file` lines.
+type storageOption struct {
+	name              string
+	module            caddy.Module
+	encryptionKeyFile string
+}
+
+// unmarshal reads one of
+//
+//	storage <path>                    Badger in <path>
+//	storage badger [<path>] [{ … }]  the same, written out
+//	storage <module> …               any auth_agent.storage module
+//
+// A first argument that names no storage module is a path, so a directory
+// literally named "memory" is written ./memory.
+func (st *storageOption) unmarshal(d *caddyfile.Dispenser) error {
+	if st.module != nil {
+		return d.Err("storage is configured twice")
+	}
+	if !d.NextArg() {
+		return d.ArgErr()
+	}
+	name := d.Val()
+	if _, err := caddy.GetModule("auth_agent.storage." + name); err == nil {
+		mod, err := caddyfile.UnmarshalModule(d, "auth_agent.storage."+name)
+		if err != nil {
+			return err
+		}
+		st.name, st.module = name, mod.(caddy.Module)
+		return nil
+	}
+	if d.NextArg() {
+		return d.ArgErr()
+	}
+	st.name, st.module = "badger", &BadgerStorage{Path: name}
+	return nil
+}
+
+// json is the storage guest module's JSON, with a top-level
+// encryption_key_file moved into the Badger module; nil for the default.
+func (st *storageOption) json(d *caddyfile.Dispenser) (json.RawMessage, error) {
+	if st.encryptionKeyFile != "" {
+		if st.module == nil {
+			st.name, st.module = "badger", new(BadgerStorage)
+		}
+		b, ok := st.module.(*BadgerStorage)
+		if !ok {
+			return nil, d.Errf("encryption_key_file applies to Badger storage, not %q", st.name)
+		}
+		b.EncryptionKeyFile = st.encryptionKeyFile
+	}
+	if st.module == nil {
+		return nil, nil
+	}
+	return caddyconfig.JSONModuleObject(st.module, "module", st.name, nil), nil
 }
 
 // unmarshalClient parses one `client <id> { … }` block.

@@ -67,6 +67,13 @@ func TestCaddyfileErrors(t *testing.T) {
 		"bad policy":            "auth_agent {\n rate_limit {\n on_store_error api maybe\n }\n}",
 		"cors unknown":          "auth_agent {\n cors {\n methods GET\n }\n}",
 		"cors no origins":       "auth_agent {\n cors {\n origins\n }\n}",
+		"storage twice":         "auth_agent {\n storage /a\n storage /b\n}",
+		"storage no value":      "auth_agent {\n storage\n}",
+		"storage path and more": "auth_agent {\n storage /a /b\n}",
+		"memory with args":      "auth_agent {\n storage memory /x\n}",
+		"badger two paths":      "auth_agent {\n storage badger /a /b\n}",
+		"badger unknown":        "auth_agent {\n storage badger /a {\n colour blue\n }\n}",
+		"memory encrypted":      "auth_agent {\n storage memory\n encryption_key_file /k\n}",
 	}
 	for name, input := range cases {
 		t.Run(name, func(t *testing.T) {
@@ -96,8 +103,7 @@ func TestValidate(t *testing.T) {
 		"bad permission":     {func(a *App) { a.DefaultPermissions = []string{"has space"} }, "default_permissions"},
 		"bad agent id":       {func(a *App) { a.Agents = map[string]*AgentConfig{"x": {}} }, `agent "x"`},
 		"bad agent perm":     {func(a *App) { a.Agents = map[string]*AgentConfig{"abc": {Permissions: []string{`q"`}}} }, `agent "abc"`},
-		"bad backend":        {func(a *App) { a.Storage = &StorageConfig{Backend: "redis"} }, "storage"},
-		"memory with path":   {func(a *App) { a.Storage = &StorageConfig{Backend: "memory", Path: "/x"} }, "storage"},
+		"loopback lookalike": {func(a *App) { a.Issuer = "http://127.0.0.1.nip.io" }, "https"},
 		"token outlives key": {func(a *App) {
 			a.AccessTokenLifetime = caddy.Duration(48 * time.Hour)
 			a.KeyRotation = caddy.Duration(24 * time.Hour)
@@ -122,7 +128,7 @@ func TestValidate(t *testing.T) {
 			}
 		})
 	}
-	for _, issuer := range []string{"https://auth.example.com", "https://example.com/idp", "http://localhost:8080", "http://127.0.0.1:9000"} {
+	for _, issuer := range []string{"https://auth.example.com", "https://example.com/idp", "http://localhost:8080", "http://127.0.0.1:9000", "http://127.0.0.2:9000", "http://[::1]:8080"} {
 		if err := (&App{Issuer: issuer}).Validate(); err != nil {
 			t.Errorf("issuer %s: %v", issuer, err)
 		}

@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"net/url"
 	"strings"
 	"time"
 
@@ -13,7 +12,9 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/authagent/caddy-authagent/agents"
+	"github.com/authagent/caddy-authagent/guard"
 	"github.com/authagent/caddy-authagent/oauth"
+	"github.com/authagent/caddy-authagent/ratelimit"
 )
 
 func init() {
@@ -61,9 +62,11 @@ type Guard struct {
 	// set. Default: 30s.
 	KeyRefreshInterval caddy.Duration `json:"key_refresh_interval,omitempty"`
 
-	guard        *oauth.Guard
+	// app is this Caddy's auth_agent app, when it has one: its verifier
+	// checks local tokens, and its API budget applies on guarded routes.
+	app          *App
+	remote       *guard.RemoteVerifier
 	metadataPath string
-	limits       *oauth.Limits
 	poolKey      string
 	log          *zap.Logger
 }
@@ -86,30 +89,27 @@ func (Guard) CaddyModule() caddy.ModuleInfo {
 // across the guards of one config.
 var remoteVerifiers = caddy.NewUsagePool()
 
-type pooledVerifier struct{ *oauth.RemoteVerifier }
+type pooledVerifier struct{ *guard.RemoteVerifier }
 
 func (pooledVerifier) Destruct() error { return nil }
 
-// Provision picks the verifier: this Caddy's auth_agent app, or a remote
-// issuer's.
+// Provision picks the verifier: this Caddy's auth_agent app (ready once
+// the app has started), or a remote issuer's.
 func (g *Guard) Provision(ctx caddy.Context) error {
 	g.log = ctx.Logger()
 	if err := g.Validate(); err != nil {
 		return err
 	}
-	var verifier oauth.Verifier
 	app, appErr := ctx.AppIfConfigured("auth_agent")
 	if appErr == nil {
-		// The API-call budget per agent applies on guarded routes too.
-		g.limits = app.(*App).limits
+		g.app = app.(*App)
 	}
 	if g.Issuer == "" {
 		if appErr != nil {
 			return fmt.Errorf("agent_guard: no issuer is set and this Caddy has no auth_agent app; set `issuer <url>` or configure the global auth_agent option: %v", appErr)
 		}
-		verifier = app.(*App).verifier
 	} else {
-		cfg := oauth.RemoteConfig{Issuer: g.Issuer, RefreshInterval: time.Duration(g.KeyRefreshInterval)}
+		cfg := guard.RemoteConfig{Issuer: g.Issuer, RefreshInterval: time.Duration(g.KeyRefreshInterval)}
 		if in := g.Introspection; in != nil {
 			repl := caddy.NewReplacer()
 			cfg.IntrospectionClientID = in.ClientID
@@ -117,19 +117,17 @@ func (g *Guard) Provision(ctx caddy.Context) error {
 		}
 		g.poolKey = fmt.Sprintf("%s|%s|%s|%d", cfg.Issuer, cfg.IntrospectionClientID, cfg.IntrospectionSecret, cfg.RefreshInterval)
 		val, loaded, err := remoteVerifiers.LoadOrNew(g.poolKey, func() (caddy.Destructor, error) {
-			return pooledVerifier{oauth.NewRemoteVerifier(cfg, g.log)}, nil
+			return pooledVerifier{guard.NewRemoteVerifier(cfg, g.log)}, nil
 		})
 		if err != nil {
 			return err
 		}
-		rv := val.(pooledVerifier).RemoteVerifier
+		g.remote = val.(pooledVerifier).RemoteVerifier
 		if !loaded {
-			go rv.Prefetch(ctx)
+			go g.remote.Prefetch(ctx)
 		}
-		verifier = rv
 	}
-	g.guard = &oauth.Guard{Verifier: verifier, Scopes: g.Scopes, Resource: g.Resource}
-	g.metadataPath = oauth.ProtectedResourceMetadataPath(g.Resource)
+	g.metadataPath = guard.MetadataPath(g.Resource)
 	return nil
 }
 
@@ -146,9 +144,8 @@ func (g *Guard) Validate() error {
 		}
 	}
 	if g.Issuer != "" {
-		u, err := url.Parse(g.Issuer)
-		if err != nil || (u.Scheme != "https" && !(u.Scheme == "http" && isLoopbackHost(u.Hostname()))) || u.Host == "" || strings.HasSuffix(g.Issuer, "/") {
-			return fmt.Errorf("agent_guard: issuer %q must be an https URL (http only on localhost) without a trailing slash", g.Issuer)
+		if err := oauth.ValidateIssuer(g.Issuer); err != nil {
+			return fmt.Errorf("agent_guard: %v", err)
 		}
 	} else if g.Introspection != nil {
 		return errors.New("agent_guard: introspection needs a remote issuer; tokens of this Caddy's own issuer are checked in process")
@@ -184,20 +181,36 @@ func removeAgentHeaders(h http.Header) {
 
 // ServeHTTP implements caddyhttp.MiddlewareHandler.
 func (g *Guard) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
-	if (r.URL.Path == oauth.ProtectedResourcePath || r.URL.Path == g.metadataPath) && (r.Method == http.MethodGet || r.Method == http.MethodHead) {
-		oauth.WriteProtectedResourceMetadata(w, r, g.guard.Verifier.Issuer(), g.Resource, g.Scopes)
+	var verifier guard.Verifier = g.remote
+	var limits *ratelimit.Limits
+	if g.app != nil {
+		st, err := g.app.started(r.Context())
+		if err != nil {
+			oauth.WriteError(w, err)
+			return nil
+		}
+		limits = st.limits
+		if g.remote == nil {
+			verifier = st.verifier
+		}
+	}
+	if (r.URL.Path == guard.ProtectedResourcePath || r.URL.Path == g.metadataPath) && (r.Method == http.MethodGet || r.Method == http.MethodHead) {
+		guard.WriteMetadata(w, r, verifier.Issuer(), g.Resource, g.Scopes)
 		return nil
 	}
 	removeAgentHeaders(r.Header)
-	claims, e := g.guard.Check(r)
+	check := guard.Guard{Verifier: verifier, Scopes: g.Scopes, Resource: g.Resource}
+	claims, e := check.Check(r)
 	if e == nil {
-		e = g.limits.TakeAPI(r.Context(), w, claims.Subject, time.Now())
+		if err := limits.TakeAPI(r.Context(), w, claims.Subject); err != nil {
+			e = oauth.AsError(err)
+		}
 	}
 	if e != nil {
 		if ce := g.log.Check(zap.DebugLevel, "request refused"); ce != nil {
 			ce.Write(zap.String("error", e.Code), zap.String("reason", e.Description))
 		}
-		oauth.WriteGuardError(w, r, e, g.Scopes, g.metadataPath)
+		guard.WriteError(w, r, e, g.Scopes, g.metadataPath)
 		return nil
 	}
 	scopes := claims.Scope

@@ -7,6 +7,7 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 
 	"github.com/authagent/caddy-authagent/oauth"
+	"github.com/authagent/caddy-authagent/ratelimit"
 )
 
 func init() {
@@ -41,10 +42,15 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 
 // ServeHTTP implements caddyhttp.MiddlewareHandler.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
-	if !h.app.Server().Handles(r.URL.Path) {
+	st, err := h.app.started(r.Context())
+	if err != nil {
+		oauth.WriteError(w, err)
+		return nil
+	}
+	if !st.server.Handles(r.URL.Path) {
 		return next.ServeHTTP(w, r)
 	}
-	h.app.handler.ServeHTTP(w, withClientIP(r))
+	st.handler.ServeHTTP(w, withClientIP(r))
 	return nil
 }
 
@@ -55,7 +61,7 @@ func withClientIP(r *http.Request) *http.Request {
 	if ip == "" {
 		return r
 	}
-	return r.WithContext(oauth.WithClientIP(r.Context(), ip))
+	return r.WithContext(ratelimit.WithClientIP(r.Context(), ip))
 }
 
 // Interface guards

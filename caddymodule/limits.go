@@ -11,8 +11,7 @@ import (
 	"github.com/rs/cors"
 	"go.uber.org/zap"
 
-	"github.com/authagent/caddy-authagent/oauth"
-	"github.com/authagent/caddy-authagent/storage"
+	"github.com/authagent/caddy-authagent/ratelimit"
 )
 
 // RateLimitConfig sets the budgets of SPEC §7. Each is "N/s", "N/m", "N/h"
@@ -126,13 +125,13 @@ func (c *RateLimitConfig) Validate() error {
 // anyone's budget.
 var limitStores = caddy.NewUsagePool()
 
-type pooledLimitStore struct{ *storage.LimitStore }
+type pooledLimitStore struct{ *ratelimit.Store }
 
 func (p pooledLimitStore) Destruct() error { return p.Close() }
 
 // buildLimits opens (or reuses) the counter store and makes the budgets.
 // It returns the pool key to release on Cleanup.
-func buildLimits(c *RateLimitConfig, repl *caddy.Replacer, log *zap.Logger) (*oauth.Limits, string, error) {
+func buildLimits(c *RateLimitConfig, repl *caddy.Replacer, log *zap.Logger) (*ratelimit.Limits, string, error) {
 	cfg := c.withDefaults()
 	key := "memory"
 	url := ""
@@ -142,19 +141,19 @@ func buildLimits(c *RateLimitConfig, repl *caddy.Replacer, log *zap.Logger) (*oa
 	}
 	val, _, err := limitStores.LoadOrNew(key, func() (caddy.Destructor, error) {
 		if cfg.Store == "redis" {
-			s, err := storage.NewRedisLimitStore(url)
+			s, err := ratelimit.NewRedisStore(url)
 			if err != nil {
 				return nil, fmt.Errorf("auth_agent: rate_limit: %v", err)
 			}
 			return pooledLimitStore{s}, nil
 		}
-		return pooledLimitStore{storage.NewMemoryLimitStore()}, nil
+		return pooledLimitStore{ratelimit.NewMemoryStore()}, nil
 	})
 	if err != nil {
 		return nil, "", err
 	}
 	store := val.(pooledLimitStore)
-	limits := &oauth.Limits{
+	limits := &ratelimit.Limits{
 		AuthFailOpen: cfg.AuthenticationOnStoreError == "open",
 		APIFailOpen:  cfg.APIOnStoreError == "open",
 		Log:          log.Named("rate_limit"),
@@ -162,7 +161,7 @@ func buildLimits(c *RateLimitConfig, repl *caddy.Replacer, log *zap.Logger) (*oa
 	for _, b := range []struct {
 		name string
 		spec string
-		dst  *oauth.RateLimiter
+		dst  *ratelimit.Limiter
 	}{
 		{"registration", cfg.Registration, &limits.Registration},
 		{"authentication", cfg.Authentication, &limits.FailedAuth},
@@ -171,7 +170,7 @@ func buildLimits(c *RateLimitConfig, repl *caddy.Replacer, log *zap.Logger) (*oa
 	} {
 		limit, period, on, _ := parseRate(b.spec)
 		if on {
-			*b.dst = store.Limiter(b.name, limit, period)
+			*b.dst = store.Budget(b.name, limit, period)
 		}
 	}
 	return limits, key, nil

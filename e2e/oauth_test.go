@@ -699,18 +699,3 @@ func TestDiscoveryAndClientRegistration(t *testing.T) {
 		wantError(t, c.admin(t, "GET", "/auth_agent/clients/admin-made", ""), 404, "invalid_request")
 	})
 }
-
-// TestExpiredAuthorizationRequest waits out a short request lifetime.
-func TestExpiredAuthorizationRequest(t *testing.T) {
-	t.Parallel()
-	site := newWebsite(t)
-	c := newCaddy(t, "")
-	c.start(oauthOpts(site.callback, "\t\trequest_lifetime 10s"))
-	c.registerOK(t, "late-agent")
-	id := c.startAuthorization(t, c.authorizeURL(map[string]string{"redirect_uri": site.callback}))
-	time.Sleep(11 * time.Second)
-	if s := do(t, "GET", c.base()+"/api/check-status?request_id="+id, nil, ""); s.str("status") != "expired" {
-		t.Fatalf("status %s", s.body)
-	}
-	wantError(t, do(t, "POST", c.base()+"/api/agent-auth", nil, fmt.Sprintf(`{"agent_id":"late-agent","agent_secret":%q,"request_id":%q}`, secret, id)), 400, "invalid_request")
-}

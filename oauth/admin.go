@@ -1,320 +1,206 @@
 package oauth
 
 import (
+	"context"
 	"errors"
-	"net/http"
 	"slices"
-	"strconv"
-	"strings"
 
 	"go.uber.org/zap"
 
 	"github.com/authagent/caddy-authagent/agents"
 )
 
-// AdminPrefix is where the admin routes live on Caddy's admin endpoint.
-const AdminPrefix = "/auth_agent/"
+// Admin is what an operator may do, as typed operations: the admin API
+// (routed in caddymodule) is a thin HTTP layer over it. Each operation
+// does everything its effect needs: disabling an agent also revokes its
+// tokens, deleting a client is refused for configured ones, and so on.
+type Admin struct{ p *provider }
 
-// ServeAdmin serves the operator's API:
-//
-//	GET    /auth_agent/agents?after=<id>&limit=<n>
-//	POST   /auth_agent/agents        {"agent_id", "agent_secret"?, "model_name", "owner_name", "owner_email", "permissions"?}
-//	GET    /auth_agent/agents/<id>
-//	PATCH  /auth_agent/agents/<id>   {"permissions": [...], "disabled": bool}
-//	DELETE /auth_agent/agents/<id>
-//	GET    /auth_agent/clients?after=<id>&limit=<n>
-//	POST   /auth_agent/clients       {"client_id"?, "client_name", "public"?, "redirect_uris", "scopes", "grant_types"?}
-//	GET    /auth_agent/clients/<id>
-//	PATCH  /auth_agent/clients/<id>  {"client_name", "redirect_uris", "scopes", "grant_types"} (any of them)
-//	DELETE /auth_agent/clients/<id>
-func (s *Server) ServeAdmin(w http.ResponseWriter, r *http.Request) {
-	if err := s.serveAdmin(w, r); err != nil {
-		s.fail(w, r, err)
+// Agents returns a page of agents ordered by id, and the id to continue
+// after when the page is full.
+func (ad *Admin) Agents(ctx context.Context, after string, limit int) ([]*agents.Agent, string, error) {
+	list, err := ad.p.agents.List(ctx, after, limit)
+	if err != nil {
+		return nil, "", err
 	}
+	next := ""
+	if len(list) == limit && limit > 0 {
+		next = list[len(list)-1].ID
+	}
+	return list, next, nil
 }
 
-func (s *Server) serveAdmin(w http.ResponseWriter, r *http.Request) error {
-	rest := strings.TrimPrefix(r.URL.Path, AdminPrefix)
-	switch {
-	case rest == "agents" || rest == "agents/":
-		switch r.Method {
-		case http.MethodGet:
-			return s.adminListAgents(w, r)
-		case http.MethodPost:
-			return s.adminCreateAgent(w, r)
-		}
-		return ErrMethodNotAllowed(http.MethodGet, http.MethodPost)
-	case rest == "clients" || rest == "clients/":
-		switch r.Method {
-		case http.MethodGet:
-			return s.adminListClients(w, r)
-		case http.MethodPost:
-			return s.adminCreateClient(w, r)
-		}
-		return ErrMethodNotAllowed(http.MethodGet, http.MethodPost)
-	case strings.HasPrefix(rest, "clients/"):
-		return s.adminClient(w, r, strings.TrimPrefix(rest, "clients/"))
-	case strings.HasPrefix(rest, "agents/"):
-		id := strings.TrimPrefix(rest, "agents/")
-		if agents.ValidateID(id) != nil {
-			return ErrNotFoundPath("no agent " + strconv.Quote(id))
-		}
-		switch r.Method {
-		case http.MethodGet:
-			a, err := s.agents.Get(r.Context(), id)
-			if err != nil {
-				return adminError(err, id)
-			}
-			writeJSON(w, http.StatusOK, viewOf(a))
-			return nil
-		case http.MethodPatch, http.MethodPut:
-			return s.adminUpdateAgent(w, r, id)
-		case http.MethodDelete:
-			if err := s.agents.Delete(r.Context(), id); err != nil {
-				return adminError(err, id)
-			}
-			if err := s.revokeSubject(r.Context(), id); err != nil {
-				return err
-			}
-			s.log.Info("agent deleted by operator", zap.String("agent_id", id))
-			writeJSON(w, http.StatusOK, map[string]string{"deleted": id})
-			return nil
-		default:
-			return ErrMethodNotAllowed(http.MethodGet, http.MethodPatch, http.MethodPut, http.MethodDelete)
-		}
+// Agent returns one agent, or ErrNotFound.
+func (ad *Admin) Agent(ctx context.Context, id string) (*agents.Agent, error) {
+	if agents.ValidateID(id) != nil {
+		return nil, ErrNotFound
 	}
-	return ErrNotFoundPath("no admin endpoint at " + r.URL.Path)
-}
-
-func adminError(err error, id string) error {
+	a, err := ad.p.agents.Get(ctx, id)
 	if errors.Is(err, agents.ErrNotFound) {
-		return ErrNotFoundPath("no agent " + strconv.Quote(id))
+		return nil, ErrNotFound
 	}
-	return registryError(err)
+	return a, err
 }
 
-// pageParams reads ?after=&limit= (1–1000, default 100).
-func pageParams(r *http.Request) (after string, limit int, err error) {
-	q := r.URL.Query()
-	limit = 100
-	if l := q.Get("limit"); l != "" {
-		n, err := strconv.Atoi(l)
-		if err != nil || n < 1 || n > 1000 {
-			return "", 0, ErrInvalidRequest("limit must be a number from 1 to 1000")
-		}
-		limit = n
+// CreateAgent registers an agent as the operator: any id, including ones
+// the configuration reserves, and optionally its permissions. It returns
+// the generated secret when reg has none.
+func (ad *Admin) CreateAgent(ctx context.Context, reg agents.Registration) (*agents.Agent, string, error) {
+	a, secret, err := ad.p.registerAgent(ctx, reg, true)
+	if err != nil {
+		return nil, "", err
 	}
-	return q.Get("after"), limit, nil
+	ad.p.log.Info("agent created by operator", zap.String("agent_id", a.ID))
+	return a, secret, nil
 }
 
-func (s *Server) adminListAgents(w http.ResponseWriter, r *http.Request) error {
-	after, limit, err := pageParams(r)
+// UpdateAgent changes an agent's permissions and/or disabled flag.
+// Disabling voids every token the agent holds, for good: enabling it again
+// does not bring them back.
+func (ad *Admin) UpdateAgent(ctx context.Context, id string, u agents.AdminUpdate) (*agents.Agent, error) {
+	if agents.ValidateID(id) != nil {
+		return nil, ErrNotFound
+	}
+	if u.Permissions == nil && u.Disabled == nil {
+		return nil, ErrInvalidRequest("nothing to change: give permissions and/or disabled")
+	}
+	a, err := ad.p.agents.AdminUpdate(ctx, id, u)
+	if errors.Is(err, agents.ErrNotFound) {
+		return nil, ErrNotFound
+	}
+	if err != nil {
+		return nil, registryError(err)
+	}
+	if u.Disabled != nil && *u.Disabled {
+		err = ad.p.revokeAgent(ctx, id)
+	} else {
+		err = ad.p.agentUpdated(ctx, id)
+	}
+	if err != nil {
+		return nil, err
+	}
+	ad.p.log.Info("agent updated by operator", zap.String("agent_id", id))
+	return a, nil
+}
+
+// DeleteAgent removes an agent and voids its tokens, also should the id be
+// registered again.
+func (ad *Admin) DeleteAgent(ctx context.Context, id string) error {
+	if agents.ValidateID(id) != nil {
+		return ErrNotFound
+	}
+	err := ad.p.agents.Delete(ctx, id)
+	if errors.Is(err, agents.ErrNotFound) {
+		return ErrNotFound
+	}
 	if err != nil {
 		return err
 	}
-	list, err := s.agents.List(r.Context(), after, limit)
-	if err != nil {
+	if err := ad.p.revokeAgent(ctx, id); err != nil {
 		return err
 	}
-	views := make([]agentView, 0, len(list))
-	for _, a := range list {
-		views = append(views, viewOf(a))
-	}
-	resp := map[string]any{"agents": views}
-	if len(list) == limit {
-		resp["next"] = list[len(list)-1].ID
-	}
-	writeJSON(w, http.StatusOK, resp)
+	ad.p.log.Info("agent deleted by operator", zap.String("agent_id", id))
 	return nil
 }
 
-type adminUpdateRequest struct {
-	Permissions *[]string `json:"permissions"`
-	Disabled    *bool     `json:"disabled"`
-}
-
-func (s *Server) adminUpdateAgent(w http.ResponseWriter, r *http.Request, id string) error {
-	var req adminUpdateRequest
-	if err := decodeJSON(w, r, s.cfg.MaxBody, &req); err != nil {
-		return err
-	}
-	if req.Permissions == nil && req.Disabled == nil {
-		return ErrInvalidRequest("nothing to change: give permissions and/or disabled")
-	}
-	if req.Permissions != nil && *req.Permissions == nil {
-		*req.Permissions = []string{}
-	}
-	a, err := s.agents.AdminUpdate(r.Context(), id, agents.AdminUpdate{Permissions: req.Permissions, Disabled: req.Disabled})
+// Clients returns the configured clients (on the first page) and a page of
+// stored ones, and the id to continue after when the page is full.
+func (ad *Admin) Clients(ctx context.Context, after string, limit int) ([]*Client, string, error) {
+	list, err := ad.p.clients.List(ctx, after, limit)
 	if err != nil {
-		return adminError(err, id)
+		return nil, "", err
 	}
-	// Disabling voids every token the agent holds, for good: re-enabling
-	// does not bring them back.
-	if req.Disabled != nil && *req.Disabled {
-		if err := s.revokeSubject(r.Context(), id); err != nil {
-			return err
-		}
-	}
-	s.log.Info("agent updated by operator", zap.String("agent_id", id))
-	writeJSON(w, http.StatusOK, viewOf(a))
-	return nil
-}
-
-type adminCreateAgentRequest struct {
-	registerRequest
-	Permissions []string `json:"permissions"`
-}
-
-// adminCreateAgent registers an agent as the operator: any id, including
-// ones the configuration reserves, and optionally its permissions.
-func (s *Server) adminCreateAgent(w http.ResponseWriter, r *http.Request) error {
-	var req adminCreateAgentRequest
-	if err := decodeJSON(w, r, s.cfg.MaxBody, &req); err != nil {
-		return err
-	}
-	v, err := s.registerAgent(r.Context(), req.registerRequest, req.Permissions, true)
-	if err != nil {
-		return err
-	}
-	s.log.Info("agent created by operator", zap.String("agent_id", v.AgentID))
-	writeJSON(w, http.StatusCreated, v)
-	return nil
-}
-
-// clientView is a client as the admin API shows it: never the secret hash.
-func clientView(c *Client, secret string) map[string]any {
-	v := clientRegistrationView(c, secret)
-	v["public"] = c.Public
-	v["scopes"] = c.Scopes
-	v["source"] = c.Source
-	delete(v, "scope")
-	return v
-}
-
-func (s *Server) adminListClients(w http.ResponseWriter, r *http.Request) error {
-	after, limit, err := pageParams(r)
-	if err != nil {
-		return err
-	}
-	list, err := s.clients.List(r.Context(), after, limit)
-	if err != nil {
-		return err
-	}
-	views := make([]map[string]any, 0, len(list))
-	for _, c := range list {
-		views = append(views, clientView(c, ""))
-	}
-	resp := map[string]any{"clients": views}
+	next := ""
 	if n := len(list); n > 0 && list[n-1].Source != ClientFromConfig && n >= limit {
-		resp["next"] = list[n-1].ID
+		next = list[n-1].ID
 	}
-	writeJSON(w, http.StatusOK, resp)
-	return nil
+	return list, next, nil
 }
 
-type adminClientRequest struct {
-	ClientID     string   `json:"client_id"`
-	ClientName   string   `json:"client_name"`
-	Public       bool     `json:"public"`
-	RedirectURIs []string `json:"redirect_uris"`
-	Scopes       []string `json:"scopes"`
-	GrantTypes   []string `json:"grant_types"`
+// Client returns one client, or ErrNotFound.
+func (ad *Admin) Client(ctx context.Context, id string) (*Client, error) {
+	return ad.p.clients.Get(ctx, id)
 }
 
-// adminCreateClient creates a client; a confidential one gets a generated
-// secret, returned once.
-func (s *Server) adminCreateClient(w http.ResponseWriter, r *http.Request) error {
-	var req adminClientRequest
-	if err := decodeJSON(w, r, s.cfg.MaxBody, &req); err != nil {
-		return err
+// CreateClient makes a client from spec (an id is generated when spec has
+// none); a confidential client's generated secret is returned once.
+func (ad *Admin) CreateClient(ctx context.Context, spec ClientSpec) (*Client, string, error) {
+	if spec.ID == "" {
+		spec.ID = "cl_" + randomToken(16)
 	}
-	if req.ClientID == "" {
-		req.ClientID = "cl_" + randomToken(16)
-	}
-	c, secret, err := NewClient(ClientSpec{
-		ID: req.ClientID, Name: req.ClientName, Public: req.Public, RedirectURIs: req.RedirectURIs,
-		Scopes: req.Scopes, GrantTypes: req.GrantTypes,
-	}, ClientFromAdmin, s.now())
+	c, secret, err := NewClient(spec, ClientFromAdmin, ad.p.now())
 	if err != nil {
+		return nil, "", err
+	}
+	if _, err := ad.p.agents.Get(ctx, c.ID); err == nil {
+		return nil, "", ErrConflict("this id belongs to an agent")
+	}
+	if err := ad.p.clients.Create(ctx, c); err != nil {
+		return nil, "", err
+	}
+	ad.p.log.Info("client created by operator", zap.String("client_id", c.ID))
+	return c, secret, nil
+}
+
+// ClientPatch is what an operator may change about a client; nil fields
+// are left alone.
+type ClientPatch struct {
+	Name         *string
+	RedirectURIs *[]string
+	Scopes       *[]string
+	GrantTypes   *[]string
+}
+
+// UpdateClient changes a stored client, validated as a new one would be;
+// the secret stays.
+func (ad *Admin) UpdateClient(ctx context.Context, id string, patch ClientPatch) (*Client, error) {
+	c, err := ad.p.clients.Update(ctx, id, func(c *Client) error {
+		if patch.Name != nil {
+			c.Name = *patch.Name
+		}
+		if patch.RedirectURIs != nil {
+			c.RedirectURIs = *patch.RedirectURIs
+		}
+		if patch.Scopes != nil {
+			c.Scopes = *patch.Scopes
+		}
+		if patch.GrantTypes != nil {
+			if len(*patch.GrantTypes) == 0 {
+				return ErrInvalidClientMetadata("grant_types must not be empty")
+			}
+			if c.Source == ClientFromDynamic && slices.ContainsFunc(*patch.GrantTypes, func(g string) bool {
+				return g != GrantAuthorizationCode && g != GrantRefreshToken
+			}) {
+				return ErrInvalidClientMetadata("dynamically registered clients may use only authorization_code and refresh_token")
+			}
+			c.GrantTypes = *patch.GrantTypes
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	ad.p.log.Info("client updated by operator", zap.String("client_id", id))
+	return c, nil
+}
+
+// DeleteClient removes a stored client.
+func (ad *Admin) DeleteClient(ctx context.Context, id string) error {
+	if err := ad.p.clients.Delete(ctx, id); err != nil {
 		return err
 	}
-	if _, err := s.agents.Get(r.Context(), c.ID); err == nil {
-		return ErrConflict("this id belongs to an agent")
-	}
-	if err := s.clients.Create(r.Context(), c); err != nil {
-		return err
-	}
-	s.log.Info("client created by operator", zap.String("client_id", c.ID))
-	writeJSON(w, http.StatusCreated, clientView(c, secret))
+	ad.p.log.Info("client deleted by operator", zap.String("client_id", id))
 	return nil
 }
 
-func (s *Server) adminClient(w http.ResponseWriter, r *http.Request, id string) error {
-	notFound := ErrNotFoundPath("no client " + strconv.Quote(id))
-	switch r.Method {
-	case http.MethodGet:
-		c, err := s.clients.Get(r.Context(), id)
-		if errors.Is(err, ErrNotFound) {
-			return notFound
-		}
-		if err != nil {
-			return err
-		}
-		writeJSON(w, http.StatusOK, clientView(c, ""))
-		return nil
-	case http.MethodPatch, http.MethodPut:
-		var req struct {
-			ClientName   *string   `json:"client_name"`
-			RedirectURIs *[]string `json:"redirect_uris"`
-			Scopes       *[]string `json:"scopes"`
-			GrantTypes   *[]string `json:"grant_types"`
-		}
-		if err := decodeJSON(w, r, s.cfg.MaxBody, &req); err != nil {
-			return err
-		}
-		c, err := s.clients.Update(r.Context(), id, func(c *Client) error {
-			if req.ClientName != nil {
-				c.Name = *req.ClientName
-			}
-			if req.RedirectURIs != nil {
-				c.RedirectURIs = *req.RedirectURIs
-			}
-			if req.Scopes != nil {
-				c.Scopes = *req.Scopes
-			}
-			if req.GrantTypes != nil {
-				if len(*req.GrantTypes) == 0 {
-					return newError("invalid_client_metadata", 400, "grant_types must not be empty")
-				}
-				if c.Source == ClientFromDynamic && slices.ContainsFunc(*req.GrantTypes, func(g string) bool {
-					return g != GrantAuthorizationCode && g != GrantRefreshToken
-				}) {
-					return newError("invalid_client_metadata", 400, "dynamically registered clients may use only authorization_code and refresh_token")
-				}
-				c.GrantTypes = *req.GrantTypes
-			}
-			return nil
-		})
-		if errors.Is(err, ErrNotFound) {
-			return notFound
-		}
-		if err != nil {
-			return err
-		}
-		s.log.Info("client updated by operator", zap.String("client_id", id))
-		writeJSON(w, http.StatusOK, clientView(c, ""))
-		return nil
-	case http.MethodDelete:
-		err := s.clients.Delete(r.Context(), id)
-		if errors.Is(err, ErrNotFound) {
-			return notFound
-		}
-		if err != nil {
-			return err
-		}
-		s.log.Info("client deleted by operator", zap.String("client_id", id))
-		writeJSON(w, http.StatusOK, map[string]string{"deleted": id})
-		return nil
+// RotateKeys makes a new signing key for every algorithm in use now; each
+// signs once it is active (after the publish delay) and the keys it
+// replaces stay published for one rotation period. It returns the
+// published keys.
+func (ad *Admin) RotateKeys(ctx context.Context) ([]KeyInfo, error) {
+	if err := ad.p.keys.Rotate(ctx, true); err != nil {
+		return nil, err
 	}
-	return ErrMethodNotAllowed(http.MethodGet, http.MethodPatch, http.MethodPut, http.MethodDelete)
+	ad.p.log.Info("signing keys rotated by operator")
+	return ad.p.keys.Keys(), nil
 }

@@ -6,7 +6,6 @@ import (
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/base64"
-	"encoding/json"
 	"errors"
 	"net/http"
 	"net/url"
@@ -18,9 +17,6 @@ import (
 )
 
 const (
-	kindAuthRequest = "authreq"
-	kindCode        = "code"
-
 	statusPending       = "pending"
 	statusAuthenticated = "authenticated"
 	statusExpired       = "expired"
@@ -28,43 +24,9 @@ const (
 	bindCookiePrefix = "aa_bind_"
 )
 
-// authRequest is a pending authorization request, stored under its id.
-type authRequest struct {
-	ClientID      string    `json:"client_id"`
-	RedirectURI   string    `json:"redirect_uri"`
-	Scopes        []string  `json:"scopes"`
-	State         string    `json:"state,omitempty"`
-	Nonce         string    `json:"nonce,omitempty"`
-	CodeChallenge string    `json:"code_challenge"`
-	Resource      string    `json:"resource,omitempty"`
-	BrowserHash   string    `json:"browser_hash"`
-	Status        string    `json:"status"`
-	AgentID       string    `json:"agent_id,omitempty"`
-	ModelName     string    `json:"model_name,omitempty"`
-	AuthTime      int64     `json:"auth_time,omitempty"`
-	CodeSeed      string    `json:"code_seed,omitempty"`
-	ExpiresAt     time.Time `json:"expires_at"`
-}
-
-// codeGrant is what an authorization code stands for, stored under the
-// code's hash. Used marks the one redemption; the tokens it issued are
-// recorded so a replay can revoke them.
-type codeGrant struct {
-	ClientID      string   `json:"client_id"`
-	RedirectURI   string   `json:"redirect_uri"`
-	Scopes        []string `json:"scopes"`
-	Nonce         string   `json:"nonce,omitempty"`
-	CodeChallenge string   `json:"code_challenge"`
-	Resource      string   `json:"resource,omitempty"`
-	AgentID       string   `json:"agent_id"`
-	ModelName     string   `json:"model_name,omitempty"`
-	AuthTime      int64    `json:"auth_time"`
-	Used          bool     `json:"used,omitempty"`
-	Replayed      bool     `json:"replayed,omitempty"`
-	IssuedJTI     string   `json:"issued_jti,omitempty"`
-	IssuedExp     int64    `json:"issued_exp,omitempty"`
-	Family        string   `json:"family,omitempty"`
-}
+// authorizer serves /oauth2/authorize, the sign-in page and
+// /api/check-status, and completes requests for /api/agent-auth.
+type authorizer struct{ *provider }
 
 // authorizeParams is a parsed authorization request.
 type authorizeParams struct {
@@ -80,7 +42,7 @@ type authorizeParams struct {
 }
 
 // handleAuthorize is GET|POST /oauth2/authorize.
-func (s *Server) handleAuthorize(w http.ResponseWriter, r *http.Request) error {
+func (s *authorizer) handleAuthorize(w http.ResponseWriter, r *http.Request) error {
 	r.Body = http.MaxBytesReader(w, r.Body, s.cfg.MaxBody)
 	if err := r.ParseForm(); err != nil {
 		s.errorPage(w, http.StatusBadRequest, "The authorization request is malformed.")
@@ -116,16 +78,12 @@ func (s *Server) handleAuthorize(w http.ResponseWriter, r *http.Request) error {
 	requestID := randomToken(16)
 	binding := randomToken(32)
 	lifetime := s.cfg.RequestLifetime
-	req := authRequest{
-		ClientID: client.ID, RedirectURI: p.redirectURI, Scopes: p.scopes, State: p.state, Nonce: p.nonce,
+	now := s.now()
+	if err := s.store.CreateAuthRequest(r.Context(), &AuthRequest{
+		ID: requestID, ClientID: client.ID, RedirectURI: p.redirectURI, Scopes: p.scopes, State: p.state, Nonce: p.nonce,
 		CodeChallenge: p.codeChallenge, Resource: p.resource, BrowserHash: tokenHash(binding),
-		Status: statusPending, ExpiresAt: s.now().Add(lifetime),
-	}
-	raw, err := json.Marshal(req)
-	if err != nil {
-		return err
-	}
-	if err := s.store.PutRecord(r.Context(), kindAuthRequest, requestID, raw, lifetime); err != nil {
+		CreatedAt: now, ExpiresAt: now.Add(lifetime),
+	}); err != nil {
 		return err
 	}
 	http.SetCookie(w, &http.Cookie{
@@ -134,7 +92,7 @@ func (s *Server) handleAuthorize(w http.ResponseWriter, r *http.Request) error {
 	})
 	w.Header().Set("Cache-Control", "no-store")
 	if acceptsJSON(r) {
-		writeJSON(w, http.StatusOK, map[string]any{
+		WriteJSON(w, http.StatusOK, map[string]any{
 			"request_id":          requestID,
 			"expires_in":          int64(lifetime / time.Second),
 			"agent_auth_endpoint": s.cfg.Issuer + "/api/agent-auth",
@@ -148,7 +106,7 @@ func (s *Server) handleAuthorize(w http.ResponseWriter, r *http.Request) error {
 
 // parseAuthorize checks everything after the client and redirect URI are
 // known; its errors are sent back to the client by redirect.
-func (s *Server) parseAuthorize(client *Client, redirectURI string, q url.Values) (*authorizeParams, *Error) {
+func (s *authorizer) parseAuthorize(client *Client, redirectURI string, q url.Values) (*authorizeParams, *Error) {
 	p := &authorizeParams{client: client, redirectURI: redirectURI}
 	for _, k := range []string{"response_type", "scope", "state", "nonce", "code_challenge", "code_challenge_method", "resource", "prompt"} {
 		if len(q[k]) > 1 {
@@ -161,9 +119,9 @@ func (s *Server) parseAuthorize(client *Client, redirectURI string, q url.Values
 	case p.responseType == "":
 		return nil, ErrInvalidRequest("response_type is required")
 	case p.responseType != "code":
-		return nil, newError("unsupported_response_type", 400, "only response_type=code is supported")
+		return nil, ErrUnsupportedResponseType("only response_type=code is supported")
 	case !client.AllowsGrant(GrantAuthorizationCode):
-		return nil, newError("unauthorized_client", 400, "this client may not use the authorization code grant")
+		return nil, ErrUnauthorizedClient("this client may not use the authorization code grant")
 	case len(p.state) > 1024 || len(p.nonce) > 1024:
 		return nil, ErrInvalidRequest("state and nonce must be at most 1024 characters")
 	case p.codeChallenge == "":
@@ -176,7 +134,7 @@ func (s *Server) parseAuthorize(client *Client, redirectURI string, q url.Values
 	for _, pr := range strings.Fields(p.prompt) {
 		switch pr {
 		case "none":
-			return nil, newError("login_required", 400, "the agent must authenticate; prompt=none cannot be satisfied")
+			return nil, ErrLoginRequired("the agent must authenticate; prompt=none cannot be satisfied")
 		case "login", "consent", "select_account":
 		default:
 			return nil, ErrInvalidRequest("unsupported prompt value " + strconvQuote(pr))
@@ -253,7 +211,7 @@ func redirectURL(base string, params map[string]string) string {
 
 // redirectError sends an authorization error back to the client with state
 // and iss (RFC 9207).
-func (s *Server) redirectError(w http.ResponseWriter, r *http.Request, redirectURI, state string, e *Error) {
+func (s *authorizer) redirectError(w http.ResponseWriter, r *http.Request, redirectURI, state string, e *Error) {
 	to := redirectURL(redirectURI, map[string]string{
 		"error": e.Code, "error_description": e.Description, "state": state, "iss": s.cfg.Issuer,
 	})
@@ -261,107 +219,83 @@ func (s *Server) redirectError(w http.ResponseWriter, r *http.Request, redirectU
 	http.Redirect(w, r, to, http.StatusFound)
 }
 
-// codeFor derives the authorization code from a request's seed with a key
-// that lives only in this process: the code itself is never stored (only
-// its hash), yet the browser that started the request can still be told
-// it.
-func (s *Server) codeFor(seed string) string {
+// codeFor derives the authorization code from a request's seed with the
+// code key, which every process sharing the store holds (SecretStore): the
+// code itself is never stored, only its hash, yet any process can show it
+// to the browser that started the request, after a restart too.
+func (s *authorizer) codeFor(seed string) string {
 	m := hmac.New(sha256.New, s.codeKey)
 	m.Write([]byte(seed))
 	return base64.RawURLEncoding.EncodeToString(m.Sum(nil))
 }
 
-// redirectFor is where a completed request sends the browser.
-func (s *Server) redirectFor(req *authRequest) string {
-	return redirectURL(req.RedirectURI, map[string]string{"code": s.codeFor(req.CodeSeed), "state": req.State, "iss": s.cfg.Issuer})
+// redirectFor is where an approved request sends the browser.
+func (s *authorizer) redirectFor(req *AuthRequest) string {
+	return redirectURL(req.RedirectURI, map[string]string{"code": s.codeFor(req.Approval.CodeSeed), "state": req.State, "iss": s.cfg.Issuer})
 }
 
 var errNotPending = ErrInvalidRequest("this authorization request is already completed")
 
-// completeRequest is POST /api/agent-auth with a request_id: the
-// authenticated agent answers a pending authorization request.
-func (s *Server) completeRequest(ctx context.Context, requestID string, a *agents.Agent, model string) (string, error) {
-	raw, err := s.store.GetRecord(ctx, kindAuthRequest, requestID)
-	if errors.Is(err, ErrNotFound) || (err == nil && len(requestID) > 64) {
+// approve is POST /api/agent-auth with a request_id: the authenticated
+// agent answers a pending authorization request. The code's grant is
+// stored first and the approval second, so a crash between them leaves
+// only an unreachable grant behind; once this returns, both are durable.
+func (s *authorizer) approve(ctx context.Context, requestID string, a *agents.Agent, model string) (string, error) {
+	if len(requestID) > 64 {
 		return "", ErrInvalidRequest("request_id is unknown or expired")
 	}
-	if err != nil {
-		return "", err
-	}
-	var req authRequest
-	if err := json.Unmarshal(raw, &req); err != nil {
-		return "", err
-	}
-	if req.Status != statusPending {
-		return "", errNotPending
-	}
-	for _, sc := range req.Scopes {
-		if !slices.Contains(IdentityScopes, sc) && !slices.Contains(a.Permissions, sc) {
-			return "", ErrInvalidScope("the agent does not have permission " + sc)
-		}
-	}
-	if model == "" {
-		model = a.ModelName
-	}
-	now := s.now()
-	seed := randomToken(16)
-	err = s.store.UpdateRecord(ctx, kindAuthRequest, requestID, func(raw []byte) ([]byte, error) {
-		var cur authRequest
-		if err := json.Unmarshal(raw, &cur); err != nil {
-			return nil, err
-		}
-		if cur.Status != statusPending {
-			return nil, errNotPending
-		}
-		cur.Status, cur.AgentID, cur.ModelName, cur.AuthTime, cur.CodeSeed = statusAuthenticated, a.ID, model, now.Unix(), seed
-		req = cur
-		return json.Marshal(cur)
-	})
+	req, err := s.store.GetAuthRequest(ctx, requestID)
 	if errors.Is(err, ErrNotFound) {
 		return "", ErrInvalidRequest("request_id is unknown or expired")
 	}
 	if err != nil {
 		return "", err
 	}
-	grant, err := json.Marshal(codeGrant{
+	now := s.now()
+	if err := decideApproval(req, a, now); err != nil {
+		return "", err
+	}
+	if model == "" {
+		model = a.ModelName
+	}
+	approval := Approval{AgentID: a.ID, ModelName: model, AuthTime: now, CodeSeed: randomToken(16)}
+	if err := s.store.CreateCode(ctx, tokenHash(s.codeFor(approval.CodeSeed)), &CodeGrant{
 		ClientID: req.ClientID, RedirectURI: req.RedirectURI, Scopes: req.Scopes, Nonce: req.Nonce,
-		CodeChallenge: req.CodeChallenge, Resource: req.Resource, AgentID: a.ID, ModelName: model, AuthTime: now.Unix(),
-	})
-	if err != nil {
+		CodeChallenge: req.CodeChallenge, Resource: req.Resource, AgentID: a.ID, ModelName: model, AuthTime: now,
+		ExpiresAt: now.Add(s.cfg.CodeLifetime),
+	}); err != nil {
 		return "", err
 	}
-	if err := s.store.PutRecord(ctx, kindCode, tokenHash(s.codeFor(seed)), grant, s.cfg.CodeLifetime); err != nil {
+	req, err = s.store.ApproveAuthRequest(ctx, requestID, approval)
+	switch {
+	case errors.Is(err, ErrNotPending):
+		return "", errNotPending
+	case errors.Is(err, ErrNotFound):
+		return "", ErrInvalidRequest("request_id is unknown or expired")
+	case err != nil:
 		return "", err
 	}
-	return s.redirectFor(&req), nil
+	return s.redirectFor(req), nil
 }
 
 // handleCheckStatus is GET /api/check-status?request_id=…: the status for
 // anyone; the redirect (with the code) only for the browser holding the
 // request's binding cookie.
-func (s *Server) handleCheckStatus(w http.ResponseWriter, r *http.Request) error {
+func (s *authorizer) handleCheckStatus(w http.ResponseWriter, r *http.Request) error {
 	id := r.URL.Query().Get("request_id")
 	if id == "" || len(id) > 64 {
 		return ErrInvalidRequest("request_id is required")
 	}
-	raw, err := s.store.GetRecord(r.Context(), kindAuthRequest, id)
-	if errors.Is(err, ErrNotFound) {
-		writeData(w, http.StatusOK, map[string]string{"status": statusExpired})
-		return nil
-	}
-	if err != nil {
+	req, err := s.store.GetAuthRequest(r.Context(), id)
+	if err != nil && !errors.Is(err, ErrNotFound) {
 		return err
 	}
-	var req authRequest
-	if err := json.Unmarshal(raw, &req); err != nil {
-		writeData(w, http.StatusOK, map[string]string{"status": "error"})
-		return nil
-	}
-	data := map[string]string{"status": req.Status}
-	if req.Status == statusAuthenticated {
+	status := requestStatus(req, s.now())
+	data := map[string]string{"status": status}
+	if status == statusAuthenticated {
 		if c, err := r.Cookie(bindCookiePrefix + id); err == nil &&
 			subtle.ConstantTimeCompare([]byte(tokenHash(c.Value)), []byte(req.BrowserHash)) == 1 {
-			data["redirect_to"] = s.redirectFor(&req)
+			data["redirect_to"] = s.redirectFor(req)
 		}
 	}
 	writeData(w, http.StatusOK, data)

@@ -5,14 +5,15 @@ import (
 	"strings"
 )
 
-var errNoBearer = errors.New("no bearer token")
+// ErrNoBearer is ParseBearer's error for a request without credentials.
+var ErrNoBearer = errors.New("no bearer token")
 
 // ParseBearer extracts the token from an Authorization header value
 // ("Bearer <token>", scheme case-insensitive, RFC 6750 §2.1). The token must
 // be a b64token of at most 8 KiB.
 func ParseBearer(header string) (string, error) {
 	if header == "" {
-		return "", errNoBearer
+		return "", ErrNoBearer
 	}
 	scheme, token, ok := strings.Cut(header, " ")
 	if !ok || !strings.EqualFold(scheme, "Bearer") {

@@ -1,6 +1,7 @@
 package oauth_test
 
 import (
+	"context"
 	"fmt"
 	"testing"
 	"time"
@@ -74,7 +75,7 @@ func BenchmarkVerifyAccessToken(b *testing.B) {
 			tok, _ := tokens.IssueAccessToken(oauth.AccessGrant{Subject: "bot", ClientID: "bot", Scopes: []string{"profile"}})
 			b.ReportAllocs()
 			for b.Loop() {
-				if _, err := tokens.VerifyAccessToken(tok.Token, issuer); err != nil {
+				if _, err := tokens.VerifyAccessToken(context.Background(), tok.Token, issuer); err != nil {
 					b.Fatal(err)
 				}
 			}

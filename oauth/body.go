@@ -11,9 +11,9 @@ import (
 // DefaultMaxBody caps request bodies (SPEC §3).
 const DefaultMaxBody = 64 << 10
 
-// decodeJSON reads a JSON object body of at most max bytes into v. Unknown
+// DecodeJSON reads a JSON object body of at most max bytes into v. Unknown
 // fields are ignored; anything else that is wrong is invalid_request.
-func decodeJSON(w http.ResponseWriter, r *http.Request, max int64, v any) error {
+func DecodeJSON(w http.ResponseWriter, r *http.Request, max int64, v any) error {
 	if ct := r.Header.Get("Content-Type"); ct != "" {
 		mt, _, err := mime.ParseMediaType(ct)
 		if err != nil || mt != "application/json" {

@@ -7,12 +7,12 @@ import (
 	"crypto/subtle"
 	"encoding/base64"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"net"
+	"net/netip"
 	"net/url"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -43,19 +43,6 @@ const (
 
 // IdentityScopes are the scopes about the agent itself.
 var IdentityScopes = []string{ScopeOpenID, ScopeProfile, ScopeEmail, ScopePermissions}
-
-// Client is an OAuth client: a website, an app or an MCP client.
-type Client struct {
-	ID           string    `json:"client_id"`
-	Name         string    `json:"client_name"`
-	SecretHash   string    `json:"secret_sha256,omitempty"` // hex SHA-256 of the secret; empty for public clients
-	Public       bool      `json:"public,omitempty"`
-	RedirectURIs []string  `json:"redirect_uris"`
-	Scopes       []string  `json:"scopes"`
-	GrantTypes   []string  `json:"grant_types"`
-	Source       string    `json:"source"`
-	CreatedAt    time.Time `json:"created_at"`
-}
 
 // AllowsGrant reports whether the client may use grant type g.
 func (c *Client) AllowsGrant(g string) bool { return slices.Contains(c.GrantTypes, g) }
@@ -97,11 +84,11 @@ func NewClient(spec ClientSpec, source string, now time.Time) (*Client, string, 
 		name = spec.ID
 	}
 	if len(spec.RedirectURIs) > 20 {
-		return nil, "", newError("invalid_redirect_uri", 400, "at most 20 redirect URIs")
+		return nil, "", ErrInvalidRedirectURI("at most 20 redirect URIs")
 	}
 	for _, u := range spec.RedirectURIs {
 		if err := ValidateRedirectURI(u); err != nil {
-			return nil, "", newError("invalid_redirect_uri", 400, err.Error())
+			return nil, "", ErrInvalidRedirectURI(err.Error())
 		}
 	}
 	scopes := spec.Scopes
@@ -109,7 +96,7 @@ func NewClient(spec ClientSpec, source string, now time.Time) (*Client, string, 
 		scopes = IdentityScopes
 	}
 	if err := agents.ValidatePermissions(scopes); err != nil {
-		return nil, "", newError("invalid_client_metadata", 400, "scopes: "+err.Error())
+		return nil, "", ErrInvalidClientMetadata("scopes: " + err.Error())
 	}
 	grants := spec.GrantTypes
 	if len(grants) == 0 {
@@ -123,14 +110,14 @@ func NewClient(spec ClientSpec, source string, now time.Time) (*Client, string, 
 		case GrantAuthorizationCode, GrantRefreshToken:
 		case GrantClientCredentials, GrantTokenExchange:
 			if spec.Public {
-				return nil, "", newError("invalid_client_metadata", 400, "a public client cannot use "+g)
+				return nil, "", ErrInvalidClientMetadata("a public client cannot use " + g)
 			}
 		default:
-			return nil, "", newError("invalid_client_metadata", 400, "unsupported grant type "+strconvQuote(g))
+			return nil, "", ErrInvalidClientMetadata("unsupported grant type " + strconvQuote(g))
 		}
 	}
 	if slices.Contains(grants, GrantAuthorizationCode) && len(spec.RedirectURIs) == 0 {
-		return nil, "", newError("invalid_redirect_uri", 400, "the authorization_code grant needs at least one redirect URI")
+		return nil, "", ErrInvalidRedirectURI("the authorization_code grant needs at least one redirect URI")
 	}
 	c := &Client{
 		ID: spec.ID, Name: name, Public: spec.Public, RedirectURIs: slices.Clone(spec.RedirectURIs),
@@ -139,23 +126,26 @@ func NewClient(spec ClientSpec, source string, now time.Time) (*Client, string, 
 	var generated string
 	switch {
 	case spec.Public && spec.Secret != "":
-		return nil, "", newError("invalid_client_metadata", 400, "a public client has no secret")
+		return nil, "", ErrInvalidClientMetadata("a public client has no secret")
 	case spec.Public:
 	case spec.Secret == "":
 		generated = randomToken(32)
 		c.SecretHash = hashSecret(generated)
 	default:
 		if len(spec.Secret) < MinConfiguredSecret {
-			return nil, "", newError("invalid_client_metadata", 400, fmt.Sprintf("client secret must be at least %d characters", MinConfiguredSecret))
+			return nil, "", ErrInvalidClientMetadata(fmt.Sprintf("client secret must be at least %d characters", MinConfiguredSecret))
 		}
 		c.SecretHash = hashSecret(spec.Secret)
 	}
 	return c, generated, nil
 }
 
+// strconvQuote quotes caller input for an error description.
 func strconvQuote(s string) string {
-	b, _ := json.Marshal(s)
-	return string(b)
+	if len(s) > 64 {
+		s = s[:64] + "…"
+	}
+	return strconv.Quote(s)
 }
 
 func validateClientID(id string) error {
@@ -190,7 +180,7 @@ func ValidateRedirectURI(raw string) error {
 	switch u.Scheme {
 	case "https":
 	case "http":
-		if !isLoopback(u.Hostname()) {
+		if !IsLoopbackHost(u.Hostname()) {
 			return fmt.Errorf("redirect URI %q must use https (http only on localhost or a loopback address)", raw)
 		}
 	default:
@@ -199,12 +189,29 @@ func ValidateRedirectURI(raw string) error {
 	return nil
 }
 
-func isLoopback(host string) bool {
+// IsLoopbackHost reports whether host names this machine: "localhost" or
+// a loopback address (127.0.0.0/8, ::1). Redirect URIs, issuers and
+// guards' remote issuers may use plain http only there.
+func IsLoopbackHost(host string) bool {
 	if host == "localhost" {
 		return true
 	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
+	ip, err := netip.ParseAddr(strings.TrimSuffix(strings.TrimPrefix(host, "["), "]"))
+	return err == nil && ip.IsLoopback()
+}
+
+// ValidateIssuer checks an issuer identifier (RFC 8414 §2): https, or http
+// on a loopback host; a host; no query, fragment or trailing slash.
+func ValidateIssuer(issuer string) error {
+	u, err := url.Parse(issuer)
+	if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" || u.User != nil ||
+		u.RawQuery != "" || u.Fragment != "" || strings.Contains(issuer, "#") || strings.HasSuffix(u.Path, "/") {
+		return fmt.Errorf("issuer %q must be an http(s) URL with a host, no query, fragment or trailing slash", issuer)
+	}
+	if u.Scheme == "http" && !IsLoopbackHost(u.Hostname()) {
+		return fmt.Errorf("issuer %q must use https (http is allowed only for localhost and loopback addresses)", issuer)
+	}
+	return nil
 }
 
 // MatchRedirectURI reports whether requested is one of the registered URIs,
@@ -244,23 +251,20 @@ func tokenHash(tok string) string {
 	return base64.RawURLEncoding.EncodeToString(sum[:])
 }
 
-const kindClient = "client"
-
 // Clients finds clients: those in the configuration first, then those
 // stored (admin API and dynamic registration).
 type Clients struct {
 	config map[string]*Client
-	store  RecordStore
-	now    func() time.Time
+	store  ClientStore
 }
 
 // NewClients returns the client registry.
-func NewClients(config []*Client, store RecordStore, now func() time.Time) *Clients {
+func NewClients(config []*Client, store ClientStore) *Clients {
 	m := make(map[string]*Client, len(config))
 	for _, c := range config {
 		m[c.ID] = c
 	}
-	return &Clients{config: m, store: store, now: now}
+	return &Clients{config: m, store: store}
 }
 
 // Get returns the client or ErrNotFound.
@@ -271,15 +275,7 @@ func (cs *Clients) Get(ctx context.Context, id string) (*Client, error) {
 	if validateClientID(id) != nil {
 		return nil, ErrNotFound
 	}
-	raw, err := cs.store.GetRecord(ctx, kindClient, id)
-	if err != nil {
-		return nil, err
-	}
-	c := new(Client)
-	if err := json.Unmarshal(raw, c); err != nil {
-		return nil, fmt.Errorf("client %s: %w", id, err)
-	}
-	return c, nil
+	return cs.store.GetClient(ctx, id)
 }
 
 // Create stores a new client; a taken id (in the configuration or the
@@ -288,11 +284,7 @@ func (cs *Clients) Create(ctx context.Context, c *Client) error {
 	if _, ok := cs.config[c.ID]; ok {
 		return ErrConflict("a client with this client_id exists")
 	}
-	raw, err := json.Marshal(c)
-	if err != nil {
-		return err
-	}
-	err = cs.store.CreateRecord(ctx, kindClient, c.ID, raw, 0)
+	err := cs.store.CreateClient(ctx, c)
 	if errors.Is(err, ErrExists) {
 		return ErrConflict("a client with this client_id exists")
 	}
@@ -304,10 +296,10 @@ func (cs *Clients) Delete(ctx context.Context, id string) error {
 	if _, ok := cs.config[id]; ok {
 		return ErrConflict("this client is defined in the configuration")
 	}
-	if _, err := cs.Get(ctx, id); err != nil {
-		return err
+	if validateClientID(id) != nil {
+		return ErrNotFound
 	}
-	return cs.store.DeleteRecord(ctx, kindClient, id)
+	return cs.store.DeleteClient(ctx, id)
 }
 
 // List returns configured clients (on the first page) and a page of stored
@@ -320,49 +312,38 @@ func (cs *Clients) List(ctx context.Context, after string, limit int) ([]*Client
 		}
 		slices.SortFunc(out, func(a, b *Client) int { return strings.Compare(a.ID, b.ID) })
 	}
-	recs, err := cs.store.ListRecords(ctx, kindClient, after, limit)
+	stored, err := cs.store.ListClients(ctx, after, limit)
 	if err != nil {
 		return nil, err
 	}
-	for _, r := range recs {
-		c := new(Client)
-		if err := json.Unmarshal(r.Value, c); err != nil {
-			return nil, fmt.Errorf("client %s: %w", r.Key, err)
-		}
-		out = append(out, c)
-	}
-	return out, nil
+	return append(out, stored...), nil
 }
 
-// Update changes a stored client through fn, which gets a copy; the result
-// is validated as a new client would be. Configured clients cannot be
-// changed at run time.
+// Update changes a stored client through fn; the result is validated as a
+// new client would be. Configured clients cannot be changed at run time.
 func (cs *Clients) Update(ctx context.Context, id string, fn func(*Client) error) (*Client, error) {
 	if _, ok := cs.config[id]; ok {
 		return nil, ErrConflict("this client is defined in the configuration")
 	}
-	var out *Client
-	err := cs.store.UpdateRecord(ctx, kindClient, id, func(raw []byte) ([]byte, error) {
-		c := new(Client)
-		if err := json.Unmarshal(raw, c); err != nil {
-			return nil, err
-		}
+	if validateClientID(id) != nil {
+		return nil, ErrNotFound
+	}
+	return cs.store.UpdateClient(ctx, id, func(c *Client) error {
 		if err := fn(c); err != nil {
-			return nil, err
+			return err
 		}
 		// Re-validate with the rules for new clients; the secret is kept
-		// (a stand-in satisfies the check, its hash is replaced below).
+		// (a stand-in satisfies the check, its hash is put back below).
 		spec := ClientSpec{ID: c.ID, Name: c.Name, Public: c.Public, RedirectURIs: c.RedirectURIs, Scopes: c.Scopes, GrantTypes: c.GrantTypes}
 		if !c.Public {
 			spec.Secret = strings.Repeat("x", MinConfiguredSecret)
 		}
 		checked, _, err := NewClient(spec, c.Source, c.CreatedAt)
 		if err != nil {
-			return nil, err
+			return err
 		}
 		checked.SecretHash = c.SecretHash
-		out = checked
-		return json.Marshal(checked)
+		*c = *checked
+		return nil
 	})
-	return out, err
 }

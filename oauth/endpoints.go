@@ -9,24 +9,34 @@ import (
 	"strings"
 
 	"go.uber.org/zap"
+
+	"github.com/authagent/caddy-authagent/ratelimit"
 )
+
+// tokenInfo serves what clients ask about tokens: userinfo, introspection
+// and revocation.
+type tokenInfo struct{ *provider }
+
+// metadata serves what describes the server and registers clients:
+// discovery, the key set and RFC 7591 registration.
+type metadata struct{ *provider }
 
 // handleUserinfo is GET|POST /oauth2/userinfo: the claims the token's
 // scopes release. The token must carry openid.
-func (s *Server) handleUserinfo(w http.ResponseWriter, r *http.Request) error {
+func (s *tokenInfo) handleUserinfo(w http.ResponseWriter, r *http.Request) error {
 	claims, a, err := s.authenticateBearer(r, "")
 	if err != nil {
 		return err
 	}
 	if !claims.HasScope(ScopeOpenID) {
-		return insufficientScope(ScopeOpenID)
+		return ErrInsufficientScope("auth_agent", ScopeOpenID)
 	}
-	writeJSON(w, http.StatusOK, identityClaims(a, claims.Scopes()))
+	WriteJSON(w, http.StatusOK, identityClaims(a, claims.Scopes()))
 	return nil
 }
 
 // handleIntrospect is POST /oauth2/introspect (RFC 7662).
-func (s *Server) handleIntrospect(w http.ResponseWriter, r *http.Request) error {
+func (s *tokenInfo) handleIntrospect(w http.ResponseWriter, r *http.Request) error {
 	params, err := readParams(w, r, s.cfg.MaxBody)
 	if err != nil {
 		return err
@@ -39,9 +49,9 @@ func (s *Server) handleIntrospect(w http.ResponseWriter, r *http.Request) error 
 		return ErrInvalidRequest("token is required")
 	}
 	inactive := map[string]any{"active": false}
-	if claims, err := s.tokens.VerifyAccessToken(tok, ""); err == nil {
+	if claims, err := s.tokens.VerifyAccessToken(r.Context(), tok, ""); err == nil {
 		if s.revocations.Revoked(claims) || !s.subjectActive(r.Context(), claims) {
-			writeJSON(w, http.StatusOK, inactive)
+			WriteJSON(w, http.StatusOK, inactive)
 			return nil
 		}
 		resp := map[string]any{
@@ -52,46 +62,42 @@ func (s *Server) handleIntrospect(w http.ResponseWriter, r *http.Request) error 
 		if claims.Act != nil {
 			resp["act"] = claims.Act
 		}
-		writeJSON(w, http.StatusOK, resp)
+		WriteJSON(w, http.StatusOK, resp)
 		return nil
 	}
 	if len(tok) <= 256 {
-		raw, err := s.store.GetRecord(r.Context(), kindRefresh, tokenHash(tok))
-		if err == nil {
-			var g refreshGrant
-			if json.Unmarshal(raw, &g) == nil && !g.Rotated {
-				if !s.revocations.FamilyRevoked(g.Family) {
-					writeJSON(w, http.StatusOK, map[string]any{
-						"active": true, "token_type": "refresh_token", "scope": strings.Join(g.Scopes, " "),
-						"client_id": g.ClientID, "sub": g.AgentID, "iss": s.cfg.Issuer, "exp": g.ExpiresAt.Unix(),
-					})
-					return nil
-				}
-			}
-		} else if !errors.Is(err, ErrNotFound) {
+		g, err := s.store.GetRefresh(r.Context(), tokenHash(tok))
+		switch {
+		case err == nil && !g.Rotated && !s.revocations.FamilyRevoked(g.Family) && s.now().Before(g.ExpiresAt):
+			WriteJSON(w, http.StatusOK, map[string]any{
+				"active": true, "token_type": "refresh_token", "scope": strings.Join(g.Scopes, " "),
+				"client_id": g.ClientID, "sub": g.AgentID, "iss": s.cfg.Issuer, "exp": g.ExpiresAt.Unix(),
+			})
+			return nil
+		case err != nil && !errors.Is(err, ErrNotFound):
 			return err
 		}
 	}
-	writeJSON(w, http.StatusOK, inactive)
+	WriteJSON(w, http.StatusOK, inactive)
 	return nil
 }
 
 // subjectActive reports whether a token's subject may still act: a client's
 // own client_credentials token needs the client, any other token its
 // current agent.
-func (s *Server) subjectActive(ctx context.Context, claims *AccessClaims) bool {
+func (s *tokenInfo) subjectActive(ctx context.Context, claims *AccessClaims) bool {
 	if claims.ClientID == claims.Subject && claims.Act == nil {
 		if _, err := s.clients.Get(ctx, claims.Subject); err == nil {
 			return true
 		}
 	}
-	_, err := s.currentAgent(ctx, claims.Subject, claims.IssuedAt.Unix())
+	_, err := s.currentAgent(ctx, claims.Subject, claims.IssuedAt.Time)
 	return err == nil
 }
 
 // authenticateConfidential authenticates a client that has a secret:
 // introspection answers only those (a public client's id is no secret).
-func (s *Server) authenticateConfidential(r *http.Request, params map[string][]string) (*Client, error) {
+func (s *tokenInfo) authenticateConfidential(r *http.Request, params map[string][]string) (*Client, error) {
 	c, err := s.authenticateCaller(r.Context(), nil, r, params, false)
 	if err != nil {
 		return nil, err
@@ -105,7 +111,7 @@ func (s *Server) authenticateConfidential(r *http.Request, params map[string][]s
 // handleRevoke is POST /oauth2/revoke (RFC 7009): a refresh token revokes
 // its family; an access token is refused from now on. Tokens the caller
 // does not own, and unknown tokens, answer 200 and change nothing.
-func (s *Server) handleRevoke(w http.ResponseWriter, r *http.Request) error {
+func (s *tokenInfo) handleRevoke(w http.ResponseWriter, r *http.Request) error {
 	params, err := readParams(w, r, s.cfg.MaxBody)
 	if err != nil {
 		return err
@@ -122,19 +128,18 @@ func (s *Server) handleRevoke(w http.ResponseWriter, r *http.Request) error {
 		return ErrInvalidRequest("token is required")
 	}
 	// token_type_hint is only a hint (RFC 7009 §2.1): both kinds are tried.
-	if claims, err := s.tokens.VerifyAccessToken(tok, ""); err == nil {
+	if claims, err := s.tokens.VerifyAccessToken(r.Context(), tok, ""); err == nil {
 		if claims.ClientID == client.ID {
-			if err := s.revokeAccess(r.Context(), claims.ID, claims.ExpiresAt.Unix()); err != nil {
+			if err := s.revokeToken(r.Context(), claims.ID, claims.ExpiresAt.Time); err != nil {
 				return err
 			}
 			s.log.Info("access token revoked", zap.String("client_id", client.ID), zap.String("jti", claims.ID))
 		}
 	} else if len(tok) <= 256 {
-		raw, err := s.store.GetRecord(r.Context(), kindRefresh, tokenHash(tok))
+		g, err := s.store.GetRefresh(r.Context(), tokenHash(tok))
 		switch {
 		case err == nil:
-			var g refreshGrant
-			if json.Unmarshal(raw, &g) == nil && g.ClientID == client.ID {
+			if g.ClientID == client.ID {
 				if err := s.revokeFamily(r.Context(), g.Family); err != nil {
 					return err
 				}
@@ -151,7 +156,7 @@ func (s *Server) handleRevoke(w http.ResponseWriter, r *http.Request) error {
 
 // handleDiscovery serves OpenID Connect discovery and RFC 8414 metadata:
 // one document at both addresses.
-func (s *Server) handleDiscovery(w http.ResponseWriter, r *http.Request) error {
+func (s *metadata) handleDiscovery(w http.ResponseWriter, r *http.Request) error {
 	iss := s.cfg.Issuer
 	doc := map[string]any{
 		"issuer":                                        iss,
@@ -177,7 +182,7 @@ func (s *Server) handleDiscovery(w http.ResponseWriter, r *http.Request) error {
 			"name", "agent_id", "model_name", "email", "email_verified", "permissions"},
 		"prompt_values_supported":                          []string{"none", "login", "consent"},
 		"authorization_response_iss_parameter_supported":   true,
-		"access_token_signing_alg_values_supported":        []string{s.tokens.alg},
+		"access_token_signing_alg_values_supported":        []string{s.tokens.Alg()},
 		"request_parameter_supported":                      false,
 		"claims_parameter_supported":                       false,
 		"token_endpoint_auth_signing_alg_values_supported": []string{AlgRS256},
@@ -185,16 +190,21 @@ func (s *Server) handleDiscovery(w http.ResponseWriter, r *http.Request) error {
 	if s.cfg.DynamicRegistration != DynamicRegistrationOff {
 		doc["registration_endpoint"] = iss + "/oauth2/register"
 	}
-	w.Header().Set("Cache-Control", "public, max-age=300")
-	writeJSONCacheable(w, doc)
+	body, err := json.Marshal(doc)
+	if err != nil {
+		return err
+	}
+	WritePublicJSON(w, "application/json", body)
 	return nil
 }
 
-func writeJSONCacheable(w http.ResponseWriter, v any) {
-	body, _ := json.Marshal(v)
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(http.StatusOK)
-	_, _ = w.Write(body)
+func (s *metadata) handleJWKS(w http.ResponseWriter, r *http.Request) error {
+	body := s.keys.JWKS()
+	if r.Method == http.MethodHead {
+		body = nil
+	}
+	WritePublicJSON(w, "application/jwk-set+json", body)
+	return nil
 }
 
 // clientMetadata is an RFC 7591 registration request.
@@ -208,32 +218,32 @@ type clientMetadata struct {
 }
 
 // handleClientRegistration is POST /oauth2/register (RFC 7591).
-func (s *Server) handleClientRegistration(w http.ResponseWriter, r *http.Request) error {
+func (s *metadata) handleClientRegistration(w http.ResponseWriter, r *http.Request) error {
 	switch s.cfg.DynamicRegistration {
 	case DynamicRegistrationOff:
 		return ErrAccessDenied("dynamic client registration is disabled on this server")
 	case RegistrationToken:
-		try, err := s.limits.chargeAttempt(r.Context(), w, ClientIP(r), "", s.now())
+		try, err := s.limits.ChargeAttempt(r.Context(), w, ratelimit.ClientIP(r), "")
 		if err != nil {
 			return err
 		}
 		if err := checkStaticBearer(r, s.cfg.DynamicRegistrationToken); err != nil {
 			return err
 		}
-		try.succeeded(r.Context())
+		try.Succeeded(r.Context())
 	}
 	// Registering clients costs storage like registering agents: the same
 	// per-IP budget (counted apart).
-	if err := s.limits.take(r.Context(), w, s.limits.Registration, "registration", "client-"+ipKey(ClientIP(r)), s.limits.AuthFailOpen, s.now()); err != nil {
+	if err := s.limits.TakeRegistration(r.Context(), w, r, "client-"); err != nil {
 		return err
 	}
 	var md clientMetadata
-	if err := decodeJSON(w, r, s.cfg.MaxBody, &md); err != nil {
+	if err := DecodeJSON(w, r, s.cfg.MaxBody, &md); err != nil {
 		return err
 	}
 	for _, rt := range md.ResponseTypes {
 		if rt != "code" {
-			return newError("invalid_client_metadata", 400, "only the code response type is supported")
+			return ErrInvalidClientMetadata("only the code response type is supported")
 		}
 	}
 	public := false
@@ -242,11 +252,11 @@ func (s *Server) handleClientRegistration(w http.ResponseWriter, r *http.Request
 	case AuthNone:
 		public = true
 	default:
-		return newError("invalid_client_metadata", 400, "unsupported token_endpoint_auth_method")
+		return ErrInvalidClientMetadata("unsupported token_endpoint_auth_method")
 	}
 	scopes, err := ParseScope(md.Scope)
 	if err != nil {
-		return newError("invalid_client_metadata", 400, AsError(err).Description)
+		return ErrInvalidClientMetadata(AsError(err).Description)
 	}
 	// Whoever registers chooses these scopes, so a dynamic client gets only
 	// grants where an agent's permissions decide: no client_credentials, no
@@ -257,7 +267,7 @@ func (s *Server) handleClientRegistration(w http.ResponseWriter, r *http.Request
 	}
 	for _, g := range grants {
 		if g != GrantAuthorizationCode && g != GrantRefreshToken {
-			return newError("invalid_client_metadata", 400, "dynamically registered clients may use only authorization_code and refresh_token")
+			return ErrInvalidClientMetadata("dynamically registered clients may use only authorization_code and refresh_token")
 		}
 	}
 	c, secret, err := NewClient(ClientSpec{
@@ -271,12 +281,13 @@ func (s *Server) handleClientRegistration(w http.ResponseWriter, r *http.Request
 		return err
 	}
 	s.log.Info("client registered dynamically", zap.String("client_id", c.ID))
-	writeJSON(w, http.StatusCreated, clientRegistrationView(c, secret))
+	WriteJSON(w, http.StatusCreated, ClientMetadata(c, secret))
 	return nil
 }
 
-// clientRegistrationView is the RFC 7591 §3.2.1 response.
-func clientRegistrationView(c *Client, secret string) map[string]any {
+// ClientMetadata is the RFC 7591 §3.2.1 view of a client (never its secret
+// hash); secret, when not empty, is a generated secret shown once.
+func ClientMetadata(c *Client, secret string) map[string]any {
 	method := c.AuthMethod()
 	v := map[string]any{
 		"client_id": c.ID, "client_name": c.Name, "redirect_uris": c.RedirectURIs, "grant_types": c.GrantTypes,

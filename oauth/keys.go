@@ -33,162 +33,243 @@ const (
 // SupportedAlgs lists the algorithms keys can be made for.
 var SupportedAlgs = []string{AlgRS256, AlgES256, AlgEdDSA}
 
-// signingKey is a loaded key pair.
-type signingKey struct {
-	id      string
-	alg     string
-	method  jwt.SigningMethod
-	private crypto.Signer
-	public  crypto.PublicKey
-	created time.Time
-	retired time.Time
+// PublicKey is a verification key and the one algorithm it verifies.
+type PublicKey struct {
+	Alg string
+	Key crypto.PublicKey
 }
 
+// signingKey is a loaded key pair.
+type signingKey struct {
+	PublicKey
+	id       string
+	method   jwt.SigningMethod
+	private  crypto.Signer
+	created  time.Time
+	activeAt time.Time
+	retired  time.Time
+}
+
+// KeyPolicy is how keys are kept: for which algorithms, how often they are
+// replaced, and how long a new key is published before it signs.
+type KeyPolicy struct {
+	Algs     []string
+	Rotation time.Duration
+	// PublishDelay is how long a new key waits between being stored and
+	// signing, so that every process sharing the store has loaded it into
+	// its JWKS (it reloads every ReloadInterval) first. Zero when the store
+	// is this process's alone.
+	PublishDelay time.Duration
+}
+
+// keyReloadInterval is how often a KeyManager re-reads the key set: keys
+// another process made appear in this one's JWKS within it.
+const keyReloadInterval = 5 * time.Second
+
+// unknownKidReload bounds how often an unknown kid makes the manager re-read
+// the store, so forged tokens cannot turn into a stream of reads.
+const unknownKidReload = time.Second
+
 // KeyManager owns the signing keys: one active key per algorithm in use,
-// plus retired keys that stay published for one rotation period so tokens
-// they signed keep verifying.
+// a newer key waiting for its ActiveAt, and retired keys that stay
+// published for one rotation period so tokens they signed keep verifying.
+// The set lives in the store; rotations are decided by compare-and-swap,
+// so a rotation happens once however many processes share the store.
 type KeyManager struct {
-	store    KeyStore
-	algs     []string
-	rotation time.Duration
-	now      func() time.Time
-	log      *zap.Logger
+	store  KeyStore
+	policy KeyPolicy
+	now    func() time.Time
+	log    *zap.Logger
 
 	mu         sync.RWMutex
-	active     map[string]*signingKey // by alg
+	version    uint64
 	byID       map[string]*signingKey
+	all        []*signingKey // newest first
 	jwks       []byte
 	lastReload time.Time
 }
 
-// unknownKidReload bounds how often an unknown kid makes the manager re-read
-// the store (another config of this process may have rotated), so forged
-// tokens cannot turn into a stream of database reads.
-const unknownKidReload = 10 * time.Second
-
 // NewKeyManager loads the keys from store, creating or rotating whatever is
-// missing or due, for each of algs.
-func NewKeyManager(ctx context.Context, store KeyStore, algs []string, rotation time.Duration, now func() time.Time, log *zap.Logger) (*KeyManager, error) {
+// missing or due.
+func NewKeyManager(ctx context.Context, store KeyStore, p KeyPolicy, now func() time.Time, log *zap.Logger) (*KeyManager, error) {
 	if now == nil {
 		now = time.Now
 	}
 	if log == nil {
 		log = zap.NewNop()
 	}
-	for _, a := range algs {
+	for _, a := range p.Algs {
 		if !slices.Contains(SupportedAlgs, a) {
 			return nil, fmt.Errorf("unsupported signing algorithm %q", a)
 		}
 	}
-	if rotation <= 0 {
+	if p.Rotation <= 0 {
 		return nil, errors.New("key rotation period must be positive")
 	}
-	m := &KeyManager{store: store, algs: slices.Compact(slices.Sorted(slices.Values(algs))), rotation: rotation, now: now, log: log}
-	if err := m.Rotate(ctx); err != nil {
+	p.Algs = slices.Compact(slices.Sorted(slices.Values(p.Algs)))
+	m := &KeyManager{store: store, policy: p, now: now, log: log}
+	if err := m.Rotate(ctx, false); err != nil {
 		return nil, err
 	}
 	return m, nil
 }
 
-// Rotate reloads the stored keys, makes a new key for each algorithm whose
-// active key is older than the rotation period, retires the old one, and
-// deletes keys retired more than a period ago.
-func (m *KeyManager) Rotate(ctx context.Context) error {
-	stored, err := m.store.SigningKeys(ctx)
-	if err != nil {
-		return fmt.Errorf("loading signing keys: %w", err)
-	}
-	now := m.now()
-	// Newest first, so the first unretired key of an algorithm is its active one.
-	slices.SortFunc(stored, func(a, b StoredKey) int { return b.CreatedAt.Compare(a.CreatedAt) })
-	keep := stored[:0]
-	activeByAlg := map[string]bool{}
-	for _, k := range stored {
-		retire := false
-		switch {
-		case !k.RetiredAt.IsZero():
-		case !slices.Contains(m.algs, k.Algorithm), activeByAlg[k.Algorithm]:
-			retire = true // no longer configured, or superseded by a newer key
-		case now.Sub(k.CreatedAt) >= m.rotation:
-			retire = true // due: a new key is made below
-		default:
-			activeByAlg[k.Algorithm] = true
+// Rotate reloads the stored set and applies the rotation plan: new keys
+// for algorithms whose newest key is due (all of them when force is set),
+// retirements and deletions. When another process swapped the set first,
+// its decision stands and the plan is made again on what it stored.
+func (m *KeyManager) Rotate(ctx context.Context, force bool) error {
+	for range 5 {
+		set, err := m.store.SigningKeys(ctx)
+		if err != nil {
+			return fmt.Errorf("loading signing keys: %w", err)
 		}
-		if retire {
-			k.RetiredAt = now
-			if err := m.store.PutSigningKey(ctx, k); err != nil {
-				return fmt.Errorf("retiring signing key: %w", err)
-			}
+		next, changed, err := PlanKeys(set.Keys, m.policy, m.now(), force)
+		if err != nil {
+			return err
+		}
+		if !changed {
+			return m.load(set)
+		}
+		v, err := m.store.SwapSigningKeys(ctx, set.Version, next)
+		if errors.Is(err, ErrStale) {
+			continue // another process swapped first: plan again on its set
+		}
+		if err != nil {
+			return fmt.Errorf("storing signing keys: %w", err)
+		}
+		m.logPlan(set.Keys, next)
+		return m.load(KeySet{Version: v, Keys: next})
+	}
+	return errors.New("signing keys: the key set kept changing under this rotation")
+}
+
+func (m *KeyManager) logPlan(before, after []StoredKey) {
+	had := map[string]StoredKey{}
+	for _, k := range before {
+		had[k.ID] = k
+	}
+	kept := map[string]bool{}
+	for _, k := range after {
+		kept[k.ID] = true
+		old, ok := had[k.ID]
+		switch {
+		case !ok:
+			m.log.Info("created signing key", zap.String("kid", k.ID), zap.String("alg", k.Algorithm), zap.Time("active_at", k.ActiveAt))
+		case old.RetiredAt.IsZero() && !k.RetiredAt.IsZero():
 			m.log.Info("retired signing key", zap.String("kid", k.ID), zap.String("alg", k.Algorithm))
 		}
-		if now.Sub(k.RetiredAt) > m.rotation && !k.RetiredAt.IsZero() {
-			if err := m.store.DeleteSigningKey(ctx, k.ID); err != nil {
-				return fmt.Errorf("deleting signing key: %w", err)
-			}
-			continue
-		}
-		keep = append(keep, k)
 	}
-	for _, alg := range m.algs {
-		if activeByAlg[alg] {
+	for id := range had {
+		if !kept[id] {
+			m.log.Info("deleted signing key", zap.String("kid", id))
+		}
+	}
+}
+
+// PlanKeys decides the next key set from the current one, for policy p at
+// time now: it is the whole rotation decision, free of I/O. A key is
+// retired once a newer key of its algorithm is active (or its algorithm is
+// no longer used) and deleted one rotation period later; an algorithm
+// whose newest key is older than the rotation period (or that has none, or
+// every algorithm when force is set) gets a new key, active after the
+// publish delay — at once when the set was empty, as nobody can have
+// published anything yet. changed reports whether next differs.
+func PlanKeys(current []StoredKey, p KeyPolicy, now time.Time, force bool) (next []StoredKey, changed bool, err error) {
+	keys := slices.Clone(current)
+	slices.SortFunc(keys, func(a, b StoredKey) int { return b.CreatedAt.Compare(a.CreatedAt) })
+	empty := len(keys) == 0
+	for _, alg := range p.Algs {
+		newest := slices.IndexFunc(keys, func(k StoredKey) bool { return k.Algorithm == alg && k.RetiredAt.IsZero() })
+		if !force && newest >= 0 && now.Sub(keys[newest].CreatedAt) < p.Rotation {
 			continue
 		}
 		k, err := GenerateKey(alg, now)
 		if err != nil {
-			return err
+			return nil, false, err
 		}
-		if err := m.store.PutSigningKey(ctx, k); err != nil {
-			return fmt.Errorf("storing signing key: %w", err)
+		if !empty {
+			k.ActiveAt = now.Add(p.PublishDelay).UTC()
 		}
-		m.log.Info("created signing key", zap.String("kid", k.ID), zap.String("alg", alg))
-		keep = append([]StoredKey{k}, keep...)
+		keys = append([]StoredKey{k}, keys...)
+		changed = true
 	}
-	return m.load(keep)
+	out := keys[:0]
+	for i, k := range keys {
+		if k.RetiredAt.IsZero() {
+			switch {
+			case !slices.Contains(p.Algs, k.Algorithm):
+				k.RetiredAt, changed = now.UTC(), true
+			default:
+				// A newer key of this algorithm that is active takes over.
+				for _, newer := range keys[:i] {
+					if newer.Algorithm == k.Algorithm && newer.RetiredAt.IsZero() && !activeAt(newer).After(now) {
+						k.RetiredAt, changed = activeAt(newer), true
+						break
+					}
+				}
+			}
+		}
+		if !k.RetiredAt.IsZero() && now.Sub(k.RetiredAt) > p.Rotation {
+			changed = true
+			continue
+		}
+		out = append(out, k)
+	}
+	return out, changed, nil
 }
 
-func (m *KeyManager) load(stored []StoredKey) error {
-	active := map[string]*signingKey{}
+// activeAt is when k may sign; keys stored before keys had an ActiveAt
+// signed from their creation.
+func activeAt(k StoredKey) time.Time {
+	if k.ActiveAt.IsZero() {
+		return k.CreatedAt
+	}
+	return k.ActiveAt
+}
+
+func (m *KeyManager) load(set KeySet) error {
 	byID := map[string]*signingKey{}
+	var all []*signingKey
 	var jwks []map[string]string
-	for _, sk := range stored {
+	for _, sk := range set.Keys {
 		k, err := parseKey(sk)
 		if err != nil {
 			return err
 		}
 		byID[k.id] = k
-		if k.retired.IsZero() {
-			if cur, ok := active[k.alg]; !ok || k.created.After(cur.created) {
-				active[k.alg] = k
-			}
-		}
+		all = append(all, k)
 		jwk, err := publicJWK(k)
 		if err != nil {
 			return err
 		}
 		jwks = append(jwks, jwk)
 	}
+	slices.SortFunc(all, func(a, b *signingKey) int { return b.created.Compare(a.created) })
 	body, err := json.Marshal(map[string]any{"keys": jwks})
 	if err != nil {
 		return err
 	}
 	m.mu.Lock()
-	m.active, m.byID, m.jwks = active, byID, body
+	m.version, m.byID, m.all, m.jwks = set.Version, byID, all, body
+	m.lastReload = m.now()
 	m.mu.Unlock()
 	return nil
 }
 
-// Run rotates keys on schedule until ctx ends.
+// Run reloads the key set every few seconds (keys another process made
+// appear in this one's JWKS within that time) and rotates on schedule,
+// until ctx ends.
 func (m *KeyManager) Run(ctx context.Context) {
-	interval := min(m.rotation/10, time.Hour)
-	t := time.NewTicker(max(interval, time.Second))
+	t := time.NewTicker(keyReloadInterval)
 	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			if err := m.Rotate(ctx); err != nil && ctx.Err() == nil {
-				m.log.Error("rotating signing keys", zap.Error(err))
+			if err := m.Rotate(ctx, false); err != nil && ctx.Err() == nil {
+				m.log.Error("reloading signing keys", zap.Error(err))
 			}
 		}
 	}
@@ -201,40 +282,82 @@ func (m *KeyManager) JWKS() []byte {
 	return m.jwks
 }
 
+// signer returns the key that signs for alg now: the newest active key of
+// that algorithm. Until a newly configured algorithm's first key is
+// active, tokens are signed with the newest active key of another
+// algorithm (an RS256 key always exists, for ID tokens).
 func (m *KeyManager) signer(alg string) (*signingKey, error) {
+	now := m.now()
 	m.mu.RLock()
 	defer m.mu.RUnlock()
-	k, ok := m.active[alg]
-	if !ok {
-		return nil, fmt.Errorf("no active %s signing key", alg)
+	var fallback *signingKey
+	for _, k := range m.all {
+		if !k.retired.IsZero() && !k.retired.After(now) || k.activeAt.After(now) {
+			continue
+		}
+		if k.Alg == alg {
+			return k, nil
+		}
+		if fallback == nil || k.Alg == AlgRS256 {
+			fallback = k
+		}
 	}
-	return k, nil
+	if fallback != nil {
+		return fallback, nil
+	}
+	return nil, fmt.Errorf("no active %s signing key", alg)
 }
 
-func (m *KeyManager) publicKey(kid string) (*signingKey, bool) {
+// Lookup finds the public key of kid, re-reading the store (at most once a
+// second) for a kid it does not know: another process may have just made
+// it.
+func (m *KeyManager) Lookup(ctx context.Context, kid string) (PublicKey, bool, error) {
 	m.mu.RLock()
 	k, ok := m.byID[kid]
+	recent := m.now().Sub(m.lastReload) < unknownKidReload
 	m.mu.RUnlock()
-	if ok || kid == "" {
-		return k, ok
+	if ok {
+		return k.PublicKey, true, nil
 	}
-	m.mu.Lock()
-	if m.now().Sub(m.lastReload) < unknownKidReload {
+	if kid == "" || recent {
+		return PublicKey{}, false, nil
+	}
+	set, err := m.store.SigningKeys(ctx)
+	if err != nil {
+		m.mu.Lock()
+		m.lastReload = m.now()
 		m.mu.Unlock()
-		return nil, false
+		return PublicKey{}, false, nil
 	}
-	m.lastReload = m.now()
-	m.mu.Unlock()
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-	defer cancel()
-	stored, err := m.store.SigningKeys(ctx)
-	if err != nil || m.load(stored) != nil {
-		return nil, false
+	if err := m.load(set); err != nil {
+		return PublicKey{}, false, nil
 	}
 	m.mu.RLock()
 	defer m.mu.RUnlock()
-	k, ok = m.byID[kid]
-	return k, ok
+	if k, ok = m.byID[kid]; ok {
+		return k.PublicKey, true, nil
+	}
+	return PublicKey{}, false, nil
+}
+
+// KeyInfo describes a published key (never its private part).
+type KeyInfo struct {
+	ID        string    `json:"kid"`
+	Algorithm string    `json:"alg"`
+	CreatedAt time.Time `json:"created_at"`
+	ActiveAt  time.Time `json:"active_at"`
+	RetiredAt time.Time `json:"retired_at,omitzero"`
+}
+
+// Keys lists the published keys, newest first.
+func (m *KeyManager) Keys() []KeyInfo {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	out := make([]KeyInfo, 0, len(m.all))
+	for _, k := range m.all {
+		out = append(out, KeyInfo{ID: k.id, Algorithm: k.Alg, CreatedAt: k.created, ActiveAt: k.activeAt, RetiredAt: k.retired})
+	}
+	return out
 }
 
 // GenerateKey makes a new key for alg: RSA 2048, P-256 or Ed25519.
@@ -268,6 +391,7 @@ func GenerateKey(alg string, now time.Time) (StoredKey, error) {
 		Algorithm: alg,
 		Private:   der,
 		CreatedAt: now.UTC(),
+		ActiveAt:  now.UTC(),
 	}, nil
 }
 
@@ -276,7 +400,7 @@ func parseKey(sk StoredKey) (*signingKey, error) {
 	if err != nil {
 		return nil, fmt.Errorf("signing key %s: %w", sk.ID, err)
 	}
-	k := &signingKey{id: sk.ID, alg: sk.Algorithm, created: sk.CreatedAt, retired: sk.RetiredAt}
+	k := &signingKey{id: sk.ID, created: sk.CreatedAt, activeAt: activeAt(sk), retired: sk.RetiredAt}
 	switch p := parsed.(type) {
 	case *rsa.PrivateKey:
 		k.private, k.method = p, jwt.SigningMethodRS256
@@ -290,14 +414,14 @@ func parseKey(sk StoredKey) (*signingKey, error) {
 	if k.method.Alg() != sk.Algorithm {
 		return nil, fmt.Errorf("signing key %s: stored as %s but is a %s key", sk.ID, sk.Algorithm, k.method.Alg())
 	}
-	k.public = k.private.Public()
+	k.PublicKey = PublicKey{Alg: sk.Algorithm, Key: k.private.Public()}
 	return k, nil
 }
 
 func publicJWK(k *signingKey) (map[string]string, error) {
 	b64 := base64.RawURLEncoding.EncodeToString
-	jwk := map[string]string{"kid": k.id, "alg": k.alg, "use": "sig"}
-	switch pub := k.public.(type) {
+	jwk := map[string]string{"kid": k.id, "alg": k.Alg, "use": "sig"}
+	switch pub := k.Key.(type) {
 	case *rsa.PublicKey:
 		jwk["kty"] = "RSA"
 		jwk["n"] = b64(pub.N.Bytes())
@@ -316,4 +440,52 @@ func publicJWK(k *signingKey) (map[string]string, error) {
 		return nil, fmt.Errorf("unsupported public key type %T", pub)
 	}
 	return jwk, nil
+}
+
+// ParseJWK reads a public signing key from a JWK: RSA (2048 bits or more),
+// EC P-256 or Ed25519. The algorithm is the JWK's alg, or the one its type
+// implies; a key is only ever used with that algorithm.
+func ParseJWK(jwk map[string]any) (PublicKey, error) {
+	str := func(k string) string { s, _ := jwk[k].(string); return s }
+	b64 := func(k string) ([]byte, error) { return base64.RawURLEncoding.DecodeString(str(k)) }
+	if use := str("use"); use != "" && use != "sig" {
+		return PublicKey{}, errors.New("not a signing key")
+	}
+	alg := str("alg")
+	switch str("kty") {
+	case "RSA":
+		n, err1 := b64("n")
+		e, err2 := b64("e")
+		if err1 != nil || err2 != nil || len(n) < 256 || len(e) == 0 || len(e) > 4 {
+			return PublicKey{}, errors.New("bad RSA key")
+		}
+		if alg != "" && alg != AlgRS256 {
+			return PublicKey{}, errors.New("unsupported algorithm")
+		}
+		return PublicKey{Alg: AlgRS256, Key: &rsa.PublicKey{N: new(big.Int).SetBytes(n), E: int(new(big.Int).SetBytes(e).Int64())}}, nil
+	case "EC":
+		x, err1 := b64("x")
+		y, err2 := b64("y")
+		if err1 != nil || err2 != nil || str("crv") != "P-256" || len(x) != 32 || len(y) != 32 {
+			return PublicKey{}, errors.New("bad EC key")
+		}
+		pub, err := ecdsa.ParseUncompressedPublicKey(elliptic.P256(), append(append([]byte{4}, x...), y...))
+		if err != nil {
+			return PublicKey{}, err
+		}
+		if alg != "" && alg != AlgES256 {
+			return PublicKey{}, errors.New("unsupported algorithm")
+		}
+		return PublicKey{Alg: AlgES256, Key: pub}, nil
+	case "OKP":
+		x, err := b64("x")
+		if err != nil || str("crv") != "Ed25519" || len(x) != ed25519.PublicKeySize {
+			return PublicKey{}, errors.New("bad Ed25519 key")
+		}
+		if alg != "" && alg != AlgEdDSA && alg != "Ed25519" {
+			return PublicKey{}, errors.New("unsupported algorithm")
+		}
+		return PublicKey{Alg: AlgEdDSA, Key: ed25519.PublicKey(x)}, nil
+	}
+	return PublicKey{}, errors.New("unsupported key type")
 }

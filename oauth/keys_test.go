@@ -39,7 +39,7 @@ func TestKeyRotation(t *testing.T) {
 	clk := &clock{time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
 	const period = 24 * time.Hour
 
-	m, err := oauth.NewKeyManager(ctx, store, []string{oauth.AlgRS256, oauth.AlgES256, oauth.AlgEdDSA}, period, clk.now, nil)
+	m, err := oauth.NewKeyManager(ctx, store, oauth.KeyPolicy{Algs: []string{oauth.AlgRS256, oauth.AlgES256, oauth.AlgEdDSA}, Rotation: period}, clk.now, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -49,7 +49,7 @@ func TestKeyRotation(t *testing.T) {
 	}
 
 	// A second manager on the same store (a reload) uses the same keys.
-	again, err := oauth.NewKeyManager(ctx, store, []string{oauth.AlgRS256, oauth.AlgES256, oauth.AlgEdDSA}, period, clk.now, nil)
+	again, err := oauth.NewKeyManager(ctx, store, oauth.KeyPolicy{Algs: []string{oauth.AlgRS256, oauth.AlgES256, oauth.AlgEdDSA}, Rotation: period}, clk.now, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -58,7 +58,7 @@ func TestKeyRotation(t *testing.T) {
 	}
 
 	clk.t = clk.t.Add(period + time.Minute)
-	if err := m.Rotate(ctx); err != nil {
+	if err := m.Rotate(ctx, false); err != nil {
 		t.Fatal(err)
 	}
 	second := jwksKids(t, m)
@@ -72,7 +72,7 @@ func TestKeyRotation(t *testing.T) {
 	}
 
 	clk.t = clk.t.Add(period + time.Minute)
-	if err := m.Rotate(ctx); err != nil {
+	if err := m.Rotate(ctx, false); err != nil {
 		t.Fatal(err)
 	}
 	third := jwksKids(t, m)
@@ -85,8 +85,8 @@ func TestKeyRotation(t *testing.T) {
 		t.Fatalf("want current and previous generation, got %d keys", len(third))
 	}
 	stored, _ := store.SigningKeys(ctx)
-	if len(stored) != 6 {
-		t.Fatalf("%d keys stored, want 6", len(stored))
+	if len(stored.Keys) != 6 {
+		t.Fatalf("%d keys stored, want 6", len(stored.Keys))
 	}
 }
 
@@ -95,10 +95,10 @@ func TestKeyManagerDropsUnconfiguredAlgorithms(t *testing.T) {
 	store := storage.NewMemory(nil)
 	defer store.Close()
 	clk := &clock{time.Now()}
-	if _, err := oauth.NewKeyManager(ctx, store, []string{oauth.AlgRS256, oauth.AlgES256}, time.Hour, clk.now, nil); err != nil {
+	if _, err := oauth.NewKeyManager(ctx, store, oauth.KeyPolicy{Algs: []string{oauth.AlgRS256, oauth.AlgES256}, Rotation: time.Hour}, clk.now, nil); err != nil {
 		t.Fatal(err)
 	}
-	m, err := oauth.NewKeyManager(ctx, store, []string{oauth.AlgRS256}, time.Hour, clk.now, nil)
+	m, err := oauth.NewKeyManager(ctx, store, oauth.KeyPolicy{Algs: []string{oauth.AlgRS256}, Rotation: time.Hour}, clk.now, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -106,7 +106,7 @@ func TestKeyManagerDropsUnconfiguredAlgorithms(t *testing.T) {
 		t.Fatalf("the retired ES256 key must stay published for a period: %d keys", n)
 	}
 	clk.t = clk.t.Add(2 * time.Hour)
-	if err := m.Rotate(ctx); err != nil {
+	if err := m.Rotate(ctx, false); err != nil {
 		t.Fatal(err)
 	}
 	for _, alg := range jwksKids(t, m) {
@@ -114,7 +114,7 @@ func TestKeyManagerDropsUnconfiguredAlgorithms(t *testing.T) {
 			t.Fatal("unconfigured algorithm still published after its period")
 		}
 	}
-	if _, err := oauth.NewKeyManager(ctx, store, []string{"HS256"}, time.Hour, nil, nil); err == nil {
+	if _, err := oauth.NewKeyManager(ctx, store, oauth.KeyPolicy{Algs: []string{"HS256"}, Rotation: time.Hour}, nil, nil); err == nil {
 		t.Fatal("HS256 accepted as a signing algorithm")
 	}
 }

@@ -116,9 +116,3 @@ func readClientCredentials(r *http.Request, params url.Values) (clientCredential
 	}
 	return clientCredentials{id: id, secret: params.Get("client_secret")}, nil
 }
-
-// basicFailure is invalid_client with the challenge RFC 6749 §5.2 requires
-// when the client used HTTP Basic.
-func basicFailure(desc string) *Error {
-	return ErrInvalidClient(desc).WithHeader("WWW-Authenticate", `Basic realm="auth_agent"`)
-}

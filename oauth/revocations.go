@@ -2,130 +2,162 @@ package oauth
 
 import (
 	"context"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
+
+	"go.uber.org/zap"
 )
 
-const kindRevokedSubject = "revoked_sub"
+// ChangePollInterval is how often a process reads the change log: a
+// revocation made by another process sharing the store is honoured here
+// within it. Revocations made by this process apply at once.
+const ChangePollInterval = time.Second
 
-// Revocations is the in-process view of what was revoked: token ids until
-// they expire, and agents (deleted or disabled) whose earlier tokens are all
-// void. The guard checks it on every request without touching the
-// database; every revocation also goes to the store, from which a restart
-// reloads it.
+// Revocations is the in-process view of the change log: the revoked token
+// ids, refresh-token families and agents, so that the guard and the token
+// endpoint check revocation on every request without touching the store.
+// It is a cache of the log, never the truth: it is filled from the log at
+// start, follows it every ChangePollInterval, and is shared by every
+// config of one process that uses the same store.
 type Revocations struct {
-	mu       sync.RWMutex
-	jtis     map[string]int64 // jti → exp (Unix)
-	subjects map[string]int64 // agent id → tokens issued before this (Unix) are void
-	until    map[string]int64 // agent id → when its entry can be dropped
-	families map[string]int64 // refresh-token family → when its entry can be dropped
-	now      func() time.Time
+	log ChangeLog
+	now func() time.Time
+	zap *zap.Logger
+
+	syncMu sync.Mutex // one reader of the log at a time
+	mu     sync.RWMutex
+	seq    uint64               // the last change read from the log
+	jtis   map[string]time.Time // jti → when its entry can be dropped
+	agents map[string]agentRevocation
+	fams   map[string]time.Time // family → when its entry can be dropped
+	subs   map[int]func(Change)
+	nextID int
 }
 
-// NewRevocations returns an empty set.
-func NewRevocations(now func() time.Time) *Revocations {
+type agentRevocation struct {
+	before, until time.Time
+}
+
+// NewRevocations returns an empty view of log; call Sync to fill it.
+func NewRevocations(log ChangeLog, now func() time.Time, zlog *zap.Logger) *Revocations {
 	if now == nil {
 		now = time.Now
 	}
-	return &Revocations{jtis: map[string]int64{}, subjects: map[string]int64{}, until: map[string]int64{}, families: map[string]int64{}, now: now}
-}
-
-// Load fills the set from the store (at start).
-func (v *Revocations) Load(ctx context.Context, store RecordStore) error {
-	for _, kind := range []struct {
-		name string
-		add  func(key string, n int64)
-	}{
-		{kindRevoked, v.add},
-		{kindRevokedFamily, v.addFamily},
-		{kindRevokedSubject, func(id string, since int64) { v.addSubject(id, since, since+int64(maxTokenLifetime/time.Second)) }},
-	} {
-		// Each record holds one Unix time: an expiry, or since when.
-		err := eachRecord(ctx, store, kind.name, func(r Record) {
-			n, _ := strconv.ParseInt(string(r.Value), 10, 64)
-			kind.add(r.Key, n)
-		})
-		if err != nil {
-			return err
-		}
+	if zlog == nil {
+		zlog = zap.NewNop()
 	}
-	return nil
+	return &Revocations{log: log, now: now, zap: zlog, jtis: map[string]time.Time{}, agents: map[string]agentRevocation{},
+		fams: map[string]time.Time{}, subs: map[int]func(Change){}}
 }
 
-// eachRecord calls fn for every live record of kind, a page at a time.
-func eachRecord(ctx context.Context, store RecordStore, kind string, fn func(Record)) error {
+// Sync reads every change since the last one seen and applies it.
+func (v *Revocations) Sync(ctx context.Context) error {
+	v.syncMu.Lock()
+	defer v.syncMu.Unlock()
 	const page = 1000
-	for after := ""; ; {
-		recs, err := store.ListRecords(ctx, kind, after, page)
+	for {
+		v.mu.RLock()
+		after := v.seq
+		v.mu.RUnlock()
+		changes, err := v.log.ChangesSince(ctx, after, page)
 		if err != nil {
 			return err
 		}
-		for _, r := range recs {
-			fn(r)
+		for _, c := range changes {
+			v.apply(c)
 		}
-		if len(recs) < page {
+		if len(changes) > 0 {
+			v.mu.Lock()
+			v.seq = max(v.seq, changes[len(changes)-1].Seq)
+			v.mu.Unlock()
+		}
+		if len(changes) < page {
+			v.sweep()
 			return nil
 		}
-		after = recs[len(recs)-1].Key
 	}
 }
 
-// maxTokenLifetime bounds how long a subject revocation must be kept: no
-// access token lives longer than a rotation period, and rotation is at
-// most a year in any sane configuration; entries are tiny.
-const maxTokenLifetime = 366 * 24 * time.Hour
-
-func (v *Revocations) add(jti string, exp int64) {
-	v.mu.Lock()
-	v.jtis[jti] = exp
-	v.sweepLocked()
-	v.mu.Unlock()
+// Run follows the log until ctx ends.
+func (v *Revocations) Run(ctx context.Context) {
+	t := time.NewTicker(ChangePollInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if err := v.Sync(ctx); err != nil && ctx.Err() == nil {
+				v.zap.Warn("reading the change log", zap.Error(err))
+			}
+		}
+	}
 }
 
-func (v *Revocations) addFamily(id string, until int64) {
+// Subscribe calls fn for every change applied from now on (agent updates
+// drop cached verifications, for instance); the returned func stops it.
+func (v *Revocations) Subscribe(fn func(Change)) (cancel func()) {
 	v.mu.Lock()
-	v.families[id] = until
+	id := v.nextID
+	v.nextID++
+	v.subs[id] = fn
 	v.mu.Unlock()
+	return func() {
+		v.mu.Lock()
+		delete(v.subs, id)
+		v.mu.Unlock()
+	}
 }
 
-func (v *Revocations) addSubject(id string, since, until int64) {
+// apply adds one change to the view; applying a change twice is harmless.
+func (v *Revocations) apply(c Change) {
 	v.mu.Lock()
-	if cur, ok := v.subjects[id]; !ok || since > cur {
-		v.subjects[id] = since
-		v.until[id] = until
+	switch c.Kind {
+	case ChangeTokenRevoked:
+		v.jtis[c.Key] = c.Expires
+	case ChangeFamilyRevoked:
+		v.fams[c.Key] = c.Expires
+	case ChangeAgentRevoked:
+		if cur, ok := v.agents[c.Key]; !ok || c.Before.After(cur.before) {
+			v.agents[c.Key] = agentRevocation{before: c.Before, until: c.Expires}
+		}
+	}
+	subs := make([]func(Change), 0, len(v.subs))
+	for _, fn := range v.subs {
+		subs = append(subs, fn)
 	}
 	v.mu.Unlock()
+	for _, fn := range subs {
+		fn(c)
+	}
 }
 
-// sweepLocked drops expired token ids once the map has grown, so the set
-// holds only tokens that could still be presented.
-func (v *Revocations) sweepLocked() {
-	if len(v.jtis) < 1024 || len(v.jtis)%1024 != 0 {
-		return
-	}
-	now := v.now().Unix()
-	for k, exp := range v.jtis {
-		if exp+int64(verifyLeeway/time.Second) < now {
+// sweep drops entries whose tokens have all expired.
+func (v *Revocations) sweep() {
+	now := v.now()
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	for k, until := range v.jtis {
+		if now.After(until) {
 			delete(v.jtis, k)
 		}
 	}
-	for k, u := range v.until {
-		if u < now {
-			delete(v.until, k)
-			delete(v.subjects, k)
+	for k, until := range v.fams {
+		if now.After(until) {
+			delete(v.fams, k)
 		}
 	}
-	for k, u := range v.families {
-		if u < now {
-			delete(v.families, k)
+	for k, r := range v.agents {
+		if now.After(r.until) {
+			delete(v.agents, k)
 		}
 	}
 }
 
-// Revoked reports whether the token is void: its id was revoked, or its
-// agent was disabled or deleted after it was issued.
+// Revoked reports whether the token is void: its id, or anything it
+// descends from, was revoked, or its agent was disabled or deleted after it
+// was issued.
 func (v *Revocations) Revoked(c *AccessClaims) bool {
 	v.mu.RLock()
 	defer v.mu.RUnlock()
@@ -142,10 +174,10 @@ func (v *Revocations) Revoked(c *AccessClaims) bool {
 		}
 		id = id[:i]
 	}
-	if _, revoked := v.families[id]; revoked {
+	if _, revoked := v.fams[id]; revoked {
 		return true
 	}
-	if since, ok := v.subjects[c.Subject]; ok && c.IssuedAt != nil && c.IssuedAt.Unix() <= since {
+	if r, ok := v.agents[c.Subject]; ok && c.IssuedAt != nil && !c.IssuedAt.After(r.before) {
 		return true
 	}
 	return false
@@ -155,6 +187,18 @@ func (v *Revocations) Revoked(c *AccessClaims) bool {
 func (v *Revocations) FamilyRevoked(id string) bool {
 	v.mu.RLock()
 	defer v.mu.RUnlock()
-	_, ok := v.families[id]
+	_, ok := v.fams[id]
 	return ok
+}
+
+// Record appends c to the log and applies it here at once; other
+// processes apply it when they next read the log.
+func (v *Revocations) Record(ctx context.Context, c Change) error {
+	seq, err := v.log.AppendChange(ctx, c)
+	if err != nil {
+		return err
+	}
+	c.Seq = seq
+	v.apply(c)
+	return nil
 }

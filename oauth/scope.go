@@ -70,7 +70,7 @@ func ParseResource(s string) (string, error) {
 	}
 	u, err := url.Parse(s)
 	if err != nil || !u.IsAbs() || u.Host == "" || u.Fragment != "" || strings.Contains(s, "#") || len(s) > 2048 {
-		return "", newError("invalid_target", 400, "resource must be an absolute URI without a fragment")
+		return "", ErrInvalidTarget("resource must be an absolute URI without a fragment")
 	}
 	return s, nil
 }

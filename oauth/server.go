@@ -12,6 +12,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/authagent/caddy-authagent/agents"
+	"github.com/authagent/caddy-authagent/ratelimit"
 )
 
 // Registration policies.
@@ -46,39 +47,52 @@ type Config struct {
 	MaxBody int64
 }
 
+// CodeKeyName is the SecretStore name of the key authorization codes are
+// derived with.
+const CodeKeyName = "code-key"
+
 // Deps are the parts the server works with.
 type Deps struct {
-	Agents  *agents.Service
-	Keys    *KeyManager
-	Tokens  *Tokens
-	Clients *Clients
-	Store   RecordStore
-	// CodeKey derives authorization codes from request seeds; it lives only
-	// in memory and is shared by every config of one process.
+	Agents *agents.Service
+	Keys   *KeyManager
+	Tokens *Tokens
+	// Clients are the configured clients (the rest are in Store).
+	Clients []*Client
+	Store   Store
+	// CodeKey derives authorization codes from request seeds; every process
+	// sharing Store must use the same one (EnsureSecret(CodeKeyName)).
 	CodeKey []byte
-	// Revocations is the in-process revocation set, shared with the guard
-	// and loaded from Store at start.
+	// Revocations is the view of Store's change log, shared with the guard.
 	Revocations *Revocations
 	// Limits are the rate limits; nil means none.
-	Limits *Limits
+	Limits *ratelimit.Limits
 	Log    *zap.Logger
 	Now    func() time.Time
 }
 
-// Server serves the identity provider's endpoints.
-type Server struct {
+// provider is what every endpoint shares: the configuration, the stores,
+// the registries and the token service.
+type provider struct {
 	cfg         Config
 	agents      *agents.Service
 	keys        *KeyManager
 	tokens      *Tokens
 	clients     *Clients
-	store       RecordStore
+	store       Store
 	codeKey     []byte
 	revocations *Revocations
-	limits      *Limits
+	limits      *ratelimit.Limits
 	log         *zap.Logger
 	now         func() time.Time
-	routes      map[string]route
+}
+
+// Server serves the identity provider's endpoints; the endpoints of one
+// concern each live in their own type (agentAPI, authorizer, tokenEndpoint,
+// tokenInfo, metadata), and Admin holds the operator's operations.
+type Server struct {
+	*provider
+	routes map[string]route
+	admin  *Admin
 }
 
 type route struct {
@@ -109,36 +123,35 @@ func NewServer(cfg Config, d Deps) *Server {
 	if d.Now == nil {
 		d.Now = time.Now
 	}
-	if len(d.CodeKey) == 0 {
-		d.CodeKey = []byte(randomToken(32))
-	}
 	if d.Revocations == nil {
-		d.Revocations = NewRevocations(d.Now)
+		d.Revocations = NewRevocations(d.Store, d.Now, d.Log)
 	}
-	if d.Limits == nil {
-		d.Limits = &Limits{}
-	}
-	s := &Server{cfg: cfg, agents: d.Agents, keys: d.Keys, tokens: d.Tokens, clients: d.Clients, store: d.Store,
-		codeKey: d.CodeKey, revocations: d.Revocations, limits: d.Limits, log: d.Log, now: d.Now}
+	p := &provider{cfg: cfg, agents: d.Agents, keys: d.Keys, tokens: d.Tokens, clients: NewClients(d.Clients, d.Store),
+		store: d.Store, codeKey: d.CodeKey, revocations: d.Revocations, limits: d.Limits, log: d.Log, now: d.Now}
+	agentAPI, authz, token, info, meta := &agentAPI{p}, &authorizer{p}, &tokenEndpoint{p}, &tokenInfo{p}, &metadata{p}
 	get, post := http.MethodGet, http.MethodPost
-	discovery := route{[]string{get, http.MethodHead}, s.handleDiscovery}
+	discovery := route{[]string{get, http.MethodHead}, meta.handleDiscovery}
+	s := &Server{provider: p, admin: &Admin{p}}
 	s.routes = map[string]route{
-		"/api/register-agent":                     {[]string{post}, s.handleRegister},
-		"/api/agent-auth":                         {[]string{post}, s.handleAgentAuth},
-		"/api/agents/profile":                     {[]string{get, http.MethodPut}, s.handleProfile},
-		"/api/check-status":                       {[]string{get}, s.handleCheckStatus},
-		"/oauth2/authorize":                       {[]string{get, post}, s.handleAuthorize},
-		"/oauth2/token":                           {[]string{post}, s.handleToken},
-		"/oauth2/userinfo":                        {[]string{get, post}, s.handleUserinfo},
-		"/oauth2/introspect":                      {[]string{post}, s.handleIntrospect},
-		"/oauth2/revoke":                          {[]string{post}, s.handleRevoke},
-		"/oauth2/register":                        {[]string{post}, s.handleClientRegistration},
-		"/.well-known/jwks.json":                  {[]string{get, http.MethodHead}, s.handleJWKS},
+		"/api/register-agent":                     {[]string{post}, agentAPI.handleRegister},
+		"/api/agent-auth":                         {[]string{post}, agentAPI.handleAgentAuth},
+		"/api/agents/profile":                     {[]string{get, http.MethodPut}, agentAPI.handleProfile},
+		"/api/check-status":                       {[]string{get}, authz.handleCheckStatus},
+		"/oauth2/authorize":                       {[]string{get, post}, authz.handleAuthorize},
+		"/oauth2/token":                           {[]string{post}, token.handleToken},
+		"/oauth2/userinfo":                        {[]string{get, post}, info.handleUserinfo},
+		"/oauth2/introspect":                      {[]string{post}, info.handleIntrospect},
+		"/oauth2/revoke":                          {[]string{post}, info.handleRevoke},
+		"/oauth2/register":                        {[]string{post}, meta.handleClientRegistration},
+		"/.well-known/jwks.json":                  {[]string{get, http.MethodHead}, meta.handleJWKS},
 		"/.well-known/openid-configuration":       discovery,
 		"/.well-known/oauth-authorization-server": discovery,
 	}
 	return s
 }
+
+// Admin returns the operator's operations (the admin API's backend).
+func (s *Server) Admin() *Admin { return s.admin }
 
 // Handles reports whether path belongs to the identity provider: one of its
 // endpoints, or anything under the prefixes it owns.
@@ -165,15 +178,15 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if err := rt.handle(w, r); err != nil {
-		s.fail(w, r, err)
+		s.Fail(w, r, err)
 	}
 }
 
-// fail writes err, logging what is not the caller's fault.
-func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
+// Fail writes err, logging what is not the caller's fault.
+func (p *provider) Fail(w http.ResponseWriter, r *http.Request, err error) {
 	e := AsError(err)
 	if e.Status >= 500 {
-		s.log.Error("request failed", zap.String("path", r.URL.Path), zap.Error(err))
+		p.log.Error("request failed", zap.String("path", r.URL.Path), zap.Error(err))
 	}
 	WriteError(w, e)
 }
@@ -193,186 +206,32 @@ func registryError(err error) error {
 	case errors.Is(err, agents.ErrPermissionsFixed):
 		return ErrConflict("this agent's permissions are set in the configuration")
 	case errors.Is(err, agents.ErrSecretChanged):
-		return newError("invalid_request", 409, "the agent secret changed meanwhile; retry")
+		return ErrConflict("the agent secret changed meanwhile; retry")
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
-		return newError("temporarily_unavailable", 503, "the server is busy; retry")
+		return ErrTemporarilyUnavailable("the server is busy; retry")
 	}
 	return err
-}
-
-type registerRequest struct {
-	AgentID     string `json:"agent_id"`
-	AgentSecret string `json:"agent_secret"`
-	ModelName   string `json:"model_name"`
-	OwnerName   string `json:"owner_name"`
-	OwnerEmail  string `json:"owner_email"`
-}
-
-// agentView is an agent as the API shows it: never the secret hash.
-type agentView struct {
-	AgentID     string    `json:"agent_id"`
-	ModelName   string    `json:"model_name"`
-	OwnerName   string    `json:"owner_name"`
-	OwnerEmail  string    `json:"owner_email"`
-	Permissions []string  `json:"permissions"`
-	CreatedAt   time.Time `json:"created_at"`
-	UpdatedAt   time.Time `json:"updated_at"`
-	Disabled    bool      `json:"disabled,omitempty"`
-	AgentSecret string    `json:"agent_secret,omitempty"`
-}
-
-func viewOf(a *agents.Agent) agentView {
-	perms := a.Permissions
-	if perms == nil {
-		perms = []string{}
-	}
-	return agentView{
-		AgentID: a.ID, ModelName: a.ModelName, OwnerName: a.OwnerName, OwnerEmail: a.OwnerEmail,
-		Permissions: perms, CreatedAt: a.CreatedAt, UpdatedAt: a.UpdatedAt, Disabled: a.Disabled,
-	}
-}
-
-func (s *Server) handleRegister(w http.ResponseWriter, r *http.Request) error {
-	switch s.cfg.RegistrationMode {
-	case RegistrationClosed:
-		return ErrAccessDenied("agent registration is closed on this server")
-	case RegistrationToken:
-		// A registration token is a secret: guessing it counts as failed
-		// authentication.
-		try, err := s.limits.chargeAttempt(r.Context(), w, ClientIP(r), "", s.now())
-		if err != nil {
-			return err
-		}
-		if err := checkStaticBearer(r, s.cfg.RegistrationToken); err != nil {
-			return err
-		}
-		try.succeeded(r.Context())
-	}
-	if err := s.limits.take(r.Context(), w, s.limits.Registration, "registration", ipKey(ClientIP(r)), s.limits.AuthFailOpen, s.now()); err != nil {
-		return err
-	}
-	var req registerRequest
-	if err := decodeJSON(w, r, s.cfg.MaxBody, &req); err != nil {
-		return err
-	}
-	v, err := s.registerAgent(r.Context(), req, nil, s.cfg.RegistrationMode == RegistrationToken)
-	if err != nil {
-		return err
-	}
-	s.log.Info("agent registered", zap.String("agent_id", v.AgentID))
-	writeData(w, http.StatusCreated, v)
-	return nil
-}
-
-// registerAgent creates an agent (for /api/register-agent and the admin
-// API) and returns its view, with the secret when the server generated it.
-// trusted callers may take ids the configuration reserves.
-func (s *Server) registerAgent(ctx context.Context, req registerRequest, perms []string, trusted bool) (agentView, error) {
-	if err := s.idFree(ctx, req.AgentID); err != nil {
-		return agentView{}, err
-	}
-	a, secret, err := s.agents.Register(ctx, agents.Registration{
-		AgentID: req.AgentID, AgentSecret: req.AgentSecret, ModelName: req.ModelName,
-		OwnerName: req.OwnerName, OwnerEmail: req.OwnerEmail, Permissions: perms,
-	}, trusted)
-	if err != nil {
-		return agentView{}, registryError(err)
-	}
-	v := viewOf(a)
-	v.AgentSecret = secret
-	return v, nil
-}
-
-type agentAuthRequest struct {
-	AgentID     string `json:"agent_id"`
-	AgentSecret string `json:"agent_secret"`
-	ModelName   string `json:"model_name"`
-	RequestID   string `json:"request_id"`
-	Scope       string `json:"scope"`
-	Resource    string `json:"resource"`
-}
-
-func (s *Server) handleAgentAuth(w http.ResponseWriter, r *http.Request) error {
-	var req agentAuthRequest
-	if err := decodeJSON(w, r, s.cfg.MaxBody, &req); err != nil {
-		return err
-	}
-	if req.AgentID == "" || req.AgentSecret == "" {
-		return ErrInvalidRequest("agent_id and agent_secret are required")
-	}
-	if req.ModelName != "" {
-		if err := agents.ValidateModelName(req.ModelName); err != nil {
-			return ErrInvalidRequest(err.Error())
-		}
-	}
-	resource, err := ParseResource(req.Resource)
-	if err != nil {
-		return err
-	}
-	try, err := s.limits.chargeAttempt(r.Context(), w, ClientIP(r), req.AgentID, s.now())
-	if err != nil {
-		return err
-	}
-	a, err := s.agents.Authenticate(r.Context(), req.AgentID, req.AgentSecret)
-	if err != nil {
-		return registryError(err)
-	}
-	try.succeeded(r.Context())
-	if req.RequestID != "" {
-		to, err := s.completeRequest(r.Context(), req.RequestID, a, req.ModelName)
-		if err != nil {
-			return err
-		}
-		s.log.Info("agent completed an authorization request", zap.String("agent_id", a.ID))
-		writeData(w, http.StatusOK, map[string]string{"status": statusAuthenticated, "request_id": req.RequestID, "redirect_to": to})
-		return nil
-	}
-	scopes, err := AgentSelfScopes(req.Scope, a)
-	if err != nil {
-		return err
-	}
-	model := a.ModelName
-	if req.ModelName != "" {
-		model = req.ModelName
-	}
-	var aud []string
-	if resource != "" {
-		aud = []string{resource}
-	}
-	tok, err := s.tokens.IssueAccessToken(AccessGrant{
-		Subject: a.ID, ClientID: a.ID, Scopes: scopes, Audience: aud, ModelName: model, AuthTime: s.now(),
-	})
-	if err != nil {
-		return err
-	}
-	writeData(w, http.StatusOK, map[string]any{
-		"access_token": tok.Token,
-		"token_type":   "Bearer",
-		"expires_in":   tok.ExpiresIn,
-		"scope":        tok.Scope,
-	})
-	return nil
 }
 
 // authenticateBearer verifies the request's access token (for use at this
 // server when audience is the issuer; any audience when it is ""), checks it
 // is not revoked, and loads its agent.
-func (s *Server) authenticateBearer(r *http.Request, audience string) (*AccessClaims, *agents.Agent, error) {
+func (p *provider) authenticateBearer(r *http.Request, audience string) (*AccessClaims, *agents.Agent, error) {
 	raw, err := ParseBearer(r.Header.Get("Authorization"))
-	if errors.Is(err, errNoBearer) {
+	if errors.Is(err, ErrNoBearer) {
 		return nil, nil, ErrMissingToken("auth_agent")
 	}
 	if err != nil {
 		return nil, nil, ErrInvalidToken("auth_agent", err.Error())
 	}
-	claims, err := s.tokens.VerifyAccessToken(raw, audience)
+	claims, err := p.tokens.VerifyAccessToken(r.Context(), raw, audience)
 	if err != nil {
 		return nil, nil, ErrInvalidToken("auth_agent", "the access token is invalid or expired")
 	}
-	if s.revocations.Revoked(claims) {
+	if p.revocations.Revoked(claims) {
 		return nil, nil, ErrInvalidToken("auth_agent", "the access token was revoked")
 	}
-	a, err := s.currentAgent(r.Context(), claims.Subject, claims.IssuedAt.Unix())
+	a, err := p.currentAgent(r.Context(), claims.Subject, claims.IssuedAt.Time)
 	if errors.Is(err, errAgentGone) {
 		return nil, nil, ErrInvalidToken("auth_agent", "the token's agent no longer exists or is disabled")
 	}
@@ -382,100 +241,44 @@ func (s *Server) authenticateBearer(r *http.Request, audience string) (*AccessCl
 	return claims, a, nil
 }
 
-type profileUpdateRequest struct {
-	ModelName          *string `json:"model_name"`
-	OwnerName          *string `json:"owner_name"`
-	OwnerEmail         *string `json:"owner_email"`
-	AgentSecret        *string `json:"agent_secret"`
-	CurrentAgentSecret string  `json:"current_agent_secret"`
-}
-
-func (s *Server) handleProfile(w http.ResponseWriter, r *http.Request) error {
-	claims, a, err := s.authenticateBearer(r, s.tokens.Issuer())
-	if err != nil {
-		return err
-	}
-	if e := s.limits.TakeAPI(r.Context(), w, a.ID, s.now()); e != nil {
-		return e
-	}
-	if !claims.HasScope(ScopeProfile) {
-		return insufficientScope(ScopeProfile)
-	}
-	if r.Method == http.MethodGet {
-		writeData(w, http.StatusOK, viewOf(a))
-		return nil
-	}
-	if !s.selfIssued(r.Context(), claims) {
-		return ErrAccessDenied("only a token the agent obtained for itself may change its profile")
-	}
-	var req profileUpdateRequest
-	if err := decodeJSON(w, r, s.cfg.MaxBody, &req); err != nil {
-		return err
-	}
-	var try *attempt
-	if req.AgentSecret != nil {
-		// Changing the secret checks the current one: the same lock-out as
-		// authentication, so a stolen token cannot guess it.
-		var err error
-		if try, err = s.limits.chargeAttempt(r.Context(), w, ClientIP(r), a.ID, s.now()); err != nil {
-			return err
-		}
-	}
-	updated, err := s.agents.UpdateProfile(r.Context(), a.ID, agents.ProfileUpdate{
-		ModelName: req.ModelName, OwnerName: req.OwnerName, OwnerEmail: req.OwnerEmail,
-		NewSecret: req.AgentSecret, CurrentSecret: req.CurrentAgentSecret,
-	})
-	if errors.Is(err, agents.ErrInvalidCredentials) {
-		return ErrAccessDenied("current_agent_secret is not the agent's secret")
-	}
-	if err != nil {
-		return registryError(err)
-	}
-	try.succeeded(r.Context())
-	writeData(w, http.StatusOK, viewOf(updated))
-	return nil
-}
-
-// idFree refuses an agent id that an OAuth client already has: a token's
-// sub and client_id must say unambiguously who acts.
-func (s *Server) idFree(ctx context.Context, agentID string) error {
-	if _, err := s.clients.Get(ctx, agentID); err == nil {
-		return ErrConflict("this id belongs to an OAuth client")
-	} else if !errors.Is(err, ErrNotFound) {
-		return err
-	}
-	return nil
-}
-
-// selfIssued reports whether the agent obtained the token for itself
-// (/api/agent-auth or client_credentials with its own credentials), not a
-// website on its behalf: the token names the agent as its client, nobody
-// acts for it, and no OAuth client has the agent's id.
-func (s *Server) selfIssued(ctx context.Context, claims *AccessClaims) bool {
-	if claims.ClientID != claims.Subject || claims.Act != nil {
-		return false
-	}
-	_, err := s.clients.Get(ctx, claims.ClientID)
-	return errors.Is(err, ErrNotFound)
-}
-
 var errAgentGone = errors.New("agent deleted, disabled or registered again")
 
 // currentAgent loads the agent a token or grant from time since speaks
 // for: it must exist, be enabled, and be the same agent — one deleted and
 // registered again under its id is another agent.
-func (s *Server) currentAgent(ctx context.Context, id string, since int64) (*agents.Agent, error) {
-	a, err := s.agents.Get(ctx, id)
+func (p *provider) currentAgent(ctx context.Context, id string, since time.Time) (*agents.Agent, error) {
+	a, err := p.agents.Get(ctx, id)
 	if errors.Is(err, agents.ErrNotFound) {
 		return nil, errAgentGone
 	}
 	if err != nil {
 		return nil, err
 	}
-	if a.Disabled || since < a.CreatedAt.Unix() {
+	if a.Disabled || since.Unix() < a.CreatedAt.Unix() {
 		return nil, errAgentGone
 	}
 	return a, nil
+}
+
+// activeAgent loads an agent that may still get tokens from a grant made
+// at time since.
+func (p *provider) activeAgent(ctx context.Context, id string, since time.Time) (*agents.Agent, error) {
+	a, err := p.currentAgent(ctx, id, since)
+	if errors.Is(err, errAgentGone) {
+		return nil, ErrInvalidGrant("the agent no longer exists or is disabled")
+	}
+	return a, err
+}
+
+// idFree refuses an agent id that an OAuth client already has: a token's
+// sub and client_id must say unambiguously who acts.
+func (p *provider) idFree(ctx context.Context, agentID string) error {
+	if _, err := p.clients.Get(ctx, agentID); err == nil {
+		return ErrConflict("this id belongs to an OAuth client")
+	} else if !errors.Is(err, ErrNotFound) {
+		return err
+	}
+	return nil
 }
 
 // checkStaticBearer checks a configured bearer token (registration and
@@ -493,18 +296,49 @@ func checkStaticBearer(r *http.Request, want string) error {
 	return nil
 }
 
-func insufficientScope(scopes ...string) *Error {
-	e := newError("insufficient_scope", 403, "this request requires scope: "+strings.Join(scopes, " "))
-	return e.WithHeader("WWW-Authenticate", `Bearer realm="auth_agent", error="insufficient_scope", scope="`+strings.Join(scopes, " ")+`"`)
+// The writes of revocations: to the store (so every process and every
+// restart honours them) and at once to this process's view.
+
+// revokeToken voids the access token jti until it would have expired, and
+// with it every token exchanged from it (their jtis extend this one).
+func (p *provider) revokeToken(ctx context.Context, jti string, exp time.Time) error {
+	until := exp.Add(verifyLeeway)
+	if !until.After(p.now()) {
+		return nil
+	}
+	return p.revocations.Record(ctx, Change{Kind: ChangeTokenRevoked, Key: jti, Expires: until})
 }
 
-func (s *Server) handleJWKS(w http.ResponseWriter, r *http.Request) error {
-	h := w.Header()
-	h.Set("Content-Type", "application/jwk-set+json")
-	h.Set("Cache-Control", "public, max-age=300")
-	w.WriteHeader(http.StatusOK)
-	if r.Method != http.MethodHead {
-		_, _ = w.Write(s.keys.JWKS())
+// revokeFamily revokes a refresh-token lineage: its refresh tokens are
+// deleted and every access token issued along it is void.
+func (p *provider) revokeFamily(ctx context.Context, family string) error {
+	if err := p.store.RevokeFamily(ctx, family); err != nil {
+		return err
 	}
-	return nil
+	// Its access tokens live at most one access-token lifetime past the
+	// family's last refresh.
+	until := p.now().Add(p.cfg.RefreshTokenLifetime + p.tokens.Lifetime() + verifyLeeway)
+	return p.revocations.Record(ctx, Change{Kind: ChangeFamilyRevoked, Key: family, Expires: until})
 }
+
+// revokeAgent voids every token the agent holds now (it was disabled or
+// deleted).
+func (p *provider) revokeAgent(ctx context.Context, id string) error {
+	now := p.now()
+	return p.revocations.Record(ctx, Change{Kind: ChangeAgentRevoked, Key: id, Before: now,
+		Expires: now.Add(p.tokens.Lifetime() + verifyLeeway)})
+}
+
+// agentChangeRetention is how long news of an agent's change stays in the
+// log: longer than any process takes to read it, and than the verification
+// memo it invalidates lives.
+const agentChangeRetention = 10 * time.Minute
+
+// agentUpdated tells every process that the agent changed (caches of it,
+// such as remembered secret verifications, are stale).
+func (p *provider) agentUpdated(ctx context.Context, id string) error {
+	return p.revocations.Record(ctx, Change{Kind: ChangeAgentUpdated, Key: id, Expires: p.now().Add(agentChangeRetention)})
+}
+
+// Revocations is the server's view of the change log.
+func (s *Server) Revocations() *Revocations { return s.revocations }

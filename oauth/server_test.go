@@ -2,6 +2,7 @@ package oauth_test
 
 import (
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -35,16 +36,35 @@ func newServer(tb testing.TB, params agents.Argon2Params) testServer {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	store := storage.NewMemory(nil)
+	return newServerAt(tb, params, nil, site)
+}
+
+// newServerAt is newServer on the clock now (nil: time.Now), with the
+// given configured clients.
+func newServerAt(tb testing.TB, params agents.Argon2Params, now func() time.Time, clients ...*oauth.Client) testServer {
+	tb.Helper()
+	store := storage.NewMemory(now)
 	tb.Cleanup(func() { store.Close() })
-	keys, err := oauth.NewKeyManager(context.Background(), store, []string{oauth.AlgRS256}, 24*time.Hour, nil, nil)
+	return newServerOn(tb, store, params, now, clients...)
+}
+
+// newServerOn is a server on store, as each process sharing it would run
+// one: its own keys manager, registry and view of the change log, the code
+// key from the store.
+func newServerOn(tb testing.TB, store *storage.Memory, params agents.Argon2Params, now func() time.Time, clients ...*oauth.Client) testServer {
+	tb.Helper()
+	codeKey, err := store.EnsureSecret(context.Background(), oauth.CodeKeyName, []byte(fmt.Sprint(time.Now().UnixNano())))
 	if err != nil {
 		tb.Fatal(err)
 	}
-	registry := agents.NewService(store, agents.NewHasher(params, 0), agents.Config{DefaultPermissions: []string{"data:read"}}, nil)
-	tokens := oauth.NewTokens(issuer, time.Hour, oauth.AlgRS256, keys, nil)
+	keys, err := oauth.NewKeyManager(context.Background(), store, oauth.KeyPolicy{Algs: []string{oauth.AlgRS256}, Rotation: 24 * time.Hour}, now, nil)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	registry := agents.NewService(store, agents.NewHasher(params, 0), agents.Config{DefaultPermissions: []string{"data:read"}}, now)
+	tokens := oauth.NewTokens(issuer, time.Hour, oauth.AlgRS256, keys, now)
 	srv := oauth.NewServer(oauth.Config{Issuer: issuer, RegistrationMode: oauth.RegistrationOpen}, oauth.Deps{
-		Agents: registry, Keys: keys, Tokens: tokens, Clients: oauth.NewClients([]*oauth.Client{site}, store, nil), Store: store,
+		Agents: registry, Keys: keys, Tokens: tokens, Clients: clients, Store: store, CodeKey: codeKey, Now: now,
 	})
 	return testServer{srv, store}
 }
@@ -211,3 +231,5 @@ func jsonField(tb testing.TB, body []byte, key string) string {
 	s, _ := m[key].(string)
 	return s
 }
+
+func decodeSegment(s string) ([]byte, error) { return base64.RawURLEncoding.DecodeString(s) }

@@ -6,66 +6,275 @@ import (
 	"time"
 )
 
+// The storage the authorization server needs, one interface per entity,
+// each with the operations its consumer here performs. A backend (see
+// storage/) implements them all; storage/storagetest checks that it does so
+// the same way every other backend does.
+//
+// Every method that reports success has made its write durable. Values go
+// in and come out as copies: a caller may change what it passed or got
+// without changing what is stored. Times are compared with the backend's
+// clock, so a record whose ExpiresAt has passed is gone (ErrNotFound) even
+// if the backend has not yet swept it.
+
 // Errors stores return; callers test them with errors.Is.
 var (
 	// ErrNotFound is returned for a missing or expired record.
-	ErrNotFound = errors.New("record not found")
-	// ErrExists is returned by CreateRecord when the key is taken.
-	ErrExists = errors.New("record already exists")
+	ErrNotFound = errors.New("not found")
+	// ErrExists is returned when creating a record whose key is taken.
+	ErrExists = errors.New("already exists")
+	// ErrStale is returned by a compare-and-swap whose expected version is
+	// no longer the stored one: another writer got there first.
+	ErrStale = errors.New("stored value changed since it was read")
+	// ErrNotPending is returned when approving an authorization request that
+	// was approved already.
+	ErrNotPending = errors.New("authorization request is not pending")
+	// ErrCodeUsed is returned when redeeming an authorization code a second
+	// time.
+	ErrCodeUsed = errors.New("authorization code already redeemed")
+	// ErrRefreshRotated is returned when rotating a refresh token that was
+	// rotated already (it was presented twice: it leaked).
+	ErrRefreshRotated = errors.New("refresh token already rotated")
 )
 
-// Record is one stored record as ListRecords returns it.
-type Record struct {
-	Key   string
-	Value []byte
+// Store is every store the authorization server uses.
+type Store interface {
+	ClientStore
+	KeyStore
+	SecretStore
+	AuthRequestStore
+	CodeStore
+	RefreshStore
+	ChangeLog
+}
+
+// Client is an OAuth client: a website, an app or an MCP client.
+type Client struct {
+	ID           string
+	Name         string
+	SecretHash   string // hex SHA-256 of the secret; empty for public clients
+	Public       bool
+	RedirectURIs []string
+	Scopes       []string
+	GrantTypes   []string
+	Source       string // ClientFromConfig, ClientFromAdmin or ClientFromDynamic
+	CreatedAt    time.Time
+}
+
+// ClientStore keeps the clients made at run time (admin API, dynamic
+// registration); clients from the configuration live in memory.
+type ClientStore interface {
+	// CreateClient stores a new client, or returns ErrExists.
+	CreateClient(ctx context.Context, c *Client) error
+	// GetClient returns the client or ErrNotFound.
+	GetClient(ctx context.Context, id string) (*Client, error)
+	// UpdateClient applies fn to the stored client and saves the result in
+	// one atomic read-modify-write; an error from fn aborts it and is
+	// returned. fn may not change the id. ErrNotFound for an unknown id.
+	UpdateClient(ctx context.Context, id string, fn func(*Client) error) (*Client, error)
+	// DeleteClient removes the client, or returns ErrNotFound.
+	DeleteClient(ctx context.Context, id string) error
+	// ListClients returns up to limit clients ordered by id (byte order),
+	// starting after the id given in after; limit <= 0 means 100.
+	ListClients(ctx context.Context, after string, limit int) ([]*Client, error)
 }
 
 // StoredKey is a signing key as persisted: the private key in PKCS #8 DER.
 type StoredKey struct {
-	ID        string    `json:"kid"`
-	Algorithm string    `json:"alg"`
-	Private   []byte    `json:"private_pkcs8"`
-	CreatedAt time.Time `json:"created_at"`
-	// RetiredAt is set when a newer key of the same algorithm took over;
-	// the key is still published until it is deleted.
-	RetiredAt time.Time `json:"retired_at,omitzero"`
+	ID        string
+	Algorithm string
+	Private   []byte
+	CreatedAt time.Time
+	// ActiveAt is when the key may start signing: every process publishes
+	// a new key (it reloads keys on a short interval) before any signs with
+	// it.
+	ActiveAt time.Time
+	// RetiredAt is set when a newer key of the same algorithm took over (or
+	// the algorithm is no longer used); the key stays published for one
+	// rotation period after it.
+	RetiredAt time.Time
 }
 
-// KeyStore persists signing keys.
+// KeySet is the stored set of signing keys and its version, which every
+// change increments.
+type KeySet struct {
+	Version uint64
+	Keys    []StoredKey
+}
+
+// KeyStore keeps the signing keys as one versioned set, so that a rotation
+// is decided once however many processes share the store.
 type KeyStore interface {
-	// SigningKeys returns every stored key, in no particular order.
-	SigningKeys(ctx context.Context) ([]StoredKey, error)
-	// PutSigningKey creates or replaces the key with k.ID.
-	PutSigningKey(ctx context.Context, k StoredKey) error
-	// DeleteSigningKey removes a key; deleting a missing key is not an error.
-	DeleteSigningKey(ctx context.Context, id string) error
+	// SigningKeys returns the stored set: version 0 and no keys at first.
+	SigningKeys(ctx context.Context) (KeySet, error)
+	// SwapSigningKeys replaces the set with keys if the stored version is
+	// still version, and returns the new version; ErrStale otherwise.
+	SwapSigningKeys(ctx context.Context, version uint64, keys []StoredKey) (uint64, error)
 }
 
-// RecordStore keeps short-lived protocol records (pending authorization
-// requests, codes, refresh tokens, revoked token ids) under a kind and a key.
-// Keys are opaque strings; callers hash secrets before using them as keys.
-type RecordStore interface {
-	// PutRecord stores value under (kind, key), replacing any previous value.
-	// A ttl of zero means the record does not expire.
-	PutRecord(ctx context.Context, kind, key string, value []byte, ttl time.Duration) error
-	// GetRecord returns the value, or ErrNotFound when it is missing or expired.
-	GetRecord(ctx context.Context, kind, key string) ([]byte, error)
-	// ConsumeRecord reads and deletes the record in one atomic step: of any
-	// number of concurrent callers for the same record, exactly one gets the
-	// value and the others get ErrNotFound. Delete methods MUST be atomic.
-	ConsumeRecord(ctx context.Context, kind, key string) ([]byte, error)
-	// UpdateRecord applies fn to the stored value and writes its result in one
-	// atomic read-modify-write, keeping the record's expiry. If fn returns an
-	// error nothing is written and that error is returned. ErrNotFound when
-	// the record is missing or expired.
-	UpdateRecord(ctx context.Context, kind, key string, fn func([]byte) ([]byte, error)) error
-	// CreateRecord stores value under (kind, key) only if no live record is
-	// there, returning ErrExists otherwise. A ttl of zero means no expiry.
-	CreateRecord(ctx context.Context, kind, key string, value []byte, ttl time.Duration) error
-	// ListRecords returns up to limit live records of kind ordered by key,
-	// starting strictly after the key given in after ("" for the first page).
-	// limit <= 0 means 100.
-	ListRecords(ctx context.Context, kind, after string, limit int) ([]Record, error)
-	// DeleteRecord removes the record; deleting a missing record is not an error.
-	DeleteRecord(ctx context.Context, kind, key string) error
+// SecretStore keeps the server's own secrets (the key authorization codes
+// are derived with), shared by every process on the store.
+type SecretStore interface {
+	// EnsureSecret returns the secret stored under name, storing candidate
+	// first when there is none. Concurrent callers all get the one value
+	// that was stored first.
+	EnsureSecret(ctx context.Context, name string, candidate []byte) ([]byte, error)
+}
+
+// AuthRequest is a pending (or approved) authorization request: what the
+// client asked for, the browser it is bound to, and, once an agent
+// completes it, the approval.
+type AuthRequest struct {
+	ID            string
+	ClientID      string
+	RedirectURI   string
+	Scopes        []string
+	State         string
+	Nonce         string
+	CodeChallenge string
+	Resource      string
+	// BrowserHash is the SHA-256 of the binding cookie the browser holds.
+	BrowserHash string
+	CreatedAt   time.Time
+	ExpiresAt   time.Time
+	// Approval is set once, when an agent completes the request.
+	Approval *Approval
+}
+
+// Approval is an agent's answer to an authorization request.
+type Approval struct {
+	AgentID   string
+	ModelName string
+	AuthTime  time.Time
+	// CodeSeed derives the authorization code (with the code key of the
+	// SecretStore); the code itself is stored only as a hash.
+	CodeSeed string
+}
+
+// AuthRequestStore keeps authorization requests until they expire.
+type AuthRequestStore interface {
+	// CreateAuthRequest stores a new request until r.ExpiresAt, or returns
+	// ErrExists.
+	CreateAuthRequest(ctx context.Context, r *AuthRequest) error
+	// GetAuthRequest returns the request, or ErrNotFound when it is missing
+	// or expired.
+	GetAuthRequest(ctx context.Context, id string) (*AuthRequest, error)
+	// ApproveAuthRequest records a on a pending request, atomically: of
+	// concurrent approvals exactly one succeeds and the others get
+	// ErrNotPending. ErrNotFound when the request is missing or expired. It
+	// returns the approved request.
+	ApproveAuthRequest(ctx context.Context, id string, a Approval) (*AuthRequest, error)
+}
+
+// CodeGrant is what an authorization code stands for, stored under the
+// SHA-256 of the code.
+type CodeGrant struct {
+	ClientID      string
+	RedirectURI   string
+	Scopes        []string
+	Nonce         string
+	CodeChallenge string
+	Resource      string
+	AgentID       string
+	ModelName     string
+	AuthTime      time.Time
+	ExpiresAt     time.Time
+	// Redemption is set by the one successful redemption.
+	Redemption *Redemption
+}
+
+// Redemption records what redeeming a code issued, so that a replay of the
+// code can revoke it.
+type Redemption struct {
+	AccessTokenID      string
+	AccessTokenExpires time.Time
+	Family             string // the refresh-token family started, if any
+}
+
+// CodeStore keeps authorization codes until they expire.
+type CodeStore interface {
+	// CreateCode stores the grant of the code whose hash is given until
+	// g.ExpiresAt, or returns ErrExists.
+	CreateCode(ctx context.Context, hash string, g *CodeGrant) error
+	// RedeemCode redeems a code once, atomically. For a code not redeemed
+	// yet, redeem decides: its error is returned and nothing changes, or
+	// the Redemption it returns is recorded and the grant returned. A code
+	// redeemed before is returned with its first Redemption and
+	// ErrCodeUsed. ErrNotFound when the code is missing or expired.
+	RedeemCode(ctx context.Context, hash string, redeem func(*CodeGrant) (Redemption, error)) (*CodeGrant, error)
+}
+
+// RefreshGrant is what a refresh token stands for, stored under the SHA-256
+// of the token. Every refresh token of one lineage shares its Family.
+type RefreshGrant struct {
+	Family    string
+	ClientID  string
+	AgentID   string
+	Scopes    []string
+	Resource  string
+	ModelName string
+	AuthTime  time.Time
+	// ExpiresAt is when the family ends: refresh tokens rotate within a
+	// family that lives refresh_token_lifetime from its first grant.
+	ExpiresAt time.Time
+	// Rotated marks a token that was exchanged for its successor.
+	Rotated bool
+}
+
+// RefreshStore keeps refresh tokens, indexed by family.
+type RefreshStore interface {
+	// CreateRefresh stores a new refresh token until g.ExpiresAt, or returns
+	// ErrExists.
+	CreateRefresh(ctx context.Context, hash string, g *RefreshGrant) error
+	// GetRefresh returns the grant (rotated or not), or ErrNotFound when it
+	// is missing, expired or its family was revoked.
+	GetRefresh(ctx context.Context, hash string) (*RefreshGrant, error)
+	// RotateRefresh marks the token under oldHash rotated and stores next
+	// under newHash, as one compare-and-swap: ErrRefreshRotated when the old
+	// token was rotated already, ErrNotFound when it is missing, expired or
+	// its family was revoked.
+	RotateRefresh(ctx context.Context, oldHash, newHash string, next *RefreshGrant) error
+	// RevokeFamily deletes every refresh token of the family; a rotation
+	// racing it either fails or has its successor deleted too.
+	RevokeFamily(ctx context.Context, family string) error
+}
+
+// Kinds of Change.
+const (
+	// ChangeTokenRevoked voids the access token Key and every token that
+	// descends from it (exchanged from it).
+	ChangeTokenRevoked = "token_revoked"
+	// ChangeFamilyRevoked voids the refresh-token family Key and every
+	// access token issued along it.
+	ChangeFamilyRevoked = "family_revoked"
+	// ChangeAgentRevoked voids every token of agent Key issued at or before
+	// Before (the agent was disabled or deleted).
+	ChangeAgentRevoked = "agent_revoked"
+	// ChangeAgentUpdated says agent Key changed: caches of it are stale.
+	ChangeAgentUpdated = "agent_updated"
+)
+
+// Change is one entry of the change log: a revocation, or news that an
+// entity changed. Processes sharing a store read the log from where they
+// left off, so each one learns of every change within its poll interval.
+type Change struct {
+	Seq    uint64 // assigned by the store
+	Kind   string
+	Key    string
+	Before time.Time // ChangeAgentRevoked
+	// Expires is when the change stops mattering (the tokens it voids have
+	// expired); the store drops it then.
+	Expires time.Time
+}
+
+// ChangeLog is an append-only log of changes ordered by sequence number.
+type ChangeLog interface {
+	// AppendChange stores c with the next sequence number and returns it.
+	AppendChange(ctx context.Context, c Change) (uint64, error)
+	// ChangesSince returns up to limit unexpired changes with a sequence
+	// number above after, in order (limit <= 0 means 100). Sequence numbers
+	// grow with commit order: a change appended after a call returned has a
+	// number above every one it returned, so reading on from the last
+	// number seen misses nothing.
+	ChangesSince(ctx context.Context, after uint64, limit int) ([]Change, error)
 }

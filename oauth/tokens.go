@@ -1,7 +1,7 @@
 package oauth
 
 import (
-	"crypto/rand"
+	"context"
 	"crypto/sha256"
 	"encoding/base64"
 	"errors"
@@ -58,6 +58,9 @@ type AccessGrant struct {
 	// NotAfter caps the expiry (a token exchanged from another never
 	// outlives it); zero means the full lifetime.
 	NotAfter time.Time
+	// ID is the jti to use, when the caller chose it in advance (to record
+	// it before signing); empty means a new one after JTIPrefix.
+	ID string
 }
 
 // IssuedToken is a signed access token and what the token response says
@@ -70,7 +73,68 @@ type IssuedToken struct {
 	ExpiresAt time.Time
 }
 
-// Tokens signs and verifies access tokens.
+// KeyLookup finds the verification key of a kid. It returns an error only
+// when no key could be looked up at all (a remote issuer that cannot be
+// reached); an unknown kid is (PublicKey{}, false, nil).
+type KeyLookup func(ctx context.Context, kid string) (PublicKey, bool, error)
+
+// ErrKeysUnavailable wraps the error of a KeyLookup that could not look
+// keys up at all: the token cannot be judged, which is not its fault.
+var ErrKeysUnavailable = errors.New("the issuer's keys cannot be fetched")
+
+// NewAccessTokenParser returns the parser every access-token check uses:
+// the allowed algorithms, the issuer, exp required, iat checked, and a
+// small leeway. now may be nil (time.Now).
+func NewAccessTokenParser(issuer string, now func() time.Time) *jwt.Parser {
+	opts := []jwt.ParserOption{
+		jwt.WithValidMethods(SupportedAlgs),
+		jwt.WithIssuer(issuer),
+		jwt.WithExpirationRequired(),
+		jwt.WithIssuedAt(),
+		jwt.WithLeeway(verifyLeeway),
+	}
+	if now != nil {
+		opts = append(opts, jwt.WithTimeFunc(now))
+	}
+	return jwt.NewParser(opts...)
+}
+
+// ParseAccessToken is the one check of an RFC 9068 access token, for this
+// server's tokens and a remote issuer's alike: typ at+jwt, the key picked
+// by kid, the algorithm that key was made for (which is what stops alg
+// confusion, an HMAC token keyed with a public key), the signature, iss,
+// exp/nbf/iat with leeway, and sub and jti present. Audience and scopes are
+// the caller's to check.
+func ParseAccessToken(ctx context.Context, parser *jwt.Parser, raw string, lookup KeyLookup) (*AccessClaims, error) {
+	claims := new(AccessClaims)
+	_, err := parser.ParseWithClaims(raw, claims, func(tok *jwt.Token) (any, error) {
+		typ, _ := tok.Header["typ"].(string)
+		if !strings.EqualFold(typ, AccessTokenType) && !strings.EqualFold(typ, "application/"+AccessTokenType) {
+			return nil, errors.New("not an access token (typ)")
+		}
+		kid, _ := tok.Header["kid"].(string)
+		key, ok, err := lookup(ctx, kid)
+		if err != nil {
+			return nil, fmt.Errorf("%w: %v", ErrKeysUnavailable, err)
+		}
+		if !ok {
+			return nil, errors.New("unknown signing key")
+		}
+		if tok.Method.Alg() != key.Alg {
+			return nil, errors.New("algorithm does not match the key")
+		}
+		return key.Key, nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	if claims.Subject == "" || claims.ID == "" {
+		return nil, errors.New("token lacks sub or jti")
+	}
+	return claims, nil
+}
+
+// Tokens signs and verifies this server's access and ID tokens.
 type Tokens struct {
 	issuer   string
 	lifetime time.Duration
@@ -85,21 +149,14 @@ func NewTokens(issuer string, lifetime time.Duration, alg string, keys *KeyManag
 	if now == nil {
 		now = time.Now
 	}
-	return &Tokens{
-		issuer: issuer, lifetime: lifetime, alg: alg, keys: keys, now: now,
-		parser: jwt.NewParser(
-			jwt.WithValidMethods(SupportedAlgs),
-			jwt.WithIssuer(issuer),
-			jwt.WithExpirationRequired(),
-			jwt.WithIssuedAt(),
-			jwt.WithLeeway(verifyLeeway),
-			jwt.WithTimeFunc(now),
-		),
-	}
+	return &Tokens{issuer: issuer, lifetime: lifetime, alg: alg, keys: keys, now: now, parser: NewAccessTokenParser(issuer, now)}
 }
 
 // Issuer returns the issuer identifier tokens carry.
 func (t *Tokens) Issuer() string { return t.issuer }
+
+// Alg is the algorithm access tokens are signed with.
+func (t *Tokens) Alg() string { return t.alg }
 
 // IssueAccessToken signs an RFC 9068 access token for g.
 func (t *Tokens) IssueAccessToken(g AccessGrant) (IssuedToken, error) {
@@ -116,12 +173,9 @@ func (t *Tokens) IssueAccessToken(g AccessGrant) (IssuedToken, error) {
 	if len(aud) == 0 {
 		aud = []string{t.issuer}
 	}
-	jti, err := randomID()
-	if err != nil {
-		return IssuedToken{}, err
-	}
-	if g.JTIPrefix != "" {
-		jti = g.JTIPrefix + "." + jti
+	jti := g.ID
+	if jti == "" {
+		jti = NewTokenID(g.JTIPrefix)
 	}
 	scope := strings.Join(g.Scopes, " ")
 	claims := AccessClaims{
@@ -152,36 +206,36 @@ func (t *Tokens) IssueAccessToken(g AccessGrant) (IssuedToken, error) {
 	return IssuedToken{Token: signed, ID: jti, ExpiresIn: int64(exp.Sub(now) / time.Second), Scope: scope, ExpiresAt: exp}, nil
 }
 
-// VerifyAccessToken checks an access token issued here: signature by kid
-// with the algorithm that key was made for, typ, iss, exp/nbf/iat with a
-// small leeway, and that aud contains audience.
-func (t *Tokens) VerifyAccessToken(raw, audience string) (*AccessClaims, error) {
-	claims := new(AccessClaims)
-	_, err := t.parser.ParseWithClaims(raw, claims, func(tok *jwt.Token) (any, error) {
-		typ, _ := tok.Header["typ"].(string)
-		if !strings.EqualFold(typ, AccessTokenType) && !strings.EqualFold(typ, "application/"+AccessTokenType) {
-			return nil, errors.New("not an access token (typ)")
-		}
-		kid, _ := tok.Header["kid"].(string)
-		key, ok := t.keys.publicKey(kid)
-		if !ok {
-			return nil, errors.New("unknown signing key")
-		}
-		// A key verifies only the algorithm it was made for; this is what
-		// stops alg confusion (an HMAC token keyed with the public key).
-		if tok.Method.Alg() != key.alg {
-			return nil, errors.New("algorithm does not match the key")
-		}
-		return key.public, nil
-	})
+// ExpiryOf is when a token issued now for g would expire.
+func (t *Tokens) ExpiryOf(g AccessGrant) time.Time {
+	exp := t.now().Truncate(time.Second).Add(t.lifetime)
+	if !g.NotAfter.IsZero() && g.NotAfter.Before(exp) {
+		exp = g.NotAfter
+	}
+	return exp
+}
+
+// NewTokenID returns a fresh jti: 128 random bits, after prefix and a dot
+// when the token descends from something (Revocations checks every
+// prefix).
+func NewTokenID(prefix string) string {
+	id := randomToken(16)
+	if prefix != "" {
+		return prefix + "." + id
+	}
+	return id
+}
+
+// VerifyAccessToken checks an access token issued here (ParseAccessToken
+// with this server's keys) and that aud contains audience, unless audience
+// is empty.
+func (t *Tokens) VerifyAccessToken(ctx context.Context, raw, audience string) (*AccessClaims, error) {
+	claims, err := ParseAccessToken(ctx, t.parser, raw, t.keys.Lookup)
 	if err != nil {
 		return nil, err
 	}
 	if audience != "" && !slices.Contains(claims.Audience, audience) {
 		return nil, errors.New("token audience does not include " + audience)
-	}
-	if claims.Subject == "" || claims.ID == "" {
-		return nil, errors.New("token lacks sub or jti")
 	}
 	return claims, nil
 }
@@ -233,12 +287,3 @@ func (t *Tokens) IssueIDToken(g IDGrant) (string, error) {
 
 // Lifetime is how long access tokens live.
 func (t *Tokens) Lifetime() time.Duration { return t.lifetime }
-
-// randomID returns 128 random bits, base64url-encoded.
-func randomID() (string, error) {
-	b := make([]byte, 16)
-	if _, err := rand.Read(b); err != nil {
-		return "", err
-	}
-	return base64.RawURLEncoding.EncodeToString(b), nil
-}

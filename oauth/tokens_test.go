@@ -24,7 +24,7 @@ func newTokens(t testing.TB, alg string, clk *clock) (*oauth.Tokens, *oauth.KeyM
 	t.Helper()
 	store := storage.NewMemory(nil)
 	t.Cleanup(func() { store.Close() })
-	keys, err := oauth.NewKeyManager(context.Background(), store, []string{alg}, 24*time.Hour, clk.now, nil)
+	keys, err := oauth.NewKeyManager(context.Background(), store, oauth.KeyPolicy{Algs: []string{alg}, Rotation: 24 * time.Hour}, clk.now, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -40,7 +40,7 @@ func TestTokenRoundTrip(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			c, err := tokens.VerifyAccessToken(tok.Token, issuer)
+			c, err := tokens.VerifyAccessToken(context.Background(), tok.Token, issuer)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -90,13 +90,13 @@ func TestVerifyRefuses(t *testing.T) {
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {
 			clk.t = time.Now().Add(tc.advance)
-			if _, err := tokens.VerifyAccessToken(tc.token, tc.audience); err == nil {
+			if _, err := tokens.VerifyAccessToken(context.Background(), tc.token, tc.audience); err == nil {
 				t.Fatal("accepted")
 			}
 		})
 	}
 	clk.t = time.Now()
-	if _, err := tokens.VerifyAccessToken(good.Token, issuer); err != nil {
+	if _, err := tokens.VerifyAccessToken(context.Background(), good.Token, issuer); err != nil {
 		t.Fatalf("the good token stopped verifying: %v", err)
 	}
 }
@@ -109,7 +109,7 @@ func TestVerifyRefusesOtherIssuer(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := tokens.VerifyAccessToken(tok.Token, ""); err == nil {
+	if _, err := tokens.VerifyAccessToken(context.Background(), tok.Token, ""); err == nil {
 		t.Fatal("a token naming another issuer was accepted")
 	}
 }

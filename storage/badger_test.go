@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -41,30 +42,54 @@ func openTestBadger(t testing.TB, opts BadgerOptions) *Badger {
 }
 
 func TestBadgerConformance(t *testing.T) {
-	// Parallel with the other backends' suites: most of each run is TTL
-	// waits.
 	t.Parallel()
-	storagetest.Run(t, func(t *testing.T) storagetest.Store {
-		return openTestBadger(t, BadgerOptions{Dir: t.TempDir()})
+	storagetest.Run(t, func(t *testing.T, now func() time.Time) storagetest.Store {
+		return openTestBadger(t, BadgerOptions{Dir: t.TempDir(), Now: now})
 	})
 }
 
 // The encrypted database takes other code paths (key registry, encrypted
 // WAL and tables, the index cache), so it passes the whole suite too.
 func TestBadgerConformanceEncrypted(t *testing.T) {
-	// Parallel with the other backends' suites: most of each run is TTL
-	// waits.
 	t.Parallel()
 	key := bytes.Repeat([]byte{0x42}, 32)
-	storagetest.Run(t, func(t *testing.T) storagetest.Store {
-		return openTestBadger(t, BadgerOptions{Dir: t.TempDir(), EncryptionKey: key})
+	storagetest.Run(t, func(t *testing.T, now func() time.Time) storagetest.Store {
+		return openTestBadger(t, BadgerOptions{Dir: t.TempDir(), EncryptionKey: key, Now: now})
 	})
+}
+
+func TestBadgerNotShared(t *testing.T) {
+	if openTestBadger(t, BadgerOptions{Dir: t.TempDir()}).Shared() {
+		t.Fatal("Badger reports being shared between processes; its directory lock allows one")
+	}
+}
+
+// nativeExpiryOf returns the Badger expiry of the item under key.
+func nativeExpiryOf(t *testing.T, b *Badger, key []byte) time.Time {
+	t.Helper()
+	var exp uint64
+	err := b.view(context.Background(), func(txn *badger.Txn) error {
+		item, err := txn.Get(key)
+		if err != nil {
+			return err
+		}
+		exp = item.ExpiresAt()
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("read %q: %v", key, err)
+	}
+	if exp == 0 {
+		t.Fatalf("%q has no Badger expiry", key)
+	}
+	return time.Unix(int64(exp), 0)
 }
 
 func TestBadgerSurvivesReopen(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
-	b, err := OpenBadger(BadgerOptions{Dir: dir})
+	clock := storagetest.NewClock()
+	b, err := OpenBadger(BadgerOptions{Dir: dir, Now: clock.Now})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -72,48 +97,94 @@ func TestBadgerSurvivesReopen(t *testing.T) {
 	if err := b.CreateAgent(ctx, agent); err != nil {
 		t.Fatal(err)
 	}
+	if err := b.CreateClient(ctx, &oauth.Client{ID: "app", Name: "App", RedirectURIs: []string{"https://app/cb"}}); err != nil {
+		t.Fatal(err)
+	}
 	key := oauth.StoredKey{ID: "kid", Algorithm: "EdDSA", Private: []byte{1, 2, 3}, CreatedAt: time.Now()}
-	if err := b.PutSigningKey(ctx, key); err != nil {
+	version, err := b.SwapSigningKeys(ctx, 0, []oauth.StoredKey{key})
+	if err != nil {
 		t.Fatal(err)
 	}
-	if err := b.PutRecord(ctx, "refresh", "forever", []byte("f"), 0); err != nil {
+	if _, err := b.EnsureSecret(ctx, "code-key", []byte("s3cret")); err != nil {
 		t.Fatal(err)
 	}
-	if err := b.PutRecord(ctx, "refresh", "hour", []byte("h"), time.Hour); err != nil {
+	exp := clock.Now().Add(time.Hour)
+	if err := b.CreateRefresh(ctx, "rt", &oauth.RefreshGrant{Family: "fam", AgentID: "persist", ExpiresAt: exp}); err != nil {
 		t.Fatal(err)
+	}
+	if err := b.CreateCode(ctx, "code", &oauth.CodeGrant{AgentID: "persist", ExpiresAt: exp}); err != nil {
+		t.Fatal(err)
+	}
+	var lastSeq uint64
+	for i := range 3 {
+		if lastSeq, err = b.AppendChange(ctx, oauth.Change{Kind: oauth.ChangeTokenRevoked, Key: strconv.Itoa(i), Expires: exp}); err != nil {
+			t.Fatal(err)
+		}
 	}
 	if err := b.Close(); err != nil {
 		t.Fatalf("Close: %v", err)
 	}
 
-	b = openTestBadger(t, BadgerOptions{Dir: dir})
+	b = openTestBadger(t, BadgerOptions{Dir: dir, Now: clock.Now})
 	got, err := b.GetAgent(ctx, "persist")
 	if err != nil || got.OwnerEmail != agent.OwnerEmail || len(got.Permissions) != 1 {
 		t.Fatalf("agent after reopen: %+v, %v", got, err)
 	}
-	keys, err := b.SigningKeys(ctx)
-	if err != nil || len(keys) != 1 || !bytes.Equal(keys[0].Private, key.Private) || !keys[0].CreatedAt.Equal(key.CreatedAt) {
-		t.Fatalf("keys after reopen: %+v, %v", keys, err)
+	if c, err := b.GetClient(ctx, "app"); err != nil || c.Name != "App" {
+		t.Fatalf("client after reopen: %+v, %v", c, err)
 	}
-	for _, k := range []string{"forever", "hour"} {
-		if _, err := b.GetRecord(ctx, "refresh", k); err != nil {
-			t.Fatalf("record %q after reopen: %v", k, err)
-		}
+	set, err := b.SigningKeys(ctx)
+	if err != nil || set.Version != version || len(set.Keys) != 1 || !bytes.Equal(set.Keys[0].Private, key.Private) || !set.Keys[0].CreatedAt.Equal(key.CreatedAt) {
+		t.Fatalf("keys after reopen: %+v, %v", set, err)
+	}
+	if s, err := b.EnsureSecret(ctx, "code-key", []byte("other")); err != nil || string(s) != "s3cret" {
+		t.Fatalf("secret after reopen: %q, %v", s, err)
+	}
+	if g, err := b.GetRefresh(ctx, "rt"); err != nil || g.AgentID != "persist" {
+		t.Fatalf("refresh token after reopen: %+v, %v", g, err)
+	}
+	if _, err := b.RedeemCode(ctx, "code", func(*oauth.CodeGrant) (oauth.Redemption, error) { return oauth.Redemption{}, nil }); err != nil {
+		t.Fatalf("code after reopen: %v", err)
 	}
 	// The expiry survived the restart too.
-	err = b.view(ctx, func(txn *badger.Txn) error {
-		item, err := txn.Get(recordKey("refresh", "hour"))
-		if err != nil {
-			return err
-		}
-		left := time.Until(time.Unix(int64(item.ExpiresAt()), 0))
-		if left <= 59*time.Minute || left > time.Hour+time.Second {
-			return fmt.Errorf("record expires in %v, want about an hour", left)
-		}
-		return nil
-	})
+	if left := time.Until(nativeExpiryOf(t, b, refreshKey("rt"))); left <= 59*time.Minute || left > time.Hour+2*time.Second {
+		t.Fatalf("refresh token expires in %v, want about an hour", left)
+	}
+	// Sequence numbers continue where they were.
+	seq, err := b.AppendChange(ctx, oauth.Change{Kind: oauth.ChangeTokenRevoked, Key: "after", Expires: exp})
+	if err != nil || seq != lastSeq+1 {
+		t.Fatalf("AppendChange after reopen: %d, %v; want %d", seq, err, lastSeq+1)
+	}
+	if list, err := b.ChangesSince(ctx, 0, 0); err != nil || len(list) != 4 {
+		t.Fatalf("changes after reopen: %+v, %v", list, err)
+	}
+}
+
+// TestBadgerSequenceSurvivesExpiry checks that numbers are never handed
+// out twice, even when every change has expired (and compaction may have
+// dropped them) before a restart.
+func TestBadgerSequenceSurvivesExpiry(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	b, err := OpenBadger(BadgerOptions{Dir: dir})
 	if err != nil {
 		t.Fatal(err)
+	}
+	seq, err := b.AppendChange(ctx, oauth.Change{Kind: oauth.ChangeTokenRevoked, Key: "k", Expires: time.Now().Add(time.Hour)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Remove the change itself, as compaction would once it expired.
+	if err := b.db.Update(func(txn *badger.Txn) error { return txn.Delete(changeKey(seq)) }); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+	b = openTestBadger(t, BadgerOptions{Dir: dir})
+	next, err := b.AppendChange(ctx, oauth.Change{Kind: oauth.ChangeTokenRevoked, Key: "k2", Expires: time.Now().Add(time.Hour)})
+	if err != nil || next <= seq {
+		t.Fatalf("AppendChange after reopen returned %d, %v; want above %d", next, err, seq)
 	}
 }
 
@@ -234,7 +305,7 @@ func TestBadgerEncryption(t *testing.T) {
 	if err != nil || got.OwnerEmail != marker {
 		t.Fatalf("GetAgent with the right key: %+v, %v", got, err)
 	}
-	if err := b.PutRecord(ctx, "code", "c", []byte("v"), 0); err != nil {
+	if _, err := b.AppendChange(ctx, oauth.Change{Kind: oauth.ChangeAgentUpdated, Key: "secretive", Expires: time.Now().Add(time.Hour)}); err != nil {
 		t.Fatalf("write after the caller cleared its key: %v", err)
 	}
 }
@@ -296,17 +367,25 @@ func TestBadgerCloseTwiceAndUseAfterClose(t *testing.T) {
 	if err := b.Close(); err != nil {
 		t.Fatalf("second Close: %v", err)
 	}
-	if _, err := b.GetAgent(ctx, "x"); !errors.Is(err, ErrClosed) {
-		t.Fatalf("GetAgent after Close: got %v, want ErrClosed", err)
-	}
-	if err := b.PutRecord(ctx, "k", "v", nil, 0); !errors.Is(err, ErrClosed) {
-		t.Fatalf("PutRecord after Close: got %v, want ErrClosed", err)
-	}
-	if err := b.CreateRecord(ctx, "k", "v", nil, 0); !errors.Is(err, ErrClosed) {
-		t.Fatalf("CreateRecord after Close: got %v, want ErrClosed", err)
-	}
-	if _, err := b.ListRecords(ctx, "k", "", 0); !errors.Is(err, ErrClosed) {
-		t.Fatalf("ListRecords after Close: got %v, want ErrClosed", err)
+	exp := time.Now().Add(time.Hour)
+	for what, err := range map[string]error{
+		"GetAgent":     func() error { _, err := b.GetAgent(ctx, "x"); return err }(),
+		"CreateClient": b.CreateClient(ctx, &oauth.Client{ID: "c"}),
+		"SigningKeys":  func() error { _, err := b.SigningKeys(ctx); return err }(),
+		"EnsureSecret": func() error { _, err := b.EnsureSecret(ctx, "n", []byte("v")); return err }(),
+		"CreateCode":   b.CreateCode(ctx, "h", &oauth.CodeGrant{ExpiresAt: exp}),
+		"RevokeFamily": b.RevokeFamily(ctx, "f"),
+		"AppendChange": func() error {
+			_, err := b.AppendChange(ctx, oauth.Change{Kind: "k", Key: "k", Expires: exp})
+			return err
+		}(),
+		"ChangesSince":  func() error { _, err := b.ChangesSince(ctx, 0, 0); return err }(),
+		"ListClients":   func() error { _, err := b.ListClients(ctx, "", 0); return err }(),
+		"CreateRefresh": b.CreateRefresh(ctx, "h", &oauth.RefreshGrant{Family: "f", ExpiresAt: exp}),
+	} {
+		if !errors.Is(err, ErrClosed) {
+			t.Errorf("%s after Close: got %v, want ErrClosed", what, err)
+		}
 	}
 }
 
@@ -324,8 +403,14 @@ func TestBadgerCloseWhileBusy(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			ctx := context.Background()
 			for i := 0; ; i++ {
-				err := b.PutRecord(context.Background(), "busy", fmt.Sprintf("%d-%d", w, i), []byte("v"), time.Minute)
+				var err error
+				if w%2 == 0 {
+					err = b.CreateCode(ctx, fmt.Sprintf("%d-%d", w, i), &oauth.CodeGrant{ExpiresAt: time.Now().Add(time.Minute)})
+				} else {
+					_, err = b.AppendChange(ctx, oauth.Change{Kind: oauth.ChangeTokenRevoked, Key: "k", Expires: time.Now().Add(time.Minute)})
+				}
 				if errors.Is(err, ErrClosed) {
 					return
 				}
@@ -351,20 +436,34 @@ func TestBadgerHonoursContext(t *testing.T) {
 	b := openTestBadger(t, BadgerOptions{Dir: t.TempDir()})
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
+	bg := context.Background()
 	if err := b.CreateAgent(ctx, &agents.Agent{ID: "late"}); !errors.Is(err, context.Canceled) {
 		t.Fatalf("CreateAgent with a cancelled context: %v", err)
 	}
-	if _, err := b.GetAgent(context.Background(), "late"); !errors.Is(err, agents.ErrNotFound) {
+	if _, err := b.GetAgent(bg, "late"); !errors.Is(err, agents.ErrNotFound) {
 		t.Fatalf("a cancelled CreateAgent wrote: %v", err)
 	}
-	if err := b.CreateRecord(ctx, "k", "v", nil, 0); !errors.Is(err, context.Canceled) {
-		t.Fatalf("CreateRecord with a cancelled context: %v", err)
+	exp := time.Now().Add(time.Hour)
+	if err := b.CreateRefresh(ctx, "rt", &oauth.RefreshGrant{Family: "f", ExpiresAt: exp}); !errors.Is(err, context.Canceled) {
+		t.Fatalf("CreateRefresh with a cancelled context: %v", err)
 	}
-	if _, err := b.GetRecord(context.Background(), "k", "v"); !errors.Is(err, oauth.ErrNotFound) {
-		t.Fatalf("a cancelled CreateRecord wrote: %v", err)
+	if _, err := b.GetRefresh(bg, "rt"); !errors.Is(err, oauth.ErrNotFound) {
+		t.Fatalf("a cancelled CreateRefresh wrote: %v", err)
 	}
-	if _, err := b.ListRecords(ctx, "k", "", 0); !errors.Is(err, context.Canceled) {
-		t.Fatalf("ListRecords with a cancelled context: %v", err)
+	if _, err := b.AppendChange(ctx, oauth.Change{Kind: "k", Key: "k", Expires: exp}); !errors.Is(err, context.Canceled) {
+		t.Fatalf("AppendChange with a cancelled context: %v", err)
+	}
+	if _, err := b.ChangesSince(ctx, 0, 0); !errors.Is(err, context.Canceled) {
+		t.Fatalf("ChangesSince with a cancelled context: %v", err)
+	}
+	if _, err := b.ListAgents(ctx, "", 0); !errors.Is(err, context.Canceled) {
+		t.Fatalf("ListAgents with a cancelled context: %v", err)
+	}
+	if err := b.RevokeFamily(ctx, "f"); !errors.Is(err, context.Canceled) {
+		t.Fatalf("RevokeFamily with a cancelled context: %v", err)
+	}
+	if list, _ := b.ChangesSince(bg, 0, 0); len(list) != 0 {
+		t.Fatalf("a cancelled AppendChange wrote: %v", list)
 	}
 }
 
@@ -390,6 +489,52 @@ func TestBadgerExpiryRoundsUp(t *testing.T) {
 	}
 }
 
+// TestBadgerNativeExpiry checks Badger's own TTL against records whose
+// expiry the injected clock decides: a second past the same distance from
+// real time, whatever that clock says, and never 0 (which would mean
+// "never").
+func TestBadgerNativeExpiry(t *testing.T) {
+	real := time.Unix(1_700_000_000, 250_000_000)
+	for _, tc := range []struct {
+		name      string
+		clock     time.Time
+		expiresAt time.Time
+		want      uint64
+	}{
+		{"clock is real time", real, real.Add(time.Minute), 1_700_000_062},
+		{"clock years behind", real.AddDate(-3, 0, 0), real.AddDate(-3, 0, 0).Add(time.Minute), 1_700_000_062},
+		{"clock years ahead", real.AddDate(5, 0, 0), real.AddDate(5, 0, 0).Add(10 * time.Second), 1_700_000_012},
+		{"already expired", real, real.Add(-time.Hour), 1_699_996_402},
+		{"long expired", real, time.Unix(0, 0).AddDate(-100, 0, 0), 1},
+	} {
+		if got := nativeExpiry(real, tc.clock, tc.expiresAt); got != tc.want {
+			t.Errorf("%s: nativeExpiry = %d, want %d", tc.name, got, tc.want)
+		}
+	}
+
+	// And end to end: a record written under a clock three years behind
+	// lives in Badger as long as the clock says, not three years less.
+	ctx := context.Background()
+	clock := storagetest.NewClock()
+	b := openTestBadger(t, BadgerOptions{Dir: t.TempDir(), Now: clock.Now})
+	if err := b.CreateAuthRequest(ctx, &oauth.AuthRequest{ID: "r", ExpiresAt: clock.Now().Add(10 * time.Minute)}); err != nil {
+		t.Fatal(err)
+	}
+	left := time.Until(nativeExpiryOf(t, b, authReqKey("r")))
+	if left < 10*time.Minute || left > 10*time.Minute+3*time.Second {
+		t.Fatalf("authorization request lives %v in Badger, want 10m and a second or two", left)
+	}
+	// An approval keeps the stored expiry exactly.
+	before := nativeExpiryOf(t, b, authReqKey("r"))
+	clock.Advance(5 * time.Minute)
+	if _, err := b.ApproveAuthRequest(ctx, "r", oauth.Approval{AgentID: "a"}); err != nil {
+		t.Fatal(err)
+	}
+	if after := nativeExpiryOf(t, b, authReqKey("r")); !after.Equal(before) {
+		t.Fatalf("approval moved the Badger expiry from %v to %v", before, after)
+	}
+}
+
 func TestZapBadgerLogger(t *testing.T) {
 	core, logs := observer.New(zapcore.DebugLevel)
 	l := newZapBadgerLogger(zap.New(core))
@@ -409,14 +554,94 @@ func TestZapBadgerLogger(t *testing.T) {
 	}
 }
 
+// TestBadgerRevokesLongFamily revokes a family with more tokens than one
+// RevokeFamily transaction deletes, with another family's tokens around.
+func TestBadgerRevokesLongFamily(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	b := openTestBadger(t, BadgerOptions{Dir: t.TempDir()})
+	exp := time.Now().Add(time.Hour)
+	// Write the tokens in large transactions, outside the API's one fsync
+	// per call; the layout is the one CreateRefresh writes.
+	const n = 2*revokeBatch + 17
+	err := b.db.Update(func(txn *badger.Txn) error {
+		for i := range n {
+			h := fmt.Sprintf("long-%05d", i)
+			if err := b.putRefresh(txn, h, refreshRecord{Family: "long", ExpiresAt: exp}, nil); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b.CreateRefresh(ctx, "other", &oauth.RefreshGrant{Family: "longer", ExpiresAt: exp}); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.RevokeFamily(ctx, "long"); err != nil {
+		t.Fatalf("RevokeFamily: %v", err)
+	}
+	var left int
+	err = b.view(ctx, func(txn *badger.Txn) error {
+		for _, prefix := range []string{refreshPrefix, familyPrefix} {
+			opts := badger.DefaultIteratorOptions
+			opts.Prefix = []byte(prefix)
+			it := txn.NewIterator(opts)
+			for it.Rewind(); it.Valid(); it.Next() {
+				left++
+			}
+			it.Close()
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if left != 2 {
+		t.Fatalf("after revoking a family of %d tokens, %d refresh keys are left, want the other family's 2", n, left)
+	}
+	if _, err := b.GetRefresh(ctx, "other"); err != nil {
+		t.Fatalf("the other family's token: %v", err)
+	}
+}
+
+// TestBadgerRejectsNewerSchema refuses a database written by a later
+// layout rather than misreading it.
+func TestBadgerRejectsNewerSchema(t *testing.T) {
+	dir := t.TempDir()
+	b, err := OpenBadger(BadgerOptions{Dir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b.db.Update(func(txn *badger.Txn) error { return txn.Set(metaSchema, []byte("3")) }); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+	b, err = OpenBadger(BadgerOptions{Dir: dir})
+	if err == nil {
+		b.Close()
+		t.Fatal("OpenBadger of a schema 3 database succeeded")
+	}
+	if !strings.Contains(err.Error(), `schema "3"`) {
+		t.Fatalf("error %q does not name the schema", err)
+	}
+	// The directory lock was released.
+	if _, err := OpenBadger(BadgerOptions{Dir: dir}); err == nil || errors.Is(err, ErrLocked) {
+		t.Fatalf("second OpenBadger: %v", err)
+	}
+}
+
 // helperDirEnv tells TestHelperProcessWrites, run as a child process, which
 // database to write to.
 const helperDirEnv = "AUTH_AGENT_STORAGE_HELPER_DIR"
 
 // TestHelperProcessWrites is not a test on its own: TestBadgerSurvivesKill
-// runs the test binary again with only this test selected. It writes agents
-// and records from a few goroutines and prints each id once its writes have
-// returned, until it is killed.
+// runs the test binary again with only this test selected. It writes agents,
+// refresh tokens and changes from a few goroutines and prints each id once
+// its writes have returned, until it is killed.
 func TestHelperProcessWrites(t *testing.T) {
 	dir := os.Getenv(helperDirEnv)
 	if dir == "" {
@@ -439,13 +664,18 @@ func TestHelperProcessWrites(t *testing.T) {
 					fmt.Fprintln(os.Stderr, err)
 					os.Exit(3)
 				}
-				if err := b.PutRecord(ctx, "code", id, []byte(id), time.Hour); err != nil {
+				if err := b.CreateRefresh(ctx, id, &oauth.RefreshGrant{Family: id, AgentID: id, ExpiresAt: time.Now().Add(time.Hour)}); err != nil {
+					fmt.Fprintln(os.Stderr, err)
+					os.Exit(3)
+				}
+				seq, err := b.AppendChange(ctx, oauth.Change{Kind: oauth.ChangeAgentUpdated, Key: id, Expires: time.Now().Add(time.Hour)})
+				if err != nil {
 					fmt.Fprintln(os.Stderr, err)
 					os.Exit(3)
 				}
 				// One Write call per line, so lines from several goroutines
 				// never interleave in the pipe.
-				os.Stdout.WriteString("written " + id + "\n")
+				os.Stdout.WriteString("written " + id + " " + strconv.FormatUint(seq, 10) + "\n")
 			}
 		}()
 	}
@@ -487,11 +717,18 @@ func TestBadgerSurvivesKill(t *testing.T) {
 		}
 	}()
 
-	var written []string
+	written := map[string]uint64{}
 	collect := func(line string) {
-		if id, ok := strings.CutPrefix(line, "written "); ok {
-			written = append(written, id)
+		rest, ok := strings.CutPrefix(line, "written ")
+		if !ok {
+			return
 		}
+		id, seq, _ := strings.Cut(rest, " ")
+		n, err := strconv.ParseUint(seq, 10, 64)
+		if err != nil {
+			t.Errorf("helper printed %q", line)
+		}
+		written[id] = n
 	}
 	const before = 300
 	timeout := time.After(30 * time.Second)
@@ -525,17 +762,34 @@ func TestBadgerSurvivesKill(t *testing.T) {
 
 	b := openTestBadger(t, BadgerOptions{Dir: dir})
 	ctx := context.Background()
+	changes := map[uint64]string{}
+	for after := uint64(0); ; {
+		list, err := b.ChangesSince(ctx, after, 1000)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(list) == 0 {
+			break
+		}
+		for _, c := range list {
+			changes[c.Seq] = c.Key
+			after = c.Seq
+		}
+	}
 	var lost []string
-	for _, id := range written {
+	for id, seq := range written {
 		if _, err := b.GetAgent(ctx, id); err != nil {
 			lost = append(lost, "agent "+id+": "+err.Error())
 		}
-		if v, err := b.GetRecord(ctx, "code", id); err != nil || string(v) != id {
-			lost = append(lost, fmt.Sprintf("record %s: %q, %v", id, v, err))
+		if g, err := b.GetRefresh(ctx, id); err != nil || g.AgentID != id {
+			lost = append(lost, fmt.Sprintf("refresh token %s: %+v, %v", id, g, err))
+		}
+		if changes[seq] != id {
+			lost = append(lost, fmt.Sprintf("change %d of %s: found %q", seq, id, changes[seq]))
 		}
 	}
 	if len(lost) > 0 {
-		t.Fatalf("%d of %d acknowledged writes lost after kill -9, e.g. %v", len(lost), len(written), lost[:min(5, len(lost))])
+		t.Fatalf("%d acknowledged writes lost after kill -9, e.g. %v", len(lost), lost[:min(5, len(lost))])
 	}
-	t.Logf("%d acknowledged agent+record pairs all survived kill -9", len(written))
+	t.Logf("%d acknowledged agent, refresh token and change triples all survived kill -9", len(written))
 }

@@ -2,13 +2,15 @@ package storage
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/dgraph-io/badger/v4"
+
 	"github.com/authagent/caddy-authagent/agents"
+	"github.com/authagent/caddy-authagent/oauth"
 )
 
 func benchAgent(id string) *agents.Agent {
@@ -64,7 +66,18 @@ func BenchmarkBadgerGetAgent(b *testing.B) {
 	s := openTestBadger(b, BadgerOptions{Dir: b.TempDir()})
 	ctx := context.Background()
 	const n = 1000
-	populate(b, s, n)
+	err := s.db.Update(func(txn *badger.Txn) error {
+		for i := range n {
+			id := fmt.Sprintf("bench-%08d", i)
+			if err := writeJSON(txn, agentKey(id), toAgentRecord(benchAgent(id)), 0, "agent"); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
 	b.ReportAllocs()
 	b.ResetTimer()
 	for i := range b.N {
@@ -74,45 +87,80 @@ func BenchmarkBadgerGetAgent(b *testing.B) {
 	}
 }
 
-// BenchmarkBadgerConsumeRecord measures redeeming an authorization code: a
-// read and a delete in one synced transaction.
-func BenchmarkBadgerConsumeRecord(b *testing.B) {
+func benchCodeGrant() *oauth.CodeGrant {
+	now := time.Now()
+	return &oauth.CodeGrant{
+		ClientID:      "bench-client",
+		RedirectURI:   "https://app.example.com/callback",
+		Scopes:        []string{"openid", "profile", "data:read"},
+		Nonce:         "n-0S6_WzA2Mj",
+		CodeChallenge: "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM",
+		AgentID:       "bench-agent",
+		ModelName:     "gpt-bench",
+		AuthTime:      now,
+		ExpiresAt:     now.Add(time.Minute),
+	}
+}
+
+// BenchmarkBadgerRedeemCode measures an authorization code's life: storing
+// it when the agent approves, then redeeming it at the token endpoint, two
+// synced transactions.
+func BenchmarkBadgerRedeemCode(b *testing.B) {
 	s := openTestBadger(b, BadgerOptions{Dir: b.TempDir()})
 	ctx := context.Background()
-	// Write the records in one batch (one fsync), outside the timer.
-	wb := s.db.NewWriteBatch()
-	value := make([]byte, 256)
-	for i := range b.N {
-		if err := wb.Set(recordKey("code", fmt.Sprintf("%08d", i)), value); err != nil {
-			b.Fatal(err)
-		}
-	}
-	if err := wb.Flush(); err != nil {
-		b.Fatal(err)
-	}
+	red := oauth.Redemption{AccessTokenID: "fam.at", AccessTokenExpires: time.Now().Add(time.Hour), Family: "fam"}
+	redeem := func(*oauth.CodeGrant) (oauth.Redemption, error) { return red, nil }
 	b.ReportAllocs()
 	b.ResetTimer()
 	for i := range b.N {
-		if _, err := s.ConsumeRecord(ctx, "code", fmt.Sprintf("%08d", i)); err != nil {
+		hash := fmt.Sprintf("code-%08d", i)
+		if err := s.CreateCode(ctx, hash, benchCodeGrant()); err != nil {
+			b.Fatal(err)
+		}
+		if _, err := s.RedeemCode(ctx, hash, redeem); err != nil {
 			b.Fatal(err)
 		}
 	}
 }
 
-func populate(b *testing.B, s *Badger, n int) {
-	b.Helper()
-	wb := s.db.NewWriteBatch()
-	for i := range n {
-		id := fmt.Sprintf("bench-%08d", i)
-		val, err := json.Marshal(benchAgent(id))
-		if err != nil {
-			b.Fatal(err)
-		}
-		if err := wb.Set(agentKey(id), val); err != nil {
+// BenchmarkBadgerRotateRefresh measures a refresh grant: one synced
+// transaction that marks the presented token rotated and stores its
+// successor with its family index entry.
+func BenchmarkBadgerRotateRefresh(b *testing.B) {
+	s := openTestBadger(b, BadgerOptions{Dir: b.TempDir()})
+	ctx := context.Background()
+	g := &oauth.RefreshGrant{
+		Family:    "bench-family",
+		ClientID:  "bench-client",
+		AgentID:   "bench-agent",
+		Scopes:    []string{"openid", "data:read"},
+		ModelName: "gpt-bench",
+		AuthTime:  time.Now(),
+		ExpiresAt: time.Now().Add(24 * time.Hour),
+	}
+	if err := s.CreateRefresh(ctx, "rt-00000000", g); err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := range b.N {
+		if err := s.RotateRefresh(ctx, fmt.Sprintf("rt-%08d", i), fmt.Sprintf("rt-%08d", i+1), g); err != nil {
 			b.Fatal(err)
 		}
 	}
-	if err := wb.Flush(); err != nil {
-		b.Fatal(err)
+}
+
+// BenchmarkBadgerAppendChange measures a revocation's entry in the change
+// log, which is appended under one mutex and so never shares an fsync.
+func BenchmarkBadgerAppendChange(b *testing.B) {
+	s := openTestBadger(b, BadgerOptions{Dir: b.TempDir()})
+	ctx := context.Background()
+	c := oauth.Change{Kind: oauth.ChangeTokenRevoked, Key: "bench-family.access-token-id", Expires: time.Now().Add(time.Hour)}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for range b.N {
+		if _, err := s.AppendChange(ctx, c); err != nil {
+			b.Fatal(err)
+		}
 	}
 }

@@ -4,19 +4,13 @@ import (
 	"bytes"
 	"context"
 	"slices"
+	"sort"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/authagent/caddy-authagent/agents"
 	"github.com/authagent/caddy-authagent/oauth"
-)
-
-// Compile-time proof that Memory is a complete backend.
-var (
-	_ agents.Repository = (*Memory)(nil)
-	_ oauth.KeyStore    = (*Memory)(nil)
-	_ oauth.RecordStore = (*Memory)(nil)
 )
 
 // memorySweepInterval is how often expired records are dropped. Reads
@@ -28,50 +22,57 @@ const memorySweepInterval = time.Minute
 // for setups that accept losing all state on restart. It is safe for
 // concurrent use. Values are copied on the way in and out, so callers can
 // never change stored data through a pointer or slice they hold.
+//
+// One mutex guards everything, and the callbacks of UpdateAgent,
+// UpdateClient and RedeemCode run under it: they must not call back into
+// the store.
 type Memory struct {
 	now func() time.Time
 
-	mu      sync.Mutex
-	agents  map[string]*agents.Agent
-	keys    map[string]oauth.StoredKey
-	records map[memoryRecordKey]memoryRecord
+	mu       sync.Mutex
+	agents   map[string]*agents.Agent
+	clients  map[string]*oauth.Client
+	keys     oauth.KeySet
+	secrets  map[string][]byte
+	requests map[string]*oauth.AuthRequest
+	codes    map[string]*oauth.CodeGrant
+	refresh  map[string]*oauth.RefreshGrant
+	// families indexes refresh by family, so RevokeFamily need not scan.
+	families map[string]map[string]struct{}
+	// changes is ordered by Seq; lastSeq is the number last handed out.
+	changes []oauth.Change
+	lastSeq uint64
 
 	stop      chan struct{}
 	done      chan struct{}
 	closeOnce sync.Once
 }
 
-// memoryRecordKey is a struct rather than a joined string, so kinds and keys
-// cannot collide here whatever they contain.
-type memoryRecordKey struct{ kind, key string }
-
-type memoryRecord struct {
-	value     []byte
-	expiresAt time.Time // zero: never expires
-}
-
-func (r memoryRecord) expired(now time.Time) bool {
-	return !r.expiresAt.IsZero() && !now.Before(r.expiresAt)
-}
-
 // NewMemory returns an empty store and starts its once-a-minute sweep of
-// expired records; stop it with Close. now is the clock used for record
-// expiry (nil means time.Now), so tests can move time by hand.
+// expired records; stop it with Close. now is the clock expiry is decided
+// by (nil means time.Now), so tests can move time by hand.
 func NewMemory(now func() time.Time) *Memory {
 	if now == nil {
 		now = time.Now
 	}
 	m := &Memory{
-		now:     now,
-		agents:  make(map[string]*agents.Agent),
-		keys:    make(map[string]oauth.StoredKey),
-		records: make(map[memoryRecordKey]memoryRecord),
-		stop:    make(chan struct{}),
-		done:    make(chan struct{}),
+		now:      now,
+		agents:   make(map[string]*agents.Agent),
+		clients:  make(map[string]*oauth.Client),
+		secrets:  make(map[string][]byte),
+		requests: make(map[string]*oauth.AuthRequest),
+		codes:    make(map[string]*oauth.CodeGrant),
+		refresh:  make(map[string]*oauth.RefreshGrant),
+		families: make(map[string]map[string]struct{}),
+		stop:     make(chan struct{}),
+		done:     make(chan struct{}),
 	}
 	go m.sweep()
 	return m
 }
+
+// Shared reports false: the data lives in this process only.
+func (m *Memory) Shared() bool { return false }
 
 func (m *Memory) sweep() {
 	defer close(m.done)
@@ -87,15 +88,27 @@ func (m *Memory) sweep() {
 	}
 }
 
+// dropExpired forgets every record the clock says is gone.
 func (m *Memory) dropExpired() {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	now := m.now()
-	for k, r := range m.records {
-		if r.expired(now) {
-			delete(m.records, k)
+	for id, r := range m.requests {
+		if expired(r.ExpiresAt, now) {
+			delete(m.requests, id)
 		}
 	}
+	for h, g := range m.codes {
+		if expired(g.ExpiresAt, now) {
+			delete(m.codes, h)
+		}
+	}
+	for h, g := range m.refresh {
+		if expired(g.ExpiresAt, now) {
+			m.deleteRefreshLocked(h, g)
+		}
+	}
+	m.changes = slices.DeleteFunc(m.changes, func(c oauth.Change) bool { return expired(c.Expires, now) })
 }
 
 // Close stops the background sweep. The store stays usable; calling Close
@@ -107,6 +120,27 @@ func (m *Memory) Close() error {
 	})
 	return nil
 }
+
+// sortedPage returns up to limit keys of the map above after, in byte
+// order. Sorting every call is fine at the sizes this backend is meant for.
+func sortedPage[V any](items map[string]V, after string, limit int) []string {
+	if limit <= 0 {
+		limit = defaultListLimit
+	}
+	ids := make([]string, 0, len(items))
+	for id := range items {
+		if id > after {
+			ids = append(ids, id)
+		}
+	}
+	slices.Sort(ids)
+	if len(ids) > limit {
+		ids = ids[:limit]
+	}
+	return ids
+}
+
+// --- agents ---
 
 // CreateAgent stores a copy of a, or returns agents.ErrExists.
 func (m *Memory) CreateAgent(ctx context.Context, a *agents.Agent) error {
@@ -141,7 +175,6 @@ func (m *Memory) GetAgent(ctx context.Context, id string) (*agents.Agent, error)
 
 // UpdateAgent applies fn to a copy of the stored agent and stores the result
 // unless fn fails; see agents.Repository. fn may not change the agent's ID.
-// fn runs under the store's lock, so it must not call back into the store.
 func (m *Memory) UpdateAgent(ctx context.Context, id string, fn func(*agents.Agent) error) (*agents.Agent, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
@@ -156,7 +189,7 @@ func (m *Memory) UpdateAgent(ctx context.Context, id string, fn func(*agents.Age
 	if err := fn(a); err != nil {
 		return nil, err
 	}
-	if err := checkUpdatedID(id, a); err != nil {
+	if err := checkAgentRename(id, a); err != nil {
 		return nil, err
 	}
 	m.agents[id] = a.Clone()
@@ -183,166 +216,418 @@ func (m *Memory) ListAgents(ctx context.Context, after string, limit int) ([]*ag
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	if limit <= 0 {
-		limit = defaultListLimit
-	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	// Sorting every call is fine at the sizes this backend is meant for.
-	ids := make([]string, 0, len(m.agents))
-	for id := range m.agents {
-		if id > after {
-			ids = append(ids, id)
-		}
-	}
-	slices.Sort(ids)
-	if len(ids) > limit {
-		ids = ids[:limit]
-	}
 	var out []*agents.Agent
-	for _, id := range ids {
+	for _, id := range sortedPage(m.agents, after, limit) {
 		out = append(out, m.agents[id].Clone())
 	}
 	return out, nil
 }
 
-func cloneKey(k oauth.StoredKey) oauth.StoredKey {
-	k.Private = bytes.Clone(k.Private)
-	return k
+// --- clients ---
+
+// CreateClient stores a copy of c, or returns oauth.ErrExists.
+func (m *Memory) CreateClient(ctx context.Context, c *oauth.Client) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if err := checkClient(c); err != nil {
+		return err
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if _, ok := m.clients[c.ID]; ok {
+		return oauth.ErrExists
+	}
+	m.clients[c.ID] = cloneClient(c)
+	return nil
 }
 
-// SigningKeys returns copies of every stored key, ordered by id.
-func (m *Memory) SigningKeys(ctx context.Context) ([]oauth.StoredKey, error) {
+// GetClient returns a copy of the client, or oauth.ErrNotFound.
+func (m *Memory) GetClient(ctx context.Context, id string) (*oauth.Client, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	var out []oauth.StoredKey
-	for _, k := range m.keys {
-		out = append(out, cloneKey(k))
+	c, ok := m.clients[id]
+	if !ok {
+		return nil, oauth.ErrNotFound
 	}
-	// Same order as Badger, so nothing comes to depend on map order.
-	slices.SortFunc(out, func(a, b oauth.StoredKey) int { return strings.Compare(a.ID, b.ID) })
+	return cloneClient(c), nil
+}
+
+// UpdateClient applies fn to a copy of the stored client and stores the
+// result unless fn fails. fn may not change the client's ID.
+func (m *Memory) UpdateClient(ctx context.Context, id string, fn func(*oauth.Client) error) (*oauth.Client, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	stored, ok := m.clients[id]
+	if !ok {
+		return nil, oauth.ErrNotFound
+	}
+	c := cloneClient(stored)
+	if err := fn(c); err != nil {
+		return nil, err
+	}
+	if err := checkClientRename(id, c); err != nil {
+		return nil, err
+	}
+	m.clients[id] = cloneClient(c)
+	return cloneClient(c), nil
+}
+
+// DeleteClient removes the client, or returns oauth.ErrNotFound.
+func (m *Memory) DeleteClient(ctx context.Context, id string) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if _, ok := m.clients[id]; !ok {
+		return oauth.ErrNotFound
+	}
+	delete(m.clients, id)
+	return nil
+}
+
+// ListClients returns copies of up to limit clients (100 when limit <= 0)
+// ordered by id, starting strictly after the id after.
+func (m *Memory) ListClients(ctx context.Context, after string, limit int) ([]*oauth.Client, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var out []*oauth.Client
+	for _, id := range sortedPage(m.clients, after, limit) {
+		out = append(out, cloneClient(m.clients[id]))
+	}
 	return out, nil
 }
 
-// PutSigningKey creates or replaces the key with k.ID.
-func (m *Memory) PutSigningKey(ctx context.Context, k oauth.StoredKey) error {
+// --- signing keys ---
+
+// SigningKeys returns a copy of the stored set, its keys ordered by id.
+func (m *Memory) SigningKeys(ctx context.Context) (oauth.KeySet, error) {
 	if err := ctx.Err(); err != nil {
-		return err
-	}
-	if err := checkKeyID(k.ID); err != nil {
-		return err
+		return oauth.KeySet{}, err
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	m.keys[k.ID] = cloneKey(k)
-	return nil
+	return oauth.KeySet{Version: m.keys.Version, Keys: cloneKeys(m.keys.Keys)}, nil
 }
 
-// DeleteSigningKey removes a key; a missing key is not an error.
-func (m *Memory) DeleteSigningKey(ctx context.Context, id string) error {
+// SwapSigningKeys replaces the set with a copy of keys if the stored version
+// is still version, and returns the new version; oauth.ErrStale otherwise.
+func (m *Memory) SwapSigningKeys(ctx context.Context, version uint64, keys []oauth.StoredKey) (uint64, error) {
 	if err := ctx.Err(); err != nil {
-		return err
+		return 0, err
+	}
+	if err := checkKeySet(keys); err != nil {
+		return 0, err
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	delete(m.keys, id)
-	return nil
+	if m.keys.Version != version {
+		return 0, oauth.ErrStale
+	}
+	stored := cloneKeys(keys)
+	// Same order as Badger, so nothing comes to depend on the caller's.
+	slices.SortFunc(stored, compareKeyID)
+	m.keys = oauth.KeySet{Version: version + 1, Keys: stored}
+	return m.keys.Version, nil
 }
 
-// PutRecord stores a copy of value under (kind, key), replacing any previous
-// value and expiry. A ttl of zero means no expiry; a negative ttl describes a
-// record that has already expired, so it removes any previous value instead.
-func (m *Memory) PutRecord(ctx context.Context, kind, key string, value []byte, ttl time.Duration) error {
+// --- secrets ---
+
+// EnsureSecret returns a copy of the secret stored under name, storing a
+// copy of candidate first when there is none.
+func (m *Memory) EnsureSecret(ctx context.Context, name string, candidate []byte) ([]byte, error) {
 	if err := ctx.Err(); err != nil {
-		return err
+		return nil, err
 	}
-	if err := checkKind(kind); err != nil {
-		return err
+	if err := checkSecret(name, candidate); err != nil {
+		return nil, err
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	m.putLocked(memoryRecordKey{kind, key}, value, ttl)
-	return nil
-}
-
-// putLocked stores a copy of value under rk (a negative ttl removes it).
-// The caller holds m.mu.
-func (m *Memory) putLocked(rk memoryRecordKey, value []byte, ttl time.Duration) {
-	if ttl < 0 {
-		delete(m.records, rk)
-		return
-	}
-	r := memoryRecord{value: bytes.Clone(value)}
-	if ttl > 0 {
-		r.expiresAt = m.now().Add(ttl)
-	}
-	m.records[rk] = r
-}
-
-// live returns the unexpired record under rk. The caller holds m.mu.
-func (m *Memory) live(rk memoryRecordKey) (memoryRecord, bool) {
-	r, ok := m.records[rk]
+	v, ok := m.secrets[name]
 	if !ok {
-		return memoryRecord{}, false
+		v = bytes.Clone(candidate)
+		m.secrets[name] = v
 	}
-	if r.expired(m.now()) {
-		delete(m.records, rk)
-		return memoryRecord{}, false
+	return bytes.Clone(v), nil
+}
+
+// --- authorization requests ---
+
+// CreateAuthRequest stores a copy of r until r.ExpiresAt, or returns
+// oauth.ErrExists while a live request has the id.
+func (m *Memory) CreateAuthRequest(ctx context.Context, r *oauth.AuthRequest) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if err := checkAuthRequest(r); err != nil {
+		return err
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if old, ok := m.requests[r.ID]; ok && !expired(old.ExpiresAt, m.now()) {
+		return oauth.ErrExists
+	}
+	m.requests[r.ID] = cloneAuthRequest(r)
+	return nil
+}
+
+// liveRequest returns the unexpired request. The caller holds m.mu.
+func (m *Memory) liveRequest(id string) (*oauth.AuthRequest, bool) {
+	r, ok := m.requests[id]
+	if !ok {
+		return nil, false
+	}
+	if expired(r.ExpiresAt, m.now()) {
+		delete(m.requests, id)
+		return nil, false
 	}
 	return r, true
 }
 
-// GetRecord returns a copy of the value, or oauth.ErrNotFound when the
-// record is missing or expired.
-func (m *Memory) GetRecord(ctx context.Context, kind, key string) ([]byte, error) {
+// GetAuthRequest returns a copy of the request, or oauth.ErrNotFound when it
+// is missing or expired.
+func (m *Memory) GetAuthRequest(ctx context.Context, id string) (*oauth.AuthRequest, error) {
 	if err := ctx.Err(); err != nil {
-		return nil, err
-	}
-	if err := checkKind(kind); err != nil {
 		return nil, err
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	r, ok := m.live(memoryRecordKey{kind, key})
+	r, ok := m.liveRequest(id)
 	if !ok {
 		return nil, oauth.ErrNotFound
 	}
-	return bytes.Clone(r.value), nil
+	return cloneAuthRequest(r), nil
 }
 
-// CreateRecord stores a copy of value under (kind, key) only if no live
-// record is there, returning oauth.ErrExists otherwise; check and write
-// happen under one lock. A ttl of zero means no expiry; a negative ttl
-// describes a record that has already expired, so nothing is stored (but a
-// live record still makes it return oauth.ErrExists).
-func (m *Memory) CreateRecord(ctx context.Context, kind, key string, value []byte, ttl time.Duration) error {
+// ApproveAuthRequest records a on the pending request under the store's
+// lock, so exactly one of concurrent approvals succeeds.
+func (m *Memory) ApproveAuthRequest(ctx context.Context, id string, a oauth.Approval) (*oauth.AuthRequest, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	if err := checkApproval(id, a); err != nil {
+		return nil, err
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	r, ok := m.liveRequest(id)
+	if !ok {
+		return nil, oauth.ErrNotFound
+	}
+	if r.Approval != nil {
+		return nil, oauth.ErrNotPending
+	}
+	r.Approval = &a
+	return cloneAuthRequest(r), nil
+}
+
+// --- authorization codes ---
+
+// CreateCode stores a copy of g under hash until g.ExpiresAt, or returns
+// oauth.ErrExists while a live code has the hash.
+func (m *Memory) CreateCode(ctx context.Context, hash string, g *oauth.CodeGrant) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	if err := checkKind(kind); err != nil {
+	if err := checkCode(hash, g); err != nil {
 		return err
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	rk := memoryRecordKey{kind, key}
-	if _, ok := m.live(rk); ok {
+	if old, ok := m.codes[hash]; ok && !expired(old.ExpiresAt, m.now()) {
 		return oauth.ErrExists
 	}
-	m.putLocked(rk, value, ttl)
+	m.codes[hash] = cloneCodeGrant(g)
 	return nil
 }
 
-// ListRecords returns copies of up to limit live records of kind (100 when
-// limit <= 0) ordered by key, starting strictly after the key after ("" for
-// the first page, which includes a record stored under the empty key).
-func (m *Memory) ListRecords(ctx context.Context, kind, after string, limit int) ([]oauth.Record, error) {
+// RedeemCode redeems the code once, under the store's lock; see
+// oauth.CodeStore. redeem gets a copy of the grant: only the Redemption it
+// returns is recorded, not changes it makes to its argument.
+func (m *Memory) RedeemCode(ctx context.Context, hash string, redeem func(*oauth.CodeGrant) (oauth.Redemption, error)) (*oauth.CodeGrant, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	if err := checkKind(kind); err != nil {
+	if err := checkRedeem(redeem); err != nil {
+		return nil, err
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	g, ok := m.codes[hash]
+	if ok && expired(g.ExpiresAt, m.now()) {
+		delete(m.codes, hash)
+		ok = false
+	}
+	if !ok {
+		return nil, oauth.ErrNotFound
+	}
+	if g.Redemption != nil {
+		return cloneCodeGrant(g), oauth.ErrCodeUsed
+	}
+	red, err := redeem(cloneCodeGrant(g))
+	if err != nil {
+		return nil, err
+	}
+	g.Redemption = &red
+	return cloneCodeGrant(g), nil
+}
+
+// --- refresh tokens ---
+
+// liveRefresh returns the unexpired grant. The caller holds m.mu.
+func (m *Memory) liveRefresh(hash string) (*oauth.RefreshGrant, bool) {
+	g, ok := m.refresh[hash]
+	if !ok {
+		return nil, false
+	}
+	if expired(g.ExpiresAt, m.now()) {
+		m.deleteRefreshLocked(hash, g)
+		return nil, false
+	}
+	return g, true
+}
+
+// putRefreshLocked stores a copy of g under hash and indexes it by family,
+// first unindexing an expired token it replaces. The caller holds m.mu.
+func (m *Memory) putRefreshLocked(hash string, g *oauth.RefreshGrant) {
+	if old, ok := m.refresh[hash]; ok {
+		m.deleteRefreshLocked(hash, old)
+	}
+	m.refresh[hash] = cloneRefreshGrant(g)
+	fam := m.families[g.Family]
+	if fam == nil {
+		fam = make(map[string]struct{})
+		m.families[g.Family] = fam
+	}
+	fam[hash] = struct{}{}
+}
+
+// deleteRefreshLocked removes the token g stored under hash and its index
+// entry. The caller holds m.mu.
+func (m *Memory) deleteRefreshLocked(hash string, g *oauth.RefreshGrant) {
+	delete(m.refresh, hash)
+	if fam := m.families[g.Family]; fam != nil {
+		delete(fam, hash)
+		if len(fam) == 0 {
+			delete(m.families, g.Family)
+		}
+	}
+}
+
+// CreateRefresh stores a copy of g under hash until g.ExpiresAt, or returns
+// oauth.ErrExists while a live token has the hash.
+func (m *Memory) CreateRefresh(ctx context.Context, hash string, g *oauth.RefreshGrant) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if err := checkRefresh(hash, g); err != nil {
+		return err
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if _, ok := m.liveRefresh(hash); ok {
+		return oauth.ErrExists
+	}
+	m.putRefreshLocked(hash, g)
+	return nil
+}
+
+// GetRefresh returns a copy of the grant, or oauth.ErrNotFound when it is
+// missing, expired or its family was revoked.
+func (m *Memory) GetRefresh(ctx context.Context, hash string) (*oauth.RefreshGrant, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	g, ok := m.liveRefresh(hash)
+	if !ok {
+		return nil, oauth.ErrNotFound
+	}
+	return cloneRefreshGrant(g), nil
+}
+
+// RotateRefresh marks the token under oldHash rotated and stores a copy of
+// next under newHash, under the store's lock; see oauth.RefreshStore. next
+// must be of the old token's family, and newHash must be free
+// (oauth.ErrExists otherwise).
+func (m *Memory) RotateRefresh(ctx context.Context, oldHash, newHash string, next *oauth.RefreshGrant) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if err := checkRotate(oldHash, newHash, next); err != nil {
+		return err
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	old, ok := m.liveRefresh(oldHash)
+	if !ok {
+		return oauth.ErrNotFound
+	}
+	if old.Rotated {
+		return oauth.ErrRefreshRotated
+	}
+	if err := checkSameFamily(old, next); err != nil {
+		return err
+	}
+	if _, ok := m.liveRefresh(newHash); ok {
+		return oauth.ErrExists
+	}
+	old.Rotated = true
+	m.putRefreshLocked(newHash, next)
+	return nil
+}
+
+// RevokeFamily deletes every refresh token of the family; a family with no
+// tokens is not an error.
+func (m *Memory) RevokeFamily(ctx context.Context, family string) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for hash := range m.families[family] {
+		delete(m.refresh, hash)
+	}
+	delete(m.families, family)
+	return nil
+}
+
+// --- change log ---
+
+// AppendChange stores c with the next sequence number and returns it.
+func (m *Memory) AppendChange(ctx context.Context, c oauth.Change) (uint64, error) {
+	if err := ctx.Err(); err != nil {
+		return 0, err
+	}
+	if err := checkChange(c); err != nil {
+		return 0, err
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.lastSeq++
+	c.Seq = m.lastSeq
+	m.changes = append(m.changes, c)
+	return c.Seq, nil
+}
+
+// ChangesSince returns up to limit unexpired changes (100 when limit <= 0)
+// with a sequence number above after, in order.
+func (m *Memory) ChangesSince(ctx context.Context, after uint64, limit int) ([]oauth.Change, error) {
+	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
 	if limit <= 0 {
@@ -351,89 +636,63 @@ func (m *Memory) ListRecords(ctx context.Context, kind, after string, limit int)
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	now := m.now()
-	// Sorting every call is fine at the sizes this backend is meant for.
-	var keys []string
-	for rk, r := range m.records {
-		if rk.kind != kind {
-			continue
+	i := sort.Search(len(m.changes), func(i int) bool { return m.changes[i].Seq > after })
+	var out []oauth.Change
+	for ; i < len(m.changes) && len(out) < limit; i++ {
+		if c := m.changes[i]; !expired(c.Expires, now) {
+			out = append(out, c)
 		}
-		if r.expired(now) {
-			delete(m.records, rk)
-			continue
-		}
-		if after == "" || rk.key > after {
-			keys = append(keys, rk.key)
-		}
-	}
-	slices.Sort(keys)
-	if len(keys) > limit {
-		keys = keys[:limit]
-	}
-	var out []oauth.Record
-	for _, k := range keys {
-		out = append(out, oauth.Record{Key: k, Value: bytes.Clone(m.records[memoryRecordKey{kind, k}].value)})
 	}
 	return out, nil
 }
 
-// ConsumeRecord returns the value and deletes the record under one lock, so
-// exactly one of any number of concurrent callers gets it.
-func (m *Memory) ConsumeRecord(ctx context.Context, kind, key string) ([]byte, error) {
-	if err := ctx.Err(); err != nil {
-		return nil, err
-	}
-	if err := checkKind(kind); err != nil {
-		return nil, err
-	}
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	rk := memoryRecordKey{kind, key}
-	r, ok := m.live(rk)
-	if !ok {
-		return nil, oauth.ErrNotFound
-	}
-	delete(m.records, rk)
-	// The stored slice was a private copy and is no longer stored, so it can
-	// be handed out as it is.
-	return r.value, nil
+// --- copies ---
+
+func cloneClient(c *oauth.Client) *oauth.Client {
+	out := *c
+	out.RedirectURIs = slices.Clone(c.RedirectURIs)
+	out.Scopes = slices.Clone(c.Scopes)
+	out.GrantTypes = slices.Clone(c.GrantTypes)
+	return &out
 }
 
-// UpdateRecord applies fn to a copy of the stored value and stores the result
-// with the record's original expiry, unless fn fails. fn runs under the
-// store's lock, so it must not call back into the store.
-func (m *Memory) UpdateRecord(ctx context.Context, kind, key string, fn func([]byte) ([]byte, error)) error {
-	if err := ctx.Err(); err != nil {
-		return err
+func cloneKeys(keys []oauth.StoredKey) []oauth.StoredKey {
+	if keys == nil {
+		return nil
 	}
-	if err := checkKind(kind); err != nil {
-		return err
+	out := make([]oauth.StoredKey, len(keys))
+	for i, k := range keys {
+		k.Private = bytes.Clone(k.Private)
+		out[i] = k
 	}
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	rk := memoryRecordKey{kind, key}
-	r, ok := m.live(rk)
-	if !ok {
-		return oauth.ErrNotFound
-	}
-	val, err := fn(bytes.Clone(r.value))
-	if err != nil {
-		return err
-	}
-	// fn may keep the slice it returned; store a copy.
-	m.records[rk] = memoryRecord{value: bytes.Clone(val), expiresAt: r.expiresAt}
-	return nil
+	return out
 }
 
-// DeleteRecord removes the record; a missing record is not an error.
-func (m *Memory) DeleteRecord(ctx context.Context, kind, key string) error {
-	if err := ctx.Err(); err != nil {
-		return err
+func cloneAuthRequest(r *oauth.AuthRequest) *oauth.AuthRequest {
+	out := *r
+	out.Scopes = slices.Clone(r.Scopes)
+	if r.Approval != nil {
+		a := *r.Approval
+		out.Approval = &a
 	}
-	if err := checkKind(kind); err != nil {
-		return err
-	}
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	delete(m.records, memoryRecordKey{kind, key})
-	return nil
+	return &out
 }
+
+func cloneCodeGrant(g *oauth.CodeGrant) *oauth.CodeGrant {
+	out := *g
+	out.Scopes = slices.Clone(g.Scopes)
+	if g.Redemption != nil {
+		r := *g.Redemption
+		out.Redemption = &r
+	}
+	return &out
+}
+
+func cloneRefreshGrant(g *oauth.RefreshGrant) *oauth.RefreshGrant {
+	out := *g
+	out.Scopes = slices.Clone(g.Scopes)
+	return &out
+}
+
+// compareKeyID orders keys as both backends return them: by id.
+func compareKeyID(a, b oauth.StoredKey) int { return strings.Compare(a.ID, b.ID) }

@@ -3,93 +3,66 @@ package storage
 import (
 	"context"
 	"errors"
-	"sync"
 	"testing"
 	"time"
 
+	"github.com/authagent/caddy-authagent/agents"
 	"github.com/authagent/caddy-authagent/oauth"
 	"github.com/authagent/caddy-authagent/storage/storagetest"
 )
 
+func newTestMemory(t *testing.T, now func() time.Time) storagetest.Store {
+	m := NewMemory(now)
+	t.Cleanup(func() { m.Close() })
+	return m
+}
+
 func TestMemoryConformance(t *testing.T) {
-	// Parallel with the other backends' suites: most of each run is TTL
-	// waits.
 	t.Parallel()
-	storagetest.Run(t, func(t *testing.T) storagetest.Store {
-		m := NewMemory(nil)
-		t.Cleanup(func() { m.Close() })
-		return m
-	})
-}
-
-// fakeClock is a hand-moved clock for the Memory store.
-type fakeClock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = c.now.Add(d)
-}
-
-func TestMemoryExpiryFollowsClock(t *testing.T) {
-	ctx := context.Background()
-	clock := &fakeClock{now: time.Date(2025, 6, 1, 12, 0, 0, 0, time.UTC)}
-	m := NewMemory(clock.Now)
-	defer m.Close()
-
-	if err := m.PutRecord(ctx, "code", "c", []byte("v"), time.Minute); err != nil {
-		t.Fatal(err)
-	}
-	if err := m.PutRecord(ctx, "code", "forever", []byte("v"), 0); err != nil {
-		t.Fatal(err)
-	}
-	clock.Advance(time.Minute - time.Nanosecond)
-	if _, err := m.GetRecord(ctx, "code", "c"); err != nil {
-		t.Fatalf("record gone before its ttl: %v", err)
-	}
-	// UpdateRecord keeps the original deadline, not a fresh minute.
-	if err := m.UpdateRecord(ctx, "code", "c", func([]byte) ([]byte, error) { return []byte("w"), nil }); err != nil {
-		t.Fatal(err)
-	}
-	clock.Advance(time.Nanosecond)
-	if _, err := m.GetRecord(ctx, "code", "c"); !errors.Is(err, oauth.ErrNotFound) {
-		t.Fatalf("record at its deadline: got %v, want ErrNotFound", err)
-	}
-	if _, err := m.GetRecord(ctx, "code", "forever"); err != nil {
-		t.Fatalf("record without ttl: %v", err)
-	}
+	storagetest.Run(t, newTestMemory)
 }
 
 func TestMemorySweepDropsExpired(t *testing.T) {
 	ctx := context.Background()
-	clock := &fakeClock{now: time.Date(2025, 6, 1, 12, 0, 0, 0, time.UTC)}
+	clock := storagetest.NewClock()
 	m := NewMemory(clock.Now)
 	defer m.Close()
-	for _, key := range []string{"a", "b"} {
-		if err := m.PutRecord(ctx, "req", key, []byte("v"), time.Second); err != nil {
+	now := clock.Now()
+	short, long := now.Add(time.Second), now.Add(time.Hour)
+	for _, id := range []string{"a", "b"} {
+		if err := m.CreateAuthRequest(ctx, &oauth.AuthRequest{ID: id, ExpiresAt: short}); err != nil {
+			t.Fatal(err)
+		}
+		if err := m.CreateCode(ctx, id, &oauth.CodeGrant{ExpiresAt: short}); err != nil {
+			t.Fatal(err)
+		}
+		if err := m.CreateRefresh(ctx, id, &oauth.RefreshGrant{Family: "f-" + id, ExpiresAt: short}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := m.AppendChange(ctx, oauth.Change{Kind: oauth.ChangeTokenRevoked, Key: id, Expires: short}); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if err := m.PutRecord(ctx, "req", "kept", []byte("v"), time.Hour); err != nil {
+	if err := m.CreateAuthRequest(ctx, &oauth.AuthRequest{ID: "kept", ExpiresAt: long}); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.CreateRefresh(ctx, "kept", &oauth.RefreshGrant{Family: "f-kept", ExpiresAt: long}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.AppendChange(ctx, oauth.Change{Kind: oauth.ChangeTokenRevoked, Key: "kept", Expires: long}); err != nil {
 		t.Fatal(err)
 	}
 	clock.Advance(2 * time.Second)
 	// Call the sweep directly rather than waiting a minute for the ticker.
 	m.dropExpired()
 	m.mu.Lock()
-	n := len(m.records)
-	m.mu.Unlock()
-	if n != 1 {
-		t.Fatalf("after the sweep %d records are held, want 1", n)
+	defer m.mu.Unlock()
+	if len(m.requests) != 1 || len(m.codes) != 0 || len(m.refresh) != 1 || len(m.families) != 1 || len(m.changes) != 1 {
+		t.Fatalf("after the sweep %d requests, %d codes, %d refresh tokens in %d families and %d changes are held, want 1, 0, 1, 1, 1",
+			len(m.requests), len(m.codes), len(m.refresh), len(m.families), len(m.changes))
+	}
+	if m.lastSeq != 3 {
+		t.Fatalf("the sweep reset the change sequence to %d", m.lastSeq)
 	}
 }
 
@@ -106,6 +79,10 @@ func TestMemoryCloseTwice(t *testing.T) {
 	default:
 		t.Fatal("sweep goroutine still running after Close")
 	}
+	// The store stays usable without its sweep.
+	if err := m.CreateAgent(context.Background(), &agents.Agent{ID: "after-close"}); err != nil {
+		t.Fatalf("CreateAgent after Close: %v", err)
+	}
 }
 
 func TestMemoryHonoursContext(t *testing.T) {
@@ -113,56 +90,73 @@ func TestMemoryHonoursContext(t *testing.T) {
 	defer m.Close()
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	if err := m.PutRecord(ctx, "k", "v", nil, 0); !errors.Is(err, context.Canceled) {
-		t.Fatalf("PutRecord with a cancelled context: %v", err)
+	if err := m.CreateAgent(ctx, &agents.Agent{ID: "late"}); !errors.Is(err, context.Canceled) {
+		t.Fatalf("CreateAgent with a cancelled context: %v", err)
 	}
-	if _, err := m.GetRecord(context.Background(), "k", "v"); !errors.Is(err, oauth.ErrNotFound) {
-		t.Fatalf("a cancelled PutRecord wrote: %v", err)
+	if _, err := m.GetAgent(context.Background(), "late"); !errors.Is(err, agents.ErrNotFound) {
+		t.Fatalf("a cancelled CreateAgent wrote: %v", err)
 	}
-	if err := m.CreateRecord(ctx, "k", "v", nil, 0); !errors.Is(err, context.Canceled) {
-		t.Fatalf("CreateRecord with a cancelled context: %v", err)
+	if _, err := m.AppendChange(ctx, oauth.Change{Kind: oauth.ChangeTokenRevoked, Key: "k", Expires: time.Now().Add(time.Hour)}); !errors.Is(err, context.Canceled) {
+		t.Fatalf("AppendChange with a cancelled context: %v", err)
 	}
-	if _, err := m.GetRecord(context.Background(), "k", "v"); !errors.Is(err, oauth.ErrNotFound) {
-		t.Fatalf("a cancelled CreateRecord wrote: %v", err)
+	if _, err := m.ChangesSince(ctx, 0, 0); !errors.Is(err, context.Canceled) {
+		t.Fatalf("ChangesSince with a cancelled context: %v", err)
 	}
-	if _, err := m.ListRecords(ctx, "k", "", 0); !errors.Is(err, context.Canceled) {
-		t.Fatalf("ListRecords with a cancelled context: %v", err)
+	if list, _ := m.ChangesSince(context.Background(), 0, 0); len(list) != 0 {
+		t.Fatalf("a cancelled AppendChange wrote: %v", list)
 	}
 }
 
-// TestMemoryCreateAndListFollowClock checks CreateRecord and ListRecords
-// against the exact deadline, which the conformance suite can only
-// approach with a real sleep.
-func TestMemoryCreateAndListFollowClock(t *testing.T) {
-	ctx := context.Background()
-	clock := &fakeClock{now: time.Date(2025, 6, 1, 12, 0, 0, 0, time.UTC)}
-	m := NewMemory(clock.Now)
+func TestMemoryNotShared(t *testing.T) {
+	m := NewMemory(nil)
 	defer m.Close()
+	if m.Shared() {
+		t.Fatal("Memory reports being shared between processes")
+	}
+}
 
-	if err := m.CreateRecord(ctx, "client", "a", []byte("first"), time.Minute); err != nil {
-		t.Fatal(err)
-	}
-	if err := m.PutRecord(ctx, "client", "b", []byte("long"), time.Hour); err != nil {
-		t.Fatal(err)
-	}
-	clock.Advance(time.Minute - time.Nanosecond)
-	if err := m.CreateRecord(ctx, "client", "a", []byte("early"), 0); !errors.Is(err, oauth.ErrExists) {
-		t.Fatalf("CreateRecord just before the deadline: got %v, want ErrExists", err)
-	}
-	if list, err := m.ListRecords(ctx, "client", "", 0); err != nil || len(list) != 2 {
-		t.Fatalf("ListRecords just before the deadline: %v, %v; want 2 records", list, err)
-	}
-	clock.Advance(time.Nanosecond)
-	list, err := m.ListRecords(ctx, "client", "", 0)
-	if err != nil || len(list) != 1 || list[0].Key != "b" {
-		t.Fatalf("ListRecords at the deadline: %v, %v; want only b", list, err)
-	}
-	if err := m.CreateRecord(ctx, "client", "a", []byte("second"), 0); err != nil {
-		t.Fatalf("CreateRecord at the deadline: %v", err)
-	}
-	// The new record has no expiry.
-	clock.Advance(24 * time.Hour)
-	if v, err := m.GetRecord(ctx, "client", "a"); err != nil || string(v) != "second" {
-		t.Fatalf("GetRecord after a day: %q, %v; want second", v, err)
+// TestInvalidInputIsMarked checks that both backends wrap ErrInvalidInput
+// in what they refuse, which the suite (knowing no backend) cannot check.
+func TestInvalidInputIsMarked(t *testing.T) {
+	t.Parallel()
+	for name, s := range map[string]Backend{
+		"Memory": NewMemory(nil),
+		"Badger": openTestBadger(t, BadgerOptions{Dir: t.TempDir()}),
+	} {
+		ctx := context.Background()
+		exp := time.Now().Add(time.Hour)
+		g := &oauth.RefreshGrant{Family: "f", ExpiresAt: exp}
+		for what, err := range map[string]error{
+			"nil agent":        s.CreateAgent(ctx, nil),
+			"empty agent id":   s.CreateAgent(ctx, &agents.Agent{}),
+			"non-UTF-8 id":     s.CreateAgent(ctx, &agents.Agent{ID: "a\xff"}),
+			"nil client":       s.CreateClient(ctx, nil),
+			"empty client id":  s.CreateClient(ctx, &oauth.Client{}),
+			"empty secret":     func() error { _, err := s.EnsureSecret(ctx, "", []byte("x")); return err }(),
+			"nil candidate":    func() error { _, err := s.EnsureSecret(ctx, "n", nil); return err }(),
+			"empty kid":        func() error { _, err := s.SwapSigningKeys(ctx, 0, []oauth.StoredKey{{}}); return err }(),
+			"nil request":      s.CreateAuthRequest(ctx, nil),
+			"request expiry":   s.CreateAuthRequest(ctx, &oauth.AuthRequest{ID: "r"}),
+			"empty code hash":  s.CreateCode(ctx, "", &oauth.CodeGrant{ExpiresAt: exp}),
+			"nil redeem":       func() error { _, err := s.RedeemCode(ctx, "c", nil); return err }(),
+			"empty refresh":    s.CreateRefresh(ctx, "", g),
+			"family with /":    s.CreateRefresh(ctx, "h", &oauth.RefreshGrant{Family: "a/b", ExpiresAt: exp}),
+			"rotate to itself": s.RotateRefresh(ctx, "h", "h", g),
+			"change kind":      func() error { _, err := s.AppendChange(ctx, oauth.Change{Key: "k", Expires: exp}); return err }(),
+			"agent rename": func() error {
+				if err := s.CreateAgent(ctx, &agents.Agent{ID: "x"}); err != nil {
+					return err
+				}
+				_, err := s.UpdateAgent(ctx, "x", func(a *agents.Agent) error { a.ID = "y"; return nil })
+				return err
+			}(),
+		} {
+			if !errors.Is(err, ErrInvalidInput) {
+				t.Errorf("%s, %s: got %v, want ErrInvalidInput", name, what, err)
+			}
+		}
+		if m, ok := s.(*Memory); ok {
+			m.Close()
+		}
 	}
 }

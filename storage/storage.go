@@ -1,6 +1,6 @@
-// Package storage holds the backends behind agents.Repository, oauth.KeyStore
-// and oauth.RecordStore: Badger, the embedded database a running Caddy uses,
-// and Memory, for tests and throwaway setups. Both pass the same conformance
+// Package storage holds the backends behind agents.Repository and
+// oauth.Store: Badger, the embedded database a running Caddy uses, and
+// Memory, for tests and throwaway setups. Both pass the same conformance
 // suite (storage/storagetest).
 package storage
 
@@ -8,62 +8,227 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
+	"unicode/utf8"
 
 	"github.com/authagent/caddy-authagent/agents"
+	"github.com/authagent/caddy-authagent/oauth"
+)
+
+// Backend is everything the server needs from a storage backend: the agent
+// registry, the authorization server's stores, and what the host needs to
+// run it.
+type Backend interface {
+	agents.Repository
+	oauth.Store
+	// Shared reports whether several processes may use the same database at
+	// once. A host that runs more than one process (a cluster) refuses a
+	// backend that is not shared, because each process would otherwise keep
+	// a private copy of what must be decided once (codes, key rotation).
+	Shared() bool
+	// Close releases the backend; calls after it fail or, for Memory, keep
+	// working without the background sweep.
+	Close() error
+}
+
+// Compile-time proof that both backends are complete.
+var (
+	_ Backend = (*Badger)(nil)
+	_ Backend = (*Memory)(nil)
 )
 
 // ErrInvalidInput is wrapped by the errors returned for arguments no backend
-// can store: a nil agent, an empty agent or key id, an empty record kind, or
-// a record kind containing "/". These are programming errors in the caller,
-// so they are kept apart from ErrNotFound and ErrExists.
+// can store: a nil record or callback, an empty id, hash, name, family or
+// kind for something to be written, a missing expiry, or a callback that
+// tries to rename what it updates. These are programming errors in the
+// caller, so they are kept apart from the not found and exists errors.
+//
+// Looking up, updating or deleting under an empty id is not invalid input:
+// nothing can be stored there, so those calls report not found (a client
+// presenting an empty client_id is simply unknown).
 var ErrInvalidInput = errors.New("auth_agent storage: invalid input")
 
-// checkKind rejects kinds that could make two (kind, key) pairs share one
-// stored key: Badger stores records under "rec/<kind>/<key>", so a "/" in
-// kind would let ("a/b", "c") and ("a", "b/c") collide. Keys may contain
-// anything because the first "/" after the prefix always ends the kind.
-func checkKind(kind string) error {
-	if kind == "" {
-		return fmt.Errorf("%w: empty record kind", ErrInvalidInput)
-	}
-	if strings.Contains(kind, "/") {
-		return fmt.Errorf("%w: record kind %q contains \"/\"", ErrInvalidInput, kind)
-	}
-	return nil
+func invalid(format string, args ...any) error {
+	return fmt.Errorf("%w: "+format, append([]any{ErrInvalidInput}, args...)...)
 }
+
+// defaultListLimit is the page size of ListAgents, ListClients and
+// ChangesSince when the caller passes limit <= 0, so a forgotten limit
+// cannot load everything at once.
+const defaultListLimit = 100
 
 // checkAgent rejects agents that would be stored under an empty id, where
 // no GetAgent call could ever find them again.
 func checkAgent(a *agents.Agent) error {
 	if a == nil {
-		return fmt.Errorf("%w: nil agent", ErrInvalidInput)
+		return invalid("nil agent")
 	}
-	if a.ID == "" {
-		return fmt.Errorf("%w: empty agent id", ErrInvalidInput)
-	}
-	return nil
+	return checkID("agent id", a.ID)
 }
 
-// checkUpdatedID stops an UpdateAgent callback from renaming the agent: the
-// record would move to another key behind the caller's back, possibly over
-// an existing agent.
-func checkUpdatedID(id string, a *agents.Agent) error {
-	if a.ID != id {
-		return fmt.Errorf("%w: UpdateAgent may not change the agent id (%q to %q)", ErrInvalidInput, id, a.ID)
-	}
-	return nil
-}
-
-// checkKeyID rejects signing keys without a kid, which JWT headers and the
-// JWKS need to match tokens to keys.
-func checkKeyID(id string) error {
+// checkID rejects an empty id, and one that is not UTF-8: ids are stored in
+// JSON records, where invalid UTF-8 would silently turn into U+FFFD and the
+// record would name another id than the one it is stored under.
+func checkID(what, id string) error {
 	if id == "" {
-		return fmt.Errorf("%w: empty signing key id", ErrInvalidInput)
+		return invalid("empty %s", what)
+	}
+	if !utf8.ValidString(id) {
+		return invalid("%s %q is not UTF-8", what, id)
 	}
 	return nil
 }
 
-// defaultListLimit is the page size of ListAgents and ListRecords when the
-// caller passes limit <= 0, so a forgotten limit cannot load everything at
-// once.
-const defaultListLimit = 100
+// checkAgentRename stops an UpdateAgent callback from renaming the agent:
+// the record would move to another key behind the caller's back, possibly
+// over an existing agent.
+func checkAgentRename(id string, a *agents.Agent) error {
+	if a.ID != id {
+		return invalid("UpdateAgent may not change the agent id (%q to %q)", id, a.ID)
+	}
+	return nil
+}
+
+func checkClient(c *oauth.Client) error {
+	if c == nil {
+		return invalid("nil client")
+	}
+	return checkID("client id", c.ID)
+}
+
+// checkClientRename is checkAgentRename for UpdateClient.
+func checkClientRename(id string, c *oauth.Client) error {
+	if c.ID != id {
+		return invalid("UpdateClient may not change the client id (%q to %q)", id, c.ID)
+	}
+	return nil
+}
+
+// checkKeySet rejects a key set that could not be told apart by kid: JWT
+// headers and the JWKS match tokens to keys by it.
+func checkKeySet(keys []oauth.StoredKey) error {
+	seen := make(map[string]bool, len(keys))
+	for _, k := range keys {
+		if err := checkID("signing key id", k.ID); err != nil {
+			return err
+		}
+		if seen[k.ID] {
+			return invalid("signing key id %q appears twice in the set", k.ID)
+		}
+		seen[k.ID] = true
+	}
+	return nil
+}
+
+func checkSecret(name string, candidate []byte) error {
+	if name == "" {
+		return invalid("empty secret name")
+	}
+	if len(candidate) == 0 {
+		return invalid("empty candidate for secret %q", name)
+	}
+	return nil
+}
+
+// checkExpiry rejects a short-lived record without an expiry: the zero time
+// is not after any clock reading, so it would be gone the moment it was
+// stored, which is never what the caller meant.
+func checkExpiry(what string, t time.Time) error {
+	if t.IsZero() {
+		return invalid("%s has no expiry", what)
+	}
+	return nil
+}
+
+func checkAuthRequest(r *oauth.AuthRequest) error {
+	if r == nil {
+		return invalid("nil authorization request")
+	}
+	if err := checkID("authorization request id", r.ID); err != nil {
+		return err
+	}
+	return checkExpiry("authorization request "+r.ID, r.ExpiresAt)
+}
+
+func checkApproval(id string, a oauth.Approval) error {
+	if a.AgentID == "" {
+		return invalid("approval of authorization request %q names no agent", id)
+	}
+	return nil
+}
+
+func checkCode(hash string, g *oauth.CodeGrant) error {
+	if hash == "" {
+		return invalid("empty authorization code hash")
+	}
+	if g == nil {
+		return invalid("nil code grant")
+	}
+	return checkExpiry("authorization code", g.ExpiresAt)
+}
+
+func checkRedeem(redeem func(*oauth.CodeGrant) (oauth.Redemption, error)) error {
+	if redeem == nil {
+		return invalid("nil redeem callback")
+	}
+	return nil
+}
+
+// checkFamily rejects family names the family index cannot hold: Badger
+// indexes tokens under "refam/<family>/<hash>", so a "/" in a family would
+// let family "a" see the tokens of family "a/b".
+func checkFamily(family string) error {
+	if err := checkID("refresh token family", family); err != nil {
+		return err
+	}
+	if strings.Contains(family, "/") {
+		return invalid("refresh token family %q contains \"/\"", family)
+	}
+	return nil
+}
+
+func checkRefresh(hash string, g *oauth.RefreshGrant) error {
+	if hash == "" {
+		return invalid("empty refresh token hash")
+	}
+	if g == nil {
+		return invalid("nil refresh grant")
+	}
+	if err := checkFamily(g.Family); err != nil {
+		return err
+	}
+	return checkExpiry("refresh token", g.ExpiresAt)
+}
+
+func checkRotate(oldHash, newHash string, next *oauth.RefreshGrant) error {
+	if err := checkRefresh(newHash, next); err != nil {
+		return err
+	}
+	if oldHash == newHash {
+		return invalid("refresh token rotated to itself")
+	}
+	return nil
+}
+
+// checkSameFamily keeps a rotation inside its family, so that revoking the
+// family also reaches the successor.
+func checkSameFamily(old, next *oauth.RefreshGrant) error {
+	if old.Family != next.Family {
+		return invalid("refresh token of family %q rotated into family %q", old.Family, next.Family)
+	}
+	return nil
+}
+
+func checkChange(c oauth.Change) error {
+	if err := checkID("change kind", c.Kind); err != nil {
+		return err
+	}
+	if err := checkID(c.Kind+" change key", c.Key); err != nil {
+		return err
+	}
+	return checkExpiry(c.Kind+" change", c.Expires)
+}
+
+// expired is the one expiry rule of both backends: a record whose expiry is
+// not after now is gone.
+func expired(expiresAt, now time.Time) bool { return !expiresAt.After(now) }

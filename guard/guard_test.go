@@ -1,4 +1,4 @@
-package oauth_test
+package guard_test
 
 import (
 	"context"
@@ -7,14 +7,30 @@ import (
 	"testing"
 	"time"
 
+	"github.com/authagent/caddy-authagent/guard"
 	"github.com/authagent/caddy-authagent/oauth"
+	"github.com/authagent/caddy-authagent/storage"
 )
 
-func newGuard(tb testing.TB, scopes ...string) (*oauth.Guard, *oauth.Tokens, *oauth.Revocations) {
+const issuer = "https://auth.example.com"
+
+// newTokens is this server's token service over a fresh store, and the
+// view of that store's change log.
+func newTokens(tb testing.TB, alg string) (*oauth.Tokens, *oauth.KeyManager, *oauth.Revocations) {
 	tb.Helper()
-	tokens, _ := newTokens(tb, oauth.AlgRS256, &clock{time.Now()})
-	rev := oauth.NewRevocations(nil)
-	return &oauth.Guard{Verifier: oauth.NewLocalVerifier(tokens, rev), Scopes: scopes}, tokens, rev
+	store := storage.NewMemory(nil)
+	tb.Cleanup(func() { store.Close() })
+	keys, err := oauth.NewKeyManager(context.Background(), store, oauth.KeyPolicy{Algs: []string{alg}, Rotation: 24 * time.Hour}, nil, nil)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return oauth.NewTokens(issuer, time.Hour, alg, keys, nil), keys, oauth.NewRevocations(store, nil, nil)
+}
+
+func newGuard(tb testing.TB, scopes ...string) (*guard.Guard, *oauth.Tokens, *oauth.Revocations) {
+	tb.Helper()
+	tokens, keys, rev := newTokens(tb, oauth.AlgRS256)
+	return &guard.Guard{Verifier: guard.NewLocalVerifier(issuer, keys.Lookup, rev), Scopes: scopes}, tokens, rev
 }
 
 func TestGuardCheck(t *testing.T) {
@@ -61,7 +77,7 @@ func TestGuardErrorChallenge(t *testing.T) {
 		}
 		_, e := g.Check(r)
 		rec := httptest.NewRecorder()
-		oauth.WriteGuardError(rec, r, e, g.Scopes, "")
+		guard.WriteError(rec, r, e, g.Scopes, "")
 		ch := rec.Header().Get("WWW-Authenticate")
 		if !strings.Contains(ch, `resource_metadata="http://api.example.com/.well-known/oauth-protected-resource"`) {
 			t.Errorf("challenge %q", ch)
@@ -79,7 +95,9 @@ func TestGuardRevocationBeatsCache(t *testing.T) {
 	if _, err := g.Verifier.Verify(context.Background(), tok.Token); err != nil {
 		t.Fatal(err)
 	}
-	oauth.RevokeSubjectForTest(rev, "bot", time.Now())
+	if err := rev.Record(context.Background(), oauth.Change{Kind: oauth.ChangeAgentRevoked, Key: "bot", Before: time.Now(), Expires: time.Now().Add(time.Hour)}); err != nil {
+		t.Fatal(err)
+	}
 	if _, err := g.Verifier.Verify(context.Background(), tok.Token); err == nil {
 		t.Fatal("a cached token of a revoked agent was accepted")
 	}
@@ -90,8 +108,8 @@ func TestGuardRevocationBeatsCache(t *testing.T) {
 func BenchmarkGuardVerify(b *testing.B) {
 	for _, alg := range oauth.SupportedAlgs {
 		b.Run(alg+"/cached", func(b *testing.B) {
-			tokens, _ := newTokens(b, alg, &clock{time.Now()})
-			g := &oauth.Guard{Verifier: oauth.NewLocalVerifier(tokens, oauth.NewRevocations(nil)), Scopes: []string{"data:read"}}
+			tokens, keys, rev := newTokens(b, alg)
+			g := &guard.Guard{Verifier: guard.NewLocalVerifier(issuer, keys.Lookup, rev), Scopes: []string{"data:read"}}
 			tok, _ := tokens.IssueAccessToken(oauth.AccessGrant{Subject: "bot", ClientID: "bot", Scopes: []string{"profile", "data:read"}})
 			r := httptest.NewRequest("GET", "/", nil)
 			r.Header.Set("Authorization", "Bearer "+tok.Token)
@@ -104,11 +122,11 @@ func BenchmarkGuardVerify(b *testing.B) {
 		})
 	}
 	b.Run("RS256/uncached", func(b *testing.B) {
-		tokens, _ := newTokens(b, oauth.AlgRS256, &clock{time.Now()})
+		tokens, _, _ := newTokens(b, oauth.AlgRS256)
 		tok, _ := tokens.IssueAccessToken(oauth.AccessGrant{Subject: "bot", ClientID: "bot", Scopes: []string{"profile", "data:read"}})
 		b.ReportAllocs()
 		for b.Loop() {
-			if _, err := tokens.VerifyAccessToken(tok.Token, ""); err != nil {
+			if _, err := tokens.VerifyAccessToken(context.Background(), tok.Token, ""); err != nil {
 				b.Fatal(err)
 			}
 		}

@@ -1,4 +1,4 @@
-package storage
+package ratelimit
 
 import (
 	"context"
@@ -11,20 +11,18 @@ import (
 	"github.com/ulule/limiter/v3"
 	memorystore "github.com/ulule/limiter/v3/drivers/store/memory"
 	redisstore "github.com/ulule/limiter/v3/drivers/store/redis"
-
-	"github.com/authagent/caddy-authagent/oauth"
 )
 
-// LimitStore keeps rate-limit counters: in memory (one process) or in
+// Store keeps rate-limit counters: in memory (one process) or in
 // Redis (shared by several Caddy instances).
-type LimitStore struct {
+type Store struct {
 	store  limiter.Store
 	closer func() error
 }
 
-// NewMemoryLimitStore keeps counters in this process.
-func NewMemoryLimitStore() *LimitStore {
-	return &LimitStore{
+// NewMemoryStore keeps counters in this process.
+func NewMemoryStore() *Store {
+	return &Store{
 		store:  memorystore.NewStoreWithOptions(limiter.StoreOptions{Prefix: "auth_agent", CleanUpInterval: time.Minute}),
 		closer: func() error { return nil },
 	}
@@ -34,9 +32,9 @@ func NewMemoryLimitStore() *LimitStore {
 // request fail fast (and the configured policy apply), never hang.
 const redisTimeout = 300 * time.Millisecond
 
-// NewRedisLimitStore keeps counters in the Redis at url
+// NewRedisStore keeps counters in the Redis at url
 // (redis://[user:password@]host:port/db, or rediss:// for TLS).
-func NewRedisLimitStore(url string) (*LimitStore, error) {
+func NewRedisStore(url string) (*Store, error) {
 	opts, err := redis.ParseURL(url)
 	if err != nil {
 		return nil, fmt.Errorf("redis url: %v", err)
@@ -51,15 +49,15 @@ func NewRedisLimitStore(url string) (*LimitStore, error) {
 		// request until it is back.
 		store = &lazyRedisStore{client: client}
 	}
-	return &LimitStore{store: store, closer: client.Close}, nil
+	return &Store{store: store, closer: client.Close}, nil
 }
 
 // Close releases the store's connections.
-func (s *LimitStore) Close() error { return s.closer() }
+func (s *Store) Close() error { return s.closer() }
 
-// Limiter returns a budget of limit requests per period, its keys kept apart
+// Budget returns a budget of limit requests per period, its keys kept apart
 // from other budgets' by name.
-func (s *LimitStore) Limiter(name string, limit int64, period time.Duration) *RateLimiter {
+func (s *Store) Budget(name string, limit int64, period time.Duration) *RateLimiter {
 	return &RateLimiter{name: name, l: limiter.New(s.store, limiter.Rate{Period: period, Limit: limit})}
 }
 
@@ -69,20 +67,20 @@ type RateLimiter struct {
 	l    *limiter.Limiter
 }
 
-var _ oauth.RateLimiter = (*RateLimiter)(nil)
+var _ Limiter = (*RateLimiter)(nil)
 
-func status(c limiter.Context) oauth.RateStatus {
-	return oauth.RateStatus{Limit: c.Limit, Remaining: c.Remaining, Reset: c.Reset, Reached: c.Reached}
+func status(c limiter.Context) Status {
+	return Status{Limit: c.Limit, Remaining: c.Remaining, Reset: c.Reset, Reached: c.Reached}
 }
 
 // Take consumes one unit of key's budget.
-func (r *RateLimiter) Take(ctx context.Context, key string) (oauth.RateStatus, error) {
+func (r *RateLimiter) Take(ctx context.Context, key string) (Status, error) {
 	c, err := r.l.Get(ctx, r.name+":"+key)
 	return status(c), err
 }
 
 // Peek reports key's budget without consuming it.
-func (r *RateLimiter) Peek(ctx context.Context, key string) (oauth.RateStatus, error) {
+func (r *RateLimiter) Peek(ctx context.Context, key string) (Status, error) {
 	c, err := r.l.Peek(ctx, r.name+":"+key)
 	return status(c), err
 }

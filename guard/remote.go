@@ -1,18 +1,11 @@
-package oauth
+package guard
 
 import (
 	"context"
-	"crypto"
-	"crypto/ecdsa"
-	"crypto/ed25519"
-	"crypto/elliptic"
-	"crypto/rsa"
-	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
-	"math/big"
 	"net/http"
 	"net/url"
 	"strings"
@@ -22,6 +15,9 @@ import (
 	"github.com/golang-jwt/jwt/v5"
 	"go.uber.org/zap"
 	"golang.org/x/sync/singleflight"
+
+	"github.com/authagent/caddy-authagent/internal/cache"
+	"github.com/authagent/caddy-authagent/oauth"
 )
 
 // RemoteConfig configures verification of another server's tokens.
@@ -56,30 +52,23 @@ type RemoteVerifier struct {
 
 	fetchMu   sync.Mutex // one fetch at a time
 	mu        sync.RWMutex
-	keys      map[string]remoteKey
+	keys      map[string]oauth.PublicKey
 	lastFetch time.Time
 	jwksURI   string
 	introURI  string
 
+	// introCache holds introspection answers by jti for
+	// IntrospectionCache (never past the token's expiry): a revocation at
+	// the issuer is honoured here within that time.
+	introCache     *cache.Cache[string, bool]
 	introMu        sync.Mutex
-	introCache     map[string]introAnswer // jti → answer
-	introDownUntil time.Time              // after a failure, fail fast until then
-	introGroup     singleflight.Group     // one call per token at a time
+	introDownUntil time.Time          // after a failure, fail fast until then
+	introGroup     singleflight.Group // one call per token at a time
 }
 
 // introFailureBackoff is how long a failed introspection makes the guard
 // answer 503 at once instead of calling the issuer again.
 const introFailureBackoff = 2 * time.Second
-
-type remoteKey struct {
-	alg string
-	key crypto.PublicKey
-}
-
-type introAnswer struct {
-	active bool
-	until  time.Time
-}
 
 // NewRemoteVerifier returns a verifier for cfg.Issuer; keys are fetched on
 // first use (call Prefetch to fetch them now).
@@ -96,16 +85,9 @@ func NewRemoteVerifier(cfg RemoteConfig, log *zap.Logger) *RemoteVerifier {
 	if log == nil {
 		log = zap.NewNop()
 	}
-	v := &RemoteVerifier{cfg: cfg, log: log, now: time.Now, keys: map[string]remoteKey{}, introCache: map[string]introAnswer{}}
-	v.parser = jwt.NewParser(
-		jwt.WithValidMethods(SupportedAlgs),
-		jwt.WithIssuer(cfg.Issuer),
-		jwt.WithExpirationRequired(),
-		jwt.WithIssuedAt(),
-		jwt.WithLeeway(verifyLeeway),
-	)
-	v.cache = newClaimsCache(v.now)
-	return v
+	return &RemoteVerifier{cfg: cfg, log: log, now: time.Now, keys: map[string]oauth.PublicKey{},
+		parser: oauth.NewAccessTokenParser(cfg.Issuer, nil), cache: newClaimsCache(),
+		introCache: cache.New[string, bool](claimsCacheMax, nil)}
 }
 
 // Issuer is the issuer the verifier trusts.
@@ -121,48 +103,18 @@ func (v *RemoteVerifier) Prefetch(ctx context.Context) {
 
 // Verify checks raw against the issuer's keys (and introspection when
 // configured).
-func (v *RemoteVerifier) Verify(ctx context.Context, raw string) (*AccessClaims, error) {
-	claims := v.cache.get(raw)
-	if claims == nil {
-		claims = new(AccessClaims)
-		var unavailable bool
-		_, err := v.parser.ParseWithClaims(raw, claims, func(tok *jwt.Token) (any, error) {
-			typ, _ := tok.Header["typ"].(string)
-			if !strings.EqualFold(typ, AccessTokenType) && !strings.EqualFold(typ, "application/"+AccessTokenType) {
-				return nil, errors.New("not an access token (typ)")
-			}
-			kid, _ := tok.Header["kid"].(string)
-			k, ok, err := v.key(ctx, kid)
-			if err != nil {
-				unavailable = true
-				return nil, err
-			}
-			if !ok {
-				return nil, errors.New("unknown signing key")
-			}
-			if tok.Method.Alg() != k.alg {
-				return nil, errors.New("algorithm does not match the key")
-			}
-			return k.key, nil
-		})
-		if unavailable {
-			return nil, ErrVerifierUnavailable
-		}
-		if err != nil {
-			return nil, err
-		}
-		if claims.Subject == "" || claims.ID == "" {
-			return nil, errors.New("token lacks sub or jti")
-		}
-		v.cache.put(raw, claims)
+func (v *RemoteVerifier) Verify(ctx context.Context, raw string) (*oauth.AccessClaims, error) {
+	claims, err := v.cache.verify(ctx, raw, v.parser, v.key)
+	if err != nil {
+		return nil, err
 	}
 	if v.cfg.IntrospectionClientID != "" {
 		active, err := v.introspect(ctx, raw, claims)
 		if err != nil {
-			return nil, ErrVerifierUnavailable
+			return nil, ErrUnavailable
 		}
 		if !active {
-			return nil, errRevoked
+			return nil, ErrRevoked
 		}
 	}
 	return claims, nil
@@ -171,7 +123,7 @@ func (v *RemoteVerifier) Verify(ctx context.Context, raw string) (*AccessClaims,
 // key finds a key by kid, refreshing the set when the kid is unknown and
 // the last fetch is older than the interval. It returns an error only when
 // no key set was ever loaded and the issuer cannot be reached.
-func (v *RemoteVerifier) key(ctx context.Context, kid string) (remoteKey, bool, error) {
+func (v *RemoteVerifier) key(ctx context.Context, kid string) (oauth.PublicKey, bool, error) {
 	v.mu.RLock()
 	k, ok := v.keys[kid]
 	loaded := !v.lastFetch.IsZero() && len(v.keys) > 0
@@ -189,7 +141,7 @@ func (v *RemoteVerifier) key(ctx context.Context, kid string) (remoteKey, bool, 
 		if err == nil {
 			err = errors.New("the issuer's keys have not been fetched yet")
 		}
-		return remoteKey{}, false, err
+		return oauth.PublicKey{}, false, err
 	}
 	return k, ok, nil
 }
@@ -221,10 +173,10 @@ func (v *RemoteVerifier) refresh(ctx context.Context, force bool) error {
 	if err := v.getJSON(ctx, jwksURI, &set); err != nil {
 		return fmt.Errorf("key set: %w", err)
 	}
-	keys := map[string]remoteKey{}
+	keys := map[string]oauth.PublicKey{}
 	for _, jwk := range set.Keys {
 		kid, _ := jwk["kid"].(string)
-		k, err := parseJWK(jwk)
+		k, err := oauth.ParseJWK(jwk)
 		if err != nil || kid == "" {
 			continue // keys we cannot use (encryption keys, unknown types) are skipped
 		}
@@ -281,21 +233,18 @@ func (v *RemoteVerifier) getJSON(ctx context.Context, u string, dst any) error {
 
 // introspect asks the issuer whether the token is active, caching the
 // answer briefly (never past the token's expiry).
-func (v *RemoteVerifier) introspect(ctx context.Context, raw string, claims *AccessClaims) (bool, error) {
-	now := v.now()
-	v.introMu.Lock()
-	a, ok := v.introCache[claims.ID]
-	if ok && now.Before(a.until) {
-		v.introMu.Unlock()
-		return a.active, nil
+func (v *RemoteVerifier) introspect(ctx context.Context, raw string, claims *oauth.AccessClaims) (bool, error) {
+	if active, ok := v.introCache.Get(claims.ID); ok {
+		return active, nil
 	}
-	if now.Before(v.introDownUntil) {
-		v.introMu.Unlock()
+	v.introMu.Lock()
+	down := v.now().Before(v.introDownUntil)
+	v.introMu.Unlock()
+	if down {
 		return false, errors.New("the introspection endpoint failed moments ago")
 	}
-	v.introMu.Unlock()
 	res, err, _ := v.introGroup.Do(claims.ID, func() (any, error) {
-		return v.callIntrospection(ctx, raw, claims, now)
+		return v.callIntrospection(ctx, raw, claims)
 	})
 	if err != nil {
 		v.introMu.Lock()
@@ -307,7 +256,7 @@ func (v *RemoteVerifier) introspect(ctx context.Context, raw string, claims *Acc
 }
 
 // callIntrospection asks the issuer and caches the answer.
-func (v *RemoteVerifier) callIntrospection(ctx context.Context, raw string, claims *AccessClaims, now time.Time) (bool, error) {
+func (v *RemoteVerifier) callIntrospection(ctx context.Context, raw string, claims *oauth.AccessClaims) (bool, error) {
 	// Shared by every request waiting on this token: not tied to one of
 	// them going away.
 	ctx = context.WithoutCancel(ctx)
@@ -347,79 +296,10 @@ func (v *RemoteVerifier) callIntrospection(ctx context.Context, raw string, clai
 	if err := json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&answer); err != nil {
 		return false, err
 	}
-	until := now.Add(v.cfg.IntrospectionCache)
+	until := v.now().Add(v.cfg.IntrospectionCache)
 	if claims.ExpiresAt != nil && claims.ExpiresAt.Before(until) {
 		until = claims.ExpiresAt.Time
 	}
-	v.introMu.Lock()
-	if len(v.introCache) >= claimsCacheMax {
-		for k, e := range v.introCache {
-			if !now.Before(e.until) {
-				delete(v.introCache, k)
-			}
-		}
-		if len(v.introCache) >= claimsCacheMax {
-			clear(v.introCache)
-		}
-	}
-	v.introCache[claims.ID] = introAnswer{active: answer.Active, until: until}
-	v.introMu.Unlock()
+	v.introCache.Put(claims.ID, answer.Active, until)
 	return answer.Active, nil
-}
-
-// parseJWK reads a public signing key: RSA, EC P-256 or Ed25519. The
-// algorithm is the JWK's alg, or the one its type implies; a key is only
-// ever used with that algorithm.
-func parseJWK(jwk map[string]any) (remoteKey, error) {
-	str := func(k string) string { s, _ := jwk[k].(string); return s }
-	b64 := func(k string) ([]byte, error) { return base64.RawURLEncoding.DecodeString(str(k)) }
-	if use := str("use"); use != "" && use != "sig" {
-		return remoteKey{}, errors.New("not a signing key")
-	}
-	alg := str("alg")
-	switch str("kty") {
-	case "RSA":
-		n, err1 := b64("n")
-		e, err2 := b64("e")
-		if err1 != nil || err2 != nil || len(n) < 256 || len(e) == 0 || len(e) > 4 {
-			return remoteKey{}, errors.New("bad RSA key")
-		}
-		if alg == "" {
-			alg = AlgRS256
-		}
-		if alg != AlgRS256 {
-			return remoteKey{}, errors.New("unsupported algorithm")
-		}
-		return remoteKey{alg: alg, key: &rsa.PublicKey{N: new(big.Int).SetBytes(n), E: int(new(big.Int).SetBytes(e).Int64())}}, nil
-	case "EC":
-		x, err1 := b64("x")
-		y, err2 := b64("y")
-		if err1 != nil || err2 != nil || str("crv") != "P-256" || len(x) != 32 || len(y) != 32 {
-			return remoteKey{}, errors.New("bad EC key")
-		}
-		pub, err := ecdsa.ParseUncompressedPublicKey(elliptic.P256(), append(append([]byte{4}, x...), y...))
-		if err != nil {
-			return remoteKey{}, err
-		}
-		if alg == "" {
-			alg = AlgES256
-		}
-		if alg != AlgES256 {
-			return remoteKey{}, errors.New("unsupported algorithm")
-		}
-		return remoteKey{alg: alg, key: pub}, nil
-	case "OKP":
-		x, err := b64("x")
-		if err != nil || str("crv") != "Ed25519" || len(x) != ed25519.PublicKeySize {
-			return remoteKey{}, errors.New("bad Ed25519 key")
-		}
-		if alg == "" {
-			alg = AlgEdDSA
-		}
-		if alg != AlgEdDSA && alg != "Ed25519" {
-			return remoteKey{}, errors.New("unsupported algorithm")
-		}
-		return remoteKey{alg: AlgEdDSA, key: ed25519.PublicKey(x)}, nil
-	}
-	return remoteKey{}, errors.New("unsupported key type")
 }

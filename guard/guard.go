@@ -1,0 +1,217 @@
+// Package guard is the resource-server side: it decides whether a request
+// to a protected API carries a valid access token with the required scopes
+// (verifying tokens of this server in process, or of a remote issuer with
+// its published keys), answers refusals with RFC 6750 and RFC 9728
+// challenges, and serves the protected-resource metadata MCP clients read.
+// It uses oauth only for the shared types: claims, keys, errors and the
+// one access-token check.
+package guard
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"net/url"
+	"slices"
+	"strings"
+
+	"github.com/golang-jwt/jwt/v5"
+
+	"github.com/authagent/caddy-authagent/internal/cache"
+	"github.com/authagent/caddy-authagent/oauth"
+)
+
+// Verifier checks an access token: signature by kid with an allowed
+// algorithm, typ, iss, exp/nbf/iat, and revocation. Audience and scopes are
+// the guard's to check.
+type Verifier interface {
+	Verify(ctx context.Context, raw string) (*oauth.AccessClaims, error)
+	Issuer() string
+}
+
+// ErrUnavailable means the token could not be checked at all (a remote
+// issuer's keys or introspection endpoint could not be reached): the guard
+// answers 503, not 401.
+var ErrUnavailable = errors.New("the token issuer cannot be reached")
+
+// ErrRevoked is what Verify returns for a revoked token.
+var ErrRevoked = errors.New("the access token was revoked")
+
+// ProtectedResourcePath is where RFC 9728 metadata is served.
+const ProtectedResourcePath = "/.well-known/oauth-protected-resource"
+
+// Guard decides whether a request may pass to the upstream.
+type Guard struct {
+	Verifier Verifier
+	// Scopes are all required.
+	Scopes []string
+	// Resource, when set, must be in the token's aud.
+	Resource string
+}
+
+// Check authenticates the request's bearer token (Authorization header
+// only) and checks audience and scopes.
+func (g *Guard) Check(r *http.Request) (*oauth.AccessClaims, *oauth.Error) {
+	raw, err := oauth.ParseBearer(r.Header.Get("Authorization"))
+	if errors.Is(err, oauth.ErrNoBearer) {
+		return nil, oauth.ErrMissingToken("")
+	}
+	if err != nil {
+		return nil, oauth.ErrInvalidToken("", err.Error())
+	}
+	claims, err := g.Verifier.Verify(r.Context(), raw)
+	switch {
+	case errors.Is(err, ErrUnavailable):
+		return nil, oauth.ErrTemporarilyUnavailable("the token issuer cannot be reached; retry later")
+	case errors.Is(err, ErrRevoked):
+		return nil, oauth.ErrInvalidToken("", "the access token was revoked")
+	case err != nil:
+		return nil, oauth.ErrInvalidToken("", "the access token is invalid or expired")
+	}
+	if g.Resource != "" && !slices.Contains(claims.Audience, g.Resource) {
+		return nil, oauth.ErrInvalidToken("", "the access token is not meant for "+g.Resource)
+	}
+	have := claims.Scopes()
+	for _, s := range g.Scopes {
+		if !slices.Contains(have, s) {
+			return nil, oauth.ErrInsufficientScope("", g.Scopes...)
+		}
+	}
+	return claims, nil
+}
+
+// MetadataPath is where a resource's RFC 9728 metadata lives: the
+// well-known path, followed by the resource's own path when it has one
+// (RFC 9728 §3.1), so that clients find metadata naming exactly that
+// resource.
+func MetadataPath(resource string) string {
+	if u, err := url.Parse(resource); err == nil && resource != "" {
+		if p := strings.TrimSuffix(u.Path, "/"); p != "" {
+			return ProtectedResourcePath + p
+		}
+	}
+	return ProtectedResourcePath
+}
+
+// WriteError answers a refused request: the RFC 6750 challenge (realm =
+// the site, with the error only when credentials were sent, RFC 6750 §3.1)
+// with the RFC 9728 resource_metadata pointer to metadataPath on this
+// origin, and the body in the SPEC's shape.
+func WriteError(w http.ResponseWriter, r *http.Request, e *oauth.Error, scopes []string, metadataPath string) {
+	if metadataPath == "" {
+		metadataPath = ProtectedResourcePath
+	}
+	if e.Status == http.StatusUnauthorized || e.Status == http.StatusForbidden {
+		ch := oauth.Challenge{Realm: r.Host, ResourceMetadata: requestOrigin(r) + metadataPath}
+		if r.Header.Get("Authorization") != "" || e.Code != "invalid_token" {
+			ch.Error, ch.Description = e.Code, e.Description
+		}
+		if e.Code == "insufficient_scope" {
+			ch.Scope = scopes
+		}
+		e = e.WithHeader("WWW-Authenticate", ch.String())
+	}
+	oauth.WriteError(w, e)
+}
+
+func requestOrigin(r *http.Request) string {
+	scheme := "http"
+	if r.TLS != nil {
+		scheme = "https"
+	}
+	return scheme + "://" + r.Host
+}
+
+// WriteMetadata serves RFC 9728 metadata for the guarded site: which
+// authorization server issues its tokens and what scopes it wants, so an
+// MCP client knowing only the API's URL can get a token.
+func WriteMetadata(w http.ResponseWriter, r *http.Request, issuer, resource string, scopes []string) {
+	if resource == "" {
+		resource = requestOrigin(r)
+	}
+	if scopes == nil {
+		scopes = []string{}
+	}
+	body, _ := json.Marshal(map[string]any{
+		"resource":                 resource,
+		"authorization_servers":    []string{issuer},
+		"scopes_supported":         scopes,
+		"bearer_methods_supported": []string{"header"},
+	})
+	oauth.WritePublicJSON(w, "application/json", body)
+}
+
+// RevocationChecker says whether a verified token was revoked since it was
+// issued (oauth.Revocations: the process's view of the change log).
+type RevocationChecker interface {
+	Revoked(*oauth.AccessClaims) bool
+}
+
+// LocalVerifier checks tokens of this server's own issuer in process: no
+// network hop, keys from the key manager, revocations from the in-process
+// view of the change log.
+type LocalVerifier struct {
+	issuer      string
+	parser      *jwt.Parser
+	keys        oauth.KeyLookup
+	revocations RevocationChecker
+	cache       *claimsCache
+}
+
+// NewLocalVerifier returns a verifier for tokens of issuer signed by the
+// keys lookup finds.
+func NewLocalVerifier(issuer string, keys oauth.KeyLookup, revocations RevocationChecker) *LocalVerifier {
+	return &LocalVerifier{issuer: issuer, parser: oauth.NewAccessTokenParser(issuer, nil), keys: keys, revocations: revocations, cache: newClaimsCache()}
+}
+
+// Issuer is the issuer the verifier trusts.
+func (v *LocalVerifier) Issuer() string { return v.issuer }
+
+// Verify checks raw; a token already verified is served from the cache
+// until it expires, but its revocation is checked every time.
+func (v *LocalVerifier) Verify(ctx context.Context, raw string) (*oauth.AccessClaims, error) {
+	claims, err := v.cache.verify(ctx, raw, v.parser, v.keys)
+	if err != nil {
+		return nil, err
+	}
+	if v.revocations.Revoked(claims) {
+		return nil, ErrRevoked
+	}
+	return claims, nil
+}
+
+// claimsCache remembers verified tokens until they expire, so the signature
+// check runs once per token, not once per request. Tokens are immutable, so
+// a cached verification stays true until exp (no staleness); revocation is
+// checked by the caller on every use. The key is the whole token: a lookup
+// is one string hash and, on a hit, one full comparison, so a token
+// differing in any byte is verified afresh.
+type claimsCache struct {
+	c *cache.Cache[string, *oauth.AccessClaims]
+}
+
+// claimsCacheMax bounds the cache: about 10 MB of tokens and claims.
+const claimsCacheMax = 10000
+
+func newClaimsCache() *claimsCache {
+	return &claimsCache{c: cache.New[string, *oauth.AccessClaims](claimsCacheMax, nil)}
+}
+
+// verify returns the cached claims of raw, or checks it with
+// oauth.ParseAccessToken and caches the result.
+func (c *claimsCache) verify(ctx context.Context, raw string, p *jwt.Parser, keys oauth.KeyLookup) (*oauth.AccessClaims, error) {
+	if claims, ok := c.c.Get(raw); ok {
+		return claims, nil
+	}
+	claims, err := oauth.ParseAccessToken(ctx, p, raw, keys)
+	if errors.Is(err, oauth.ErrKeysUnavailable) {
+		return nil, ErrUnavailable
+	}
+	if err != nil {
+		return nil, err
+	}
+	// A copy of the key, so the cache does not pin the request's header.
+	c.c.Put(strings.Clone(raw), claims, claims.ExpiresAt.Time)
+	return claims, nil
+}

@@ -1,0 +1,243 @@
+package oauth
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/authagent/caddy-authagent/agents"
+	"github.com/authagent/caddy-authagent/ratelimit"
+)
+
+// agentAPI serves the agent endpoints of the seed: registration,
+// authentication, and the agent's own profile.
+type agentAPI struct{ *provider }
+
+type registerRequest struct {
+	AgentID     string `json:"agent_id"`
+	AgentSecret string `json:"agent_secret"`
+	ModelName   string `json:"model_name"`
+	OwnerName   string `json:"owner_name"`
+	OwnerEmail  string `json:"owner_email"`
+}
+
+func (r registerRequest) registration() agents.Registration {
+	return agents.Registration{AgentID: r.AgentID, AgentSecret: r.AgentSecret, ModelName: r.ModelName, OwnerName: r.OwnerName, OwnerEmail: r.OwnerEmail}
+}
+
+// AgentView is an agent as the APIs show it: never the secret hash.
+type AgentView struct {
+	AgentID     string    `json:"agent_id"`
+	ModelName   string    `json:"model_name"`
+	OwnerName   string    `json:"owner_name"`
+	OwnerEmail  string    `json:"owner_email"`
+	Permissions []string  `json:"permissions"`
+	CreatedAt   time.Time `json:"created_at"`
+	UpdatedAt   time.Time `json:"updated_at"`
+	Disabled    bool      `json:"disabled,omitempty"`
+	AgentSecret string    `json:"agent_secret,omitempty"`
+}
+
+// ViewAgent returns the API view of a; secret, when not empty, is the
+// generated secret shown once.
+func ViewAgent(a *agents.Agent, secret string) AgentView {
+	perms := a.Permissions
+	if perms == nil {
+		perms = []string{}
+	}
+	return AgentView{
+		AgentID: a.ID, ModelName: a.ModelName, OwnerName: a.OwnerName, OwnerEmail: a.OwnerEmail,
+		Permissions: perms, CreatedAt: a.CreatedAt, UpdatedAt: a.UpdatedAt, Disabled: a.Disabled, AgentSecret: secret,
+	}
+}
+
+func (s *agentAPI) handleRegister(w http.ResponseWriter, r *http.Request) error {
+	switch s.cfg.RegistrationMode {
+	case RegistrationClosed:
+		return ErrAccessDenied("agent registration is closed on this server")
+	case RegistrationToken:
+		// A registration token is a secret: guessing it counts as failed
+		// authentication.
+		try, err := s.limits.ChargeAttempt(r.Context(), w, ratelimit.ClientIP(r), "")
+		if err != nil {
+			return err
+		}
+		if err := checkStaticBearer(r, s.cfg.RegistrationToken); err != nil {
+			return err
+		}
+		try.Succeeded(r.Context())
+	}
+	if err := s.limits.TakeRegistration(r.Context(), w, r, ""); err != nil {
+		return err
+	}
+	var req registerRequest
+	if err := DecodeJSON(w, r, s.cfg.MaxBody, &req); err != nil {
+		return err
+	}
+	a, secret, err := s.registerAgent(r.Context(), req.registration(), s.cfg.RegistrationMode == RegistrationToken)
+	if err != nil {
+		return err
+	}
+	s.log.Info("agent registered", zap.String("agent_id", a.ID))
+	writeData(w, http.StatusCreated, ViewAgent(a, secret))
+	return nil
+}
+
+// registerAgent creates an agent (for /api/register-agent and the admin
+// API); trusted callers may take ids the configuration reserves.
+func (p *provider) registerAgent(ctx context.Context, reg agents.Registration, trusted bool) (*agents.Agent, string, error) {
+	if err := p.idFree(ctx, reg.AgentID); err != nil {
+		return nil, "", err
+	}
+	a, secret, err := p.agents.Register(ctx, reg, trusted)
+	if err != nil {
+		return nil, "", registryError(err)
+	}
+	return a, secret, nil
+}
+
+type agentAuthRequest struct {
+	AgentID     string `json:"agent_id"`
+	AgentSecret string `json:"agent_secret"`
+	ModelName   string `json:"model_name"`
+	RequestID   string `json:"request_id"`
+	Scope       string `json:"scope"`
+	Resource    string `json:"resource"`
+}
+
+func (s *agentAPI) handleAgentAuth(w http.ResponseWriter, r *http.Request) error {
+	var req agentAuthRequest
+	if err := DecodeJSON(w, r, s.cfg.MaxBody, &req); err != nil {
+		return err
+	}
+	if req.AgentID == "" || req.AgentSecret == "" {
+		return ErrInvalidRequest("agent_id and agent_secret are required")
+	}
+	if req.ModelName != "" {
+		if err := agents.ValidateModelName(req.ModelName); err != nil {
+			return ErrInvalidRequest(err.Error())
+		}
+	}
+	resource, err := ParseResource(req.Resource)
+	if err != nil {
+		return err
+	}
+	try, err := s.limits.ChargeAttempt(r.Context(), w, ratelimit.ClientIP(r), req.AgentID)
+	if err != nil {
+		return err
+	}
+	a, err := s.agents.Authenticate(r.Context(), req.AgentID, req.AgentSecret)
+	if err != nil {
+		return registryError(err)
+	}
+	try.Succeeded(r.Context())
+	if req.RequestID != "" {
+		to, err := (&authorizer{s.provider}).approve(r.Context(), req.RequestID, a, req.ModelName)
+		if err != nil {
+			return err
+		}
+		s.log.Info("agent completed an authorization request", zap.String("agent_id", a.ID))
+		writeData(w, http.StatusOK, map[string]string{"status": statusAuthenticated, "request_id": req.RequestID, "redirect_to": to})
+		return nil
+	}
+	scopes, err := AgentSelfScopes(req.Scope, a)
+	if err != nil {
+		return err
+	}
+	model := a.ModelName
+	if req.ModelName != "" {
+		model = req.ModelName
+	}
+	var aud []string
+	if resource != "" {
+		aud = []string{resource}
+	}
+	tok, err := s.tokens.IssueAccessToken(AccessGrant{
+		Subject: a.ID, ClientID: a.ID, Scopes: scopes, Audience: aud, ModelName: model, AuthTime: s.now(),
+	})
+	if err != nil {
+		return err
+	}
+	writeData(w, http.StatusOK, map[string]any{
+		"access_token": tok.Token,
+		"token_type":   "Bearer",
+		"expires_in":   tok.ExpiresIn,
+		"scope":        tok.Scope,
+	})
+	return nil
+}
+
+type profileUpdateRequest struct {
+	ModelName          *string `json:"model_name"`
+	OwnerName          *string `json:"owner_name"`
+	OwnerEmail         *string `json:"owner_email"`
+	AgentSecret        *string `json:"agent_secret"`
+	CurrentAgentSecret string  `json:"current_agent_secret"`
+}
+
+func (s *agentAPI) handleProfile(w http.ResponseWriter, r *http.Request) error {
+	claims, a, err := s.authenticateBearer(r, s.tokens.Issuer())
+	if err != nil {
+		return err
+	}
+	if err := s.limits.TakeAPI(r.Context(), w, a.ID); err != nil {
+		return err
+	}
+	if !claims.HasScope(ScopeProfile) {
+		return ErrInsufficientScope("auth_agent", ScopeProfile)
+	}
+	if r.Method == http.MethodGet {
+		writeData(w, http.StatusOK, ViewAgent(a, ""))
+		return nil
+	}
+	if !s.selfIssued(r, claims) {
+		return ErrAccessDenied("only a token the agent obtained for itself may change its profile")
+	}
+	var req profileUpdateRequest
+	if err := DecodeJSON(w, r, s.cfg.MaxBody, &req); err != nil {
+		return err
+	}
+	var try *ratelimit.Attempt
+	if req.AgentSecret != nil {
+		// Changing the secret checks the current one: the same lock-out as
+		// authentication, so a stolen token cannot guess it.
+		if try, err = s.limits.ChargeAttempt(r.Context(), w, ratelimit.ClientIP(r), a.ID); err != nil {
+			return err
+		}
+	}
+	updated, err := s.agents.UpdateProfile(r.Context(), a.ID, agents.ProfileUpdate{
+		ModelName: req.ModelName, OwnerName: req.OwnerName, OwnerEmail: req.OwnerEmail,
+		NewSecret: req.AgentSecret, CurrentSecret: req.CurrentAgentSecret,
+	})
+	if errors.Is(err, agents.ErrInvalidCredentials) {
+		return ErrAccessDenied("current_agent_secret is not the agent's secret")
+	}
+	if err != nil {
+		return registryError(err)
+	}
+	try.Succeeded(r.Context())
+	if req.AgentSecret != nil {
+		if err := s.agentUpdated(r.Context(), a.ID); err != nil {
+			// The secret changed (that is durable); other processes' memos
+			// are bound to the old hash and stop matching anyway.
+			s.log.Warn("recording an agent change", zap.String("agent_id", a.ID), zap.Error(err))
+		}
+	}
+	writeData(w, http.StatusOK, ViewAgent(updated, ""))
+	return nil
+}
+
+// selfIssued reports whether the agent obtained the token for itself
+// (/api/agent-auth or client_credentials with its own credentials), not a
+// website on its behalf: the token names the agent as its client, nobody
+// acts for it, and no OAuth client has the agent's id.
+func (p *provider) selfIssued(r *http.Request, claims *AccessClaims) bool {
+	if claims.ClientID != claims.Subject || claims.Act != nil {
+		return false
+	}
+	_, err := p.clients.Get(r.Context(), claims.ClientID)
+	return errors.Is(err, ErrNotFound)
+}

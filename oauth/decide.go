@@ -1,0 +1,159 @@
+package oauth
+
+import (
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/authagent/caddy-authagent/agents"
+)
+
+// The decisions of the grants: typed values in, a decision out, no I/O and
+// no clock but the one passed in. The endpoints read what these need from
+// the stores, decide, and write the outcome (often inside the store's
+// compare-and-swap, so the decision and its record are one step).
+
+// requestStatus is what check-status says of an authorization request (nil
+// when it is not, or no longer, stored).
+func requestStatus(req *AuthRequest, now time.Time) string {
+	switch {
+	case req == nil || !now.Before(req.ExpiresAt):
+		return statusExpired
+	case req.Approval != nil:
+		return statusAuthenticated
+	}
+	return statusPending
+}
+
+// decideApproval decides whether agent a may complete req: the request is
+// pending and unexpired, and the agent holds every API scope it asks for.
+func decideApproval(req *AuthRequest, a *agents.Agent, now time.Time) error {
+	switch requestStatus(req, now) {
+	case statusExpired:
+		return ErrInvalidRequest("request_id is unknown or expired")
+	case statusAuthenticated:
+		return errNotPending
+	}
+	for _, sc := range req.Scopes {
+		if !slices.Contains(IdentityScopes, sc) && !slices.Contains(a.Permissions, sc) {
+			return ErrInvalidScope("the agent does not have permission " + sc)
+		}
+	}
+	return nil
+}
+
+// codeRedemption is an authorization_code grant request.
+type codeRedemption struct {
+	clientID    string
+	redirectURI string
+	verifier    string
+}
+
+// decideRedemption decides whether q may redeem the code of g.
+func decideRedemption(g *CodeGrant, q codeRedemption, now time.Time) error {
+	switch {
+	case !now.Before(g.ExpiresAt):
+		return ErrInvalidGrant("the code is invalid or expired")
+	case g.ClientID != q.clientID:
+		return ErrInvalidGrant("the code was issued to another client")
+	case g.RedirectURI != q.redirectURI:
+		return ErrInvalidGrant("redirect_uri does not match the authorization request")
+	case !verifyPKCE(q.verifier, g.CodeChallenge):
+		return ErrInvalidGrant("code_verifier does not match the code_challenge")
+	}
+	return nil
+}
+
+// decideRefresh decides a refresh_token grant: the token is the client's
+// and its family unexpired, and the scope is the requested narrowing of the
+// granted one less any API scope the agent has lost since.
+func decideRefresh(g *RefreshGrant, clientID, requested string, a *agents.Agent, now time.Time) ([]string, error) {
+	if g.ClientID != clientID {
+		return nil, ErrInvalidGrant("the refresh token was issued to another client")
+	}
+	if !now.Before(g.ExpiresAt) {
+		return nil, ErrInvalidGrant("the refresh token is invalid or expired")
+	}
+	scopes, err := narrowScope(requested, g.Scopes)
+	if err != nil {
+		return nil, err
+	}
+	return slices.DeleteFunc(slices.Clone(scopes), func(sc string) bool {
+		return !slices.Contains(IdentityScopes, sc) && !slices.Contains(a.Permissions, sc)
+	}), nil
+}
+
+// narrowScope applies a requested scope to what was granted: a subset, or
+// everything when nothing is requested.
+func narrowScope(requested string, granted []string) ([]string, error) {
+	req, err := ParseScope(requested)
+	if err != nil {
+		return nil, err
+	}
+	if len(req) == 0 {
+		return granted, nil
+	}
+	for _, sc := range req {
+		if !slices.Contains(granted, sc) {
+			return nil, ErrInvalidScope("scope " + sc + " was not granted; a scope can be narrowed, never widened")
+		}
+	}
+	return req, nil
+}
+
+// checkExchangeSubject is the part of decideExchange that needs no agent:
+// the subject token may be exchanged by client at all.
+func checkExchangeSubject(sub *AccessClaims, client *Client) error {
+	if strings.Count(sub.ID, ".") >= maxExchangeDepth {
+		return ErrInvalidGrant("subject_token was exchanged too many times already")
+	}
+	if sub.ClientID != client.ID && !slices.Contains(sub.Audience, client.ID) {
+		return ErrInvalidGrant("subject_token was neither issued to nor meant for this client")
+	}
+	return nil
+}
+
+// exchangeRequest is an RFC 8693 token-exchange request, its subject token
+// already verified and not revoked.
+type exchangeRequest struct {
+	subject  *AccessClaims
+	scope    string
+	audience []string // resource and audience parameters, checked
+}
+
+// decideExchange decides what token client may get for q.subject, whose
+// agent is a: only a token issued to the client, or meant for it, may be
+// exchanged by it (possession alone is not enough); the scope narrows,
+// within what the client may hold and the agent still has; the result names
+// the client in act, never outlives the subject token and descends from it.
+func decideExchange(q exchangeRequest, client *Client, a *agents.Agent) (AccessGrant, error) {
+	sub := q.subject
+	if err := checkExchangeSubject(sub, client); err != nil {
+		return AccessGrant{}, err
+	}
+	scopes, err := narrowScope(q.scope, sub.Scopes())
+	if err != nil {
+		return AccessGrant{}, err
+	}
+	for _, sc := range scopes {
+		if !slices.Contains(client.Scopes, sc) {
+			return AccessGrant{}, ErrInvalidScope("this client may not hold scope " + sc)
+		}
+		if !slices.Contains(IdentityScopes, sc) && !slices.Contains(a.Permissions, sc) {
+			return AccessGrant{}, ErrInvalidScope("the agent no longer has permission " + sc)
+		}
+	}
+	aud := q.audience
+	if len(aud) == 0 {
+		aud = sub.Audience
+	}
+	var authTime time.Time
+	if sub.AuthTime != 0 {
+		authTime = time.Unix(sub.AuthTime, 0)
+	}
+	return AccessGrant{
+		Subject: sub.Subject, ClientID: client.ID, Scopes: scopes, Audience: aud, ModelName: a.ModelName,
+		AuthTime: authTime, Actor: &Actor{Subject: client.ID, Act: sub.Act}, NotAfter: sub.ExpiresAt.Time,
+		JTIPrefix: sub.ID,
+	}, nil
+}

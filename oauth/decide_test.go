@@ -1,0 +1,180 @@
+package oauth
+
+import (
+	"crypto/sha256"
+	"encoding/base64"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+
+	"github.com/authagent/caddy-authagent/agents"
+)
+
+var t0 = time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)
+
+func wantCode(t *testing.T, name string, err error, code string) {
+	t.Helper()
+	if code == "" {
+		if err != nil {
+			t.Errorf("%s: %v", name, err)
+		}
+		return
+	}
+	var e *Error
+	if !errors.As(err, &e) || e.Code != code {
+		t.Errorf("%s: got %v, want %s", name, err, code)
+	}
+}
+
+func TestRequestStatusAndApproval(t *testing.T) {
+	req := &AuthRequest{ID: "r", Scopes: []string{"openid", "data:read"}, ExpiresAt: t0.Add(5 * time.Minute)}
+	agent := &agents.Agent{ID: "bot", Permissions: []string{"data:read"}}
+	if s := requestStatus(req, t0); s != statusPending {
+		t.Fatalf("status %s", s)
+	}
+	if s := requestStatus(nil, t0); s != statusExpired {
+		t.Fatalf("missing request: %s", s)
+	}
+	if s := requestStatus(req, t0.Add(5*time.Minute)); s != statusExpired {
+		t.Fatalf("at its expiry: %s", s)
+	}
+	wantCode(t, "pending", decideApproval(req, agent, t0), "")
+	wantCode(t, "expired", decideApproval(req, agent, t0.Add(6*time.Minute)), "invalid_request")
+	wantCode(t, "missing permission", decideApproval(req, &agents.Agent{ID: "bot"}, t0), "invalid_scope")
+	approved := *req
+	approved.Approval = &Approval{AgentID: "bot"}
+	if s := requestStatus(&approved, t0); s != statusAuthenticated {
+		t.Fatalf("approved: %s", s)
+	}
+	wantCode(t, "approved twice", decideApproval(&approved, agent, t0), "invalid_request")
+}
+
+func TestDecideRedemption(t *testing.T) {
+	verifier := strings.Repeat("v", 43)
+	sum := sha256.Sum256([]byte(verifier))
+	g := &CodeGrant{ClientID: "site", RedirectURI: "https://site/cb", CodeChallenge: base64.RawURLEncoding.EncodeToString(sum[:]), ExpiresAt: t0.Add(time.Minute)}
+	ok := codeRedemption{clientID: "site", redirectURI: "https://site/cb", verifier: verifier}
+	wantCode(t, "good", decideRedemption(g, ok, t0), "")
+	for name, tc := range map[string]struct {
+		q   codeRedemption
+		now time.Time
+	}{
+		"expired":        {ok, t0.Add(time.Minute)},
+		"other client":   {codeRedemption{clientID: "evil", redirectURI: ok.redirectURI, verifier: verifier}, t0},
+		"other redirect": {codeRedemption{clientID: "site", redirectURI: "https://site/other", verifier: verifier}, t0},
+		"wrong verifier": {codeRedemption{clientID: "site", redirectURI: ok.redirectURI, verifier: strings.Repeat("w", 43)}, t0},
+		"short verifier": {codeRedemption{clientID: "site", redirectURI: ok.redirectURI, verifier: "v"}, t0},
+	} {
+		wantCode(t, name, decideRedemption(g, tc.q, tc.now), "invalid_grant")
+	}
+}
+
+func TestDecideRefresh(t *testing.T) {
+	g := &RefreshGrant{Family: "f", ClientID: "site", AgentID: "bot", Scopes: []string{"openid", "data:read", "data:write"}, ExpiresAt: t0.Add(time.Hour)}
+	agent := &agents.Agent{ID: "bot", Permissions: []string{"data:read"}}
+	scopes, err := decideRefresh(g, "site", "", agent, t0)
+	if err != nil || strings.Join(scopes, " ") != "openid data:read" {
+		t.Fatalf("permissions lost since the grant must not be renewed: %v %v", scopes, err)
+	}
+	scopes, err = decideRefresh(g, "site", "data:read", agent, t0)
+	if err != nil || strings.Join(scopes, " ") != "data:read" {
+		t.Fatalf("narrowed: %v %v", scopes, err)
+	}
+	_, err = decideRefresh(g, "site", "data:admin", agent, t0)
+	wantCode(t, "widened", err, "invalid_scope")
+	_, err = decideRefresh(g, "other", "", agent, t0)
+	wantCode(t, "other client", err, "invalid_grant")
+	_, err = decideRefresh(g, "site", "", agent, t0.Add(time.Hour))
+	wantCode(t, "family ended", err, "invalid_grant")
+	if strings.Join(g.Scopes, " ") != "openid data:read data:write" {
+		t.Fatalf("the decision changed the grant: %v", g.Scopes)
+	}
+}
+
+func TestNarrowScope(t *testing.T) {
+	granted := []string{"a", "b"}
+	for req, want := range map[string]string{"": "a b", "b": "b", "b a b": "b a"} {
+		got, err := narrowScope(req, granted)
+		if err != nil || strings.Join(got, " ") != want {
+			t.Errorf("narrowScope(%q) = %v, %v; want %q", req, got, err, want)
+		}
+	}
+	for _, req := range []string{"c", "a c", "a\x00"} {
+		_, err := narrowScope(req, granted)
+		wantCode(t, "narrow "+req, err, "invalid_scope")
+	}
+}
+
+func TestDecideExchange(t *testing.T) {
+	sub := &AccessClaims{RegisteredClaims: jwt.RegisteredClaims{Subject: "bot", ID: "fam.jti", Audience: []string{"https://auth"},
+		ExpiresAt: jwt.NewNumericDate(t0.Add(time.Hour))}, ClientID: "site", Scope: "openid data:read data:write", AuthTime: t0.Unix()}
+	site := &Client{ID: "site", Scopes: []string{"openid", "data:read", "data:write"}}
+	agent := &agents.Agent{ID: "bot", ModelName: "m", Permissions: []string{"data:read", "data:write"}}
+	g, err := decideExchange(exchangeRequest{subject: sub, scope: "data:read", audience: []string{"https://api"}}, site, agent)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if g.Subject != "bot" || g.ClientID != "site" || strings.Join(g.Scopes, " ") != "data:read" || g.Audience[0] != "https://api" ||
+		g.Actor.Subject != "site" || !g.NotAfter.Equal(t0.Add(time.Hour)) || g.JTIPrefix != "fam.jti" || !g.AuthTime.Equal(t0) {
+		t.Fatalf("grant %+v", g)
+	}
+	if g, _ := decideExchange(exchangeRequest{subject: sub}, site, agent); g.Audience[0] != "https://auth" {
+		t.Fatalf("without a target the audience stays: %v", g.Audience)
+	}
+	other := &Client{ID: "other", Scopes: site.Scopes}
+	_, err = decideExchange(exchangeRequest{subject: sub}, other, agent)
+	wantCode(t, "not the client's token", err, "invalid_grant")
+	meant := *sub
+	meant.Audience = []string{"other"}
+	if _, err := decideExchange(exchangeRequest{subject: &meant}, other, agent); err != nil {
+		t.Fatalf("a token meant for the client: %v", err)
+	}
+	_, err = decideExchange(exchangeRequest{subject: sub, scope: "data:admin"}, site, agent)
+	wantCode(t, "widened", err, "invalid_scope")
+	_, err = decideExchange(exchangeRequest{subject: sub, scope: "data:write"}, site, &agents.Agent{ID: "bot", Permissions: []string{"data:read"}})
+	wantCode(t, "permission lost", err, "invalid_scope")
+	narrow := &Client{ID: "site", Scopes: []string{"data:read"}}
+	_, err = decideExchange(exchangeRequest{subject: sub}, narrow, agent)
+	wantCode(t, "client may not hold", err, "invalid_scope")
+	deep := *sub
+	deep.ID = strings.Repeat("x.", maxExchangeDepth) + "x"
+	_, err = decideExchange(exchangeRequest{subject: &deep}, site, agent)
+	wantCode(t, "too deep", err, "invalid_grant")
+}
+
+func TestPlanKeys(t *testing.T) {
+	p := KeyPolicy{Algs: []string{AlgES256}, Rotation: 24 * time.Hour, PublishDelay: 15 * time.Second}
+	first, changed, err := PlanKeys(nil, p, t0, false)
+	if err != nil || !changed || len(first) != 1 || !first[0].ActiveAt.Equal(t0) {
+		t.Fatalf("an empty set gets a key active at once: %+v %v %v", first, changed, err)
+	}
+	if _, changed, _ := PlanKeys(first, p, t0.Add(time.Hour), false); changed {
+		t.Fatal("a fresh set changed")
+	}
+	// Due: a new key, published now, signing only after the delay.
+	due := t0.Add(25 * time.Hour)
+	second, changed, _ := PlanKeys(first, p, due, false)
+	if !changed || len(second) != 2 || !second[0].ActiveAt.Equal(due.Add(15*time.Second)) || !second[1].RetiredAt.IsZero() {
+		t.Fatalf("rotation: %+v", second)
+	}
+	// The new key is active: the old one retires then.
+	third, changed, _ := PlanKeys(second, p, due.Add(20*time.Second), false)
+	if !changed || !third[1].RetiredAt.Equal(due.Add(15*time.Second)) {
+		t.Fatalf("retirement: %+v", third)
+	}
+	// One rotation period after its retirement the old key is gone.
+	fourth, _, _ := PlanKeys(third, p, due.Add(15*time.Second+24*time.Hour+time.Second), false)
+	for _, k := range fourth {
+		if k.ID == first[0].ID {
+			t.Fatal("retired key outlived its period")
+		}
+	}
+	// Forced: a new key whatever the age; an unconfigured algorithm retires.
+	forced, changed, _ := PlanKeys(first, KeyPolicy{Algs: []string{AlgEdDSA}, Rotation: p.Rotation}, t0.Add(time.Minute), true)
+	if !changed || len(forced) != 2 || forced[0].Algorithm != AlgEdDSA || forced[1].RetiredAt.IsZero() {
+		t.Fatalf("forced: %+v", forced)
+	}
+}

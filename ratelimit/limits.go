@@ -1,0 +1,273 @@
+// Package ratelimit is the one home of the rate limits of SPEC §7 and of the
+// client address they count by: the budgets (github.com/ulule/limiter/v3,
+// counters in memory or in Redis), charging and refunding them, the
+// X-RateLimit-* headers, and Caddy's client IP carried in the request
+// context.
+package ratelimit
+
+import (
+	"context"
+	"errors"
+	"net"
+	"net/http"
+	"net/netip"
+	"strconv"
+	"time"
+
+	"go.uber.org/zap"
+)
+
+// Status is where a caller stands against one budget.
+type Status struct {
+	Limit     int64
+	Remaining int64
+	Reset     int64 // Unix seconds when the window ends
+	Reached   bool
+}
+
+// Limiter counts requests against one budget per key. Implementations
+// bound their own calls (the Redis store times out after a few hundred
+// milliseconds), so a limiter never hangs a request.
+type Limiter interface {
+	// Take consumes one unit of the key's budget and reports the state
+	// after it.
+	Take(ctx context.Context, key string) (Status, error)
+	// Peek reports the state without consuming anything.
+	Peek(ctx context.Context, key string) (Status, error)
+	// Refund gives back one unit taken by Take.
+	Refund(ctx context.Context, key string) error
+}
+
+// Exceeded is the error of a spent budget: answer 429 with Retry-After.
+type Exceeded struct {
+	RetryAfter int64 // seconds, at least 1
+}
+
+func (e *Exceeded) Error() string {
+	return "too many requests; retry after " + strconv.FormatInt(e.RetryAfter, 10) + " seconds"
+}
+
+// ErrUnavailable means the counter store failed and the budget's policy
+// refuses requests while it cannot count (answer 503).
+var ErrUnavailable = errors.New("the rate limiter is unavailable; retry later")
+
+// Limits are the budgets of SPEC §7; a nil Limiter is off. The zero value
+// (and a nil *Limits) limits nothing.
+type Limits struct {
+	// Registration counts registrations per client IP.
+	Registration Limiter
+	// FailedAuth counts failed authentications, per client IP and per agent
+	// id; successes never count.
+	FailedAuth Limiter
+	// Refresh counts refresh-token grants per client.
+	Refresh Limiter
+	// API counts authenticated API calls per agent (IdP /api/* and guarded
+	// routes).
+	API Limiter
+	// AuthFailOpen lets registration, authentication and refresh through
+	// when the counter store fails (default: refuse with 503); APIFailOpen
+	// does the same for API calls (default: let through).
+	AuthFailOpen bool
+	APIFailOpen  bool
+	Log          *zap.Logger
+	// Now is the clock for Retry-After; nil means time.Now.
+	Now func() time.Time
+}
+
+func (l *Limits) now() time.Time {
+	if l.Now != nil {
+		return l.Now()
+	}
+	return time.Now()
+}
+
+type clientIPKey struct{}
+
+// WithClientIP records the caller's address (Caddy's client IP, which
+// honours trusted_proxies) for the budgets counted per IP.
+func WithClientIP(ctx context.Context, ip string) context.Context {
+	return context.WithValue(ctx, clientIPKey{}, ip)
+}
+
+// ClientIP returns the address WithClientIP recorded, or the connection's
+// peer address.
+func ClientIP(r *http.Request) string {
+	if ip, ok := r.Context().Value(clientIPKey{}).(string); ok && ip != "" {
+		return ip
+	}
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return r.RemoteAddr
+	}
+	return host
+}
+
+// IPKey is the budget key of a client address: IPv6 addresses count by
+// their /64, which one host or user usually holds whole.
+func IPKey(ip string) string {
+	addr, err := netip.ParseAddr(ip)
+	if err != nil || addr.Is4() || addr.Is4In6() {
+		return "ip:" + ip
+	}
+	p, err := addr.Prefix(64)
+	if err != nil {
+		return "ip:" + ip
+	}
+	return "ip:" + p.String()
+}
+
+func (l *Limits) exceeded(st Status) error {
+	return &Exceeded{RetryAfter: max(st.Reset-l.now().Unix(), 1)}
+}
+
+// setHeaders tells the caller where it stands.
+func setHeaders(w http.ResponseWriter, st Status) {
+	if w == nil {
+		return
+	}
+	h := w.Header()
+	h.Set("X-RateLimit-Limit", strconv.FormatInt(st.Limit, 10))
+	h.Set("X-RateLimit-Remaining", strconv.FormatInt(max(st.Remaining, 0), 10))
+	h.Set("X-RateLimit-Reset", strconv.FormatInt(st.Reset, 10))
+}
+
+// Take consumes one unit of lim's budget for key, sets the headers, and
+// returns *Exceeded when the budget is spent. A store failure lets the
+// request through when failOpen and returns ErrUnavailable otherwise; it
+// is logged either way.
+func (l *Limits) Take(ctx context.Context, w http.ResponseWriter, lim Limiter, name, key string, failOpen bool) error {
+	if l == nil || lim == nil {
+		return nil
+	}
+	st, err := lim.Take(ctx, key)
+	if err != nil {
+		return l.storeFailure(name, err, failOpen)
+	}
+	setHeaders(w, st)
+	if st.Reached {
+		return l.exceeded(st)
+	}
+	return nil
+}
+
+// Peek refuses (*Exceeded) when lim's budget for key is already spent,
+// without charging it; the charge comes once the request succeeded.
+func (l *Limits) Peek(ctx context.Context, w http.ResponseWriter, lim Limiter, name, key string, failOpen bool) error {
+	if l == nil || lim == nil {
+		return nil
+	}
+	st, err := lim.Peek(ctx, key)
+	if err != nil {
+		return l.storeFailure(name, err, failOpen)
+	}
+	setHeaders(w, st)
+	if st.Reached || st.Remaining <= 0 {
+		return l.exceeded(st)
+	}
+	return nil
+}
+
+func (l *Limits) storeFailure(name string, err error, failOpen bool) error {
+	if l.Log != nil {
+		l.Log.Error("rate limiter store failed", zap.String("limit", name), zap.Bool("fail_open", failOpen), zap.Error(err))
+	}
+	if failOpen {
+		return nil
+	}
+	return ErrUnavailable
+}
+
+// Attempt is one authentication attempt charged in advance to the
+// failed-authentication budgets of the caller's IP and of the agent id:
+// charging before the secret is checked means a burst of parallel guesses
+// cannot all slip in under the limit. Succeeded gives the charge back, so
+// successes never count.
+type Attempt struct {
+	l    *Limits
+	keys []string
+}
+
+// ChargeAttempt charges an attempt, or refuses it (*Exceeded) when a budget
+// is already spent, before any hashing happens. agentID may be empty.
+func (l *Limits) ChargeAttempt(ctx context.Context, w http.ResponseWriter, ip, agentID string) (*Attempt, error) {
+	if l == nil || l.FailedAuth == nil {
+		return nil, nil
+	}
+	a := &Attempt{l: l}
+	var worst Status
+	for i, key := range failureKeys(ip, agentID) {
+		st, err := l.FailedAuth.Take(ctx, key)
+		if err != nil {
+			a.Succeeded(ctx)
+			return nil, l.storeFailure("authentication", err, l.AuthFailOpen)
+		}
+		a.keys = append(a.keys, key)
+		if i == 0 || st.Remaining < worst.Remaining || st.Reached {
+			worst = st
+		}
+	}
+	setHeaders(w, worst)
+	if worst.Reached {
+		// A lock-out lasts until the window of the exhausted budget ends.
+		return nil, l.exceeded(worst)
+	}
+	return a, nil
+}
+
+// Succeeded gives the charge back: the credentials were right. It does
+// nothing on a nil Attempt.
+func (a *Attempt) Succeeded(ctx context.Context) {
+	if a == nil {
+		return
+	}
+	for _, key := range a.keys {
+		if err := a.l.FailedAuth.Refund(ctx, key); err != nil {
+			_ = a.l.storeFailure("authentication", err, true)
+		}
+	}
+	a.keys = nil
+}
+
+func failureKeys(ip, agentID string) []string {
+	keys := []string{IPKey(ip)}
+	if agentID != "" && len(agentID) <= 128 {
+		keys = append(keys, "agent:"+agentID)
+	}
+	return keys
+}
+
+// TakeAPI charges one authenticated API call to the agent (the IdP's
+// /api/* and guarded routes).
+func (l *Limits) TakeAPI(ctx context.Context, w http.ResponseWriter, agentID string) error {
+	if l == nil {
+		return nil
+	}
+	return l.Take(ctx, w, l.API, "api", "agent:"+agentID, l.APIFailOpen)
+}
+
+// TakeRegistration charges one registration (of an agent, or of a client
+// under prefix "client-") to the caller's IP.
+func (l *Limits) TakeRegistration(ctx context.Context, w http.ResponseWriter, r *http.Request, prefix string) error {
+	if l == nil {
+		return nil
+	}
+	return l.Take(ctx, w, l.Registration, "registration", prefix+IPKey(ClientIP(r)), l.AuthFailOpen)
+}
+
+// PeekRefresh refuses a refresh for a client whose budget is spent;
+// TakeRefresh charges a refresh that succeeded.
+func (l *Limits) PeekRefresh(ctx context.Context, w http.ResponseWriter, clientID string) error {
+	if l == nil {
+		return nil
+	}
+	return l.Peek(ctx, w, l.Refresh, "refresh", "client:"+clientID, l.AuthFailOpen)
+}
+
+// TakeRefresh charges one successful refresh to the client; a store
+// failure never undoes the refresh that already happened.
+func (l *Limits) TakeRefresh(ctx context.Context, w http.ResponseWriter, clientID string) error {
+	if l == nil {
+		return nil
+	}
+	return l.Take(ctx, w, l.Refresh, "refresh", "client:"+clientID, true)
+}

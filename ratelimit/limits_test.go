@@ -1,0 +1,89 @@
+package ratelimit
+
+import (
+	"context"
+	"errors"
+	"net/http/httptest"
+	"testing"
+	"time"
+)
+
+func TestIPKey(t *testing.T) {
+	for ip, want := range map[string]string{
+		"192.0.2.7":            "ip:192.0.2.7",
+		"2001:db8:1:2:3:4:5:6": "ip:2001:db8:1:2::/64",
+		"2001:db8:1:2:ffff::1": "ip:2001:db8:1:2::/64",
+		"::ffff:192.0.2.7":     "ip:::ffff:192.0.2.7",
+		"not an address":       "ip:not an address",
+	} {
+		if got := IPKey(ip); got != want {
+			t.Errorf("IPKey(%q) = %q, want %q", ip, got, want)
+		}
+	}
+}
+
+// Failed attempts count, successes are refunded, and a spent budget is
+// refused before the credentials are looked at.
+func TestChargeAttempt(t *testing.T) {
+	ctx := context.Background()
+	store := NewMemoryStore()
+	defer store.Close()
+	l := &Limits{FailedAuth: store.Budget("authentication", 3, time.Minute)}
+	for range 5 {
+		a, err := l.ChargeAttempt(ctx, httptest.NewRecorder(), "192.0.2.1", "bot")
+		if err != nil {
+			t.Fatalf("a success was counted: %v", err)
+		}
+		a.Succeeded(ctx)
+	}
+	for range 3 {
+		if _, err := l.ChargeAttempt(ctx, httptest.NewRecorder(), "192.0.2.1", "bot"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	w := httptest.NewRecorder()
+	_, err := l.ChargeAttempt(ctx, w, "192.0.2.1", "other")
+	var ex *Exceeded
+	if !errors.As(err, &ex) || ex.RetryAfter < 1 || w.Header().Get("X-RateLimit-Remaining") != "0" {
+		t.Fatalf("fourth failure from the IP: %v %v", err, w.Header())
+	}
+	if _, err := l.ChargeAttempt(ctx, httptest.NewRecorder(), "192.0.2.2", "bot"); !errors.As(err, &ex) {
+		t.Fatalf("the agent's budget is spent too: %v", err)
+	}
+	if _, err := l.ChargeAttempt(ctx, httptest.NewRecorder(), "192.0.2.2", "fresh"); err != nil {
+		t.Fatalf("another IP and agent: %v", err)
+	}
+	var none *Limits
+	if a, err := none.ChargeAttempt(ctx, nil, "192.0.2.1", "bot"); a != nil || err != nil {
+		t.Fatal("nil limits limit something")
+	}
+}
+
+// A store that fails refuses or lets through by policy.
+func TestStoreFailurePolicy(t *testing.T) {
+	ctx := context.Background()
+	down := failing{}
+	r := httptest.NewRequest("POST", "/", nil)
+	closed := &Limits{API: down, Registration: down}
+	if err := closed.TakeAPI(ctx, nil, "bot"); !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("closed API budget: %v", err)
+	}
+	if err := closed.TakeRegistration(ctx, nil, r, ""); !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("closed registration budget: %v", err)
+	}
+	open := &Limits{API: down, Registration: down, AuthFailOpen: true, APIFailOpen: true}
+	if err := open.TakeAPI(ctx, nil, "bot"); err != nil {
+		t.Fatalf("open API budget: %v", err)
+	}
+	if err := open.TakeRegistration(ctx, nil, r, ""); err != nil {
+		t.Fatalf("open registration budget: %v", err)
+	}
+}
+
+type failing struct{}
+
+var errDown = errors.New("down")
+
+func (failing) Take(context.Context, string) (Status, error) { return Status{}, errDown }
+func (failing) Peek(context.Context, string) (Status, error) { return Status{}, errDown }
+func (failing) Refund(context.Context, string) error         { return errDown }
