@@ -114,7 +114,6 @@ type App struct {
 	// reach a handler a moment before its app has started).
 	state    *atomic.Pointer[appState]
 	ready    chan struct{}
-	startErr error
 	stopSubs func()
 }
 
@@ -245,8 +244,7 @@ const keyPublishDelay = 15 * time.Second
 func (a *App) Start() error {
 	st, err := a.start()
 	if err != nil {
-		a.startErr = err
-		close(a.ready)
+		close(a.ready) // waiting requests get 503
 		return err
 	}
 	a.state.Store(st)

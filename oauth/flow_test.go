@@ -32,21 +32,8 @@ func (s testServer) form(path string, v url.Values) *httptest.ResponseRecorder {
 
 // code runs authorize + agent-auth and returns an authorization code.
 func (s testServer) code(tb testing.TB, agentID string) string {
-	q := url.Values{
-		"response_type": {"code"}, "client_id": {"site"}, "redirect_uri": {testRedirect}, "scope": {"openid profile data:read"},
-		"state": {"s"}, "code_challenge": {testChallenge()}, "code_challenge_method": {"S256"},
-	}
-	req := httptest.NewRequest("GET", "/oauth2/authorize?"+q.Encode(), nil)
-	req.Header.Set("Accept", "application/json")
-	rec := httptest.NewRecorder()
-	s.ServeHTTP(rec, req)
-	var a struct {
-		RequestID string `json:"request_id"`
-	}
-	if err := json.Unmarshal(rec.Body.Bytes(), &a); err != nil || a.RequestID == "" {
-		tb.Fatalf("authorize: %d %s", rec.Code, rec.Body)
-	}
-	done := s.call("POST", "/api/agent-auth", "", fmt.Sprintf(`{"agent_id":%q,"agent_secret":"Test123456!","request_id":%q}`, agentID, a.RequestID))
+	id, _ := s.startSignIn(tb)
+	done := s.call("POST", "/api/agent-auth", "", fmt.Sprintf(`{"agent_id":%q,"agent_secret":"Test123456!","request_id":%q}`, agentID, id))
 	var d struct {
 		Data struct {
 			RedirectTo string `json:"redirect_to"`

@@ -261,18 +261,7 @@ func (m *KeyManager) load(set KeySet) error {
 // appear in this one's JWKS within that time) and rotates on schedule,
 // until ctx ends.
 func (m *KeyManager) Run(ctx context.Context) {
-	t := time.NewTicker(keyReloadInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			if err := m.Rotate(ctx, false); err != nil && ctx.Err() == nil {
-				m.log.Error("reloading signing keys", zap.Error(err))
-			}
-		}
-	}
+	every(ctx, keyReloadInterval, func(ctx context.Context) error { return m.Rotate(ctx, false) }, m.log, "reloading signing keys")
 }
 
 // JWKS returns the JSON Web Key Set of every published key.

@@ -51,7 +51,7 @@ func (s testServer) startSignIn(tb testing.TB) (string, string) {
 	tb.Helper()
 	q := url.Values{
 		"response_type": {"code"}, "client_id": {"site"}, "redirect_uri": {testRedirect}, "scope": {"openid profile data:read"},
-		"state": {"st"}, "code_challenge": {testChallenge()}, "code_challenge_method": {"S256"},
+		"state": {"s"}, "code_challenge": {testChallenge()}, "code_challenge_method": {"S256"},
 	}
 	req := httptest.NewRequest("GET", "/oauth2/authorize?"+q.Encode(), nil)
 	req.Header.Set("Accept", "application/json")

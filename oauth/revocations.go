@@ -81,15 +81,20 @@ func (v *Revocations) Sync(ctx context.Context) error {
 
 // Run follows the log until ctx ends.
 func (v *Revocations) Run(ctx context.Context) {
-	t := time.NewTicker(ChangePollInterval)
+	every(ctx, ChangePollInterval, v.Sync, v.zap, "reading the change log")
+}
+
+// every calls fn every interval until ctx ends, logging its failures.
+func every(ctx context.Context, interval time.Duration, fn func(context.Context) error, log *zap.Logger, what string) {
+	t := time.NewTicker(interval)
 	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			if err := v.Sync(ctx); err != nil && ctx.Err() == nil {
-				v.zap.Warn("reading the change log", zap.Error(err))
+			if err := fn(ctx); err != nil && ctx.Err() == nil {
+				log.Warn(what, zap.Error(err))
 			}
 		}
 	}

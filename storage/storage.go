@@ -22,9 +22,10 @@ type Backend interface {
 	agents.Repository
 	oauth.Store
 	// Shared reports whether several processes may use the same database at
-	// once. A host that runs more than one process (a cluster) refuses a
-	// backend that is not shared, because each process would otherwise keep
-	// a private copy of what must be decided once (codes, key rotation).
+	// once (a database server), rather than this process alone (Badger's
+	// directory lock, memory). On a shared store a new signing key is
+	// published for a while before it signs, so every process has it in
+	// its JWKS first, and rate limits counted in memory are warned about.
 	Shared() bool
 	// Close releases the backend; calls after it fail or, for Memory, keep
 	// working without the background sweep.

@@ -1,0 +1,95 @@
+package caddymodule
+
+import (
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/http"
+	"strings"
+	"sync/atomic"
+	"testing"
+
+	"github.com/caddyserver/caddy/v2"
+	"go.uber.org/zap"
+
+	"github.com/authagent/caddy-authagent/storage"
+)
+
+// testStorage is a third party's backend: a module of its own in the
+// auth_agent.storage namespace, over the in-memory store.
+type testStorage struct {
+	Name string `json:"name,omitempty"`
+}
+
+var (
+	testStorageOpens atomic.Int64
+	testStorageDBs   = map[string]*storage.Memory{}
+)
+
+func (testStorage) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{ID: "auth_agent.storage.test", New: func() caddy.Module { return new(testStorage) }}
+}
+
+func (s *testStorage) StorageKey() string      { return "test:" + s.Name }
+func (s *testStorage) StorageSettings() string { return "" }
+func (s *testStorage) OpenStorage(*zap.Logger) (storage.Backend, error) {
+	testStorageOpens.Add(1)
+	db := storage.NewMemory(nil)
+	testStorageDBs[s.Name] = db
+	return db, nil
+}
+
+func init() { caddy.RegisterModule(testStorage{}) }
+
+// A backend added as a module is loaded from the config, not opened by
+// validation, opened once when the app starts, and holds what the
+// endpoints write.
+func TestThirdPartyStorageModule(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := l.Addr().(*net.TCPAddr).Port
+	l.Close()
+	cfg := fmt.Sprintf(`{
+		"admin": {"disabled": true, "config": {"persist": false}},
+		"apps": {
+			"auth_agent": {
+				"issuer": "http://127.0.0.1:%d",
+				"storage": {"module": "test", "name": "third-party"},
+				"rate_limit": {"registration": "off", "authentication": "off", "refresh": "off", "api": "off"}
+			},
+			"http": {"servers": {"srv0": {"listen": ["127.0.0.1:%d"], "automatic_https": {"disable": true},
+				"routes": [{"handle": [{"handler": "auth_agent"}]}]}}}
+		}
+	}`, port, port)
+	var parsed caddy.Config
+	if err := json.Unmarshal([]byte(cfg), &parsed); err != nil {
+		t.Fatal(err)
+	}
+	if err := caddy.Validate(&parsed); err != nil {
+		t.Fatalf("validate: %v", err)
+	}
+	if n := testStorageOpens.Load(); n != 0 {
+		t.Fatalf("validation opened the storage %d times", n)
+	}
+	if err := caddy.Load([]byte(cfg), true); err != nil {
+		t.Fatalf("load: %v", err)
+	}
+	t.Cleanup(func() { _ = caddy.Stop() })
+	if n := testStorageOpens.Load(); n != 1 {
+		t.Fatalf("the storage was opened %d times, want once", n)
+	}
+	body := `{"agent_id":"third-party-agent","agent_secret":"Test123456!","model_name":"m","owner_email":"a@example.com"}`
+	resp, err := http.Post(fmt.Sprintf("http://127.0.0.1:%d/api/register-agent", port), "application/json", strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 201 {
+		t.Fatalf("register: %d", resp.StatusCode)
+	}
+	if _, err := testStorageDBs["third-party"].GetAgent(t.Context(), "third-party-agent"); err != nil {
+		t.Fatalf("the agent is not in the module's store: %v", err)
+	}
+}
