@@ -198,6 +198,14 @@ func (a *App) Provision(ctx caddy.Context) error {
 		return err
 	}
 	if a.StorageRaw != nil {
+		raw, legacy, err := upgradeStorageJSON(a.StorageRaw)
+		if err != nil {
+			return fmt.Errorf("auth_agent: storage: %v", err)
+		}
+		if legacy {
+			a.log.Warn(`auth_agent: storage {"backend": …} is the previous JSON form; write {"module": "badger"|"memory", …}`)
+		}
+		a.StorageRaw = raw
 		mod, err := ctx.LoadModule(a, "StorageRaw")
 		if err != nil {
 			return fmt.Errorf("auth_agent: storage: %v", err)
@@ -226,6 +234,27 @@ func (a *App) Provision(ctx caddy.Context) error {
 		RequestLifetime:          durationOr(a.RequestLifetime, DefaultRequestLifetime),
 	}
 	return nil
+}
+
+// upgradeStorageJSON accepts the storage JSON of earlier versions, which
+// named the backend in "backend" (default badger) instead of "module", and
+// rewrites it to the guest-module form; legacy reports whether it did.
+func upgradeStorageJSON(raw json.RawMessage) (json.RawMessage, bool, error) {
+	var fields map[string]json.RawMessage
+	if err := json.Unmarshal(raw, &fields); err != nil {
+		return nil, false, err
+	}
+	if _, ok := fields["module"]; ok {
+		return raw, false, nil
+	}
+	module := json.RawMessage(`"badger"`)
+	if b, ok := fields["backend"]; ok {
+		module = b
+		delete(fields, "backend")
+	}
+	fields["module"] = module
+	out, err := json.Marshal(fields)
+	return out, true, err
 }
 
 // hasher bounds concurrent argon2id work for the whole process: every

@@ -93,3 +93,31 @@ func TestThirdPartyStorageModule(t *testing.T) {
 		t.Fatalf("the agent is not in the module's store: %v", err)
 	}
 }
+
+// The storage JSON of earlier versions ({"backend": …}) still loads.
+func TestUpgradeStorageJSON(t *testing.T) {
+	for in, want := range map[string]string{
+		`{"backend":"memory"}`:                     `{"module":"memory"}`,
+		`{"path":"/x","encryption_key_file":"/k"}`: `{"encryption_key_file":"/k","module":"badger","path":"/x"}`,
+		`{"backend":"badger","path":"/x"}`:         `{"module":"badger","path":"/x"}`,
+		`{"module":"memory"}`:                      `{"module":"memory"}`,
+	} {
+		got, legacy, err := upgradeStorageJSON(json.RawMessage(in))
+		if err != nil || string(got) != want || legacy != (in != `{"module":"memory"}`) {
+			t.Errorf("upgradeStorageJSON(%s) = %s, %v, %v; want %s", in, got, legacy, err, want)
+		}
+	}
+	for _, in := range []string{`[]`, `"x"`, `{`} {
+		if _, _, err := upgradeStorageJSON(json.RawMessage(in)); err == nil {
+			t.Errorf("upgradeStorageJSON(%s) accepted", in)
+		}
+	}
+	cfg := `{"admin": {"disabled": true, "config": {"persist": false}}, "apps": {"auth_agent": {"issuer": "https://auth.example.com", "storage": {"backend": "memory"}}}}`
+	var parsed caddy.Config
+	if err := json.Unmarshal([]byte(cfg), &parsed); err != nil {
+		t.Fatal(err)
+	}
+	if err := caddy.Validate(&parsed); err != nil {
+		t.Fatalf("a config in the previous JSON form: %v", err)
+	}
+}

@@ -55,14 +55,23 @@ func (ad *Admin) CreateAgent(ctx context.Context, reg agents.Registration) (*age
 }
 
 // UpdateAgent changes an agent's permissions and/or disabled flag.
-// Disabling voids every token the agent holds, for good: enabling it again
-// does not bring them back.
+// Disabling voids every token, code and refresh token the agent holds, for
+// good: enabling it again does not bring them back.
 func (ad *Admin) UpdateAgent(ctx context.Context, id string, u agents.AdminUpdate) (*agents.Agent, error) {
 	if agents.ValidateID(id) != nil {
 		return nil, ErrNotFound
 	}
 	if u.Permissions == nil && u.Disabled == nil {
 		return nil, ErrInvalidRequest("nothing to change: give permissions and/or disabled")
+	}
+	disabling := u.Disabled != nil && *u.Disabled
+	if disabling {
+		// Before the change, so that no crash between the two writes leaves
+		// a disabled agent's tokens working at the guards, which read only
+		// the revocations…
+		if err := ad.p.revokeAgent(ctx, id); err != nil {
+			return nil, err
+		}
 	}
 	a, err := ad.p.agents.AdminUpdate(ctx, id, u)
 	if errors.Is(err, agents.ErrNotFound) {
@@ -71,7 +80,8 @@ func (ad *Admin) UpdateAgent(ctx context.Context, id string, u agents.AdminUpdat
 	if err != nil {
 		return nil, registryError(err)
 	}
-	if u.Disabled != nil && *u.Disabled {
+	if disabling {
+		// …and after it, for a token issued between the two.
 		err = ad.p.revokeAgent(ctx, id)
 	} else {
 		err = ad.p.agentUpdated(ctx, id)
@@ -88,6 +98,15 @@ func (ad *Admin) UpdateAgent(ctx context.Context, id string, u agents.AdminUpdat
 func (ad *Admin) DeleteAgent(ctx context.Context, id string) error {
 	if agents.ValidateID(id) != nil {
 		return ErrNotFound
+	}
+	if _, err := ad.p.agents.Get(ctx, id); errors.Is(err, agents.ErrNotFound) {
+		return ErrNotFound
+	} else if err != nil {
+		return err
+	}
+	// Revoked before and after the delete, as when disabling.
+	if err := ad.p.revokeAgent(ctx, id); err != nil {
+		return err
 	}
 	err := ad.p.agents.Delete(ctx, id)
 	if errors.Is(err, agents.ErrNotFound) {

@@ -172,6 +172,22 @@ func TestPlanKeys(t *testing.T) {
 			t.Fatal("retired key outlived its period")
 		}
 	}
+	// Two processes configured for different algorithms (the old and the
+	// new config of a reload, two versions in a rolling deploy) keep each
+	// other's keys instead of retiring them and making new ones.
+	es := KeyPolicy{Algs: []string{AlgES256}, Rotation: time.Hour}
+	ed := KeyPolicy{Algs: []string{AlgEdDSA}, Rotation: time.Hour}
+	set, _, _ := PlanKeys(nil, es, t0, false)
+	for i := range 10 {
+		pol := es
+		if i%2 == 0 {
+			pol = ed
+		}
+		set, _, _ = PlanKeys(set, pol, t0.Add(time.Duration(i)*time.Minute), false)
+	}
+	if len(set) != 2 || !set[0].RetiredAt.IsZero() || !set[1].RetiredAt.IsZero() {
+		t.Fatalf("alternating policies churned the keys: %+v", set)
+	}
 	// Forced: a new key whatever the age; an unconfigured algorithm retires.
 	forced, changed, _ := PlanKeys(first, KeyPolicy{Algs: []string{AlgEdDSA}, Rotation: p.Rotation}, t0.Add(time.Minute), true)
 	if !changed || len(forced) != 2 || forced[0].Algorithm != AlgEdDSA || forced[1].RetiredAt.IsZero() {

@@ -57,7 +57,7 @@ type KeyPolicy struct {
 	Rotation time.Duration
 	// PublishDelay is how long a new key waits between being stored and
 	// signing, so that every process sharing the store has loaded it into
-	// its JWKS (it reloads every ReloadInterval) first. Zero when the store
+	// its JWKS (each reloads every few seconds) first. Zero when the store
 	// is this process's alone.
 	PublishDelay time.Duration
 }
@@ -169,8 +169,9 @@ func (m *KeyManager) logPlan(before, after []StoredKey) {
 
 // PlanKeys decides the next key set from the current one, for policy p at
 // time now: it is the whole rotation decision, free of I/O. A key is
-// retired once a newer key of its algorithm is active (or its algorithm is
-// no longer used) and deleted one rotation period later; an algorithm
+// retired once a newer key of its algorithm is active (a key of an
+// algorithm p does not use: once it is a rotation period old, or at once
+// when force is set) and deleted one rotation period later; an algorithm
 // whose newest key is older than the rotation period (or that has none, or
 // every algorithm when force is set) gets a new key, active after the
 // publish delay — at once when the set was empty, as nobody can have
@@ -199,7 +200,16 @@ func PlanKeys(current []StoredKey, p KeyPolicy, now time.Time, force bool) (next
 		if k.RetiredAt.IsZero() {
 			switch {
 			case !slices.Contains(p.Algs, k.Algorithm):
-				k.RetiredAt, changed = now.UTC(), true
+				// Another process on the store (the other config during a
+				// reload, another version in a rolling deploy) may still
+				// sign with it: it retires when it would have been due,
+				// or at once on a forced rotation.
+				if due := k.CreatedAt.Add(p.Rotation); force || !now.Before(due) {
+					k.RetiredAt, changed = now.UTC(), true
+					if !force {
+						k.RetiredAt = due.UTC()
+					}
+				}
 			default:
 				// A newer key of this algorithm that is active takes over.
 				for _, newer := range keys[:i] {
@@ -251,9 +261,12 @@ func (m *KeyManager) load(set KeySet) error {
 		return err
 	}
 	m.mu.Lock()
-	m.version, m.byID, m.all, m.jwks = set.Version, byID, all, body
+	defer m.mu.Unlock()
 	m.lastReload = m.now()
-	m.mu.Unlock()
+	if set.Version < m.version {
+		return nil // a slower reader of an older set: keep the newer one
+	}
+	m.version, m.byID, m.all, m.jwks = set.Version, byID, all, body
 	return nil
 }
 

@@ -256,3 +256,21 @@ func TestKeyRotationDecidedOnce(t *testing.T) {
 		t.Fatal("the new key does not sign after its publish delay")
 	}
 }
+
+// Disabling an agent voids its grants too: after it is enabled again, a
+// refresh token it held before does not refresh.
+func TestDisableVoidsRefreshTokens(t *testing.T) {
+	s := newServerAt(t, cheapParams, nil, siteClient(t))
+	s.seedAgent(t, "paused")
+	tokens := s.redeem(t, s.code(t, "paused"))
+	ctx := context.Background()
+	for _, disabled := range []bool{true, false} {
+		if _, err := s.Admin().UpdateAgent(ctx, "paused", agents.AdminUpdate{Disabled: &disabled}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rec := s.form("/oauth2/token", url.Values{"grant_type": {"refresh_token"}, "refresh_token": {tokens["refresh_token"].(string)}})
+	if rec.Code != 400 || !strings.Contains(rec.Body.String(), "invalid_grant") {
+		t.Fatalf("a refresh token from before the agent was disabled: %d %s", rec.Code, rec.Body)
+	}
+}

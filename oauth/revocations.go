@@ -188,6 +188,15 @@ func (v *Revocations) Revoked(c *AccessClaims) bool {
 	return false
 }
 
+// AgentRevoked reports whether the agent was disabled or deleted at or
+// after t: what it was granted at t is void.
+func (v *Revocations) AgentRevoked(id string, t time.Time) bool {
+	v.mu.RLock()
+	defer v.mu.RUnlock()
+	r, ok := v.agents[id]
+	return ok && !t.After(r.before)
+}
+
 // FamilyRevoked reports whether the refresh-token family was revoked.
 func (v *Revocations) FamilyRevoked(id string) bool {
 	v.mu.RLock()
@@ -197,9 +206,10 @@ func (v *Revocations) FamilyRevoked(id string) bool {
 }
 
 // Record appends c to the log and applies it here at once; other
-// processes apply it when they next read the log.
+// processes apply it when they next read the log. It finishes even if the
+// caller's request goes away meanwhile.
 func (v *Revocations) Record(ctx context.Context, c Change) error {
-	seq, err := v.log.AppendChange(ctx, c)
+	seq, err := v.log.AppendChange(context.WithoutCancel(ctx), c)
 	if err != nil {
 		return err
 	}

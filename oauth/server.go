@@ -244,8 +244,9 @@ func (p *provider) authenticateBearer(r *http.Request, audience string) (*Access
 var errAgentGone = errors.New("agent deleted, disabled or registered again")
 
 // currentAgent loads the agent a token or grant from time since speaks
-// for: it must exist, be enabled, and be the same agent — one deleted and
-// registered again under its id is another agent.
+// for: it must exist, be enabled, be the same agent — one deleted and
+// registered again under its id is another agent — and not have been
+// disabled since (enabling it again does not revive what it held).
 func (p *provider) currentAgent(ctx context.Context, id string, since time.Time) (*agents.Agent, error) {
 	a, err := p.agents.Get(ctx, id)
 	if errors.Is(err, agents.ErrNotFound) {
@@ -254,7 +255,7 @@ func (p *provider) currentAgent(ctx context.Context, id string, since time.Time)
 	if err != nil {
 		return nil, err
 	}
-	if a.Disabled || since.Unix() < a.CreatedAt.Unix() {
+	if a.Disabled || since.Unix() < a.CreatedAt.Unix() || p.revocations.AgentRevoked(id, since) {
 		return nil, errAgentGone
 	}
 	return a, nil
@@ -311,22 +312,26 @@ func (p *provider) revokeToken(ctx context.Context, jti string, exp time.Time) e
 
 // revokeFamily revokes a refresh-token lineage: its refresh tokens are
 // deleted and every access token issued along it is void.
+// The change is recorded first: should the process die before the tokens
+// are deleted, the family is void all the same.
 func (p *provider) revokeFamily(ctx context.Context, family string) error {
-	if err := p.store.RevokeFamily(ctx, family); err != nil {
-		return err
-	}
 	// Its access tokens live at most one access-token lifetime past the
 	// family's last refresh.
 	until := p.now().Add(p.cfg.RefreshTokenLifetime + p.tokens.Lifetime() + verifyLeeway)
-	return p.revocations.Record(ctx, Change{Kind: ChangeFamilyRevoked, Key: family, Expires: until})
+	if err := p.revocations.Record(ctx, Change{Kind: ChangeFamilyRevoked, Key: family, Expires: until}); err != nil {
+		return err
+	}
+	return p.store.RevokeFamily(context.WithoutCancel(ctx), family)
 }
 
-// revokeAgent voids every token the agent holds now (it was disabled or
-// deleted).
+// revokeAgent voids every token and grant the agent holds now (it is being
+// disabled or deleted): access tokens, and the codes and refresh tokens
+// they would be renewed from, which is why the entry lives as long as a
+// refresh-token family can.
 func (p *provider) revokeAgent(ctx context.Context, id string) error {
 	now := p.now()
 	return p.revocations.Record(ctx, Change{Kind: ChangeAgentRevoked, Key: id, Before: now,
-		Expires: now.Add(p.tokens.Lifetime() + verifyLeeway)})
+		Expires: now.Add(p.cfg.RefreshTokenLifetime + p.tokens.Lifetime() + verifyLeeway)})
 }
 
 // agentChangeRetention is how long news of an agent's change stays in the

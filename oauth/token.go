@@ -195,7 +195,7 @@ func (s *tokenEndpoint) grantAuthorizationCode(ctx context.Context, client *Clie
 	}
 	resp, err := s.issue(ctx, issueRequest{
 		client: client, agent: a, scopes: g.Scopes, resource: g.Resource, model: g.ModelName,
-		authTime: g.AuthTime, nonce: g.Nonce, refresh: refresh, jti: plan.ID, family: family,
+		authTime: g.AuthTime, nonce: g.Nonce, refresh: refresh, jti: plan.ID, notAfter: exp, family: family,
 		familyEnds: s.now().Add(s.cfg.RefreshTokenLifetime),
 	})
 	if err != nil {
@@ -231,6 +231,9 @@ type issueRequest struct {
 	nonce    string
 	refresh  bool   // issue a refresh token
 	jti      string // the access token's id, when chosen in advance
+	// notAfter caps the access token's expiry: the one recorded with its
+	// jti in advance, which a revocation of that jti must outlive.
+	notAfter time.Time
 	family   string // the lineage the tokens belong to
 	// familyEnds is when the lineage ends.
 	familyEnds time.Time
@@ -251,7 +254,7 @@ func (s *tokenEndpoint) issue(ctx context.Context, q issueRequest) (*tokenRespon
 	}
 	at, err := s.tokens.IssueAccessToken(AccessGrant{
 		Subject: q.agent.ID, ClientID: q.client.ID, Scopes: q.scopes, Audience: aud, ModelName: model, AuthTime: q.authTime,
-		JTIPrefix: q.family, ID: q.jti,
+		JTIPrefix: q.family, ID: q.jti, NotAfter: q.notAfter,
 	})
 	if err != nil {
 		return nil, err

@@ -59,6 +59,25 @@ func (b *Badger) migrate() error {
 	w := &migrationWriter{db: b.db, txn: b.db.NewTransaction(true)}
 	defer func() { w.txn.Discard() }()
 	var counts migrationCounts
+	// The previous layout revoked a family with a record of its own and left
+	// its refresh tokens in place; those tokens are not carried over.
+	// ("rec/refresh/" sorts before "rec/revoked_family/", hence a pass of its
+	// own first.)
+	w.revokedFamilies = map[string]bool{}
+	err = b.db.View(func(txn *badger.Txn) error {
+		opts := badger.DefaultIteratorOptions
+		opts.Prefix = []byte(legacyRecordPrefix + "revoked_family/")
+		opts.PrefetchValues = false
+		it := txn.NewIterator(opts)
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			w.revokedFamilies[string(it.Item().Key()[len(opts.Prefix):])] = true
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("auth_agent storage: migrate database in %s: %w", b.dir, err)
+	}
 	err = b.db.View(func(txn *badger.Txn) error {
 		opts := badger.DefaultIteratorOptions
 		opts.Prefix = []byte(legacyRecordPrefix)
@@ -140,7 +159,7 @@ func (b *Badger) migrateRecord(w *migrationWriter, key, val []byte, expiresAt ui
 		if checkFamily(old.Family) != nil {
 			return drop("invalid family")
 		}
-		if expired(old.ExpiresAt, now) {
+		if expired(old.ExpiresAt, now) || w.revokedFamilies[old.Family] {
 			return nil
 		}
 		rec := old.record()
@@ -208,6 +227,8 @@ func (b *Badger) migrateRecord(w *migrationWriter, key, val []byte, expiresAt ui
 type migrationWriter struct {
 	db  *badger.DB
 	txn *badger.Txn
+	// revokedFamilies are the families the previous layout had revoked.
+	revokedFamilies map[string]bool
 }
 
 func (w *migrationWriter) set(e *badger.Entry) error {

@@ -75,8 +75,12 @@ func TestBadgerMigratesPreviousLayout(t *testing.T) {
 	legacyClient := map[string]any{"client_id": "app", "client_name": "App", "secret_sha256": "abc", "redirect_uris": []string{"https://app/cb"},
 		"scopes": []string{"openid"}, "grant_types": []string{"authorization_code", "refresh_token"}, "source": "admin", "created_at": created}
 	refreshExp := now.Add(24 * time.Hour)
+	var legacyRefreshIn func(string, bool, time.Time) []byte
 	legacyRefresh := func(rotated bool, exp time.Time) []byte {
-		return mustJSON(t, map[string]any{"family": "fam-1", "client_id": "app", "agent_id": "agent-1", "scopes": []string{"openid", "data:read"},
+		return legacyRefreshIn("fam-1", rotated, exp)
+	}
+	legacyRefreshIn = func(family string, rotated bool, exp time.Time) []byte {
+		return mustJSON(t, map[string]any{"family": family, "client_id": "app", "agent_id": "agent-1", "scopes": []string{"openid", "data:read"},
 			"resource": "https://api/", "model_name": "m", "auth_time": created.Unix(), "rotated": rotated, "expires_at": exp})
 	}
 	tokenExp := now.Add(10 * time.Minute)
@@ -90,6 +94,7 @@ func TestBadgerMigratesPreviousLayout(t *testing.T) {
 		{"rec/refresh/h1", legacyRefresh(true, refreshExp), 24 * time.Hour},
 		{"rec/refresh/h2", legacyRefresh(false, refreshExp), 24 * time.Hour},
 		{"rec/refresh/h-old", legacyRefresh(false, now.Add(-time.Hour)), time.Hour},
+		{"rec/refresh/h-revoked", legacyRefreshIn("fam-9", false, refreshExp), 24 * time.Hour},
 		{"rec/revoked/jti-1", unix(tokenExp), 11 * time.Minute},
 		{"rec/revoked/jti-old", unix(now.Add(-time.Hour)), time.Hour},
 		{"rec/revoked/jti-bad", []byte("not a number"), time.Hour},
@@ -136,6 +141,9 @@ func TestBadgerMigratesPreviousLayout(t *testing.T) {
 	}
 	if _, err := b.GetRefresh(ctx, "h-old"); !errors.Is(err, oauth.ErrNotFound) {
 		t.Fatalf("expired refresh token after migration: %v", err)
+	}
+	if _, err := b.GetRefresh(ctx, "h-revoked"); !errors.Is(err, oauth.ErrNotFound) {
+		t.Fatalf("a refresh token of a family revoked before the migration: %v", err)
 	}
 
 	changes, err := b.ChangesSince(ctx, 0, 0)
