@@ -263,32 +263,14 @@ func testClientList(t *testing.T, s Store, clock *Clock) {
 	mustEnsureSecret(t, s, "client", "x")
 	mustCreateCode(t, s, "a00", sampleCodeGrant(clock))
 
-	all, err := s.ListClients(ctx, "", 0)
-	if err != nil {
-		t.Fatalf("ListClients: %v", err)
-	}
-	if !slices.Equal(clientIDs(all), listIDs) {
-		t.Fatalf("ListClients order: got %q, want %q", clientIDs(all), listIDs)
-	}
-	for _, c := range all {
-		if d := clientDiff(c, sampleClient(c.ID)); d != "" {
-			t.Fatalf("listed client %q differs: %s", c.ID, d)
-		}
-	}
-	paged := pageThrough(t, 3, func(after string, limit int) ([]string, error) {
+	checkListing(t, "ListClients", 3, func(after string, limit int) ([]string, error) {
 		list, err := s.ListClients(ctx, after, limit)
 		return clientIDs(list), err
 	})
-	if !slices.Equal(paged, listIDs) {
-		t.Fatalf("paged listing: got %q, want %q", paged, listIDs)
-	}
-	for _, tc := range listPages {
-		list, err := s.ListClients(ctx, tc.after, tc.limit)
-		if err != nil {
-			t.Fatalf("ListClients(%q, %d): %v", tc.after, tc.limit, err)
-		}
-		if got := clientIDs(list); !slices.Equal(got, tc.want) {
-			t.Errorf("ListClients(%q, %d) = %q, want %q", tc.after, tc.limit, got, tc.want)
+	all, _ := s.ListClients(ctx, "", 0)
+	for _, c := range all {
+		if d := clientDiff(c, sampleClient(c.ID)); d != "" {
+			t.Fatalf("listed client %q differs: %s", c.ID, d)
 		}
 	}
 	if err := s.DeleteClient(ctx, "a"); err != nil {
