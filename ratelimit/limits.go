@@ -70,15 +70,6 @@ type Limits struct {
 	AuthFailOpen bool
 	APIFailOpen  bool
 	Log          *zap.Logger
-	// Now is the clock for Retry-After; nil means time.Now.
-	Now func() time.Time
-}
-
-func (l *Limits) now() time.Time {
-	if l.Now != nil {
-		return l.Now()
-	}
-	return time.Now()
 }
 
 type clientIPKey struct{}
@@ -117,7 +108,7 @@ func IPKey(ip string) string {
 }
 
 func (l *Limits) exceeded(st Status) error {
-	return &Exceeded{RetryAfter: max(st.Reset-l.now().Unix(), 1)}
+	return &Exceeded{RetryAfter: max(st.Reset-time.Now().Unix(), 1)}
 }
 
 // setHeaders tells the caller where it stands.
