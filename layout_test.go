@@ -33,6 +33,7 @@ var exclusiveImports = map[string]string{
 	"github.com/dgraph-io/badger":  "storage",
 	"github.com/ulule/limiter":     "ratelimit",
 	"github.com/redis/go-redis":    "ratelimit",
+	"github.com/jackc/pgx":         "storage",
 }
 
 func TestImportArrows(t *testing.T) {

@@ -189,6 +189,9 @@ func AsError(err error) *Error {
 	if errors.Is(err, ratelimit.ErrUnavailable) {
 		return ErrTemporarilyUnavailable("the rate limiter is unavailable; retry later")
 	}
+	if errors.Is(err, ErrUnavailable) {
+		return ErrTemporarilyUnavailable("the database is unavailable; retry later")
+	}
 	return errServer
 }
 

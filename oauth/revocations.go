@@ -79,9 +79,34 @@ func (v *Revocations) Sync(ctx context.Context) error {
 	}
 }
 
-// Run follows the log until ctx ends.
+// Run follows the log until ctx ends: every ChangePollInterval, and at
+// once whenever a ChangeWatcher log says a change was appended.
 func (v *Revocations) Run(ctx context.Context) {
-	every(ctx, ChangePollInterval, v.Sync, v.zap, "reading the change log")
+	w, ok := v.log.(ChangeWatcher)
+	if !ok {
+		every(ctx, ChangePollInterval, v.Sync, v.zap, "reading the change log")
+		return
+	}
+	news := make(chan struct{}, 1)
+	go w.WatchChanges(ctx, func() {
+		select {
+		case news <- struct{}{}:
+		default: // a read is due already; it will see this change too
+		}
+	})
+	t := time.NewTicker(ChangePollInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		case <-news:
+		}
+		if err := v.Sync(ctx); err != nil && ctx.Err() == nil {
+			v.zap.Warn("reading the change log", zap.Error(err))
+		}
+	}
 }
 
 // every calls fn every interval until ctx ends, logging its failures.

@@ -35,6 +35,10 @@ var (
 	// ErrRefreshRotated is returned when rotating a refresh token that was
 	// rotated already (it was presented twice: it leaked).
 	ErrRefreshRotated = errors.New("refresh token already rotated")
+	// ErrUnavailable is wrapped by the errors of a store that cannot be
+	// reached or did not answer in time (a database server that is down):
+	// the request may succeed later, and is answered 503.
+	ErrUnavailable = errors.New("the store is unavailable")
 )
 
 // Store is every store the authorization server uses.
@@ -277,4 +281,14 @@ type ChangeLog interface {
 	// number above every one it returned, so reading on from the last
 	// number seen misses nothing.
 	ChangesSince(ctx context.Context, after uint64, limit int) ([]Change, error)
+}
+
+// ChangeWatcher is a ChangeLog that pushes news of appended changes (a
+// database server's notifications), so a process need not wait for its
+// next poll. The log stays the truth: a notification says only "read the
+// log now", and the poll goes on in case one is lost.
+type ChangeWatcher interface {
+	// WatchChanges calls notify whenever a change may have been appended,
+	// and after it (re)connects, until ctx ends. notify must not block.
+	WatchChanges(ctx context.Context, notify func())
 }

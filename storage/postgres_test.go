@@ -1,0 +1,274 @@
+package storage
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
+
+	"github.com/authagent/caddy-authagent/agents"
+	"github.com/authagent/caddy-authagent/internal/pgtest"
+	"github.com/authagent/caddy-authagent/oauth"
+	"github.com/authagent/caddy-authagent/storage/storagetest"
+)
+
+// TestPostgres runs everything against one real PostgreSQL server; each
+// store lives in a schema of its own (the DSN's search_path), so every
+// test starts empty.
+func TestPostgres(t *testing.T) {
+	srv := pgtest.Start(t)
+	var n atomic.Int64
+	newSchema := func(t *testing.T) string {
+		t.Helper()
+		name := fmt.Sprintf("t%d", n.Add(1))
+		conn, err := pgx.Connect(context.Background(), srv.DSN("postgres"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close(context.Background())
+		if _, err := conn.Exec(context.Background(), "CREATE SCHEMA "+name); err != nil {
+			t.Fatal(err)
+		}
+		return srv.DSN("postgres") + "&search_path=" + name
+	}
+	open := func(t *testing.T, dsn string, now func() time.Time) *Postgres {
+		t.Helper()
+		p, err := OpenPostgres(PostgresOptions{DSN: dsn, Now: now, MaxConns: 4})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { p.Close() })
+		return p
+	}
+
+	t.Run("Conformance", func(t *testing.T) {
+		storagetest.Run(t, func(t *testing.T, now func() time.Time) storagetest.Store {
+			return open(t, newSchema(t), now)
+		})
+	})
+
+	t.Run("Shared", func(t *testing.T) {
+		if !open(t, newSchema(t), nil).Shared() {
+			t.Fatal("Postgres.Shared() = false")
+		}
+	})
+
+	t.Run("InstancesStartingAtOnceMigrateOnce", func(t *testing.T) {
+		dsn := newSchema(t)
+		var wg sync.WaitGroup
+		errs := make([]error, 6)
+		for i := range errs {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				p, err := OpenPostgres(PostgresOptions{DSN: dsn, MaxConns: 2})
+				if err == nil {
+					p.Close()
+				}
+				errs[i] = err
+			}()
+		}
+		wg.Wait()
+		for i, err := range errs {
+			if err != nil {
+				t.Errorf("instance %d: %v", i, err)
+			}
+		}
+		p := open(t, dsn, nil)
+		var versions int
+		if err := p.pool.QueryRow(context.Background(), "SELECT count(*) FROM auth_agent_schema").Scan(&versions); err != nil {
+			t.Fatal(err)
+		}
+		if versions != 1 {
+			t.Fatalf("schema versions recorded: %d, want 1", versions)
+		}
+	})
+
+	t.Run("RefusesNewerSchema", func(t *testing.T) {
+		dsn := newSchema(t)
+		p := open(t, dsn, nil)
+		if _, err := p.pool.Exec(context.Background(), "INSERT INTO auth_agent_schema (version) VALUES (9999)"); err != nil {
+			t.Fatal(err)
+		}
+		_, err := OpenPostgres(PostgresOptions{DSN: dsn})
+		if err == nil || !strings.Contains(err.Error(), "newer than this build") {
+			t.Fatalf("opening a newer schema: %v", err)
+		}
+	})
+
+	t.Run("SurvivesReopen", func(t *testing.T) {
+		dsn := newSchema(t)
+		ctx := context.Background()
+		p := open(t, dsn, nil)
+		if err := p.CreateAgent(ctx, &agents.Agent{ID: "kept", SecretHash: "h"}); err != nil {
+			t.Fatal(err)
+		}
+		seq, err := p.AppendChange(ctx, oauth.Change{Kind: oauth.ChangeTokenRevoked, Key: "j", Expires: time.Now().Add(time.Hour)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		p.Close()
+		q := open(t, dsn, nil)
+		if _, err := q.GetAgent(ctx, "kept"); err != nil {
+			t.Fatalf("agent after reopen: %v", err)
+		}
+		next, err := q.AppendChange(ctx, oauth.Change{Kind: oauth.ChangeTokenRevoked, Key: "k", Expires: time.Now().Add(time.Hour)})
+		if err != nil || next <= seq {
+			t.Fatalf("sequence after reopen: %d (%v), before %d", next, err, seq)
+		}
+	})
+
+	t.Run("UnstorableText", func(t *testing.T) {
+		ctx := context.Background()
+		p := open(t, newSchema(t), nil)
+		if _, err := p.GetAgent(ctx, "a\x00b"); !errors.Is(err, agents.ErrNotFound) {
+			t.Errorf("GetAgent with NUL: %v", err)
+		}
+		if _, err := p.GetClient(ctx, "\xff"); !errors.Is(err, oauth.ErrNotFound) {
+			t.Errorf("GetClient with invalid UTF-8: %v", err)
+		}
+		if err := p.CreateAgent(ctx, &agents.Agent{ID: "a\x00b"}); !errors.Is(err, ErrInvalidInput) {
+			t.Errorf("CreateAgent with NUL id: %v", err)
+		}
+		if err := p.CreateClient(ctx, &oauth.Client{ID: "c", Name: "x\x00y"}); !errors.Is(err, ErrInvalidInput) {
+			t.Errorf("CreateClient with NUL name: %v", err)
+		}
+		if list, err := p.ListAgents(ctx, "a\x00", 10); err != nil || len(list) != 0 {
+			t.Errorf("ListAgents after NUL: %v %v", list, err)
+		}
+	})
+
+	t.Run("NotifiesAppends", func(t *testing.T) {
+		dsn := newSchema(t)
+		writer, reader := open(t, dsn, nil), open(t, dsn, nil)
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		news := make(chan struct{}, 16)
+		go reader.WatchChanges(ctx, func() {
+			select {
+			case news <- struct{}{}:
+			default:
+			}
+		})
+		// The first call says the listener is up.
+		select {
+		case <-news:
+		case <-time.After(10 * time.Second):
+			t.Fatal("the listener did not start")
+		}
+		if _, err := writer.AppendChange(context.Background(), oauth.Change{Kind: oauth.ChangeTokenRevoked, Key: "j", Expires: time.Now().Add(time.Hour)}); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case <-news:
+		case <-time.After(10 * time.Second):
+			t.Fatal("no notification of an append")
+		}
+	})
+
+	t.Run("DeleteExpired", func(t *testing.T) {
+		ctx := context.Background()
+		clock := storagetest.NewClock()
+		p := open(t, newSchema(t), clock.Now)
+		short := clock.Now().Add(time.Second)
+		must(t, p.CreateAuthRequest(ctx, &oauth.AuthRequest{ID: "r", ExpiresAt: short}))
+		must(t, p.CreateCode(ctx, "c", &oauth.CodeGrant{ExpiresAt: short}))
+		must(t, p.CreateRefresh(ctx, "h", &oauth.RefreshGrant{Family: "f", ExpiresAt: short}))
+		must(t, p.CreateRefresh(ctx, "kept", &oauth.RefreshGrant{Family: "f", ExpiresAt: short.Add(time.Hour)}))
+		if _, err := p.AppendChange(ctx, oauth.Change{Kind: oauth.ChangeTokenRevoked, Key: "j", Expires: short}); err != nil {
+			t.Fatal(err)
+		}
+		clock.Advance(2 * time.Second)
+		must(t, p.DeleteExpired(ctx))
+		var rows int
+		err := p.pool.QueryRow(ctx, `SELECT (SELECT count(*) FROM auth_requests) + (SELECT count(*) FROM codes)
+			+ (SELECT count(*) FROM refresh_tokens) + (SELECT count(*) FROM changes)`).Scan(&rows)
+		if err != nil || rows != 1 {
+			t.Fatalf("rows left after the sweep: %d (%v), want 1", rows, err)
+		}
+	})
+
+	t.Run("PasswordNeverShown", func(t *testing.T) {
+		const password = "s3cret-Pa55word"
+		for _, dsn := range []string{
+			fmt.Sprintf("postgres://postgres:%s@127.0.0.1:1/db?sslmode=disable&connect_timeout=2", password),
+			fmt.Sprintf("host=127.0.0.1 port=1 user=postgres password=%s dbname=db sslmode=disable connect_timeout=2", password),
+			fmt.Sprintf("postgres://postgres:%s@127.0.0.1:1/db?sslmode=nonsense", password),
+			fmt.Sprintf("postgres://postgres:%s@[::1/db", password),
+		} {
+			_, err := OpenPostgres(PostgresOptions{DSN: dsn})
+			if err == nil {
+				t.Fatalf("%s: opened", dsn)
+			}
+			if strings.Contains(err.Error(), password) {
+				t.Errorf("the error shows the password: %v", err)
+			}
+		}
+		_, err := OpenPostgres(PostgresOptions{DSN: fmt.Sprintf("postgres://postgres:%s@127.0.0.1:1/db?sslmode=disable&connect_timeout=2", password)})
+		if !strings.Contains(err.Error(), "127.0.0.1:1") {
+			t.Errorf("the error does not name the server: %v", err)
+		}
+	})
+
+	// Last: it stops the server.
+	t.Run("ServerDownAndBack", func(t *testing.T) {
+		ctx := context.Background()
+		core, logs := observer.New(zap.WarnLevel)
+		p, err := OpenPostgres(PostgresOptions{DSN: newSchema(t), OpTimeout: 2 * time.Second, Logger: zap.New(core)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer p.Close()
+		must(t, p.CreateAgent(ctx, &agents.Agent{ID: "before", SecretHash: "h"}))
+		srv.Stop()
+		start := time.Now()
+		_, err = p.GetAgent(ctx, "before")
+		if !errors.Is(err, oauth.ErrUnavailable) {
+			t.Fatalf("GetAgent with the server down: %v, want ErrUnavailable", err)
+		}
+		if d := time.Since(start); d > 10*time.Second {
+			t.Errorf("the failing call took %v", d)
+		}
+		if err := p.CreateAgent(ctx, &agents.Agent{ID: "during", SecretHash: "h"}); !errors.Is(err, oauth.ErrUnavailable) {
+			t.Fatalf("CreateAgent with the server down: %v", err)
+		}
+		if e := oauth.AsError(err); e.Status != 503 {
+			t.Fatalf("the error answers %d, want 503", e.Status)
+		}
+		if err := srv.Start(); err != nil {
+			t.Fatal(err)
+		}
+		deadline := time.Now().Add(15 * time.Second)
+		for {
+			_, err := p.GetAgent(ctx, "before")
+			if err == nil {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("still failing after the server came back: %v", err)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		must(t, p.CreateAgent(ctx, &agents.Agent{ID: "after", SecretHash: "h"}))
+		for _, e := range logs.All() {
+			if strings.Contains(fmt.Sprint(e.ContextMap()), "password") {
+				t.Errorf("a log line mentions a password: %v", e)
+			}
+		}
+	})
+}
+
+func must(t *testing.T, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+}
