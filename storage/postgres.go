@@ -289,8 +289,8 @@ func (p *Postgres) fail(err error) error {
 	if errors.As(err, &pgErr) {
 		switch {
 		case strings.HasPrefix(pgErr.Code, "08"), // connection exception
-			strings.HasPrefix(pgErr.Code, "53"),     // insufficient resources
-			strings.HasPrefix(pgErr.Code, "57P"),    // shutting down, cannot connect now
+			strings.HasPrefix(pgErr.Code, "53"),          // insufficient resources
+			strings.HasPrefix(pgErr.Code, "57P"),         // shutting down, cannot connect now
 			pgErr.Code == "40001", pgErr.Code == "40P01", // serialization failure, deadlock
 			pgErr.Code == "55P03", pgErr.Code == "57014": // lock or statement timeout
 			return fmt.Errorf("%w: PostgreSQL at %s: %s", oauth.ErrUnavailable, p.where, pgErr.Message)
@@ -658,7 +658,7 @@ func (p *Postgres) SigningKeys(ctx context.Context) (oauth.KeySet, error) {
 		}
 		set.Keys, err = pgx.CollectRows(rows, func(row pgx.CollectableRow) (oauth.StoredKey, error) {
 			var (
-				k                         oauth.StoredKey
+				k                        oauth.StoredKey
 				created, active, retired *int64
 			)
 			err := row.Scan(&k.ID, &k.Algorithm, &k.Private, &created, &active, &retired)
