@@ -74,6 +74,11 @@ func TestCaddyfileErrors(t *testing.T) {
 		"badger two paths":      "auth_agent {\n storage badger /a /b\n}",
 		"badger unknown":        "auth_agent {\n storage badger /a {\n colour blue\n }\n}",
 		"memory encrypted":      "auth_agent {\n storage memory\n encryption_key_file /k\n}",
+		"postgres no dsn":       "auth_agent {\n storage postgres\n}",
+		"postgres two dsns":     "auth_agent {\n storage postgres a b\n}",
+		"postgres bad conns":    "auth_agent {\n storage postgres x {\n max_conns lots\n }\n}",
+		"postgres bad timeout":  "auth_agent {\n storage postgres x {\n query_timeout 0s\n }\n}",
+		"postgres unknown":      "auth_agent {\n storage postgres x {\n ssl on\n }\n}",
 	}
 	for name, input := range cases {
 		t.Run(name, func(t *testing.T) {

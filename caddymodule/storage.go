@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -22,6 +23,7 @@ import (
 func init() {
 	caddy.RegisterModule(BadgerStorage{})
 	caddy.RegisterModule(MemoryStorage{})
+	caddy.RegisterModule(PostgresStorage{})
 }
 
 // Storage is a storage backend: a Caddy module in the namespace
@@ -170,6 +172,130 @@ func (MemoryStorage) OpenStorage(*zap.Logger) (storage.Backend, error) {
 	return storage.NewMemory(nil), nil
 }
 
+// PostgresStorage is a PostgreSQL database, shared by every Caddy instance
+// configured with it: the way to run several.
+type PostgresStorage struct {
+	// The connection string, URL (postgres://user:password@host/db) or
+	// key=value form; placeholders such as {env.AUTH_AGENT_DATABASE_URL}
+	// are expanded.
+	DSN string `json:"dsn,omitempty"`
+	// The most connections this instance opens. Default: 10.
+	MaxConns int `json:"max_conns,omitempty"`
+	// The connections kept open when idle. Default: 1.
+	MinConns int `json:"min_conns,omitempty"`
+	// How long one store call may take before it fails (and the request
+	// is answered 503). Default: 5s.
+	QueryTimeout caddy.Duration `json:"query_timeout,omitempty"`
+
+	dsn   string
+	where string
+}
+
+// CaddyModule returns the Caddy module information.
+func (PostgresStorage) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{
+		ID:  "auth_agent.storage.postgres",
+		New: func() caddy.Module { return new(PostgresStorage) },
+	}
+}
+
+// Provision expands placeholders in the DSN and checks that it parses;
+// nothing is opened.
+func (p *PostgresStorage) Provision(caddy.Context) error {
+	p.dsn = caddy.NewReplacer().ReplaceKnown(p.DSN, "")
+	if strings.TrimSpace(p.dsn) == "" {
+		return fmt.Errorf("auth_agent: storage postgres: no dsn (it is empty after expanding placeholders: %q)", p.DSN)
+	}
+	if p.MaxConns < 0 || p.MinConns < 0 || (p.MaxConns > 0 && p.MinConns > p.MaxConns) {
+		return fmt.Errorf("auth_agent: storage postgres: min_conns %d and max_conns %d must be positive, min no more than max", p.MinConns, p.MaxConns)
+	}
+	if p.QueryTimeout < 0 {
+		return fmt.Errorf("auth_agent: storage postgres: query_timeout must be positive")
+	}
+	where, err := storage.PostgresServer(p.dsn)
+	if err != nil {
+		return err
+	}
+	p.where = where
+	return nil
+}
+
+// StorageKey names the database by a digest of the DSN, which may hold a
+// password.
+func (p *PostgresStorage) StorageKey() string {
+	sum := sha256.Sum256([]byte(p.dsn))
+	return "postgres:" + hex.EncodeToString(sum[:])
+}
+
+// StorageSettings: the pool settings of the first config stay until the
+// pool closes; nothing needs a restart.
+func (p *PostgresStorage) StorageSettings() string { return "" }
+
+// OpenStorage connects, creates or migrates the schema.
+func (p *PostgresStorage) OpenStorage(log *zap.Logger) (storage.Backend, error) {
+	db, err := storage.OpenPostgres(storage.PostgresOptions{
+		DSN:       p.dsn,
+		MaxConns:  int32(min(p.MaxConns, 1<<20)),
+		MinConns:  int32(min(p.MinConns, 1<<20)),
+		OpTimeout: time.Duration(p.QueryTimeout),
+		Logger:    log.Named("postgres"),
+	})
+	if err != nil {
+		return nil, err
+	}
+	log.Info("opened database", zap.String("postgres", db.Where()))
+	return db, nil
+}
+
+// UnmarshalCaddyfile reads
+//
+//	storage postgres <dsn> {
+//		max_conns <n>
+//		min_conns <n>
+//		query_timeout <duration>
+//	}
+func (p *PostgresStorage) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	d.Next() // the module name
+	if !d.NextArg() {
+		return d.Err("storage postgres needs a DSN (quote one in key=value form)")
+	}
+	p.DSN = d.Val()
+	if d.NextArg() {
+		return d.Err("storage postgres takes one DSN; quote one in key=value form")
+	}
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		name := d.Val()
+		if !d.NextArg() {
+			return d.ArgErr()
+		}
+		val := d.Val()
+		if d.NextArg() {
+			return d.ArgErr()
+		}
+		switch name {
+		case "max_conns", "min_conns":
+			n, err := strconv.Atoi(val)
+			if err != nil || n <= 0 {
+				return d.Errf("storage postgres: %s: %q is not a positive number", name, val)
+			}
+			if name == "max_conns" {
+				p.MaxConns = n
+			} else {
+				p.MinConns = n
+			}
+		case "query_timeout":
+			dur, err := caddy.ParseDuration(val)
+			if err != nil || dur <= 0 {
+				return d.Errf("storage postgres: query_timeout: %q is not a positive duration", val)
+			}
+			p.QueryTimeout = caddy.Duration(dur)
+		default:
+			return d.Errf("storage postgres: unknown setting %q", name)
+		}
+	}
+	return nil
+}
+
 // stores shares open databases between configs: Caddy starts a new config
 // before it stops the old one, and Badger allows one opener per directory,
 // so a reload must reuse the handle instead of opening it again.
@@ -265,6 +391,9 @@ func validAESKeyLen(n int) bool { return n == 16 || n == 24 || n == 32 }
 var (
 	_ Storage               = (*BadgerStorage)(nil)
 	_ Storage               = (*MemoryStorage)(nil)
+	_ Storage               = (*PostgresStorage)(nil)
+	_ caddy.Provisioner     = (*PostgresStorage)(nil)
+	_ caddyfile.Unmarshaler = (*PostgresStorage)(nil)
 	_ caddy.Provisioner     = (*BadgerStorage)(nil)
 	_ caddyfile.Unmarshaler = (*BadgerStorage)(nil)
 	_ caddyfile.Unmarshaler = (*MemoryStorage)(nil)

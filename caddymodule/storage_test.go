@@ -121,3 +121,34 @@ func TestUpgradeStorageJSON(t *testing.T) {
 		t.Fatalf("a config in the previous JSON form: %v", err)
 	}
 }
+
+// The postgres module expands placeholders in its DSN, names the server
+// (never the password) and checks its settings, all without connecting.
+func TestPostgresStorageProvision(t *testing.T) {
+	t.Setenv("AUTH_AGENT_TEST_DSN", "postgres://aa:hunter2@db.internal:6543/auth?sslmode=disable")
+	p := &PostgresStorage{DSN: "{env.AUTH_AGENT_TEST_DSN}"}
+	if err := p.Provision(caddy.Context{}); err != nil {
+		t.Fatal(err)
+	}
+	if p.where != "db.internal:6543/auth" {
+		t.Errorf("server: %q", p.where)
+	}
+	if strings.Contains(p.StorageKey(), "hunter2") {
+		t.Errorf("the storage key holds the password: %s", p.StorageKey())
+	}
+	for name, bad := range map[string]*PostgresStorage{
+		"empty after expansion": {DSN: "{env.AUTH_AGENT_UNSET_DSN}"},
+		"unparsable":            {DSN: "postgres://aa:hunter2@db.internal:port/auth"},
+		"min above max":         {DSN: "postgres://db/auth", MinConns: 5, MaxConns: 2},
+		"negative timeout":      {DSN: "postgres://db/auth", QueryTimeout: -1},
+	} {
+		err := bad.Provision(caddy.Context{})
+		if err == nil {
+			t.Errorf("%s: accepted", name)
+			continue
+		}
+		if strings.Contains(err.Error(), "hunter2") {
+			t.Errorf("%s: the error shows the password: %v", name, err)
+		}
+	}
+}

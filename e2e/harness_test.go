@@ -53,6 +53,13 @@ type caddy struct {
 	sites string
 	// globals are more global options.
 	globals string
+	// issuer and storage replace the defaults (this Caddy's own URL, Badger
+	// in dir/db): instances of one cluster share both.
+	issuer, storage string
+	// siteExtra is more directives of the IdP's site.
+	siteExtra string
+	// raw, when set, is the whole Caddyfile (a load balancer).
+	raw string
 }
 
 // freePort returns a port nothing listens on now and that no earlier call
@@ -95,11 +102,21 @@ func (c *caddy) base() string { return fmt.Sprintf("http://127.0.0.1:%d", c.http
 // config renders a Caddyfile: global auth_agent settings in opts, and a
 // site serving the IdP.
 func (c *caddy) config(opts string) string {
+	if c.raw != "" {
+		return c.raw
+	}
+	issuer, storage := c.issuer, c.storage
+	if issuer == "" {
+		issuer = c.base()
+	}
+	if storage == "" {
+		storage = filepath.Join(c.dir, "db")
+	}
 	return fmt.Sprintf(`{
 	admin 127.0.0.1:%d
 %s
 	auth_agent {
-		issuer http://127.0.0.1:%d
+		issuer %s
 		storage %s
 		# Tests register and fail far more than the production budgets
 		# allow; the rate-limit tests turn them back on below.
@@ -114,10 +131,11 @@ func (c *caddy) config(opts string) string {
 }
 
 http://127.0.0.1:%d {
+%s
 	auth_agent
 	respond "upstream" 200
 }
-%s`, c.adminPort, c.globals, c.httpPort, filepath.Join(c.dir, "db"), opts, c.httpPort, c.sites)
+%s`, c.adminPort, c.globals, issuer, storage, opts, c.httpPort, c.siteExtra, c.sites)
 }
 
 func (c *caddy) writeConfig(opts string) string {

@@ -149,6 +149,17 @@ func OpenPostgres(opts PostgresOptions) (*Postgres, error) {
 	return p, nil
 }
 
+// PostgresServer checks that dsn parses and names the server it points at
+// (host:port/database), without connecting; errors never show the
+// password.
+func PostgresServer(dsn string) (string, error) {
+	cfg, err := pgxpool.ParseConfig(dsn)
+	if err != nil {
+		return "", fmt.Errorf("auth_agent storage: the PostgreSQL DSN cannot be parsed: %s", redact(err.Error(), dsn))
+	}
+	return fmt.Sprintf("%s:%d/%s", cfg.ConnConfig.Host, cfg.ConnConfig.Port, cfg.ConnConfig.Database), nil
+}
+
 // redact removes secret (a password, or a whole DSN that may hold one) from
 // a message.
 func redact(msg, secret string) string {
