@@ -274,7 +274,7 @@ func (m *KeyManager) load(set KeySet) error {
 // appear in this one's JWKS within that time) and rotates on schedule,
 // until ctx ends.
 func (m *KeyManager) Run(ctx context.Context) {
-	every(ctx, keyReloadInterval, func(ctx context.Context) error { return m.Rotate(ctx, false) }, m.log, "reloading signing keys")
+	every(ctx, keyReloadInterval, nil, func(ctx context.Context) error { return m.Rotate(ctx, false) }, m.log, "reloading signing keys")
 }
 
 // JWKS returns the JSON Web Key Set of every published key.

@@ -82,45 +82,44 @@ func (v *Revocations) Sync(ctx context.Context) error {
 // Run follows the log until ctx ends: every ChangePollInterval, and at
 // once whenever a ChangeWatcher log says a change was appended.
 func (v *Revocations) Run(ctx context.Context) {
-	w, ok := v.log.(ChangeWatcher)
-	if !ok {
-		every(ctx, ChangePollInterval, v.Sync, v.zap, "reading the change log")
-		return
+	var news chan struct{}
+	if w, ok := v.log.(ChangeWatcher); ok {
+		news = make(chan struct{}, 1)
+		go w.WatchChanges(ctx, func() {
+			select {
+			case news <- struct{}{}:
+			default: // a read is due already; it will see this change too
+			}
+		})
 	}
-	news := make(chan struct{}, 1)
-	go w.WatchChanges(ctx, func() {
-		select {
-		case news <- struct{}{}:
-		default: // a read is due already; it will see this change too
-		}
-	})
-	t := time.NewTicker(ChangePollInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		case <-news:
-		}
-		if err := v.Sync(ctx); err != nil && ctx.Err() == nil {
-			v.zap.Warn("reading the change log", zap.Error(err))
-		}
-	}
+	every(ctx, ChangePollInterval, news, v.Sync, v.zap, "reading the change log")
 }
 
-// every calls fn every interval until ctx ends, logging its failures.
-func every(ctx context.Context, interval time.Duration, fn func(context.Context) error, log *zap.Logger, what string) {
+// every calls fn every interval, and whenever wake (which may be nil)
+// receives, until ctx ends. A failure is logged when it starts and again
+// when fn works again, not on every retry: a database that is down for a
+// minute is two log lines, not sixty.
+func every(ctx context.Context, interval time.Duration, wake <-chan struct{}, fn func(context.Context) error, log *zap.Logger, what string) {
 	t := time.NewTicker(interval)
 	defer t.Stop()
+	failing := false
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			if err := fn(ctx); err != nil && ctx.Err() == nil {
-				log.Warn(what, zap.Error(err))
-			}
+		case <-wake:
+		}
+		err := fn(ctx)
+		switch {
+		case ctx.Err() != nil:
+			return
+		case err != nil && !failing:
+			failing = true
+			log.Warn(what+" failed; retrying every "+interval.String()+" until it works again", zap.Error(err))
+		case err == nil && failing:
+			failing = false
+			log.Info(what + " works again")
 		}
 	}
 }

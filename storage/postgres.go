@@ -1168,30 +1168,43 @@ func (p *Postgres) ChangesSince(ctx context.Context, after uint64, limit int) ([
 // reconnection (notifications sent while the listener was away are lost,
 // so the caller reads the log then). It returns when ctx ends.
 func (p *Postgres) WatchChanges(ctx context.Context, notify func()) {
-	backoff := 100 * time.Millisecond
+	const maxBackoff = 5 * time.Second
+	backoff, failing := 100*time.Millisecond, false
 	for ctx.Err() == nil {
-		err := p.listen(ctx, notify)
+		listened, err := p.listen(ctx, func() {
+			if failing {
+				failing = false
+				p.log.Info("listening for changes again")
+			}
+			notify()
+		})
 		if ctx.Err() != nil {
 			return
 		}
-		p.log.Warn("listening for changes; reading the log on a timer until the listener is back", zap.Error(p.fail(err)))
+		if listened {
+			backoff = 100 * time.Millisecond
+		}
+		if !failing {
+			failing = true
+			p.log.Warn("listening for changes failed; the change log is read every second until the listener is back", zap.Error(p.fail(err)))
+		}
 		select {
 		case <-ctx.Done():
 			return
 		case <-time.After(backoff):
 		}
-		backoff = min(2*backoff, 5*time.Second)
+		backoff = min(2*backoff, maxBackoff)
 	}
 }
 
 // listen holds one connection listening on the change channel until it
-// fails or ctx ends.
-func (p *Postgres) listen(ctx context.Context, notify func()) error {
+// fails or ctx ends; listened reports whether it got as far as listening.
+func (p *Postgres) listen(ctx context.Context, notify func()) (listened bool, err error) {
 	dial, cancel := p.op(ctx)
 	conn, err := p.pool.Acquire(dial)
 	cancel()
 	if err != nil {
-		return err
+		return false, err
 	}
 	// The session listens: it goes back to no pool, it is closed.
 	defer func() {
@@ -1201,12 +1214,12 @@ func (p *Postgres) listen(ctx context.Context, notify func()) error {
 		_ = c.Close(closeCtx)
 	}()
 	if _, err := conn.Exec(ctx, "LISTEN "+pgx.Identifier{changeChannel}.Sanitize()); err != nil {
-		return err
+		return false, err
 	}
 	notify() // anything appended while no one listened
 	for {
 		if _, err := conn.Conn().WaitForNotification(ctx); err != nil {
-			return err
+			return true, err
 		}
 		notify()
 	}
