@@ -7,10 +7,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/dgraph-io/badger/v4"
-
 	"github.com/authagent/caddy-authagent/agents"
+	"github.com/authagent/caddy-authagent/internal/pgtest"
 	"github.com/authagent/caddy-authagent/oauth"
+	"github.com/authagent/caddy-authagent/storage/storagetest"
 )
 
 func benchAgent(id string) *agents.Agent {
@@ -27,24 +27,69 @@ func benchAgent(id string) *agents.Agent {
 	}
 }
 
-// BenchmarkBadgerCreateAgent measures one synced write from one goroutine:
-// the latency a registration pays.
-func BenchmarkBadgerCreateAgent(b *testing.B) {
-	s := openTestBadger(b, BadgerOptions{Dir: b.TempDir()})
+// The operations below run on each backend: BenchmarkBadger* on a
+// Badger directory, BenchmarkPostgres/* on a PostgreSQL server started for
+// the run with fsync on (as a production server runs), so the two compare.
+var benchOps = []struct {
+	name string
+	fn   func(b *testing.B, s storagetest.Store)
+}{
+	{"CreateAgent", benchCreateAgent},
+	{"CreateAgentParallel", benchCreateAgentParallel},
+	{"GetAgent", benchGetAgent},
+	{"RedeemCode", benchRedeemCode},
+	{"RotateRefresh", benchRotateRefresh},
+	{"AppendChange", benchAppendChange},
+	{"ChangesSince", benchChangesSince},
+}
+
+func BenchmarkBadgerCreateAgent(b *testing.B) { benchCreateAgent(b, benchBadger(b)) }
+func BenchmarkBadgerCreateAgentParallel(b *testing.B) {
+	benchCreateAgentParallel(b, benchBadger(b))
+}
+func BenchmarkBadgerGetAgent(b *testing.B)      { benchGetAgent(b, benchBadger(b)) }
+func BenchmarkBadgerRedeemCode(b *testing.B)    { benchRedeemCode(b, benchBadger(b)) }
+func BenchmarkBadgerRotateRefresh(b *testing.B) { benchRotateRefresh(b, benchBadger(b)) }
+func BenchmarkBadgerAppendChange(b *testing.B)  { benchAppendChange(b, benchBadger(b)) }
+func BenchmarkBadgerChangesSince(b *testing.B)  { benchChangesSince(b, benchBadger(b)) }
+
+func benchBadger(b *testing.B) *Badger { return openTestBadger(b, BadgerOptions{Dir: b.TempDir()}) }
+
+// BenchmarkPostgres runs every operation on one PostgreSQL server, each in
+// a database of its own.
+func BenchmarkPostgres(b *testing.B) {
+	srv := pgtest.StartDurable(b)
+	for i, op := range benchOps {
+		db := fmt.Sprintf("bench%d", i)
+		srv.CreateDatabase(b, db)
+		b.Run(op.name, func(b *testing.B) {
+			p, err := OpenPostgres(PostgresOptions{DSN: srv.DSN(db), MaxConns: 16})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer p.Close()
+			op.fn(b, p)
+		})
+	}
+}
+
+// benchCreateAgent measures one durable write from one goroutine: the
+// latency a registration pays.
+func benchCreateAgent(b *testing.B, s storagetest.Store) {
 	ctx := context.Background()
+	var next atomic.Int64
 	b.ReportAllocs()
 	b.ResetTimer()
-	for i := range b.N {
-		if err := s.CreateAgent(ctx, benchAgent(fmt.Sprintf("bench-%08d", i))); err != nil {
+	for range b.N {
+		if err := s.CreateAgent(ctx, benchAgent(fmt.Sprintf("bench-%08d", next.Add(1)))); err != nil {
 			b.Fatal(err)
 		}
 	}
 }
 
-// BenchmarkBadgerCreateAgentParallel shows the throughput when concurrent
-// writers share fsyncs (Badger's group commit).
-func BenchmarkBadgerCreateAgentParallel(b *testing.B) {
-	s := openTestBadger(b, BadgerOptions{Dir: b.TempDir()})
+// benchCreateAgentParallel shows the throughput when concurrent writers
+// share fsyncs (group commit).
+func benchCreateAgentParallel(b *testing.B, s storagetest.Store) {
 	ctx := context.Background()
 	b.ReportAllocs()
 	b.SetParallelism(8)
@@ -52,7 +97,7 @@ func BenchmarkBadgerCreateAgentParallel(b *testing.B) {
 	var next atomic.Int64
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
-			if err := s.CreateAgent(ctx, benchAgent(fmt.Sprintf("bench-%08d", next.Add(1)))); err != nil {
+			if err := s.CreateAgent(ctx, benchAgent(fmt.Sprintf("bench-p-%08d", next.Add(1)))); err != nil {
 				b.Error(err)
 				return
 			}
@@ -60,23 +105,14 @@ func BenchmarkBadgerCreateAgentParallel(b *testing.B) {
 	})
 }
 
-// BenchmarkBadgerGetAgent measures a read, the guard's and token endpoint's
-// common case.
-func BenchmarkBadgerGetAgent(b *testing.B) {
-	s := openTestBadger(b, BadgerOptions{Dir: b.TempDir()})
+// benchGetAgent measures a read, the token endpoint's common case.
+func benchGetAgent(b *testing.B, s storagetest.Store) {
 	ctx := context.Background()
-	const n = 1000
-	err := s.db.Update(func(txn *badger.Txn) error {
-		for i := range n {
-			id := fmt.Sprintf("bench-%08d", i)
-			if err := writeJSON(txn, agentKey(id), toAgentRecord(benchAgent(id)), 0, "agent"); err != nil {
-				return err
-			}
+	const n = 200
+	for i := range n {
+		if err := s.CreateAgent(ctx, benchAgent(fmt.Sprintf("bench-%08d", i))); err != nil {
+			b.Fatal(err)
 		}
-		return nil
-	})
-	if err != nil {
-		b.Fatal(err)
 	}
 	b.ReportAllocs()
 	b.ResetTimer()
@@ -102,11 +138,10 @@ func benchCodeGrant() *oauth.CodeGrant {
 	}
 }
 
-// BenchmarkBadgerRedeemCode measures an authorization code's life: storing
-// it when the agent approves, then redeeming it at the token endpoint, two
-// synced transactions.
-func BenchmarkBadgerRedeemCode(b *testing.B) {
-	s := openTestBadger(b, BadgerOptions{Dir: b.TempDir()})
+// benchRedeemCode measures an authorization code's life: storing it when
+// the agent approves, then redeeming it at the token endpoint, two durable
+// transactions.
+func benchRedeemCode(b *testing.B, s storagetest.Store) {
 	ctx := context.Background()
 	red := oauth.Redemption{AccessTokenID: "fam.at", AccessTokenExpires: time.Now().Add(time.Hour), Family: "fam"}
 	redeem := func(*oauth.CodeGrant) (oauth.Redemption, error) { return red, nil }
@@ -123,11 +158,9 @@ func BenchmarkBadgerRedeemCode(b *testing.B) {
 	}
 }
 
-// BenchmarkBadgerRotateRefresh measures a refresh grant: one synced
-// transaction that marks the presented token rotated and stores its
-// successor with its family index entry.
-func BenchmarkBadgerRotateRefresh(b *testing.B) {
-	s := openTestBadger(b, BadgerOptions{Dir: b.TempDir()})
+// benchRotateRefresh measures a refresh grant: one durable transaction
+// that marks the presented token rotated and stores its successor.
+func benchRotateRefresh(b *testing.B, s storagetest.Store) {
 	ctx := context.Background()
 	g := &oauth.RefreshGrant{
 		Family:    "bench-family",
@@ -150,16 +183,36 @@ func BenchmarkBadgerRotateRefresh(b *testing.B) {
 	}
 }
 
-// BenchmarkBadgerAppendChange measures a revocation's entry in the change
-// log, which is appended under one mutex and so never shares an fsync.
-func BenchmarkBadgerAppendChange(b *testing.B) {
-	s := openTestBadger(b, BadgerOptions{Dir: b.TempDir()})
+// benchAppendChange measures a revocation's entry in the change log, which
+// is appended in sequence order and so never shares a commit.
+func benchAppendChange(b *testing.B, s storagetest.Store) {
 	ctx := context.Background()
 	c := oauth.Change{Kind: oauth.ChangeTokenRevoked, Key: "bench-family.access-token-id", Expires: time.Now().Add(time.Hour)}
 	b.ReportAllocs()
 	b.ResetTimer()
 	for range b.N {
 		if _, err := s.AppendChange(ctx, c); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// benchChangesSince measures the poll every process makes each second when
+// nothing changed: the read of an empty tail of the log.
+func benchChangesSince(b *testing.B, s storagetest.Store) {
+	ctx := context.Background()
+	var last uint64
+	for range 100 {
+		seq, err := s.AppendChange(ctx, oauth.Change{Kind: oauth.ChangeTokenRevoked, Key: "k", Expires: time.Now().Add(time.Hour)})
+		if err != nil {
+			b.Fatal(err)
+		}
+		last = seq
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for range b.N {
+		if _, err := s.ChangesSince(ctx, last, 1000); err != nil {
 			b.Fatal(err)
 		}
 	}

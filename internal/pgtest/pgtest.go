@@ -33,6 +33,9 @@ type Server struct {
 	dir  string
 	cred *syscall.Credential
 
+	// durable keeps fsync on (benchmarks); tests run without it.
+	durable bool
+
 	mu   sync.Mutex
 	cmd  *exec.Cmd
 	done chan struct{}
@@ -40,8 +43,21 @@ type Server struct {
 }
 
 // Start initialises and starts a server for t, stopping it and removing
-// its files when t ends.
+// its files when t ends. The server skips fsync: durability of PostgreSQL
+// itself is not what tests check.
 func Start(t testing.TB) *Server {
+	t.Helper()
+	return start(t, false)
+}
+
+// StartDurable is Start with fsync on, as a production server runs: for
+// benchmarks that compare with a backend that syncs every write.
+func StartDurable(t testing.TB) *Server {
+	t.Helper()
+	return start(t, true)
+}
+
+func start(t testing.TB, durable bool) *Server {
 	t.Helper()
 	bin, err := binDir()
 	if err != nil {
@@ -50,7 +66,7 @@ func Start(t testing.TB) *Server {
 		}
 		t.Skipf("PostgreSQL is not installed: %v", err)
 	}
-	s := &Server{bin: bin, Port: freePort(t)}
+	s := &Server{bin: bin, Port: freePort(t), durable: durable}
 	// Not t.TempDir: its parents are private to root, and the server may
 	// run as another user.
 	s.dir, err = os.MkdirTemp("", "authagent-pg-")
@@ -109,11 +125,13 @@ func (s *Server) Start() error {
 	if err != nil {
 		return err
 	}
-	// Durability of PostgreSQL itself is not what the tests check, so it
-	// skips fsync; the unix socket lives in the private directory.
-	cmd := s.command("postgres", "-D", filepath.Join(s.dir, "data"), "-p", strconv.Itoa(s.Port),
-		"-c", "listen_addresses=127.0.0.1", "-c", "unix_socket_directories="+s.dir,
-		"-c", "fsync=off", "-c", "full_page_writes=off", "-c", "max_connections=200")
+	// The unix socket lives in the private directory.
+	args := []string{"-D", filepath.Join(s.dir, "data"), "-p", strconv.Itoa(s.Port),
+		"-c", "listen_addresses=127.0.0.1", "-c", "unix_socket_directories=" + s.dir, "-c", "max_connections=200"}
+	if !s.durable {
+		args = append(args, "-c", "fsync=off", "-c", "full_page_writes=off")
+	}
+	cmd := s.command("postgres", args...)
 	cmd.Stdout, cmd.Stderr = log, log
 	if err := cmd.Start(); err != nil {
 		log.Close()
