@@ -145,6 +145,16 @@ func TestCluster(t *testing.T) {
 	cl := newCluster(t)
 	cb := cl.site.callback
 
+	t.Run("memory rate limits on a shared store are warned about", func(t *testing.T) {
+		c := newCaddy(t, "")
+		c.issuer, c.storage = cl.a.issuer, cl.a.storage
+		c.start(oauthOpts(cb, ""))
+		c.stop()
+		if !strings.Contains(c.log.String(), "store redis <url>") {
+			t.Fatalf("no warning naming the fix:\n%s", c.log)
+		}
+	})
+
 	t.Run("every endpoint across instances", func(t *testing.T) {
 		if r := cl.do(t, http.DefaultClient, "POST", "/api/register-agent", nil, registerBody("lb-agent", secret)); r.status != 201 {
 			t.Fatalf("register: %d %s", r.status, r.body)
@@ -515,6 +525,26 @@ func TestCluster(t *testing.T) {
 			}
 		}
 	})
+}
+
+// TestPostgresDownAtStart: Caddy refuses to start, naming the server but
+// not the password.
+func TestPostgresDownAtStart(t *testing.T) {
+	c := newCaddy(t, "")
+	closed := freePort(t)
+	c.storage = fmt.Sprintf("postgres postgres://aa:%s@127.0.0.1:%d/auth?sslmode=disable&connect_timeout=3", dbPassword, closed)
+	if err := c.tryStart(""); err == nil {
+		c.stop()
+		t.Fatal("Caddy started without its database")
+	}
+	c.stop()
+	log := c.log.String()
+	if !strings.Contains(log, fmt.Sprintf("127.0.0.1:%d/auth", closed)) {
+		t.Errorf("the error does not name the server:\n%s", log)
+	}
+	if strings.Contains(log, dbPassword) {
+		t.Errorf("the log shows the password:\n%s", log)
+	}
 }
 
 func post(client *http.Client, u, body string) (int, error) {

@@ -55,14 +55,15 @@ func BenchmarkBadgerChangesSince(b *testing.B)  { benchChangesSince(b, benchBadg
 
 func benchBadger(b *testing.B) *Badger { return openTestBadger(b, BadgerOptions{Dir: b.TempDir()}) }
 
-// BenchmarkPostgres runs every operation on one PostgreSQL server, each in
-// a database of its own.
+// BenchmarkPostgres runs every operation on one PostgreSQL server.
 func BenchmarkPostgres(b *testing.B) {
 	srv := pgtest.StartDurable(b)
-	for i, op := range benchOps {
-		db := fmt.Sprintf("bench%d", i)
-		srv.CreateDatabase(b, db)
+	var dbs atomic.Int64
+	for _, op := range benchOps {
 		b.Run(op.name, func(b *testing.B) {
+			// A new database for every round the benchmark is run.
+			db := fmt.Sprintf("bench%d", dbs.Add(1))
+			srv.CreateDatabase(b, db)
 			p, err := OpenPostgres(PostgresOptions{DSN: srv.DSN(db), MaxConns: 16})
 			if err != nil {
 				b.Fatal(err)
