@@ -251,6 +251,27 @@ func TestCluster(t *testing.T) {
 		}
 	})
 
+	t.Run("values PostgreSQL cannot hold are refused, not a 500", func(t *testing.T) {
+		for name, r := range map[string]response{
+			"state with NUL": do(t, "GET", cl.a.authorizeURL(map[string]string{"redirect_uri": cb, "state": "a\x00b"}), map[string]string{"Accept": "text/html"}, ""),
+			"nonce with NUL": do(t, "GET", cl.a.authorizeURL(map[string]string{"redirect_uri": cb, "nonce": "\x00"}), map[string]string{"Accept": "text/html"}, ""),
+			"client_name with NUL": do(t, "POST", cl.a.base()+"/oauth2/register", nil,
+				fmt.Sprintf(`{"client_name":"a\u0000b","redirect_uris":[%q],"token_endpoint_auth_method":"none"}`, cb)),
+			"owner_name with NUL":      do(t, "POST", cl.a.base()+"/api/register-agent", nil, strings.Replace(registerBody("nul-agent", secret), "Test User", `Test\u0000User`, 1)),
+			"agent_id with NUL":        do(t, "POST", cl.a.base()+"/api/agent-auth", nil, fmt.Sprintf(`{"agent_id":"a\u0000b","agent_secret":%q}`, secret)),
+			"request_id with NUL":      do(t, "GET", cl.a.base()+"/api/check-status?request_id=a%00b", nil, ""),
+			"client_id with NUL":       cl.a.formCall(t, "/oauth2/token", "a\x00b", "x", url.Values{"grant_type": {"client_credentials"}}),
+			"refresh token with NUL":   cl.a.formCall(t, "/oauth2/token", "demo-site", clientSecret, url.Values{"grant_type": {"refresh_token"}, "refresh_token": {"a\x00b"}}),
+			"admin client id with NUL": cl.a.admin(t, "POST", "/auth_agent/clients", fmt.Sprintf(`{"client_id":"a\u0000b","redirect_uris":[%q]}`, cb)),
+		} {
+			// Writes are refused (4xx); lookups find nothing (an unknown
+			// request is reported expired).
+			if r.status >= 500 || (r.status < 400 && name != "request_id with NUL") {
+				t.Errorf("%s: %d %s", name, r.status, r.body)
+			}
+		}
+	})
+
 	t.Run("revocation reaches the other instance", func(t *testing.T) {
 		cl.a.registerOK(t, "revoked-agent")
 		code := cl.a.agentSignIn(t, cl.a.authorizeURL(map[string]string{"redirect_uri": cb, "scope": "openid profile data:read"}), "revoked-agent", secret).Query().Get("code")

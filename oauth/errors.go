@@ -192,6 +192,9 @@ func AsError(err error) *Error {
 	if errors.Is(err, ErrUnavailable) {
 		return ErrTemporarilyUnavailable("the database is unavailable; retry later")
 	}
+	if errors.Is(err, ErrUnstorable) {
+		return ErrInvalidRequest("a value holds a character that cannot be stored (NUL, or not UTF-8)")
+	}
 	return errServer
 }
 

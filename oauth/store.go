@@ -39,6 +39,10 @@ var (
 	// reached or did not answer in time (a database server that is down):
 	// the request may succeed later, and is answered 503.
 	ErrUnavailable = errors.New("the store is unavailable")
+	// ErrUnstorable is wrapped by the errors of a store that cannot keep a
+	// value it was given (PostgreSQL text holds no NUL character): the
+	// request is refused, 400, and nothing is written.
+	ErrUnstorable = errors.New("the store cannot keep this value")
 )
 
 // Store is every store the authorization server uses.

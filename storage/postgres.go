@@ -306,7 +306,7 @@ func (p *Postgres) fail(err error) error {
 			pgErr.Code == "55P03", pgErr.Code == "57014": // lock or statement timeout
 			return fmt.Errorf("%w: PostgreSQL at %s: %s", oauth.ErrUnavailable, p.where, pgErr.Message)
 		case strings.HasPrefix(pgErr.Code, "22"): // data exception: NUL in text, for one
-			return invalid("PostgreSQL cannot store it: %s", pgErr.Message)
+			return unstorable("PostgreSQL cannot store it: %s", pgErr.Message)
 		}
 		return fmt.Errorf("auth_agent storage: PostgreSQL at %s: %w", p.where, err)
 	}
@@ -336,9 +336,15 @@ func storable(key string) bool {
 
 func checkStorable(what, key string) error {
 	if !storable(key) {
-		return invalid("%s %q cannot be stored in PostgreSQL (NUL or not UTF-8)", what, key)
+		return unstorable("%s %q cannot be stored in PostgreSQL (NUL or not UTF-8)", what, key)
 	}
 	return nil
+}
+
+// unstorable is the error of a value PostgreSQL cannot hold: invalid input
+// for the store, and a 400 for the client that sent it.
+func unstorable(format string, args ...any) error {
+	return fmt.Errorf("%w: %w: "+format, append([]any{ErrInvalidInput, oauth.ErrUnstorable}, args...)...)
 }
 
 // listPage returns up to limit rows of query (a SELECT of one table whose

@@ -138,8 +138,15 @@ func TestPostgres(t *testing.T) {
 		if err := p.CreateAgent(ctx, &agents.Agent{ID: "a\x00b"}); !errors.Is(err, ErrInvalidInput) {
 			t.Errorf("CreateAgent with NUL id: %v", err)
 		}
-		if err := p.CreateClient(ctx, &oauth.Client{ID: "c", Name: "x\x00y"}); !errors.Is(err, ErrInvalidInput) {
+		err := p.CreateClient(ctx, &oauth.Client{ID: "c", Name: "x\x00y"})
+		if !errors.Is(err, ErrInvalidInput) || !errors.Is(err, oauth.ErrUnstorable) {
 			t.Errorf("CreateClient with NUL name: %v", err)
+		}
+		if e := oauth.AsError(err); e.Status != 400 {
+			t.Errorf("a NUL in a value answers %d, want 400", e.Status)
+		}
+		if _, err := p.GetClient(ctx, "c"); !errors.Is(err, oauth.ErrNotFound) {
+			t.Errorf("the refused client was stored: %v", err)
 		}
 		if list, err := p.ListAgents(ctx, "a\x00", 10); err != nil || len(list) != 0 {
 			t.Errorf("ListAgents after NUL: %v %v", list, err)
