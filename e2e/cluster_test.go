@@ -434,6 +434,18 @@ func TestCluster(t *testing.T) {
 		cl.b.start(cl.opts)
 	})
 
+	t.Run("caddy reload keeps the instance on the database", func(t *testing.T) {
+		cl.a.reload(cl.opts + "\t\taccess_token_lifetime 30m\n")
+		cl.a.registerOK(t, "reloaded-agent")
+		tok := cl.a.token(t, "reloaded-agent", secret)
+		if r := do(t, "GET", cl.api+"/x", bearer(tok), ""); r.status != 200 {
+			t.Fatalf("a token of the reloaded instance at b's guard: %d %s", r.status, r.body)
+		}
+		if r := do(t, "GET", cl.b.base()+"/api/agents/profile", bearer(tok), ""); r.str("agent_id") != "reloaded-agent" {
+			t.Fatalf("the agent registered after the reload, at b: %d %s", r.status, r.body)
+		}
+	})
+
 	// Last: it stops the database.
 	t.Run("PostgreSQL down for 10 seconds under load", func(t *testing.T) {
 		cl.a.registerOK(t, "outage-agent")
