@@ -28,6 +28,21 @@
 #                     (caddy reload via the admin API). Prints
 #                     "limiter cost: memory/off = X.XX, redis/off = Y.YY".
 #   REDIS_CPUS        taskset CPU list of that redis-server (default: CADDY_CPUS)
+#   POSTGRES_COMPARE=1  measure the PostgreSQL storage, in two parts, every
+#                     pair alternating twice: client_credentials and
+#                     refresh_token on this Caddy (Badger) vs a second Caddy
+#                     with `storage postgres` at a PostgreSQL server this
+#                     script starts (fsync on; own temp data dir, free
+#                     127.0.0.1 port); then the same two scenarios through a
+#                     third Caddy balancing round-robin over two instances on
+#                     one database with rate limits in Redis (a redis-server
+#                     this script starts) vs over one of them. Prints
+#                     "postgres/badger <scenario> = X.XX (goal >= 0.50)",
+#                     "refresh_token p99: badger A ms, postgres B ms (goal
+#                     < 50 ms)" and "two/one instances <scenario> = X.XX".
+#                     SCENARIOS defaults to none in this mode (the baseline
+#                     still runs); STORAGE must be unset.
+#   POSTGRES_CPUS     taskset CPU list of that PostgreSQL server (default: CADDY_CPUS)
 #   PROXY_TOKEN=1     proxy sends guarded's Authorization header too (the
 #                     upstream ignores it), to tell the guard's own work from
 #                     the cost of carrying the token
@@ -43,7 +58,14 @@ THREADS=${THREADS:-2}
 ACCESS_TOKEN_ALG=${ACCESS_TOKEN_ALG:-}
 STORAGE=${STORAGE:-}
 RATE_LIMIT=${RATE_LIMIT:-high}
-SCENARIOS=${SCENARIOS:-client_credentials refresh_token agent_auth proxy guarded}
+POSTGRES_COMPARE=${POSTGRES_COMPARE:-}
+case $POSTGRES_COMPARE in
+"" | 0)
+	POSTGRES_COMPARE=""
+	SCENARIOS=${SCENARIOS:-client_credentials refresh_token agent_auth proxy guarded}
+	;;
+*) SCENARIOS=${SCENARIOS:-} ;; # none by default: the comparison is the point
+esac
 CADDY_CPUS=${CADDY_CPUS:-}
 UPSTREAM_CPUS=${UPSTREAM_CPUS:-$CADDY_CPUS}
 WRK_CPUS=${WRK_CPUS:-}
@@ -52,6 +74,7 @@ PROFILE=${PROFILE:-}
 PROXY_TOKEN=${PROXY_TOKEN:-}
 LIMITER_COMPARE=${LIMITER_COMPARE:-}
 REDIS_CPUS=${REDIS_CPUS:-$CADDY_CPUS}
+POSTGRES_CPUS=${POSTGRES_CPUS:-$CADDY_CPUS}
 KEEP_TMP=${KEEP_TMP:-}
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -90,6 +113,12 @@ case $LIMITER_COMPARE in
 1) ;;
 *) die "LIMITER_COMPARE must be 1 or unset" ;;
 esac
+case $POSTGRES_COMPARE in
+"" | 1) ;;
+*) die "POSTGRES_COMPARE must be 1 or unset" ;;
+esac
+# The comparison's reference is this Caddy's Badger database.
+[[ -z $POSTGRES_COMPARE || -z $STORAGE ]] || die "POSTGRES_COMPARE=1 compares Badger (<tmp>/db) with PostgreSQL: leave STORAGE unset"
 all_scenarios=(client_credentials refresh_token agent_auth proxy guarded)
 for s in $SCENARIOS; do
 	[[ $s == baseline || " ${all_scenarios[*]} " == *" $s "* ]] ||
@@ -107,29 +136,76 @@ fi
 for tool in go curl python3 timeout; do
 	command -v "$tool" >/dev/null 2>&1 || die "$tool is required"
 done
-if [[ -n $LIMITER_COMPARE ]]; then
+if [[ -n $LIMITER_COMPARE || -n $POSTGRES_COMPARE ]]; then
 	for tool in redis-server redis-cli; do
-		command -v "$tool" >/dev/null 2>&1 || die "$tool is required by LIMITER_COMPARE=1 (apt-get install redis-server)"
+		command -v "$tool" >/dev/null 2>&1 ||
+			die "$tool is required by $([[ -n $LIMITER_COMPARE ]] && echo LIMITER_COMPARE || echo POSTGRES_COMPARE)=1 (apt-get install redis-server)"
 	done
+fi
+pg_bin=""
+pg_as=() # runs a command as the user PostgreSQL runs as
+if [[ -n $POSTGRES_COMPARE ]]; then
+	# Debian keeps the server's programs under /usr/lib/postgresql/<version>/bin
+	# (the newest is taken); elsewhere they are on PATH.
+	for d in $(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -t/ -k4,4nr); do
+		if [[ -x $d/initdb && -x $d/postgres ]]; then
+			pg_bin=$d
+			break
+		fi
+	done
+	if [[ -z $pg_bin ]] && command -v initdb >/dev/null 2>&1; then pg_bin=$(dirname "$(command -v initdb)"); fi
+	[[ -n $pg_bin ]] || die "PostgreSQL is required by POSTGRES_COMPARE=1 (apt-get install postgresql)"
+	for tool in initdb postgres pg_isready createdb psql; do
+		[[ -x $pg_bin/$tool ]] || die "$pg_bin/$tool is missing"
+	done
+	command -v pgrep >/dev/null 2>&1 || die "pgrep is required by POSTGRES_COMPARE=1 (apt-get install procps)"
+	# PostgreSQL refuses to run as root: then it runs as the postgres user
+	# (setpriv execs, so the pid this script holds is the postmaster's).
+	if (( EUID == 0 )); then
+		id -u postgres >/dev/null 2>&1 || die "running as root and there is no postgres user to run PostgreSQL as"
+		command -v setpriv >/dev/null 2>&1 || die "setpriv is required to run PostgreSQL as the postgres user (apt-get install util-linux)"
+		pg_as=(setpriv --reuid=postgres --regid=postgres --init-groups --)
+	fi
 fi
 wrk_pin=()
 caddy_pin=()
 upstream_pin=()
 redis_pin=()
+pg_pin=()
 if [[ -n $WRK_CPUS ]]; then wrk_pin=(taskset -c "$WRK_CPUS"); fi
 if [[ -n $CADDY_CPUS ]]; then caddy_pin=(taskset -c "$CADDY_CPUS"); fi
 if [[ -n $UPSTREAM_CPUS ]]; then upstream_pin=(taskset -c "$UPSTREAM_CPUS"); fi
 if [[ -n $REDIS_CPUS ]]; then redis_pin=(taskset -c "$REDIS_CPUS"); fi
+if [[ -n $POSTGRES_CPUS ]]; then pg_pin=(taskset -c "$POSTGRES_CPUS"); fi
 
 # --- temp dir, cleanup -----------------------------------------------------
 
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/authagent-load.XXXXXX")
-caddy_pid=""
+caddy_pid="" # the main Caddy (the one every mode starts)
+declare -A caddy_pid_of=() admin_of=() # Caddy instance name -> pid, admin port
+caddy_order=()                         # instance names, in start order
 upstream_pid=""
 redis_pid=""
+pg_pid=""
+pg_dir=""
 wrk_pid=""
+# stop_caddy NAME: stop Caddy instance NAME (TERM, then KILL after 5 s).
+stop_caddy() {
+	local pid=${caddy_pid_of[$1]:-}
+	[[ -n $pid ]] || return 0
+	if kill -0 "$pid" 2>/dev/null; then
+		kill "$pid" 2>/dev/null || true
+		for _ in $(seq 50); do
+			kill -0 "$pid" 2>/dev/null || break
+			sleep 0.1
+		done
+		kill -9 "$pid" 2>/dev/null || true
+	fi
+	wait "$pid" 2>/dev/null || true
+	unset "caddy_pid_of[$1]"
+}
 cleanup() {
-	local rc=$?
+	local rc=$? i
 	if [[ -n $wrk_pid ]]; then
 		kill "$wrk_pid" 2>/dev/null || true # timeout passes it on to wrk
 		wait "$wrk_pid" 2>/dev/null || true
@@ -138,24 +214,38 @@ cleanup() {
 		kill "$upstream_pid" 2>/dev/null || true
 		wait "$upstream_pid" 2>/dev/null || true
 	fi
-	if [[ -n $caddy_pid ]] && kill -0 "$caddy_pid" 2>/dev/null; then
-		kill "$caddy_pid" 2>/dev/null || true
-		for _ in $(seq 50); do
-			kill -0 "$caddy_pid" 2>/dev/null || break
-			sleep 0.1
-		done
-		kill -9 "$caddy_pid" 2>/dev/null || true
-		wait "$caddy_pid" 2>/dev/null || true
-	fi
+	# The last started first: a balancer before the instances behind it.
+	for (( i = ${#caddy_order[@]} - 1; i >= 0; i-- )); do
+		stop_caddy "${caddy_order[i]}"
+	done
 	# After Caddy, so that Caddy never sees its limiter store vanish.
 	if [[ -n $redis_pid ]]; then
 		kill "$redis_pid" 2>/dev/null || true
 		wait "$redis_pid" 2>/dev/null || true
 	fi
+	# The same for the database: fast shutdown (INT), QUIT after 30 s.
+	if [[ -n $pg_pid ]]; then
+		if kill -0 "$pg_pid" 2>/dev/null; then
+			kill -INT "$pg_pid" 2>/dev/null || true
+			for _ in $(seq 300); do
+				kill -0 "$pg_pid" 2>/dev/null || break
+				sleep 0.1
+			done
+			kill -QUIT "$pg_pid" 2>/dev/null || true
+			for _ in $(seq 50); do
+				kill -0 "$pg_pid" 2>/dev/null || break
+				sleep 0.1
+			done
+			kill -9 "$pg_pid" 2>/dev/null || true
+		fi
+		wait "$pg_pid" 2>/dev/null || true
+	fi
 	if [[ -n $KEEP_TMP ]]; then
 		echo "load.sh: kept $tmp" >&2
+		if [[ -n $pg_dir ]]; then echo "load.sh: kept $pg_dir (PostgreSQL's data dir)" >&2; fi
 	else
 		rm -rf "$tmp"
+		if [[ -n $pg_dir ]]; then rm -rf "$pg_dir"; fi
 	fi
 	exit "$rc"
 }
@@ -168,9 +258,13 @@ trap 'exit 143' TERM
 echo "building ./cmd/caddy and ./bench/upstream ..." >&2
 (cd "$root" && go build -o "$tmp/caddy" ./cmd/caddy && go build -o "$tmp/upstream" ./bench/upstream)
 
-read -r admin_port idp_port base_port proxy_port guarded_port upstream_port redis_port < <(python3 -c '
+# Seven ports for the main Caddy, its upstream and Redis; nine more for
+# POSTGRES_COMPARE (PostgreSQL, its Caddy, the balancer and two instances).
+read -r admin_port idp_port base_port proxy_port guarded_port upstream_port redis_port \
+	pg_port pgs_admin_port pgs_port lb_admin_port lb_port \
+	node_a_admin_port node_a_port node_b_admin_port node_b_port < <(python3 -c '
 import socket
-socks = [socket.socket() for _ in range(7)]
+socks = [socket.socket() for _ in range(16)]
 for s in socks:
     s.bind(("127.0.0.1", 0))
 print(*(s.getsockname()[1] for s in socks))
@@ -183,6 +277,13 @@ proxy=http://127.0.0.1:$proxy_port
 guarded=http://127.0.0.1:$guarded_port
 upstream=127.0.0.1:$upstream_port
 redis_url=redis://127.0.0.1:$redis_port/0
+# POSTGRES_COMPARE: the Caddy with PostgreSQL storage, the balancer (the
+# issuer of both instances behind it) and the two instances.
+pgs=http://127.0.0.1:$pgs_port
+lb=http://127.0.0.1:$lb_port
+node_a=http://127.0.0.1:$node_a_port
+node_b=http://127.0.0.1:$node_b_port
+pg_dsn() { echo "postgres://postgres@127.0.0.1:$pg_port/$1?sslmode=disable"; }
 
 client_id=load-site
 client_secret=0123456789abcdef0123456789abcdef
@@ -192,19 +293,21 @@ agent_secret='Test123456!'
 
 alg_line=""
 if [[ -n $ACCESS_TOKEN_ALG ]]; then alg_line=$'\n\t\taccess_token_alg '"$ACCESS_TOKEN_ALG"; fi
-# write_caddyfile FILE API-RATE [STORE...]: the Caddyfile with the api budget
-# API-RATE (the other budgets are $rate) and `store STORE...` (default: none,
-# i.e. memory). Only the rate_limit block differs between the files.
-write_caddyfile() {
-	local file=$1 api=$2 store_line=""
-	shift 2
+# idp_caddyfile ADMIN-PORT ISSUER SITE STORAGE API-RATE [STORE...]: on
+# stdout, the global options (admin endpoint on ADMIN-PORT, an auth_agent
+# block with ISSUER and `storage STORAGE`) and the auth_agent site SITE.
+# The api budget is API-RATE, the other budgets are $rate, and the
+# rate_limit block has `store STORE...` (default: none, i.e. memory).
+idp_caddyfile() {
+	local admin=$1 issuer=$2 site=$3 storage=$4 api=$5 store_line=""
+	shift 5
 	if (($#)); then store_line=$'\n\t\t\tstore '"$*"; fi
-	cat >"$file" <<EOF
+	cat <<EOF
 {
-	admin 127.0.0.1:$admin_port
+	admin 127.0.0.1:$admin
 	auth_agent {
-		issuer $idp
-		storage ${STORAGE:-$tmp/db}
+		issuer $issuer
+		storage $storage
 		default_permissions data:read$alg_line
 		rate_limit {
 			registration $rate
@@ -220,9 +323,21 @@ write_caddyfile() {
 	}
 }
 
-$idp {
+$site {
 	auth_agent
 }
+EOF
+}
+# write_caddyfile FILE API-RATE [STORE...]: the main Caddy's Caddyfile
+# (idp_caddyfile plus the baseline, proxy and guarded sites) with the api
+# budget API-RATE and `store STORE...`. Only the rate_limit block differs
+# between the files.
+write_caddyfile() {
+	local file=$1 api=$2
+	shift 2
+	{
+		idp_caddyfile "$admin_port" "$idp" "$idp" "${STORAGE:-$tmp/db}" "$api" "$@"
+		cat <<EOF
 
 $base {
 	respond "ok" 200
@@ -239,6 +354,24 @@ $guarded {
 	reverse_proxy $upstream
 }
 EOF
+	} >"$file"
+}
+# lb_caddyfile FILE UPSTREAM...: the balancer's Caddyfile: the site $lb
+# balancing round-robin over the UPSTREAMs (host:port).
+lb_caddyfile() {
+	local file=$1
+	shift
+	cat >"$file" <<EOF
+{
+	admin 127.0.0.1:$lb_admin_port
+}
+
+$lb {
+	reverse_proxy $* {
+		lb_policy round_robin
+	}
+}
+EOF
 }
 write_caddyfile "$tmp/Caddyfile" "$rate"
 if [[ -n $LIMITER_COMPARE ]]; then
@@ -246,14 +379,78 @@ if [[ -n $LIMITER_COMPARE ]]; then
 	write_caddyfile "$tmp/Caddyfile.limiter-memory" 1000000000/s memory
 	write_caddyfile "$tmp/Caddyfile.limiter-redis" 1000000000/s redis "$redis_url"
 fi
+if [[ -n $POSTGRES_COMPARE ]]; then
+	# The main Caddy's auth_agent block but for the storage (and the
+	# issuer: the site's own URL).
+	idp_caddyfile "$pgs_admin_port" "$pgs" "$pgs" "postgres $(pg_dsn authagent_single)" "$rate" >"$tmp/Caddyfile.postgres"
+	# The two instances: the same file but for the ports; the balancer's URL
+	# as the issuer, one database, rate limits in Redis.
+	idp_caddyfile "$node_a_admin_port" "$lb" "$node_a" "postgres $(pg_dsn authagent_cluster)" "$rate" redis "$redis_url" >"$tmp/Caddyfile.node-a"
+	idp_caddyfile "$node_b_admin_port" "$lb" "$node_b" "postgres $(pg_dsn authagent_cluster)" "$rate" redis "$redis_url" >"$tmp/Caddyfile.node-b"
+	lb_caddyfile "$tmp/Caddyfile.lb-two" "127.0.0.1:$node_a_port" "127.0.0.1:$node_b_port"
+	lb_caddyfile "$tmp/Caddyfile.lb-one" "127.0.0.1:$node_a_port"
+fi
+
+caddy_log() { # instance name -> its log file
+	if [[ $1 == main ]]; then echo "$tmp/caddy.log"; else echo "$tmp/caddy-$1.log"; fi
+}
+caddy_home() { # instance name -> its HOME (Caddy's own data: autosave.json, ...)
+	if [[ $1 == main ]]; then echo "$tmp/home"; else echo "$tmp/home-$1"; fi
+}
+caddy_label() { # instance name -> how messages name it
+	if [[ $1 == main ]]; then echo caddy; else echo "caddy $1"; fi
+}
+# start_caddy NAME CADDYFILE ADMIN-PORT: start a Caddy instance in the
+# background (then wait_ready); its log is caddy_log NAME.
+start_caddy() {
+	local name=$1 file=$2 home
+	home=$(caddy_home "$name")
+	(
+		cd "$tmp"
+		# Caddy keeps its data under $XDG_DATA_HOME/caddy, which must not be the binary.
+		mkdir -p "$home"
+		export HOME=$home XDG_DATA_HOME=$home XDG_CONFIG_HOME=$home
+		exec "${caddy_pin[@]}" "$tmp/caddy" run --config "$file" --adapter caddyfile
+	) >"$(caddy_log "$name")" 2>&1 &
+	caddy_pid_of[$name]=$!
+	admin_of[$name]=$3
+	caddy_order+=("$name")
+}
+# wait_ready NAME URL...: wait until every URL answers 2xx (30 s); die with
+# the instance's log if it exits or does not get there. The main instance
+# also needs the upstream.
+wait_ready() {
+	local name=$1 pid=${caddy_pid_of[$1]} url ok log
+	log=$(caddy_log "$1")
+	shift
+	for _ in $(seq 300); do
+		kill -0 "$pid" 2>/dev/null || { cat "$log" >&2; die "$(caddy_label "$name") exited during startup"; }
+		if [[ $name == main ]]; then
+			kill -0 "$upstream_pid" 2>/dev/null || { cat "$tmp/upstream.log" >&2; die "upstream exited during startup"; }
+		fi
+		ok=1
+		for url in "$@"; do
+			curl -fsS -o /dev/null --max-time 2 "$url" 2>/dev/null || { ok=""; break; }
+		done
+		if [[ -n $ok ]]; then return 0; fi
+		sleep 0.1
+	done
+	if [[ $name == main ]]; then
+		cat "$log" "$tmp/upstream.log" >&2
+		die "caddy or the upstream did not become ready in 30 s"
+	fi
+	cat "$log" >&2
+	die "$(caddy_label "$name") did not become ready in 30 s"
+}
 
 echo "starting upstream on $upstream ..." >&2
 "${upstream_pin[@]}" "$tmp/upstream" "$upstream" >"$tmp/upstream.log" 2>&1 &
 upstream_pid=$!
 
-if [[ -n $LIMITER_COMPARE ]]; then
-	# Only for the limiter-redis variant: nothing persisted, in the foreground
-	# (so that its pid is ours and the EXIT trap stops it).
+if [[ -n $LIMITER_COMPARE || -n $POSTGRES_COMPARE ]]; then
+	# For the limiter-redis variant and POSTGRES_COMPARE's two instances:
+	# nothing persisted, in the foreground (so that its pid is ours and the
+	# EXIT trap stops it).
 	echo "starting redis-server on 127.0.0.1:$redis_port ..." >&2
 	"${redis_pin[@]}" redis-server --bind 127.0.0.1 --port "$redis_port" --save "" --appendonly no \
 		--daemonize no --dir "$tmp" --logfile "$tmp/redis.log" >/dev/null 2>&1 &
@@ -270,32 +467,49 @@ if [[ -n $LIMITER_COMPARE ]]; then
 	[[ -n $ready ]] || { cat "$tmp/redis.log" >&2; die "redis-server did not become ready in 10 s"; }
 fi
 
+if [[ -n $POSTGRES_COMPARE ]]; then
+	# A server of its own: a fresh cluster in a temp dir (outside $tmp, which
+	# only its owner may enter), trust auth, TCP on 127.0.0.1 only, the unix
+	# socket in that dir, everything else (fsync, synchronous_commit) at
+	# PostgreSQL's defaults. In the foreground, so that its pid is ours and
+	# the EXIT trap stops it.
+	pg_dir=$(mktemp -d "${TMPDIR:-/tmp}/authagent-load-pg.XXXXXX")
+	if (( EUID == 0 )); then chown postgres: "$pg_dir"; fi
+	pg_version=$("$pg_bin/postgres" --version | awk '{ print $3 }')
+	echo "initialising PostgreSQL $pg_version in $pg_dir/data ..." >&2
+	"${pg_as[@]}" "$pg_bin/initdb" -D "$pg_dir/data" -U postgres --auth=trust -E UTF8 --locale=C >"$tmp/initdb.log" 2>&1 ||
+		{ cat "$tmp/initdb.log" >&2; die "initdb failed"; }
+	echo "starting PostgreSQL on 127.0.0.1:$pg_port ..." >&2
+	"${pg_pin[@]}" "${pg_as[@]}" "$pg_bin/postgres" -D "$pg_dir/data" -p "$pg_port" \
+		-c listen_addresses=127.0.0.1 -c unix_socket_directories="$pg_dir" >"$tmp/postgres.log" 2>&1 &
+	pg_pid=$!
+	ready=""
+	for _ in $(seq 300); do
+		kill -0 "$pg_pid" 2>/dev/null || { cat "$tmp/postgres.log" >&2; die "postgres exited during startup"; }
+		if "$pg_bin/pg_isready" -q -h 127.0.0.1 -p "$pg_port" -U postgres; then
+			ready=1
+			break
+		fi
+		sleep 0.1
+	done
+	[[ -n $ready ]] || { cat "$tmp/postgres.log" >&2; die "postgres did not accept connections in 30 s"; }
+	for db in authagent_single authagent_cluster; do
+		"$pg_bin/createdb" -h 127.0.0.1 -p "$pg_port" -U postgres "$db" >>"$tmp/initdb.log" 2>&1 ||
+			{ cat "$tmp/initdb.log" >&2; die "createdb $db failed"; }
+	done
+	pg_show() { # SETTING -> the server's value
+		"$pg_bin/psql" -h 127.0.0.1 -p "$pg_port" -U postgres -d authagent_single -Atc "show $1" 2>/dev/null || echo '?'
+	}
+	pg_settings="fsync $(pg_show fsync), synchronous_commit $(pg_show synchronous_commit), shared_buffers $(pg_show shared_buffers)"
+fi
+
 echo "starting caddy (auth_agent on $idp, baseline on $base, proxy on $proxy, guarded on $guarded) ..." >&2
-(
-	cd "$tmp"
-	# Caddy keeps its data under $XDG_DATA_HOME/caddy, which must not be the binary.
-	mkdir -p "$tmp/home"
-	export HOME=$tmp/home XDG_DATA_HOME=$tmp/home XDG_CONFIG_HOME=$tmp/home
-	exec "${caddy_pin[@]}" "$tmp/caddy" run --config "$tmp/Caddyfile" --adapter caddyfile
-) >"$tmp/caddy.log" 2>&1 &
-caddy_pid=$!
+start_caddy main "$tmp/Caddyfile" "$admin_port"
+caddy_pid=${caddy_pid_of[main]}
+wait_ready main "$base/" "$idp/.well-known/openid-configuration" "http://$upstream/"
 
-ready=""
-for _ in $(seq 300); do
-	kill -0 "$caddy_pid" 2>/dev/null || { cat "$tmp/caddy.log" >&2; die "caddy exited during startup"; }
-	kill -0 "$upstream_pid" 2>/dev/null || { cat "$tmp/upstream.log" >&2; die "upstream exited during startup"; }
-	if curl -fsS -o /dev/null --max-time 2 "$base/" 2>/dev/null &&
-		curl -fsS -o /dev/null --max-time 2 "$idp/.well-known/openid-configuration" 2>/dev/null &&
-		curl -fsS -o /dev/null --max-time 2 "http://$upstream/" 2>/dev/null; then
-		ready=1
-		break
-	fi
-	sleep 0.1
-done
-[[ -n $ready ]] || { cat "$tmp/caddy.log" "$tmp/upstream.log" >&2; die "caddy or the upstream did not become ready in 30 s"; }
-
-rss_mib() {
-	awk '/^VmRSS:/ { printf "%.1f", $2 / 1024 }' "/proc/$caddy_pid/status"
+rss_mib() { # [PID], default Caddy
+	awk '/^VmRSS:/ { printf "%.1f", $2 / 1024 }' "/proc/${1:-$caddy_pid}/status"
 }
 hwm_mib() {
 	awk '/^VmHWM:/ { printf "%.1f", $2 / 1024 }' "/proc/$caddy_pid/status"
@@ -305,6 +519,15 @@ clk_tck=$(getconf CLK_TCK)
 cpu_us() { # [PID], default Caddy
 	awk -v hz="$clk_tck" '{ sub(/^.*\) /, ""); printf "%.0f", ($12 + $13) * 1e6 / hz }' "/proc/${1:-$caddy_pid}/stat"
 }
+# PostgreSQL's CPU time in microseconds: the postmaster and its live
+# children (backends, background workers), each with the children it has
+# reaped (so a backend that exited still counts).
+pg_cpu_us() {
+	local p
+	for p in "$pg_pid" $(pgrep -P "$pg_pid" || true); do
+		cat "/proc/$p/stat" 2>/dev/null || true
+	done | awk -v hz="$clk_tck" '{ sub(/^.*\) /, ""); t += $12 + $13 + $14 + $15 } END { printf "%.0f", t * 1e6 / hz }'
+}
 # CPU time of the whole machine, busy and all, in microseconds (all CPUs).
 machine_us() {
 	awk -v hz="$clk_tck" '$1 == "cpu" { t = 0; for (i = 2; i <= NF; i++) t += $i; b = t - $5 - $6; printf "%.0f %.0f\n", b * 1e6 / hz, t * 1e6 / hz; exit }' /proc/stat
@@ -313,10 +536,35 @@ rss_start=$(rss_mib)
 
 # --- setup: agent, refresh-token chains, probes ----------------------------
 
-echo "preparing: registering $agent_id, making $chains refresh-token chains ..." >&2
-prep_msg=$(python3 "$here/prepare.py" "$idp" "$client_id" "$client_secret" "$redirect_uri" \
-	"$agent_id" "$agent_secret" "$chains" "$tmp/refresh_tokens.txt")
-echo "$prep_msg" >&2
+# prepare_chains URL FILE...: register the agent at the IdP URL and make
+# $chains refresh-token chains per FILE (one set per refresh_token run: a
+# run leaves its chains' last tokens unknown), written one set per FILE.
+# Leaves prepare.py's message in prep_last.
+prepare_chains() {
+	local url=$1 all i=0 f
+	shift
+	all=$1
+	if (($# > 1)); then all=$1.all; fi
+	echo "preparing at $url: registering $agent_id, making $(( chains * $# )) refresh-token chains ..." >&2
+	prep_last=$(python3 "$here/prepare.py" "$url" "$client_id" "$client_secret" "$redirect_uri" \
+		"$agent_id" "$agent_secret" "$(( chains * $# ))" "$all")
+	echo "$prep_last" >&2
+	if (($# > 1)); then
+		for f in "$@"; do
+			sed -n "$(( i * chains + 1 )),$(( (i + 1) * chains ))p" "$all" >"$f"
+			(( $(grep -c . "$f") == chains )) || die "prepare: $f has not $chains chains"
+			i=$(( i + 1 ))
+		done
+	fi
+}
+# POSTGRES_COMPARE's badger runs go to this Caddy, whose agent can be
+# registered only once: their chains are made now.
+if [[ -n $POSTGRES_COMPARE ]]; then
+	prepare_chains "$idp" "$tmp/refresh_tokens.txt" "$tmp/refresh_tokens.badger-1.txt" "$tmp/refresh_tokens.badger-2.txt"
+else
+	prepare_chains "$idp" "$tmp/refresh_tokens.txt"
+fi
+prep_msg=$prep_last
 
 basic="Authorization: Basic $(printf '%s:%s' "$client_id" "$client_secret" | base64 -w0)"
 agent_json=$(printf '{"agent_id":"%s","agent_secret":"%s"}' "$agent_id" "$agent_secret")
@@ -394,6 +642,20 @@ redis_cmds() {
 		awk -F: '$1 == "total_commands_processed" { print $2 }'
 }
 
+# caddy_reload NAME FILE: reload Caddy instance NAME (caddy reload through
+# its admin endpoint, --force) into FILE; the process and its listeners stay.
+caddy_reload() {
+	local name=$1 file=$2 home
+	home=$(caddy_home "$name")
+	echo "reloading $(caddy_label "$name") with $(basename "$file") ..." >&2
+	(
+		cd "$tmp"
+		export HOME=$home XDG_DATA_HOME=$home XDG_CONFIG_HOME=$home
+		"$tmp/caddy" reload --config "$file" --adapter caddyfile --address "127.0.0.1:${admin_of[$name]}" --force
+	) >>"$tmp/reload.log" 2>&1 || { tail -n 20 "$tmp/reload.log" >&2; die "$(caddy_label "$name") reload with $file failed"; }
+	kill -0 "${caddy_pid_of[$name]}" 2>/dev/null || { tail -n 30 "$(caddy_log "$name")" >&2; die "$(caddy_label "$name") exited on reload"; }
+}
+
 # reload_to VARIANT: reload Caddy (same process, same storage, so the signing
 # keys and the guard token survive) into Caddyfile.limiter-VARIANT, or with
 # "" back into the starting Caddyfile; then check that the token still
@@ -404,13 +666,7 @@ redis_cmds() {
 reload_to() {
 	local v=$1 file=$tmp/Caddyfile want limit
 	if [[ -n $v ]]; then file=$tmp/Caddyfile.limiter-$v; fi
-	echo "reloading caddy with $(basename "$file") ..." >&2
-	(
-		cd "$tmp"
-		export HOME=$tmp/home XDG_DATA_HOME=$tmp/home XDG_CONFIG_HOME=$tmp/home
-		"$tmp/caddy" reload --config "$file" --adapter caddyfile --address "127.0.0.1:$admin_port" --force
-	) >>"$tmp/reload.log" 2>&1 || { tail -n 20 "$tmp/reload.log" >&2; die "caddy reload with $file failed"; }
-	kill -0 "$caddy_pid" 2>/dev/null || { tail -n 30 "$tmp/caddy.log" >&2; die "caddy exited on reload"; }
+	caddy_reload main "$file"
 	probe "guarded_${v:-start}" -D "$tmp/probe_guarded_${v:-start}.headers" -H "$bearer" "$guarded/"
 	[[ $(cat "$tmp/probe_guarded_${v:-start}.json") == ok ]] || die "probe guarded after reload to ${v:-start}: unexpected body"
 	limit=$(tr -d '\r' <"$tmp/probe_guarded_${v:-start}.headers" | awk -F': *' 'tolower($1) == "x-ratelimit-limit" { print $2 }')
@@ -422,8 +678,15 @@ reload_to() {
 	[[ $limit == "$want" ]] || die "after reload to ${v:-start}: X-RateLimit-Limit '$limit', want '$want' (config not applied, or the limiter store failed; see $tmp/caddy.log)"
 }
 
+# The Caddy instances a run measures (CPU time, RSS; the first one is
+# profiled with PROFILE=1): the main Caddy, except in POSTGRES_COMPARE's
+# runs of the other instances.
+measured=(main)
+
 # run NAME SCRIPT URL [wrk options...] [-- script args...]: one wrk run of
-# lua/SCRIPT.lua, its results stored under NAME.
+# lua/SCRIPT.lua, its results stored under NAME. cpu_us is the CPU time of
+# the measured Caddy instances together (cpu_us@INSTANCE each), rss their
+# RSS together.
 run() {
 	local name=$1 script=$2 url=$3 line kv
 	shift 3
@@ -442,12 +705,14 @@ run() {
 	local prof_pid=""
 	if [[ -n $PROFILE ]] && (( dur_s >= 3 )); then
 		curl -sS -o "$tmp/$name.pprof" --max-time $((dur_s + 10)) \
-			"http://127.0.0.1:$admin_port/debug/pprof/profile?seconds=$((dur_s - 1))" &
+			"http://127.0.0.1:${admin_of[${measured[0]}]}/debug/pprof/profile?seconds=$((dur_s - 1))" &
 		prof_pid=$!
 	fi
-	local cpu0 up0 busy0 total0 busy1 total1 rcpu0="" rcmd0=""
-	cpu0=$(cpu_us)
+	local n up0 busy0 total0 busy1 total1 rcpu0="" rcmd0="" pcpu0="" sum rss
+	local -A cpu0=()
+	for n in "${measured[@]}"; do cpu0[$n]=$(cpu_us "${caddy_pid_of[$n]}"); done
 	up0=$(cpu_us "$upstream_pid")
+	if [[ -n $pg_pid ]]; then pcpu0=$(pg_cpu_us); fi
 	if [[ -n $redis_pid ]]; then
 		rcpu0=$(cpu_us "$redis_pid")
 		rcmd0=$(redis_cmds)
@@ -465,10 +730,21 @@ run() {
 		die "wrk failed in scenario $name"
 	fi
 	wrk_pid=""
-	kill -0 "$caddy_pid" 2>/dev/null || { tail -n 30 "$tmp/caddy.log" >&2; die "caddy died during $name"; }
+	for n in "${measured[@]}"; do
+		kill -0 "${caddy_pid_of[$n]}" 2>/dev/null || { tail -n 30 "$(caddy_log "$n")" >&2; die "$(caddy_label "$n") died during $name"; }
+	done
 	kill -0 "$upstream_pid" 2>/dev/null || { tail -n 30 "$tmp/upstream.log" >&2; die "the upstream died during $name"; }
-	R[$name.cpu_us]=$(( $(cpu_us) - cpu0 ))
+	sum=0
+	for n in "${measured[@]}"; do
+		R[$name.cpu_us@$n]=$(( $(cpu_us "${caddy_pid_of[$n]}") - ${cpu0[$n]} ))
+		sum=$(( sum + ${R[$name.cpu_us@$n]} ))
+	done
+	R[$name.cpu_us]=$sum
 	R[$name.up_cpu_us]=$(( $(cpu_us "$upstream_pid") - up0 ))
+	if [[ -n $pg_pid ]]; then
+		kill -0 "$pg_pid" 2>/dev/null || { tail -n 30 "$tmp/postgres.log" >&2; die "postgres died during $name"; }
+		R[$name.pg_cpu_us]=$(( $(pg_cpu_us) - pcpu0 ))
+	fi
 	if [[ -n $redis_pid ]]; then
 		kill -0 "$redis_pid" 2>/dev/null || { tail -n 30 "$tmp/redis.log" >&2; die "redis-server died during $name"; }
 		R[$name.redis_cpu_us]=$(( $(cpu_us "$redis_pid") - rcpu0 ))
@@ -477,7 +753,9 @@ run() {
 	read -r busy1 total1 < <(machine_us)
 	R[$name.busy_us]=$(( busy1 - busy0 ))
 	R[$name.total_us]=$(( total1 - total0 ))
-	R[$name.rss]=$(rss_mib)
+	rss=()
+	for n in "${measured[@]}"; do rss+=("$(rss_mib "${caddy_pid_of[$n]}")"); done
+	R[$name.rss]=$(printf '%s\n' "${rss[@]}" | awk '{ t += $1 } END { printf "%.1f", t }')
 	if [[ -n $prof_pid ]]; then
 		if wait "$prof_pid"; then
 			echo "--- CPU profile of caddy during $name (top functions, cumulative)" >&2
@@ -519,7 +797,7 @@ merge() {
 	for k in requests duration_us non2xx connect read write timeout cpu_us up_cpu_us busy_us total_us; do
 		R[$name.$k]=$(( ${R[$a.$k]} + ${R[$b.$k]} ))
 	done
-	for k in redis_cpu_us redis_cmds; do
+	for k in redis_cpu_us redis_cmds pg_cpu_us "${measured[@]/#/cpu_us@}"; do
 		if [[ -n ${R[$a.$k]:-} ]]; then R[$name.$k]=$(( ${R[$a.$k]} + ${R[$b.$k]} )); fi
 	done
 	for k in p50_us p99_us; do
@@ -540,6 +818,23 @@ rps_of() {
 	awk -v n="${R[$1.requests]}" -v us="${R[$1.duration_us]}" 'BEGIN { printf "%.1f", n / (us / 1e6) }'
 }
 
+# run_idp NAME SCENARIO IDP-URL [CHAIN-FILE]: one run of client_credentials
+# or refresh_token (with CHAIN-FILE's chains) against the IdP at IDP-URL.
+run_idp() {
+	case $2 in
+	client_credentials) run "$1" client_credentials "$3/oauth2/token" -H "$basic" ;;
+	refresh_token) run "$1" refresh_token "$3/oauth2/token" -H "$basic" -- "$4" "$THREADS" ;;
+	esac
+}
+# access_token_of FILE: the access token in an agent-auth answer.
+access_token_of() {
+	python3 -c '
+import json, sys
+d = json.load(open(sys.argv[1]))
+print(d.get("data", d)["access_token"])
+' "$1" || die "no access_token in $(cat "$1")"
+}
+
 run_pair_member() {
 	case $1 in
 	proxy)
@@ -556,8 +851,8 @@ run_pair_member() {
 for s in "${scenarios[@]}"; do
 	case $s in
 	baseline) run baseline baseline "$base/" ;;
-	client_credentials) run client_credentials client_credentials "$idp/oauth2/token" -H "$basic" ;;
-	refresh_token) run refresh_token refresh_token "$idp/oauth2/token" -H "$basic" -- "$tmp/refresh_tokens.txt" "$THREADS" ;;
+	client_credentials) run_idp client_credentials client_credentials "$idp" ;;
+	refresh_token) run_idp refresh_token refresh_token "$idp" "$tmp/refresh_tokens.txt" ;;
 	agent_auth) run agent_auth agent_auth "$idp/api/agent-auth" -- "$agent_id" "$agent_secret" ;;
 	proxy | guarded)
 		# The whole pair, twice, alternating: proxy-1 guarded-1 proxy-2 guarded-2.
@@ -585,36 +880,137 @@ for s in "${scenarios[@]}"; do
 	esac
 done
 
+# --- POSTGRES_COMPARE ------------------------------------------------------
+
+pg_scenarios=(client_credentials refresh_token)
+pg_sides=(badger postgres)  # part 1: the storage, one Caddy each
+pg_counts=(one two)         # part 2: instances behind the balancer
+pg_rows=()
+if [[ -n $POSTGRES_COMPARE ]]; then
+	# Part 1: this (main) Caddy with Badger vs a Caddy with the same
+	# auth_agent block on PostgreSQL. Both run throughout; each run measures
+	# the one it loads.
+	echo "starting caddy postgres (auth_agent on $pgs, storage postgres $(pg_dsn authagent_single)) ..." >&2
+	start_caddy postgres "$tmp/Caddyfile.postgres" "$pgs_admin_port"
+	wait_ready postgres "$pgs/.well-known/openid-configuration"
+	grep -q 'migrated the database schema' "$(caddy_log postgres)" ||
+		echo "load.sh: caddy postgres did not log 'migrated the database schema'" >&2
+	prepare_chains "$pgs" "$tmp/refresh_tokens.postgres-1.txt" "$tmp/refresh_tokens.postgres-2.txt"
+	prep_postgres=$prep_last
+	probe postgres_client_credentials -X POST -H "$basic" -d 'grant_type=client_credentials&scope=data:read' "$pgs/oauth2/token"
+	# Each scenario: badger-1 postgres-1 badger-2 postgres-2.
+	for s in "${pg_scenarios[@]}"; do
+		for i in 1 2; do
+			for side in "${pg_sides[@]}"; do
+				if [[ $side == badger ]]; then
+					measured=(main)
+					url=$idp
+				else
+					measured=(postgres)
+					url=$pgs
+				fi
+				run_idp "$s-$side-$i" "$s" "$url" "$tmp/refresh_tokens.$side-$i.txt"
+			done
+		done
+		for side in "${pg_sides[@]}"; do
+			merge "$s-$side" "$s-$side-1" "$s-$side-2"
+			pg_rows+=("$s-$side")
+		done
+	done
+	stop_caddy postgres # its log stays for the report
+
+	# Part 2: two instances on one database (and one Redis), both with the
+	# balancer's URL as issuer, behind a balancer; it is reloaded between
+	# the runs to balance over both (two) or over node-a alone (one, node-b
+	# idle). The proxy hop is in both.
+	echo "starting caddy node-a ($node_a) and node-b ($node_b): storage postgres $(pg_dsn authagent_cluster), rate_limit store redis $redis_url, issuer $lb ..." >&2
+	# At once, as a deploy would: one of them creates the schema under the
+	# migration lock while the other waits.
+	start_caddy node-a "$tmp/Caddyfile.node-a" "$node_a_admin_port"
+	start_caddy node-b "$tmp/Caddyfile.node-b" "$node_b_admin_port"
+	wait_ready node-a "$node_a/.well-known/openid-configuration"
+	wait_ready node-b "$node_b/.well-known/openid-configuration"
+	echo "starting caddy lb ($lb: reverse_proxy round_robin over node-a and node-b) ..." >&2
+	start_caddy lb "$tmp/Caddyfile.lb-two" "$lb_admin_port"
+	wait_ready lb "$lb/.well-known/openid-configuration"
+	# Through the balancer, so that every chain's steps (authorize,
+	# agent-auth, code exchange, first rotation) alternate between the
+	# instances.
+	prepare_chains "$lb" "$tmp/refresh_tokens.one-1.txt" "$tmp/refresh_tokens.two-1.txt" \
+		"$tmp/refresh_tokens.one-2.txt" "$tmp/refresh_tokens.two-2.txt"
+	prep_cluster=$prep_last
+	# A token one instance issues is good at the other (shared keys, same
+	# issuer), both ways.
+	for hop in "$node_a $node_b" "$node_b $node_a"; do
+		read -r from to <<<"$hop"
+		probe "cross_auth_${from##*:}" -X POST -H 'Content-Type: application/json' -d "$agent_json" "$from/api/agent-auth"
+		tok=$(access_token_of "$tmp/probe_cross_auth_${from##*:}.json")
+		probe "cross_profile_${to##*:}" -H "Authorization: Bearer $tok" "$to/api/agents/profile"
+	done
+	# Each scenario: one-1 two-1 one-2 two-2, the balancer reloaded into
+	# lb-<count> before each run and probed once through.
+	for s in "${pg_scenarios[@]}"; do
+		for i in 1 2; do
+			for c in "${pg_counts[@]}"; do
+				caddy_reload lb "$tmp/Caddyfile.lb-$c"
+				probe "lb_$c" -X POST -H "$basic" -d 'grant_type=client_credentials&scope=data:read' "$lb/oauth2/token"
+				measured=(node-a node-b lb)
+				run_idp "$s-$c-$i" "$s" "$lb" "$tmp/refresh_tokens.$c-$i.txt"
+			done
+		done
+		for c in "${pg_counts[@]}"; do
+			merge "$s-$c" "$s-$c-1" "$s-$c-2"
+			pg_rows+=("$s-$c")
+		done
+	done
+	measured=(main)
+fi
+
 # --- report ----------------------------------------------------------------
 
-family_revocations=$(grep -c 'revoking its family' "$tmp/caddy.log" || true)
+# Every Caddy's log: caddy.log (the main one) and caddy-<instance>.log.
+family_revocations=$(cat "$tmp"/caddy*.log | grep -c 'revoking its family' || true)
 # "context canceled" is a request wrk dropped when its time was up.
-server_errors=$(grep '"request failed"' "$tmp/caddy.log" | grep -vc 'context canceled' || true)
+server_errors=$(cat "$tmp"/caddy*.log | grep '"request failed"' | grep -vc 'context canceled' || true)
 # A failing limiter store lets API calls through (on_store_error api open),
-# which would make a broken Redis look cheap.
-store_failures=$(grep -c 'rate limiter store failed' "$tmp/caddy.log" || true)
+# which would make a broken Redis look cheap. "context canceled" is again a
+# request wrk dropped (Redis is only reached with POSTGRES_COMPARE or
+# LIMITER_COMPARE): counted apart.
+store_failures=$(cat "$tmp"/caddy*.log | grep 'rate limiter store failed' | grep -vc 'context canceled' || true)
+store_canceled=$(cat "$tmp"/caddy*.log | grep 'rate limiter store failed' | grep -c 'context canceled' || true)
 
 ms() { awk -v us="$1" 'BEGIN { printf "%.2f", us / 1000 }'; }
 
 base_rps=$(rps_of baseline)
 failed=0
 echo
-echo "auth_agent load test: $DURATION per run (proxy and guarded: 2 runs each$([[ -n $LIMITER_COMPARE ]] && echo "; guarded/limiter-off, -memory, -redis: 2 runs each")), $THREADS wrk threads, $conns connections, $(nproc) CPUs"
+echo "auth_agent load test: $DURATION per run (proxy and guarded: 2 runs each$([[ -n $LIMITER_COMPARE ]] && echo "; guarded/limiter-off, -memory, -redis: 2 runs each")$([[ -n $POSTGRES_COMPARE ]] && echo "; postgres compare: 2 runs per row")), $THREADS wrk threads, $conns connections, $(nproc) CPUs"
 echo "caddy $("$tmp/caddy" version | awk '{print $1}'), $(go env GOVERSION); storage ${STORAGE:-badger}, rate_limit $rate, proxy $([[ -n $PROXY_TOKEN ]] && echo with || echo without) the bearer token, access_token_alg ${ACCESS_TOKEN_ALG:-default} (client_credentials token $cc_alg, agent-auth token $aa_alg)"
 echo "$prep_msg"
 if [[ -n $LIMITER_COMPARE ]]; then
 	redis_version=$(redis-server --version | awk '{ sub(/^v=/, "", $3); print $3 }')
 	echo "limiter compare (one Caddy, reloaded per variant): limiter-off = rate_limit api off; limiter-memory = api 1000000000/s, store memory; limiter-redis = api 1000000000/s, store redis $redis_url (redis-server $redis_version, no persistence)"
 fi
+if [[ -n $POSTGRES_COMPARE ]]; then
+	echo "postgres compare, storage (runs per scenario: badger, postgres, badger, postgres): badger = this Caddy, storage $tmp/db; postgres = a second Caddy with the same auth_agent block but storage postgres $(pg_dsn authagent_single) (PostgreSQL $pg_version on 127.0.0.1, $pg_settings); rate_limit store memory in both; $prep_postgres"
+	echo "postgres compare, instances (runs per scenario: one, two, one, two): node-a and node-b = storage postgres $(pg_dsn authagent_cluster), rate_limit store redis $redis_url, issuer $lb; lb = a third Caddy at $lb, reverse_proxy lb_policy round_robin over node-a and node-b (2 instances) or node-a alone (1 instance; node-b idle), reloaded before each run; cpu us/req and RSS are of the three together; $prep_cluster"
+fi
 echo
 label_of() { # scenario -> its row label
 	local l=$1
-	if [[ $l == limiter-* ]]; then l=guarded/$l; fi
+	case $l in
+	limiter-*) l=guarded/$l ;;
+	*-badger | *-postgres) l=${l%-*}/${l##*-} ;;
+	*-one) l="${l%-one}/1 instance" ;;
+	*-two) l="${l%-two}/2 instances" ;;
+	esac
 	if [[ -n ${R[$1.rps]:-} ]]; then l="$l (mean of 2)"; fi
 	echo "$l"
 }
+# The table's rows: the scenarios, then POSTGRES_COMPARE's.
+rows=("${scenarios[@]}" ${pg_rows[@]+"${pg_rows[@]}"})
 w=20
-for s in "${scenarios[@]}"; do
+for s in "${rows[@]}"; do
 	l=$(label_of "$s")
 	if (( ${#l} > w )); then w=${#l}; fi
 done
@@ -622,7 +1018,7 @@ fmt="%-${w}s %9s %10s %8s %8s %8s %8s %7s %10s %7s %8s\n"
 printf "$fmt" scenario requests 'req/s' 'x base' 'p50 ms' 'p99 ms' non-2xx errors 'cpu us/req' 'cpu %' 'RSS MiB'
 printf "$fmt" 'idle (started)' - - - - - - - - - "$rss_start"
 printf "$fmt" 'idle (before runs)' - - - - - - - - - "$rss_idle"
-for s in "${scenarios[@]}"; do
+for s in "${rows[@]}"; do
 	rps=$(rps_of "$s")
 	ratio=$(awk -v a="$rps" -v b="$base_rps" 'BEGIN { printf "%.3f", a / b }')
 	errs=$(( ${R[$s.connect]} + ${R[$s.read]} + ${R[$s.write]} + ${R[$s.timeout]} ))
@@ -669,11 +1065,76 @@ if [[ -n $LIMITER_COMPARE ]]; then
 		failed=1
 	fi
 fi
-echo "peak RSS (VmHWM) $(hwm_mib) MiB; statuses: $(for s in "${scenarios[@]}"; do printf '%s %s; ' "$s" "${R[$s.statuses]}"; done)"
+if [[ -n $POSTGRES_COMPARE ]]; then
+	per_req() { awk -v c="${R[$1.$2]}" -v n="${R[$1.requests]}" 'BEGIN { printf "%.1f", c / n }'; }
+	ratio_of() { awk -v a="$(rps_of "$1")" -v b="$(rps_of "$2")" 'BEGIN { printf "%.2f", a / b }'; }
+	p99_of() { ms "${R[$1.p99_us]}"; }
+	goal() { # VALUE OP LIMIT -> "met" or "NOT met"
+		awk -v v="$1" -v l="$3" -v op="$2" 'BEGIN { ok = (op == ">=") ? v >= l : v < l; print ok ? "met" : "NOT met" }'
+	}
+	for s in "${pg_scenarios[@]}"; do
+		for side in "${pg_sides[@]}"; do
+			r=$s-$side
+			printf '%-27s runs (alternating): %s, %s req/s; mean %s req/s; caddy %s, postgres %s, machine %s cpu us/req\n' \
+				"$(label_of "$r" | sed 's/ (mean of 2)//')" "$(rps_of "$r-1")" "$(rps_of "$r-2")" "$(rps_of "$r")" \
+				"$(cpu_per_req "$r")" "$(per_req "$r" pg_cpu_us)" "$(per_req "$r" busy_us)"
+		done
+	done
+	for s in "${pg_scenarios[@]}"; do
+		for c in "${pg_counts[@]}"; do
+			r=$s-$c
+			printf '%-27s runs (alternating): %s, %s req/s; mean %s req/s; caddy node-a %s, node-b %s, lb %s, postgres %s, redis-server %s, machine %s cpu us/req; redis commands/req %s\n' \
+				"$(label_of "$r" | sed 's/ (mean of 2)//')" "$(rps_of "$r-1")" "$(rps_of "$r-2")" "$(rps_of "$r")" \
+				"$(per_req "$r" cpu_us@node-a)" "$(per_req "$r" cpu_us@node-b)" "$(per_req "$r" cpu_us@lb)" \
+				"$(per_req "$r" pg_cpu_us)" "$(per_req "$r" redis_cpu_us)" "$(per_req "$r" busy_us)" \
+				"$(awk -v c="${R[$r.redis_cmds]}" -v n="${R[$r.requests]}" 'BEGIN { printf "%.2f", c / n }')"
+			# The balancer must have spread the two-instance runs over both
+			# and sent the one-instance runs to node-a alone (node-b's CPU
+			# then is its idle background work).
+			share=$(awk -v a="${R[$r.cpu_us@node-a]}" -v b="${R[$r.cpu_us@node-b]}" 'BEGIN { printf "%.2f", ((a + b) > 0 ? b / (a + b) : 0) }')
+			if [[ $c == two ]] && awk -v x="$share" 'BEGIN { exit !(x < 0.2) }'; then
+				echo "  !! $r: node-b did only $share of the instances' CPU work: the balancer did not spread the load"
+				failed=1
+			fi
+			if [[ $c == one ]] && awk -v x="$share" 'BEGIN { exit !(x > 0.05) }'; then
+				echo "  !! $r: node-b did $share of the instances' CPU work though the balancer had node-a alone"
+				failed=1
+			fi
+			# With store redis every refresh checks and charges the client's
+			# refresh budget in Redis.
+			if [[ $s == refresh_token && $rate != off ]] && (( ${R[$r.redis_cmds]} < ${R[$r.requests]} )); then
+				echo "  !! $r: ${R[$r.redis_cmds]} Redis commands for ${R[$r.requests]} requests: the refresh budget did not reach Redis"
+				failed=1
+			fi
+		done
+	done
+	for s in "${pg_scenarios[@]}"; do
+		x=$(ratio_of "$s-postgres" "$s-badger")
+		echo "postgres/badger $s = $x (goal >= 0.50: $(goal "$x" '>=' 0.50))"
+	done
+	echo "client_credentials p99: badger $(p99_of client_credentials-badger) ms, postgres $(p99_of client_credentials-postgres) ms"
+	x=$(p99_of refresh_token-postgres)
+	echo "refresh_token p99: badger $(p99_of refresh_token-badger) ms, postgres $x ms (goal < 50 ms: $(goal "$x" '<' 50))"
+	for s in "${pg_scenarios[@]}"; do
+		echo "two/one instances $s = $(ratio_of "$s-two" "$s-one") (p99: 1 instance $(p99_of "$s-one") ms, 2 instances $(p99_of "$s-two") ms)"
+	done
+	# What the PostgreSQL instances logged at error level, and what the
+	# server did (a failing storage call shows up here as well as in the
+	# statuses).
+	pg_caddy_errors=$(cat "$tmp"/caddy-*.log | grep '"level":"error"' | grep -v 'context canceled' || true)
+	pg_server_errors=$(grep -E ' (ERROR|FATAL|PANIC): ' "$tmp/postgres.log" | grep -v 'terminating connection due to administrator command' || true)
+	echo "postgres compare: error-level lines in the logs of caddy postgres, node-a, node-b, lb: $(grep -c . <<<"$pg_caddy_errors" || true); ERROR/FATAL/PANIC lines in postgres.log: $(grep -c . <<<"$pg_server_errors" || true)"
+	if [[ -n $pg_caddy_errors ]]; then
+		head -n 5 <<<"$pg_caddy_errors" | sed 's/^/  !! /'
+		failed=1
+	fi
+	if [[ -n $pg_server_errors ]]; then head -n 5 <<<"$pg_server_errors" | sed 's/^/  postgres.log: /'; fi
+fi
+echo "peak RSS (VmHWM) $(hwm_mib) MiB; statuses: $(for s in "${rows[@]}"; do printf '%s %s; ' "$s" "${R[$s.statuses]}"; done)"
 if [[ -n ${R[refresh_token.non2xx]:-} ]]; then
 	echo "refresh_token: $chains chains over $conns connections; non-200 responses: ${R[refresh_token.non2xx]}"
 fi
-echo "refresh-token reuse detections in caddy log: $family_revocations; server errors logged: $server_errors; rate limiter store failures logged: $store_failures"
+echo "refresh-token reuse detections in caddy log: $family_revocations; server errors logged: $server_errors; rate limiter store failures logged: $store_failures$( (( store_canceled == 0 )) || echo " (and $store_canceled of requests wrk dropped at the end of a run: context canceled)")"
 if (( family_revocations > 0 || server_errors > 0 || store_failures > 0 )); then failed=1; fi
 if (( failed )); then
 	echo "FAIL: some responses were not 2xx, or wrk saw socket errors, or the server logged errors (or the limiter's store failed)" >&2
