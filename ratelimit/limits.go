@@ -159,7 +159,9 @@ func (l *Limits) Peek(ctx context.Context, w http.ResponseWriter, lim Limiter, n
 }
 
 func (l *Limits) storeFailure(name string, err error, failOpen bool) error {
-	if l.Log != nil {
+	// A caller that went away (its request context ended) is no failure
+	// of the store: nothing to log.
+	if l.Log != nil && !errors.Is(err, context.Canceled) {
 		l.Log.Error("rate limiter store failed", zap.String("limit", name), zap.Bool("fail_open", failOpen), zap.Error(err))
 	}
 	if failOpen {
