@@ -435,7 +435,7 @@ func TestCluster(t *testing.T) {
 	})
 
 	t.Run("caddy reload keeps the instance on the database", func(t *testing.T) {
-		cl.a.reload(cl.opts + "\t\taccess_token_lifetime 30m\n")
+		cl.a.reload(cl.opts + "\n\t\taccess_token_lifetime 30m\n")
 		cl.a.registerOK(t, "reloaded-agent")
 		tok := cl.a.token(t, "reloaded-agent", secret)
 		if r := do(t, "GET", cl.api+"/x", bearer(tok), ""); r.status != 200 {
