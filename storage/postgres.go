@@ -532,17 +532,22 @@ func (p *Postgres) UpdateAgent(ctx context.Context, id string, fn func(*agents.A
 
 // DeleteAgent removes the agent, or returns agents.ErrNotFound.
 func (p *Postgres) DeleteAgent(ctx context.Context, id string) error {
+	return p.deleteRow(ctx, "agents", id, agents.ErrNotFound)
+}
+
+// deleteRow deletes the row of table under id, or returns notFound.
+func (p *Postgres) deleteRow(ctx context.Context, table, id string, notFound error) error {
 	if !storable(id) {
-		return agents.ErrNotFound
+		return notFound
 	}
 	ctx, cancel := p.op(ctx)
 	defer cancel()
-	tag, err := p.pool.Exec(ctx, "DELETE FROM agents WHERE id = $1", id)
+	tag, err := p.pool.Exec(ctx, "DELETE FROM "+table+" WHERE id = $1", id)
 	if err != nil {
 		return p.fail(err)
 	}
 	if tag.RowsAffected() == 0 {
-		return agents.ErrNotFound
+		return notFound
 	}
 	return nil
 }
@@ -638,19 +643,7 @@ func (p *Postgres) UpdateClient(ctx context.Context, id string, fn func(*oauth.C
 
 // DeleteClient removes the client, or returns oauth.ErrNotFound.
 func (p *Postgres) DeleteClient(ctx context.Context, id string) error {
-	if !storable(id) {
-		return oauth.ErrNotFound
-	}
-	ctx, cancel := p.op(ctx)
-	defer cancel()
-	tag, err := p.pool.Exec(ctx, "DELETE FROM clients WHERE id = $1", id)
-	if err != nil {
-		return p.fail(err)
-	}
-	if tag.RowsAffected() == 0 {
-		return oauth.ErrNotFound
-	}
-	return nil
+	return p.deleteRow(ctx, "clients", id, oauth.ErrNotFound)
 }
 
 // ListClients returns up to limit clients (100 when limit <= 0) ordered by
