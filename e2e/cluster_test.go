@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"encoding/base64"
 	"fmt"
 	"io"
 	"net/http"
@@ -95,17 +94,7 @@ http://127.0.0.1:%d {
 // do sends a request through the balancer, noting which instance answered.
 func (cl *cluster) do(t *testing.T, client *http.Client, method, path string, header map[string]string, body string) response {
 	t.Helper()
-	req, err := http.NewRequest(method, cl.lb.base()+path, strings.NewReader(body))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if body != "" {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	for k, v := range header {
-		req.Header.Set(k, v)
-	}
-	r := send(t, client, req)
+	r := httpDo(t, client, method, cl.lb.base()+path, header, body)
 	cl.mu.Lock()
 	cl.served[r.header.Get("X-Instance")]++
 	cl.mu.Unlock()
@@ -588,10 +577,6 @@ func post(client *http.Client, u, body string) (int, error) {
 	defer resp.Body.Close()
 	_, _ = io.Copy(io.Discard, resp.Body)
 	return resp.StatusCode, nil
-}
-
-func basicAuth(user, pass string) string {
-	return base64.StdEncoding.EncodeToString([]byte(url.QueryEscape(user) + ":" + url.QueryEscape(pass)))
 }
 
 func isClosed(ch chan struct{}) bool {

@@ -250,9 +250,15 @@ func (c *caddy) formCall(t *testing.T, path, user, pass string, form url.Values)
 	t.Helper()
 	h := map[string]string{"Content-Type": "application/x-www-form-urlencoded"}
 	if user != "" {
-		h["Authorization"] = "Basic " + base64.StdEncoding.EncodeToString([]byte(url.QueryEscape(user)+":"+url.QueryEscape(pass)))
+		h["Authorization"] = "Basic " + basicAuth(user, pass)
 	}
 	return do(t, "POST", c.base()+path, h, form.Encode())
+}
+
+// basicAuth is the credentials of HTTP Basic client authentication, each
+// part form-encoded first (RFC 6749 §2.3.1).
+func basicAuth(user, pass string) string {
+	return base64.StdEncoding.EncodeToString([]byte(url.QueryEscape(user) + ":" + url.QueryEscape(pass)))
 }
 
 // codeFor runs the agent through an authorization request built from params.
