@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"net/http"
 	"slices"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -95,8 +96,24 @@ type App struct {
 	// calls 1000/h per agent, counted in memory.
 	RateLimit *RateLimitConfig `json:"rate_limit,omitempty"`
 
-	// Cross-origin access to the IdP's endpoints. Default: any origin.
+	// Cross-origin access to the IdP's endpoints and to agent_guard
+	// routes. Default: any origin.
 	CORS *CORSConfig `json:"cors,omitempty"`
+
+	// What the sign-in page says an API scope lets the site do, by scope,
+	// e.g. {"data:read": "Read your data"}. Identity scopes (openid,
+	// profile, email, permissions) have their own words.
+	ScopeDescriptions map[string]string `json:"scope_descriptions,omitempty"`
+
+	// Client ID Metadata Documents (MCP 2025-11-25): "on" (default) lets a
+	// client_id that is an https URL name the client's metadata, fetched
+	// from there; "off" refuses such client ids.
+	ClientIDMetadataDocuments string `json:"client_id_metadata_documents,omitempty"`
+
+	// Hosts whose metadata documents may be fetched even though they
+	// resolve to private, loopback or link-local addresses (every other
+	// such address is refused, against server-side request forgery).
+	ClientIDMetadataHosts []string `json:"client_id_metadata_hosts,omitempty"`
 
 	ctx     caddy.Context
 	log     *zap.Logger
@@ -224,14 +241,17 @@ func (a *App) Provision(ctx caddy.Context) error {
 	}
 	a.agentCfg = agents.Config{DefaultPermissions: a.DefaultPermissions, Permissions: perms}
 	a.serverCfg = oauth.Config{
-		Issuer:                   a.Issuer,
-		RegistrationMode:         regMode,
-		RegistrationToken:        regToken,
-		DynamicRegistration:      dynMode,
-		DynamicRegistrationToken: dynToken,
-		RefreshTokenLifetime:     durationOr(a.RefreshTokenLifetime, DefaultRefreshTokenLifetime),
-		CodeLifetime:             durationOr(a.CodeLifetime, DefaultCodeLifetime),
-		RequestLifetime:          durationOr(a.RequestLifetime, DefaultRequestLifetime),
+		Issuer:                    a.Issuer,
+		RegistrationMode:          regMode,
+		RegistrationToken:         regToken,
+		DynamicRegistration:       dynMode,
+		DynamicRegistrationToken:  dynToken,
+		RefreshTokenLifetime:      durationOr(a.RefreshTokenLifetime, DefaultRefreshTokenLifetime),
+		CodeLifetime:              durationOr(a.CodeLifetime, DefaultCodeLifetime),
+		RequestLifetime:           durationOr(a.RequestLifetime, DefaultRequestLifetime),
+		ScopeDescriptions:         a.ScopeDescriptions,
+		ClientIDMetadataDocuments: a.ClientIDMetadataDocuments != "off",
+		ClientIDMetadataHosts:     a.ClientIDMetadataHosts,
 	}
 	return nil
 }
@@ -330,7 +350,7 @@ func (a *App) start() (*appState, error) {
 	})
 	return &appState{
 		server:   server,
-		handler:  corsHandler(a.CORS, server),
+		handler:  newCORS(a.CORS).Handler(server),
 		verifier: guard.NewLocalVerifier(a.Issuer, keys.Lookup, store.revocations),
 		limits:   limits,
 		keys:     keys,
@@ -481,6 +501,24 @@ func (a *App) Validate() error {
 	}
 	if err := a.RateLimit.Validate(); err != nil {
 		return err
+	}
+	switch a.ClientIDMetadataDocuments {
+	case "", "on", "off":
+	default:
+		return fmt.Errorf("auth_agent: client_id_metadata_documents %q must be on or off", a.ClientIDMetadataDocuments)
+	}
+	for _, h := range a.ClientIDMetadataHosts {
+		if h == "" || strings.ContainsAny(h, "/:@ ") {
+			return fmt.Errorf("auth_agent: client_id_metadata_hosts: %q is not a host name", h)
+		}
+	}
+	for sc, text := range a.ScopeDescriptions {
+		if err := agents.ValidateScopeToken(sc); err != nil {
+			return fmt.Errorf("auth_agent: scope_description: %q is not a valid scope", sc)
+		}
+		if text == "" || len(text) > 200 {
+			return fmt.Errorf("auth_agent: scope_description %s: the description must be 1 to 200 characters", sc)
+		}
 	}
 	if err := a.CORS.Validate(); err != nil {
 		return err

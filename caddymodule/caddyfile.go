@@ -59,7 +59,11 @@ func init() {
 //		cors {
 //			origins <origin...>
 //			allow_credentials
+//			headers <request header...>
 //		}
+//		scope_description <scope> <text>
+//		client_id_metadata_documents on|off
+//		client_id_metadata_hosts <host...>
 //	}
 func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // the option name
@@ -168,10 +172,39 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 						return d.Errf("cors: allow_credentials takes no value")
 					}
 					a.CORS.AllowCredentials = true
+				case "headers", "header":
+					if len(args) == 0 {
+						return d.Errf("cors: headers needs at least one header name")
+					}
+					a.CORS.Headers = append(a.CORS.Headers, args...)
 				default:
 					return d.Errf("cors: unknown setting %q", setting)
 				}
 			}
+		case "scope_description":
+			args := d.RemainingArgs()
+			if len(args) != 2 {
+				return d.Errf("scope_description: want `scope_description <scope> <text>`, got %q", args)
+			}
+			if a.ScopeDescriptions == nil {
+				a.ScopeDescriptions = make(map[string]string)
+			}
+			if _, dup := a.ScopeDescriptions[args[0]]; dup {
+				return d.Errf("scope_description %s is given twice", args[0])
+			}
+			a.ScopeDescriptions[args[0]] = args[1]
+		case "client_id_metadata_documents":
+			args := d.RemainingArgs()
+			if len(args) != 1 || (args[0] != "on" && args[0] != "off") {
+				return d.Errf("client_id_metadata_documents: want on or off, got %q", args)
+			}
+			a.ClientIDMetadataDocuments = args[0]
+		case "client_id_metadata_hosts":
+			args := d.RemainingArgs()
+			if len(args) == 0 {
+				return d.ArgErr()
+			}
+			a.ClientIDMetadataHosts = append(a.ClientIDMetadataHosts, args...)
 		case "default_permissions":
 			a.DefaultPermissions = append(a.DefaultPermissions, d.RemainingArgs()...)
 			if len(a.DefaultPermissions) == 0 {

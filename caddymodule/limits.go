@@ -184,6 +184,10 @@ type CORSConfig struct {
 	// Let browsers send credentials (cookies, HTTP auth). Only with
 	// explicit origins: never combined with "*".
 	AllowCredentials bool `json:"allow_credentials,omitempty"`
+	// Request headers browsers may send besides Content-Type and
+	// Authorization. Default: Mcp-Protocol-Version, Mcp-Session-Id and
+	// Last-Event-ID, which browser MCP clients send.
+	Headers []string `json:"headers,omitempty"`
 }
 
 // Validate refuses credentials with a wildcard origin.
@@ -199,24 +203,43 @@ func (c *CORSConfig) Validate() error {
 			return fmt.Errorf("auth_agent: cors: origin %q must be * or an http(s) origin", o)
 		}
 	}
+	for _, h := range c.Headers {
+		if h == "" || strings.ContainsAny(h, " \t,:;\"()/<>?=@[]{}\\") {
+			return fmt.Errorf("auth_agent: cors: %q is not a header name", h)
+		}
+	}
 	return nil
 }
 
-// corsHandler wraps the IdP's handler with github.com/rs/cors: preflight
-// requests are answered without reaching it.
-func corsHandler(c *CORSConfig, next http.Handler) http.Handler {
+// defaultCORSHeaders are the request headers allowed besides Content-Type
+// and Authorization unless the configuration names others: those browser
+// MCP clients send.
+var defaultCORSHeaders = []string{"Mcp-Protocol-Version", "Mcp-Session-Id", "Last-Event-ID"}
+
+// newCORS is github.com/rs/cors set up from c, for the IdP's endpoints
+// and the guard's routes alike: preflight requests are answered without
+// reaching the handler behind, and browsers may read the challenge
+// (WWW-Authenticate), the MCP session and where they stand against the
+// rate limits.
+func newCORS(c *CORSConfig) *cors.Cors {
 	origins := []string{"*"}
 	creds := false
-	if c != nil && len(c.Origins) > 0 {
-		origins, creds = c.Origins, c.AllowCredentials
+	headers := defaultCORSHeaders
+	if c != nil {
+		if len(c.Origins) > 0 {
+			origins, creds = c.Origins, c.AllowCredentials
+		}
+		if len(c.Headers) > 0 {
+			headers = c.Headers
+		}
 	}
 	return cors.New(cors.Options{
 		AllowedOrigins: origins,
 		AllowedMethods: []string{http.MethodGet, http.MethodPost, http.MethodPut, http.MethodDelete, http.MethodOptions},
-		AllowedHeaders: []string{"Content-Type", "Authorization"},
-		// Browser apps may read where they stand and why they were refused.
-		ExposedHeaders:   []string{"X-RateLimit-Limit", "X-RateLimit-Remaining", "X-RateLimit-Reset", "Retry-After", "WWW-Authenticate"},
+		AllowedHeaders: append([]string{"Content-Type", "Authorization"}, headers...),
+		ExposedHeaders: []string{"X-RateLimit-Limit", "X-RateLimit-Remaining", "X-RateLimit-Reset", "Retry-After",
+			"WWW-Authenticate", "Mcp-Session-Id", "Mcp-Protocol-Version"},
 		AllowCredentials: creds,
 		MaxAge:           600,
-	}).Handler(next)
+	})
 }

@@ -45,6 +45,14 @@ type Config struct {
 	RequestLifetime      time.Duration // 5m
 	// MaxBody caps request bodies; 0 means DefaultMaxBody.
 	MaxBody int64
+	// ScopeDescriptions are the operator's words for API scopes, shown on
+	// the sign-in page.
+	ScopeDescriptions map[string]string
+	// ClientIDMetadataDocuments lets a client_id that is an https URL name
+	// a metadata document fetched from there (MCP 2025-11-25);
+	// ClientIDMetadataHosts may be fetched from private addresses.
+	ClientIDMetadataDocuments bool
+	ClientIDMetadataHosts     []string
 }
 
 // CodeKeyName is the SecretStore name of the key authorization codes are
