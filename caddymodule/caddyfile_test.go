@@ -68,6 +68,11 @@ func TestCaddyfileErrors(t *testing.T) {
 		"cors unknown":          "auth_agent {\n cors {\n methods GET\n }\n}",
 		"cors no origins":       "auth_agent {\n cors {\n origins\n }\n}",
 		"storage twice":         "auth_agent {\n storage /a\n storage /b\n}",
+		"scope words missing":   "auth_agent {\n scope_description data:read\n}",
+		"scope words twice":     "auth_agent {\n scope_description a:b x\n scope_description a:b y\n}",
+		"documents maybe":       "auth_agent {\n client_id_metadata_documents maybe\n}",
+		"no metadata hosts":     "auth_agent {\n client_id_metadata_hosts\n}",
+		"cors no headers":       "auth_agent {\n cors {\n headers\n }\n}",
 		"storage no value":      "auth_agent {\n storage\n}",
 		"storage path and more": "auth_agent {\n storage /a /b\n}",
 		"memory with args":      "auth_agent {\n storage memory /x\n}",
@@ -122,6 +127,11 @@ func TestValidate(t *testing.T) {
 		"bad fail policy":    {func(a *App) { a.RateLimit = &RateLimitConfig{APIOnStoreError: "ajar"} }, "api_on_store_error"},
 		"cors creds with *":  {func(a *App) { a.CORS = &CORSConfig{Origins: []string{"*"}, AllowCredentials: true} }, "allow_credentials"},
 		"cors bad origin":    {func(a *App) { a.CORS = &CORSConfig{Origins: []string{"app.example.com"}} }, "cors"},
+		"cors bad header":    {func(a *App) { a.CORS = &CORSConfig{Headers: []string{"X Bad"}} }, "header name"},
+		"bad scope words":    {func(a *App) { a.ScopeDescriptions = map[string]string{"a b": "x"} }, "scope_description"},
+		"empty scope words":  {func(a *App) { a.ScopeDescriptions = map[string]string{"data:read": ""} }, "scope_description"},
+		"documents json":     {func(a *App) { a.ClientIDMetadataDocuments = "yes" }, "client_id_metadata_documents"},
+		"metadata host url":  {func(a *App) { a.ClientIDMetadataHosts = []string{"https://idp"} }, "client_id_metadata_hosts"},
 	}
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {

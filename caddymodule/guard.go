@@ -9,6 +9,7 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"github.com/rs/cors"
 	"go.uber.org/zap"
 
 	"github.com/authagent/caddy-authagent/agents"
@@ -67,6 +68,7 @@ type Guard struct {
 	app          *App
 	remote       *guard.RemoteVerifier
 	metadataPath string
+	cors         *cors.Cors
 	poolKey      string
 	log          *zap.Logger
 }
@@ -128,6 +130,13 @@ func (g *Guard) Provision(ctx caddy.Context) error {
 		}
 	}
 	g.metadataPath = guard.MetadataPath(g.Resource)
+	// Browser MCP clients call guarded routes across origins: the same
+	// CORS policy as the IdP's endpoints.
+	var corsCfg *CORSConfig
+	if g.app != nil {
+		corsCfg = g.app.CORS
+	}
+	g.cors = newCORS(corsCfg)
 	return nil
 }
 
@@ -179,8 +188,17 @@ func removeAgentHeaders(h http.Header) {
 	}
 }
 
-// ServeHTTP implements caddyhttp.MiddlewareHandler.
+// ServeHTTP implements caddyhttp.MiddlewareHandler. CORS comes first: a
+// preflight is answered there and never challenged (browsers send no
+// credentials with it), and every answer, refusals included, carries the
+// headers a browser client needs to read it.
 func (g *Guard) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
+	var err error
+	g.cors.ServeHTTP(w, r, func(w http.ResponseWriter, r *http.Request) { err = g.serve(w, r, next) })
+	return err
+}
+
+func (g *Guard) serve(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
 	var verifier guard.Verifier = g.remote
 	var limits *ratelimit.Limits
 	if g.app != nil {
@@ -194,8 +212,18 @@ func (g *Guard) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp
 			verifier = st.verifier
 		}
 	}
-	if (r.URL.Path == guard.ProtectedResourcePath || r.URL.Path == g.metadataPath) && (r.Method == http.MethodGet || r.Method == http.MethodHead) {
-		guard.WriteMetadata(w, r, verifier.Issuer(), g.Resource, g.Scopes)
+	// The metadata lives at the well-known path plus the resource's path
+	// (RFC 9728 §3.1) and names exactly that resource; any other
+	// well-known path here is not found, not a reason to authenticate.
+	if strings.HasPrefix(r.URL.Path, "/.well-known/") {
+		switch {
+		case r.URL.Path != g.metadataPath:
+			oauth.WriteError(w, oauth.ErrNotFoundPath("no document at "+r.URL.Path))
+		case r.Method != http.MethodGet && r.Method != http.MethodHead:
+			oauth.WriteError(w, oauth.ErrMethodNotAllowed(http.MethodGet, http.MethodHead))
+		default:
+			guard.WriteMetadata(w, r, verifier.Issuer(), g.Resource, g.Scopes)
+		}
 		return nil
 	}
 	removeAgentHeaders(r.Header)

@@ -69,8 +69,8 @@ func (g *Guard) Check(r *http.Request) (*oauth.AccessClaims, *oauth.Error) {
 	case err != nil:
 		return nil, oauth.ErrInvalidToken("", "the access token is invalid or expired")
 	}
-	if g.Resource != "" && !slices.Contains(claims.Audience, g.Resource) {
-		return nil, oauth.ErrInvalidToken("", "the access token is not meant for "+g.Resource)
+	if !g.audienceOK(claims.Audience, r) {
+		return nil, oauth.ErrInvalidToken("", "the access token is not meant for this resource")
 	}
 	have := claims.Scopes()
 	for _, s := range g.Scopes {
@@ -79,6 +79,23 @@ func (g *Guard) Check(r *http.Request) (*oauth.AccessClaims, *oauth.Error) {
 		}
 	}
 	return claims, nil
+}
+
+// audienceOK reports whether a token meant for aud may be used here: with
+// a Resource, aud must contain it (RFC 8707); without one, aud must name
+// this site's origin or the issuer, so a token meant for another service
+// never works here (MCP requires audience validation).
+func (g *Guard) audienceOK(aud []string, r *http.Request) bool {
+	if g.Resource != "" {
+		return slices.Contains(aud, g.Resource)
+	}
+	origin := requestOrigin(r)
+	for _, a := range aud {
+		if a == g.Verifier.Issuer() || strings.TrimSuffix(a, "/") == origin {
+			return true
+		}
+	}
+	return false
 }
 
 // MetadataPath is where a resource's RFC 9728 metadata lives: the
@@ -107,9 +124,9 @@ func WriteError(w http.ResponseWriter, r *http.Request, e *oauth.Error, scopes [
 		if r.Header.Get("Authorization") != "" || e.Code != "invalid_token" {
 			ch.Error, ch.Description = e.Code, e.Description
 		}
-		if e.Code == "insufficient_scope" {
-			ch.Scope = scopes
-		}
+		// The scopes the resource wants, on the 401 too (MCP 2025-11-25):
+		// clients pick what to ask for from it before any 403 step-up.
+		ch.Scope = scopes
 		e = e.WithHeader("WWW-Authenticate", ch.String())
 	}
 	oauth.WriteError(w, e)
@@ -125,7 +142,9 @@ func requestOrigin(r *http.Request) string {
 
 // WriteMetadata serves RFC 9728 metadata for the guarded site: which
 // authorization server issues its tokens and what scopes it wants, so an
-// MCP client knowing only the API's URL can get a token.
+// MCP client knowing only the API's URL can get a token. The resource is
+// the guard's, or the site's origin: the identifier the metadata URL was
+// built from (RFC 9728 §3.3), so strict clients accept it.
 func WriteMetadata(w http.ResponseWriter, r *http.Request, issuer, resource string, scopes []string) {
 	if resource == "" {
 		resource = requestOrigin(r)

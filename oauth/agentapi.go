@@ -70,20 +70,26 @@ func (s *agentAPI) handleRegister(w http.ResponseWriter, r *http.Request) error 
 		}
 		try.Succeeded(r.Context())
 	}
-	if err := s.limits.TakeRegistration(r.Context(), w, r, ""); err != nil {
-		return err
-	}
-	var req registerRequest
-	if err := DecodeJSON(w, r, s.cfg.MaxBody, &req); err != nil {
-		return err
-	}
-	a, secret, err := s.registerAgent(r.Context(), req.registration(), s.cfg.RegistrationMode == RegistrationToken)
+	charge, err := s.limits.ChargeRegistration(r.Context(), w, r, "")
 	if err != nil {
+		return err
+	}
+	a, secret, err := s.decodeAndRegister(w, r)
+	if err != nil {
+		charge.Failed(context.WithoutCancel(r.Context()), AsError(err).Status < 500)
 		return err
 	}
 	s.log.Info("agent registered", zap.String("agent_id", a.ID))
 	writeData(w, http.StatusCreated, ViewAgent(a, secret))
 	return nil
+}
+
+func (s *agentAPI) decodeAndRegister(w http.ResponseWriter, r *http.Request) (*agents.Agent, string, error) {
+	var req registerRequest
+	if err := DecodeJSON(w, r, s.cfg.MaxBody, &req); err != nil {
+		return nil, "", err
+	}
+	return s.registerAgent(r.Context(), req.registration(), s.cfg.RegistrationMode == RegistrationToken)
 }
 
 // registerAgent creates an agent (for /api/register-agent and the admin

@@ -9,7 +9,6 @@ import (
 	"errors"
 	"net/http"
 	"net/url"
-	"slices"
 	"strings"
 	"time"
 
@@ -37,7 +36,7 @@ type authorizeParams struct {
 	state, nonce  string
 	codeChallenge string
 	method        string
-	resource      string
+	resources     []string
 	prompt        string
 }
 
@@ -57,7 +56,12 @@ func (s *authorizer) handleAuthorize(w http.ResponseWriter, r *http.Request) err
 	}
 	client, err := s.clients.Get(r.Context(), clientID)
 	if errors.Is(err, ErrNotFound) {
-		s.errorPage(w, http.StatusBadRequest, "Unknown client.")
+		msg := "Unknown client."
+		if IsClientIDURL(clientID) {
+			// Why the client's metadata document cannot be used.
+			msg = strings.TrimPrefix(err.Error(), ErrNotFound.Error()+": ")
+		}
+		s.errorPage(w, http.StatusBadRequest, msg)
 		return nil
 	}
 	if err != nil {
@@ -81,7 +85,7 @@ func (s *authorizer) handleAuthorize(w http.ResponseWriter, r *http.Request) err
 	now := s.now()
 	if err := s.store.CreateAuthRequest(r.Context(), &AuthRequest{
 		ID: requestID, ClientID: client.ID, RedirectURI: p.redirectURI, Scopes: p.scopes, State: p.state, Nonce: p.nonce,
-		CodeChallenge: p.codeChallenge, Resource: p.resource, BrowserHash: tokenHash(binding),
+		CodeChallenge: p.codeChallenge, Resources: p.resources, BrowserHash: tokenHash(binding),
 		CreatedAt: now, ExpiresAt: now.Add(lifetime),
 	}); err != nil {
 		return err
@@ -100,7 +104,7 @@ func (s *authorizer) handleAuthorize(w http.ResponseWriter, r *http.Request) err
 		})
 		return nil
 	}
-	s.signInPage(w, client, p.scopes, requestID)
+	s.signInPage(w, client, p, requestID)
 	return nil
 }
 
@@ -108,7 +112,9 @@ func (s *authorizer) handleAuthorize(w http.ResponseWriter, r *http.Request) err
 // known; its errors are sent back to the client by redirect.
 func (s *authorizer) parseAuthorize(client *Client, redirectURI string, q url.Values) (*authorizeParams, *Error) {
 	p := &authorizeParams{client: client, redirectURI: redirectURI}
-	for _, k := range []string{"response_type", "scope", "state", "nonce", "code_challenge", "code_challenge_method", "resource", "prompt"} {
+	// resource may repeat (RFC 8707 §2): the token may then be meant for
+	// any of them.
+	for _, k := range []string{"response_type", "scope", "state", "nonce", "code_challenge", "code_challenge_method", "prompt"} {
 		if len(q[k]) > 1 {
 			return nil, ErrInvalidRequest("parameter " + k + " is given more than once")
 		}
@@ -148,16 +154,14 @@ func (s *authorizer) parseAuthorize(client *Client, redirectURI string, q url.Va
 		return nil, ErrInvalidScope("scope is required")
 	}
 	for _, sc := range scopes {
-		if !slices.Contains(client.Scopes, sc) {
+		if !client.MayRequest(sc) {
 			return nil, ErrInvalidScope("this client may not request scope " + sc)
 		}
 	}
 	p.scopes = scopes
-	res, err := ParseResource(q.Get("resource"))
-	if err != nil {
+	if p.resources, err = parseResources(q["resource"]); err != nil {
 		return nil, AsError(err)
 	}
-	p.resource = res
 	return p, nil
 }
 
@@ -261,7 +265,7 @@ func (s *authorizer) approve(ctx context.Context, requestID string, a *agents.Ag
 	approval := Approval{AgentID: a.ID, ModelName: model, AuthTime: now, CodeSeed: randomToken(16)}
 	if err := s.store.CreateCode(ctx, tokenHash(s.codeFor(approval.CodeSeed)), &CodeGrant{
 		ClientID: req.ClientID, RedirectURI: req.RedirectURI, Scopes: req.Scopes, Nonce: req.Nonce,
-		CodeChallenge: req.CodeChallenge, Resource: req.Resource, AgentID: a.ID, ModelName: model, AuthTime: now,
+		CodeChallenge: req.CodeChallenge, Resources: req.Resources, AgentID: a.ID, ModelName: model, AuthTime: now,
 		ExpiresAt: now.Add(s.cfg.CodeLifetime),
 	}); err != nil {
 		return "", err

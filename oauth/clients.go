@@ -39,10 +39,21 @@ const (
 	ClientFromConfig  = "config"
 	ClientFromAdmin   = "admin"
 	ClientFromDynamic = "dynamic"
+
+	// ClientFromDocument is the Source of a client described by its metadata document.
+	ClientFromDocument = "metadata_document"
 )
 
 // IdentityScopes are the scopes about the agent itself.
 var IdentityScopes = []string{ScopeOpenID, ScopeProfile, ScopeEmail, ScopePermissions}
+
+// AnyScope reports whether the client may ask for any scope (it registered
+// without naming scopes); what is granted is still bounded by the agent's
+// permissions.
+func (c *Client) AnyScope() bool { return len(c.Scopes) == 0 }
+
+// MayRequest reports whether the client may ask for scope sc.
+func (c *Client) MayRequest(sc string) bool { return c.AnyScope() || slices.Contains(c.Scopes, sc) }
 
 // AllowsGrant reports whether the client may use grant type g.
 func (c *Client) AllowsGrant(g string) bool { return slices.Contains(c.GrantTypes, g) }
@@ -64,7 +75,11 @@ type ClientSpec struct {
 	Public       bool
 	RedirectURIs []string
 	Scopes       []string
-	GrantTypes   []string
+	// AnyScope, with no Scopes, lets the client ask for any scope: an RFC
+	// 7591 registration without scope (MCP clients register so). What is
+	// granted stays bounded by the agent's permissions.
+	AnyScope   bool
+	GrantTypes []string
 }
 
 // MinConfiguredSecret is the shortest client secret an operator may write.
@@ -73,7 +88,11 @@ const MinConfiguredSecret = 32
 // NewClient validates spec and builds the client. For a confidential client
 // without a secret it generates one (256 random bits) and returns it.
 func NewClient(spec ClientSpec, source string, now time.Time) (*Client, string, error) {
-	if err := validateClientID(spec.ID); err != nil {
+	checkID := validateClientID
+	if source == ClientFromDocument {
+		checkID = validateDocumentClientID // the id is the document's URL
+	}
+	if err := checkID(spec.ID); err != nil {
 		return nil, "", err
 	}
 	if len(spec.Name) > 128 {
@@ -87,12 +106,15 @@ func NewClient(spec ClientSpec, source string, now time.Time) (*Client, string, 
 		return nil, "", ErrInvalidRedirectURI("at most 20 redirect URIs")
 	}
 	for _, u := range spec.RedirectURIs {
-		if err := ValidateRedirectURI(u); err != nil {
+		if err := validateClientRedirectURI(u, spec.Public); err != nil {
 			return nil, "", ErrInvalidRedirectURI(err.Error())
 		}
 	}
 	scopes := spec.Scopes
-	if len(scopes) == 0 {
+	switch {
+	case len(scopes) == 0 && spec.AnyScope:
+		scopes = nil
+	case len(scopes) == 0:
 		scopes = IdentityScopes
 	}
 	if err := agents.ValidatePermissions(scopes); err != nil {
@@ -161,14 +183,20 @@ func validateClientID(id string) error {
 	return nil
 }
 
-// ValidateRedirectURI checks a redirect URI a client registers: absolute,
-// no fragment, https, or http only on a loopback host (RFC 8252 §7.3).
-func ValidateRedirectURI(raw string) error {
+// ValidateRedirectURI checks a redirect URI a confidential client
+// registers: absolute, no fragment, https, or http only on a loopback host
+// (RFC 8252 §7.3).
+func ValidateRedirectURI(raw string) error { return validateClientRedirectURI(raw, false) }
+
+// validateClientRedirectURI checks a redirect URI a client registers; a
+// public client (a native app, RFC 8252 §7.1) may also use a private-use
+// scheme in reverse-domain form, such as com.example.app:/callback.
+func validateClientRedirectURI(raw string, public bool) error {
 	if len(raw) > 2048 {
 		return errors.New("redirect URI longer than 2048 characters")
 	}
 	u, err := url.Parse(raw)
-	if err != nil || !u.IsAbs() || u.Host == "" || u.Opaque != "" {
+	if err != nil || !u.IsAbs() {
 		return fmt.Errorf("redirect URI %q is not an absolute URL", raw)
 	}
 	if u.Fragment != "" || strings.Contains(raw, "#") {
@@ -177,6 +205,18 @@ func ValidateRedirectURI(raw string) error {
 	if u.User != nil {
 		return fmt.Errorf("redirect URI %q must not carry credentials", raw)
 	}
+	if isPrivateUseScheme(u.Scheme) {
+		if !public {
+			return fmt.Errorf("redirect URI %q: private-use schemes are for public (native) clients only", raw)
+		}
+		if u.Opaque != "" || (u.Host == "" && u.Path == "") {
+			return fmt.Errorf("redirect URI %q must have a path, as in %s:/callback", raw, u.Scheme)
+		}
+		return nil
+	}
+	if u.Host == "" || u.Opaque != "" {
+		return fmt.Errorf("redirect URI %q is not an absolute URL", raw)
+	}
 	switch u.Scheme {
 	case "https":
 	case "http":
@@ -184,9 +224,28 @@ func ValidateRedirectURI(raw string) error {
 			return fmt.Errorf("redirect URI %q must use https (http only on localhost or a loopback address)", raw)
 		}
 	default:
+		if public {
+			return fmt.Errorf("redirect URI %q must use https, http on loopback, or a private-use scheme in reverse-domain form (com.example.app:/callback)", raw)
+		}
 		return fmt.Errorf("redirect URI %q must use https", raw)
 	}
 	return nil
+}
+
+// isPrivateUseScheme reports whether scheme is in the reverse-domain form
+// RFC 8252 §7.1 asks of native apps' private-use schemes: at least two
+// labels, so that no well-known scheme (javascript, data, file) qualifies.
+func isPrivateUseScheme(scheme string) bool {
+	labels := strings.Split(scheme, ".")
+	if len(labels) < 2 {
+		return false
+	}
+	for _, l := range labels {
+		if l == "" {
+			return false
+		}
+	}
+	return true
 }
 
 // IsLoopbackHost reports whether host names this machine: "localhost" or
@@ -214,10 +273,47 @@ func ValidateIssuer(issuer string) error {
 	return nil
 }
 
-// MatchRedirectURI reports whether requested is one of the registered URIs,
-// compared as exact strings (OAuth 2.1 §4.1.1).
+// MatchRedirectURI reports whether requested is one of the registered URIs:
+// an exact string match (OAuth 2.1 §4.1.1), except that a loopback http
+// redirect matches on any port (RFC 8252 §7.3: a native app listens on
+// whatever port is free when it runs).
 func (c *Client) MatchRedirectURI(requested string) bool {
-	return requested != "" && slices.Contains(c.RedirectURIs, requested)
+	if requested == "" {
+		return false
+	}
+	if slices.Contains(c.RedirectURIs, requested) {
+		return true
+	}
+	want, ok := withoutLoopbackPort(requested)
+	if !ok {
+		return false
+	}
+	for _, reg := range c.RedirectURIs {
+		if got, ok := withoutLoopbackPort(reg); ok && got == want {
+			return true
+		}
+	}
+	return false
+}
+
+// withoutLoopbackPort returns an http loopback URI without its port, and
+// false for any other URI (those match exactly or not at all).
+func withoutLoopbackPort(raw string) (string, bool) {
+	u, err := url.Parse(raw)
+	if err != nil || u.Scheme != "http" || u.User != nil || u.Fragment != "" || !IsLoopbackHost(u.Hostname()) {
+		return "", false
+	}
+	if p := u.Port(); p != "" {
+		if n, err := strconv.Atoi(p); err != nil || n < 1 || n > 65535 {
+			return "", false
+		}
+	}
+	host := u.Hostname()
+	if strings.Contains(host, ":") {
+		host = "[" + host + "]"
+	}
+	u.Host = host
+	return u.String(), true
 }
 
 // hashSecret is the stored form of a client secret: secrets are long and
@@ -256,21 +352,36 @@ func tokenHash(tok string) string {
 type Clients struct {
 	config map[string]*Client
 	store  ClientStore
+	// docs fetches the clients whose id is the URL of their metadata
+	// document; nil when such ids are refused.
+	docs *ClientDocuments
 }
 
-// NewClients returns the client registry.
-func NewClients(config []*Client, store ClientStore) *Clients {
+// NewClients returns the client registry; docs may be nil (client ids
+// that are URLs are then unknown).
+func NewClients(config []*Client, store ClientStore, docs *ClientDocuments) *Clients {
 	m := make(map[string]*Client, len(config))
 	for _, c := range config {
 		m[c.ID] = c
 	}
-	return &Clients{config: m, store: store}
+	return &Clients{config: m, store: store, docs: docs}
 }
 
-// Get returns the client or ErrNotFound.
+// errDocumentsOff is the answer to a metadata-document client id when the
+// operator turned such clients off.
+var errDocumentsOff = fmt.Errorf("%w: this server does not accept client ids that are metadata document URLs", ErrNotFound)
+
+// Get returns the client or ErrNotFound (wrapped, with a reason a person
+// may read, for a metadata document that cannot be used).
 func (cs *Clients) Get(ctx context.Context, id string) (*Client, error) {
 	if c, ok := cs.config[id]; ok {
 		return c, nil
+	}
+	if IsClientIDURL(id) {
+		if cs.docs == nil {
+			return nil, errDocumentsOff
+		}
+		return cs.docs.Client(ctx, id)
 	}
 	if validateClientID(id) != nil {
 		return nil, ErrNotFound
@@ -334,7 +445,8 @@ func (cs *Clients) Update(ctx context.Context, id string, fn func(*Client) error
 		}
 		// Re-validate with the rules for new clients; the secret is kept
 		// (a stand-in satisfies the check, its hash is put back below).
-		spec := ClientSpec{ID: c.ID, Name: c.Name, Public: c.Public, RedirectURIs: c.RedirectURIs, Scopes: c.Scopes, GrantTypes: c.GrantTypes}
+		spec := ClientSpec{ID: c.ID, Name: c.Name, Public: c.Public, RedirectURIs: c.RedirectURIs, Scopes: c.Scopes,
+			AnyScope: len(c.Scopes) == 0, GrantTypes: c.GrantTypes}
 		if !c.Public {
 			spec.Secret = strings.Repeat("x", MinConfiguredSecret)
 		}

@@ -101,13 +101,14 @@ func narrowScope(requested string, granted []string) ([]string, error) {
 	return req, nil
 }
 
-// checkExchangeSubject is the part of decideExchange that needs no agent:
-// the subject token may be exchanged by client at all.
-func checkExchangeSubject(sub *AccessClaims, client *Client) error {
+// checkExchangeSubject is the part of decideExchange that needs no
+// record: the subject token may be exchanged by actor at all, because it
+// was issued to it or is meant for it (possession alone is not enough).
+func checkExchangeSubject(sub *AccessClaims, actor string) error {
 	if strings.Count(sub.ID, ".") >= maxExchangeDepth {
 		return ErrInvalidGrant("subject_token was exchanged too many times already")
 	}
-	if sub.ClientID != client.ID && !slices.Contains(sub.Audience, client.ID) {
+	if sub.ClientID != actor && !slices.Contains(sub.Audience, actor) {
 		return ErrInvalidGrant("subject_token was neither issued to nor meant for this client")
 	}
 	return nil
@@ -121,14 +122,47 @@ type exchangeRequest struct {
 	audience []string // resource and audience parameters, checked
 }
 
-// decideExchange decides what token client may get for q.subject, whose
-// agent is a: only a token issued to the client, or meant for it, may be
-// exchanged by it (possession alone is not enough); the scope narrows,
-// within what the client may hold and the agent still has; the result names
-// the client in act, never outlives the subject token and descends from it.
-func decideExchange(q exchangeRequest, client *Client, a *agents.Agent) (AccessGrant, error) {
+// exchangeActor is who asks for an exchange: a client, or an agent acting
+// as its own client, and what it may hold.
+type exchangeActor struct {
+	id  string
+	may func(scope string) bool
+}
+
+// exchangeSubject is whom the subject token speaks for, as it stands now:
+// an agent (its permissions may have shrunk since) or a client (a
+// client_credentials token).
+type exchangeSubject struct {
+	model string
+	holds func(scope string) bool
+}
+
+// clientActor and agentActor are the two kinds of exchangeActor.
+func clientActor(c *Client) exchangeActor { return exchangeActor{id: c.ID, may: c.MayRequest} }
+
+func agentActor(a *agents.Agent) exchangeActor { return exchangeActor{id: a.ID, may: agentHolds(a)} }
+
+// agentSubject and clientSubject are the two kinds of exchangeSubject.
+func agentSubject(a *agents.Agent) exchangeSubject {
+	return exchangeSubject{model: a.ModelName, holds: agentHolds(a)}
+}
+
+func clientSubject(c *Client) exchangeSubject { return exchangeSubject{holds: c.MayRequest} }
+
+// agentHolds reports whether agent a may hold scope sc: any identity
+// scope, and the API scopes of its permissions.
+func agentHolds(a *agents.Agent) func(string) bool {
+	return func(sc string) bool { return slices.Contains(IdentityScopes, sc) || slices.Contains(a.Permissions, sc) }
+}
+
+// decideExchange decides what token actor may get for q.subject: only a
+// token issued to the actor, or meant for it, may be exchanged by it; the
+// scope narrows, within what the actor may hold and the subject still
+// holds; the result names the actor in act, never outlives the subject
+// token and descends from it.
+func decideExchange(q exchangeRequest, actor exchangeActor, subject exchangeSubject) (AccessGrant, error) {
 	sub := q.subject
-	if err := checkExchangeSubject(sub, client); err != nil {
+	if err := checkExchangeSubject(sub, actor.id); err != nil {
 		return AccessGrant{}, err
 	}
 	scopes, err := narrowScope(q.scope, sub.Scopes())
@@ -136,11 +170,11 @@ func decideExchange(q exchangeRequest, client *Client, a *agents.Agent) (AccessG
 		return AccessGrant{}, err
 	}
 	for _, sc := range scopes {
-		if !slices.Contains(client.Scopes, sc) {
+		if !actor.may(sc) {
 			return AccessGrant{}, ErrInvalidScope("this client may not hold scope " + sc)
 		}
-		if !slices.Contains(IdentityScopes, sc) && !slices.Contains(a.Permissions, sc) {
-			return AccessGrant{}, ErrInvalidScope("the agent no longer has permission " + sc)
+		if !subject.holds(sc) {
+			return AccessGrant{}, ErrInvalidScope("the subject no longer has permission " + sc)
 		}
 	}
 	aud := q.audience
@@ -151,9 +185,13 @@ func decideExchange(q exchangeRequest, client *Client, a *agents.Agent) (AccessG
 	if sub.AuthTime != 0 {
 		authTime = time.Unix(sub.AuthTime, 0)
 	}
+	model := subject.model
+	if model == "" {
+		model = sub.ModelName
+	}
 	return AccessGrant{
-		Subject: sub.Subject, ClientID: client.ID, Scopes: scopes, Audience: aud, ModelName: a.ModelName,
-		AuthTime: authTime, Actor: &Actor{Subject: client.ID, Act: sub.Act}, NotAfter: sub.ExpiresAt.Time,
+		Subject: sub.Subject, ClientID: actor.id, Scopes: scopes, Audience: aud, ModelName: model,
+		AuthTime: authTime, Actor: &Actor{Subject: actor.id, Act: sub.Act}, NotAfter: sub.ExpiresAt.Time,
 		JTIPrefix: sub.ID,
 	}, nil
 }

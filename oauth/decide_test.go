@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"errors"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -113,7 +114,7 @@ func TestDecideExchange(t *testing.T) {
 		ExpiresAt: jwt.NewNumericDate(t0.Add(time.Hour))}, ClientID: "site", Scope: "openid data:read data:write", AuthTime: t0.Unix()}
 	site := &Client{ID: "site", Scopes: []string{"openid", "data:read", "data:write"}}
 	agent := &agents.Agent{ID: "bot", ModelName: "m", Permissions: []string{"data:read", "data:write"}}
-	g, err := decideExchange(exchangeRequest{subject: sub, scope: "data:read", audience: []string{"https://api"}}, site, agent)
+	g, err := decideExchange(exchangeRequest{subject: sub, scope: "data:read", audience: []string{"https://api"}}, clientActor(site), agentSubject(agent))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -121,28 +122,50 @@ func TestDecideExchange(t *testing.T) {
 		g.Actor.Subject != "site" || !g.NotAfter.Equal(t0.Add(time.Hour)) || g.JTIPrefix != "fam.jti" || !g.AuthTime.Equal(t0) {
 		t.Fatalf("grant %+v", g)
 	}
-	if g, _ := decideExchange(exchangeRequest{subject: sub}, site, agent); g.Audience[0] != "https://auth" {
+	if g, _ := decideExchange(exchangeRequest{subject: sub}, clientActor(site), agentSubject(agent)); g.Audience[0] != "https://auth" {
 		t.Fatalf("without a target the audience stays: %v", g.Audience)
 	}
 	other := &Client{ID: "other", Scopes: site.Scopes}
-	_, err = decideExchange(exchangeRequest{subject: sub}, other, agent)
+	_, err = decideExchange(exchangeRequest{subject: sub}, clientActor(other), agentSubject(agent))
 	wantCode(t, "not the client's token", err, "invalid_grant")
 	meant := *sub
 	meant.Audience = []string{"other"}
-	if _, err := decideExchange(exchangeRequest{subject: &meant}, other, agent); err != nil {
+	if _, err := decideExchange(exchangeRequest{subject: &meant}, clientActor(other), agentSubject(agent)); err != nil {
 		t.Fatalf("a token meant for the client: %v", err)
 	}
-	_, err = decideExchange(exchangeRequest{subject: sub, scope: "data:admin"}, site, agent)
+	_, err = decideExchange(exchangeRequest{subject: sub, scope: "data:admin"}, clientActor(site), agentSubject(agent))
 	wantCode(t, "widened", err, "invalid_scope")
-	_, err = decideExchange(exchangeRequest{subject: sub, scope: "data:write"}, site, &agents.Agent{ID: "bot", Permissions: []string{"data:read"}})
+	_, err = decideExchange(exchangeRequest{subject: sub, scope: "data:write"}, clientActor(site), agentSubject(&agents.Agent{ID: "bot", Permissions: []string{"data:read"}}))
 	wantCode(t, "permission lost", err, "invalid_scope")
 	narrow := &Client{ID: "site", Scopes: []string{"data:read"}}
-	_, err = decideExchange(exchangeRequest{subject: sub}, narrow, agent)
+	_, err = decideExchange(exchangeRequest{subject: sub}, clientActor(narrow), agentSubject(agent))
 	wantCode(t, "client may not hold", err, "invalid_scope")
 	deep := *sub
 	deep.ID = strings.Repeat("x.", maxExchangeDepth) + "x"
-	_, err = decideExchange(exchangeRequest{subject: &deep}, site, agent)
+	_, err = decideExchange(exchangeRequest{subject: &deep}, clientActor(site), agentSubject(agent))
 	wantCode(t, "too deep", err, "invalid_grant")
+
+	// An agent exchanging its own token (from /api/agent-auth).
+	own := &AccessClaims{RegisteredClaims: jwt.RegisteredClaims{Subject: "bot", ID: "jti", Audience: []string{"https://auth"},
+		ExpiresAt: jwt.NewNumericDate(t0.Add(time.Hour))}, ClientID: "bot", Scope: "profile data:read data:write"}
+	g, err = decideExchange(exchangeRequest{subject: own, scope: "data:read", audience: []string{"https://api"}}, agentActor(agent), agentSubject(agent))
+	if err != nil || g.ClientID != "bot" || g.Actor.Subject != "bot" || g.Audience[0] != "https://api" {
+		t.Fatalf("an agent's own token: %+v %v", g, err)
+	}
+	_, err = decideExchange(exchangeRequest{subject: own}, agentActor(&agents.Agent{ID: "other"}), agentSubject(agent))
+	wantCode(t, "another agent's token", err, "invalid_grant")
+
+	// A client exchanging its client_credentials token: the subject is the
+	// client, whose scopes bound it.
+	svc := &Client{ID: "svc", Scopes: []string{"data:read", "data:write"}}
+	cc := &AccessClaims{RegisteredClaims: jwt.RegisteredClaims{Subject: "svc", ID: "jti2", Audience: []string{"https://auth"},
+		ExpiresAt: jwt.NewNumericDate(t0.Add(time.Hour))}, ClientID: "svc", Scope: "data:read data:write"}
+	g, err = decideExchange(exchangeRequest{subject: cc, scope: "data:read"}, clientActor(svc), clientSubject(svc))
+	if err != nil || g.Subject != "svc" || strings.Join(g.Scopes, " ") != "data:read" {
+		t.Fatalf("a client's own token: %+v %v", g, err)
+	}
+	_, err = decideExchange(exchangeRequest{subject: cc, scope: "data:write"}, clientActor(svc), clientSubject(&Client{ID: "svc", Scopes: []string{"data:read"}}))
+	wantCode(t, "client lost the scope", err, "invalid_scope")
 }
 
 func TestPlanKeys(t *testing.T) {
@@ -192,5 +215,33 @@ func TestPlanKeys(t *testing.T) {
 	forced, changed, _ := PlanKeys(first, KeyPolicy{Algs: []string{AlgEdDSA}, Rotation: p.Rotation}, t0.Add(time.Minute), true)
 	if !changed || len(forced) != 2 || forced[0].Algorithm != AlgEdDSA || forced[1].RetiredAt.IsZero() {
 		t.Fatalf("forced: %+v", forced)
+	}
+}
+
+func TestNarrowResources(t *testing.T) {
+	a, b := "https://a.example.com/", "https://b.example.com/mcp"
+	for name, tc := range map[string]struct {
+		requested, authorized, want []string
+		code                        string
+	}{
+		"none requested: all":   {nil, []string{a, b}, []string{a, b}, ""},
+		"none authorized":       {nil, nil, nil, ""},
+		"one of them":           {[]string{b}, []string{a, b}, []string{b}, ""},
+		"both, deduplicated":    {[]string{b, a, b}, []string{a, b}, []string{b, a}, ""},
+		"never authorized":      {[]string{"https://c.example.com/"}, []string{a, b}, nil, "invalid_target"},
+		"none was authorized":   {[]string{a}, nil, nil, "invalid_target"},
+		"not a URI":             {[]string{"not a uri"}, []string{a}, nil, "invalid_target"},
+		"empty value":           {[]string{""}, []string{a}, nil, "invalid_target"},
+		"with a fragment":       {[]string{a + "#x"}, []string{a}, nil, "invalid_target"},
+		"more than the maximum": {slices.Repeat([]string{a}, maxResources+1), []string{a}, nil, "invalid_target"},
+	} {
+		got, err := narrowResources(tc.requested, tc.authorized)
+		if tc.code != "" {
+			wantCode(t, name, err, tc.code)
+			continue
+		}
+		if err != nil || !slices.Equal(got, tc.want) {
+			t.Errorf("%s: %q %v, want %q", name, got, err, tc.want)
+		}
 	}
 }

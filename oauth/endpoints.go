@@ -41,16 +41,20 @@ func (s *tokenInfo) handleIntrospect(w http.ResponseWriter, r *http.Request) err
 	if err != nil {
 		return err
 	}
-	if _, err := s.authenticateConfidential(r, params); err != nil {
+	c, err := s.authenticateIntrospector(w, r, params)
+	if err != nil {
 		return err
 	}
 	tok := params.Get("token")
 	if tok == "" {
 		return ErrInvalidRequest("token is required")
 	}
+	// A client (a resource server) may ask about any token; an agent only
+	// about those issued to it, the rest look inactive to it.
+	mayKnow := func(clientID string) bool { return c.client != nil || clientID == c.id() }
 	inactive := map[string]any{"active": false}
 	if claims, err := s.tokens.VerifyAccessToken(r.Context(), tok, ""); err == nil {
-		if s.revocations.Revoked(claims) || !s.subjectActive(r.Context(), claims) {
+		if !mayKnow(claims.ClientID) || s.revocations.Revoked(claims) || !s.subjectActive(r.Context(), claims) {
 			WriteJSON(w, http.StatusOK, inactive)
 			return nil
 		}
@@ -68,7 +72,7 @@ func (s *tokenInfo) handleIntrospect(w http.ResponseWriter, r *http.Request) err
 	if len(tok) <= 256 {
 		g, err := s.store.GetRefresh(r.Context(), tokenHash(tok))
 		switch {
-		case err == nil && !g.Rotated && !s.revocations.FamilyRevoked(g.Family) && s.now().Before(g.ExpiresAt):
+		case err == nil && mayKnow(g.ClientID) && !g.Rotated && !s.revocations.FamilyRevoked(g.Family) && s.now().Before(g.ExpiresAt):
 			WriteJSON(w, http.StatusOK, map[string]any{
 				"active": true, "token_type": "refresh_token", "scope": strings.Join(g.Scopes, " "),
 				"client_id": g.ClientID, "sub": g.AgentID, "iss": s.cfg.Issuer, "exp": g.ExpiresAt.Unix(),
@@ -95,17 +99,18 @@ func (s *tokenInfo) subjectActive(ctx context.Context, claims *AccessClaims) boo
 	return err == nil
 }
 
-// authenticateConfidential authenticates a client that has a secret:
-// introspection answers only those (a public client's id is no secret).
-func (s *tokenInfo) authenticateConfidential(r *http.Request, params map[string][]string) (*Client, error) {
-	c, err := s.authenticateCaller(r.Context(), nil, r, params, false)
+// authenticateIntrospector authenticates a caller that has a secret, a
+// confidential client or an agent: introspection answers only those (a
+// public client's id is no secret).
+func (s *tokenInfo) authenticateIntrospector(w http.ResponseWriter, r *http.Request, params map[string][]string) (caller, error) {
+	c, err := s.authenticateCaller(r.Context(), w, r, params, true)
 	if err != nil {
-		return nil, err
+		return caller{}, err
 	}
-	if c.client.Public {
-		return nil, ErrInvalidClient("introspection requires a confidential client")
+	if c.client != nil && c.client.Public {
+		return caller{}, ErrInvalidClient("introspection requires a confidential client")
 	}
-	return c.client, nil
+	return c, nil
 }
 
 // handleRevoke is POST /oauth2/revoke (RFC 7009): a refresh token revokes
@@ -116,34 +121,34 @@ func (s *tokenInfo) handleRevoke(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	// Public clients may revoke their own tokens (RFC 7009 §2.1); they can
-	// touch nothing else.
-	c, err := s.authenticateCaller(r.Context(), w, r, params, false)
+	// Public clients may revoke their own tokens (RFC 7009 §2.1), and
+	// agents those they got for themselves; nobody touches anything else.
+	c, err := s.authenticateCaller(r.Context(), w, r, params, true)
 	if err != nil {
 		return err
 	}
-	client := c.client
+	callerID := c.id()
 	tok := params.Get("token")
 	if tok == "" {
 		return ErrInvalidRequest("token is required")
 	}
 	// token_type_hint is only a hint (RFC 7009 §2.1): both kinds are tried.
 	if claims, err := s.tokens.VerifyAccessToken(r.Context(), tok, ""); err == nil {
-		if claims.ClientID == client.ID {
+		if claims.ClientID == callerID {
 			if err := s.revokeToken(r.Context(), claims.ID, claims.ExpiresAt.Time); err != nil {
 				return err
 			}
-			s.log.Info("access token revoked", zap.String("client_id", client.ID), zap.String("jti", claims.ID))
+			s.log.Info("access token revoked", zap.String("client_id", callerID), zap.String("jti", claims.ID))
 		}
 	} else if len(tok) <= 256 {
 		g, err := s.store.GetRefresh(r.Context(), tokenHash(tok))
 		switch {
 		case err == nil:
-			if g.ClientID == client.ID {
+			if g.ClientID == callerID {
 				if err := s.revokeFamily(r.Context(), g.Family); err != nil {
 					return err
 				}
-				s.log.Info("refresh token family revoked", zap.String("client_id", client.ID))
+				s.log.Info("refresh token family revoked", zap.String("client_id", callerID))
 			}
 		case !errors.Is(err, ErrNotFound):
 			return err
@@ -186,6 +191,7 @@ func (s *metadata) handleDiscovery(w http.ResponseWriter, r *http.Request) error
 		"request_parameter_supported":                      false,
 		"claims_parameter_supported":                       false,
 		"token_endpoint_auth_signing_alg_values_supported": []string{AlgRS256},
+		"client_id_metadata_document_supported":            s.cfg.ClientIDMetadataDocuments,
 	}
 	if s.cfg.DynamicRegistration != DynamicRegistrationOff {
 		doc["registration_endpoint"] = iss + "/oauth2/register"
@@ -233,17 +239,32 @@ func (s *metadata) handleClientRegistration(w http.ResponseWriter, r *http.Reque
 		try.Succeeded(r.Context())
 	}
 	// Registering clients costs storage like registering agents: the same
-	// per-IP budget (counted apart).
-	if err := s.limits.TakeRegistration(r.Context(), w, r, "client-"); err != nil {
+	// per-IP budget (counted apart), spent only by registrations that
+	// create a client.
+	charge, err := s.limits.ChargeRegistration(r.Context(), w, r, "client-")
+	if err != nil {
 		return err
 	}
+	c, secret, err := s.registerClient(w, r)
+	if err != nil {
+		charge.Failed(context.WithoutCancel(r.Context()), AsError(err).Status < 500)
+		return err
+	}
+	s.log.Info("client registered dynamically", zap.String("client_id", c.ID))
+	WriteJSON(w, http.StatusCreated, ClientMetadata(c, secret))
+	return nil
+}
+
+// registerClient reads an RFC 7591 registration request and creates the
+// client.
+func (s *metadata) registerClient(w http.ResponseWriter, r *http.Request) (*Client, string, error) {
 	var md clientMetadata
 	if err := DecodeJSON(w, r, s.cfg.MaxBody, &md); err != nil {
-		return err
+		return nil, "", err
 	}
 	for _, rt := range md.ResponseTypes {
 		if rt != "code" {
-			return ErrInvalidClientMetadata("only the code response type is supported")
+			return nil, "", ErrInvalidClientMetadata("only the code response type is supported")
 		}
 	}
 	public := false
@@ -252,11 +273,11 @@ func (s *metadata) handleClientRegistration(w http.ResponseWriter, r *http.Reque
 	case AuthNone:
 		public = true
 	default:
-		return ErrInvalidClientMetadata("unsupported token_endpoint_auth_method")
+		return nil, "", ErrInvalidClientMetadata("unsupported token_endpoint_auth_method")
 	}
 	scopes, err := ParseScope(md.Scope)
 	if err != nil {
-		return ErrInvalidClientMetadata(AsError(err).Description)
+		return nil, "", ErrInvalidClientMetadata(AsError(err).Description)
 	}
 	// Whoever registers chooses these scopes, so a dynamic client gets only
 	// grants where an agent's permissions decide: no client_credentials, no
@@ -267,22 +288,23 @@ func (s *metadata) handleClientRegistration(w http.ResponseWriter, r *http.Reque
 	}
 	for _, g := range grants {
 		if g != GrantAuthorizationCode && g != GrantRefreshToken {
-			return ErrInvalidClientMetadata("dynamically registered clients may use only authorization_code and refresh_token")
+			return nil, "", ErrInvalidClientMetadata("dynamically registered clients may use only authorization_code and refresh_token")
 		}
 	}
+	// Without scope (RFC 7591 lets a client leave it out, and MCP clients
+	// do) the client may ask for any scope; the agent's permissions bound
+	// what it gets.
 	c, secret, err := NewClient(ClientSpec{
 		ID: "dyn_" + randomToken(16), Name: md.ClientName, Public: public, RedirectURIs: md.RedirectURIs,
-		Scopes: scopes, GrantTypes: grants,
+		Scopes: scopes, AnyScope: len(scopes) == 0, GrantTypes: grants,
 	}, ClientFromDynamic, s.now())
 	if err != nil {
-		return err
+		return nil, "", err
 	}
 	if err := s.clients.Create(r.Context(), c); err != nil {
-		return err
+		return nil, "", err
 	}
-	s.log.Info("client registered dynamically", zap.String("client_id", c.ID))
-	WriteJSON(w, http.StatusCreated, ClientMetadata(c, secret))
-	return nil
+	return c, secret, nil
 }
 
 // ClientMetadata is the RFC 7591 §3.2.1 view of a client (never its secret
@@ -291,8 +313,11 @@ func ClientMetadata(c *Client, secret string) map[string]any {
 	method := c.AuthMethod()
 	v := map[string]any{
 		"client_id": c.ID, "client_name": c.Name, "redirect_uris": c.RedirectURIs, "grant_types": c.GrantTypes,
-		"response_types": []string{"code"}, "scope": strings.Join(c.Scopes, " "), "token_endpoint_auth_method": method,
+		"response_types": []string{"code"}, "token_endpoint_auth_method": method,
 		"client_id_issued_at": c.CreatedAt.Unix(),
+	}
+	if !c.AnyScope() {
+		v["scope"] = strings.Join(c.Scopes, " ")
 	}
 	if !c.Public {
 		v["client_secret_expires_at"] = 0

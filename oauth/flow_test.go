@@ -86,6 +86,52 @@ func TestValidateRedirectURI(t *testing.T) {
 	}
 }
 
+// RFC 8252: loopback redirects match on any port, private-use schemes in
+// reverse-domain form are for public clients, everything else is exact.
+func TestNativeRedirects(t *testing.T) {
+	spec := oauth.ClientSpec{ID: "app", Public: true, RedirectURIs: []string{
+		"http://127.0.0.1/cb", "http://[::1]:9000/cb", "http://localhost/cb?x=1", "com.example.app:/cb", testRedirect,
+	}}
+	c, _, err := oauth.NewClient(spec, oauth.ClientFromConfig, testTime())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for uri, ok := range map[string]bool{
+		"http://127.0.0.1/cb":                    true,
+		"http://127.0.0.1:54321/cb":              true,
+		"http://[::1]/cb":                        true,
+		"http://[::1]:1/cb":                      true,
+		"http://localhost:3000/cb?x=1":           true,
+		"com.example.app:/cb":                    true,
+		testRedirect:                             true,
+		"http://127.0.0.1:54321/cb2":             false,
+		"http://127.0.0.1:54321/cb?":             false,
+		"http://127.0.0.2:54321/cb":              false,
+		"http://localhost:3000/cb":               false,
+		"http://127.0.0.1:0x50/cb":               false,
+		"http://127.0.0.1:99999/cb":              false,
+		"https://127.0.0.1:54321/cb":             false,
+		"com.example.app:/cb/":                   false,
+		"com.example.App:/cb":                    false,
+		"https://site.example.com:8443/callback": false,
+	} {
+		if got := c.MatchRedirectURI(uri); got != ok {
+			t.Errorf("MatchRedirectURI(%q) = %v, want %v", uri, got, ok)
+		}
+	}
+	for name, spec := range map[string]oauth.ClientSpec{
+		"private-use scheme, confidential": {ID: "a", Secret: strings.Repeat("s", 32), RedirectURIs: []string{"com.example.app:/cb"}},
+		"one-label scheme":                 {ID: "a", Public: true, RedirectURIs: []string{"myapp:/cb"}},
+		"opaque":                           {ID: "a", Public: true, RedirectURIs: []string{"com.example.app:cb"}},
+		"empty label":                      {ID: "a", Public: true, RedirectURIs: []string{"com..app:/cb"}},
+		"fragment":                         {ID: "a", Public: true, RedirectURIs: []string{"com.example.app:/cb#x"}},
+	} {
+		if _, _, err := oauth.NewClient(spec, oauth.ClientFromConfig, testTime()); err == nil {
+			t.Errorf("%s: accepted", name)
+		}
+	}
+}
+
 func TestNewClient(t *testing.T) {
 	now := testTime()
 	c, secret, err := oauth.NewClient(oauth.ClientSpec{ID: "gen", RedirectURIs: []string{"https://a.example.com/cb"}}, oauth.ClientFromAdmin, now)
@@ -128,7 +174,12 @@ func FuzzRedirectURIMatching(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, uri string) {
 		if c.MatchRedirectURI(uri) && uri != testRedirect && uri != "http://127.0.0.1:8080/cb" {
-			t.Fatalf("%q matched without being registered", uri)
+			// Only the loopback redirect may match, on another port.
+			u, err := url.Parse(uri)
+			if err != nil || u.Scheme != "http" || u.Hostname() != "127.0.0.1" || u.EscapedPath() != "/cb" || u.RawQuery != "" ||
+				u.User != nil || strings.Contains(uri, "#") || u.Port() == "" {
+				t.Fatalf("%q matched without being registered", uri)
+			}
 		}
 		if oauth.ValidateRedirectURI(uri) == nil {
 			u, err := url.Parse(uri)

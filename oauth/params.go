@@ -14,7 +14,7 @@ import (
 // readParams reads the body of /oauth2/token, /introspect and /revoke:
 // application/x-www-form-urlencoded (RFC 6749) or a flat JSON object of
 // strings (what agent SDKs send). A parameter given twice is
-// invalid_request (RFC 6749 §3.2).
+// invalid_request (RFC 6749 §3.2), but for resource (RFC 8707 §2).
 func readParams(w http.ResponseWriter, r *http.Request, max int64) (url.Values, error) {
 	mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
 	if err != nil {
@@ -53,7 +53,8 @@ func readParams(w http.ResponseWriter, r *http.Request, max int64) (url.Values, 
 		return nil, ErrInvalidRequest("the body must be application/x-www-form-urlencoded or application/json")
 	}
 	for k, vals := range v {
-		if len(vals) > 1 {
+		// resource alone may repeat (RFC 8707 §2).
+		if len(vals) > 1 && k != "resource" {
 			return nil, ErrInvalidRequest("parameter " + k + " is given more than once")
 		}
 	}

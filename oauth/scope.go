@@ -1,6 +1,7 @@
 package oauth
 
 import (
+	"fmt"
 	"net/url"
 	"slices"
 	"strings"
@@ -73,4 +74,49 @@ func ParseResource(s string) (string, error) {
 		return "", ErrInvalidTarget("resource must be an absolute URI without a fragment")
 	}
 	return s, nil
+}
+
+// maxResources bounds the resource indicators of one request.
+const maxResources = 10
+
+// parseResources checks the resource parameters of a request (RFC 8707:
+// the parameter may repeat); duplicates are dropped, order kept.
+func parseResources(values []string) ([]string, error) {
+	if len(values) > maxResources {
+		return nil, ErrInvalidTarget(fmt.Sprintf("at most %d resource parameters", maxResources))
+	}
+	var out []string
+	for _, v := range values {
+		if v == "" {
+			return nil, ErrInvalidTarget("resource must be an absolute URI without a fragment")
+		}
+		res, err := ParseResource(v)
+		if err != nil {
+			return nil, err
+		}
+		if !slices.Contains(out, res) {
+			out = append(out, res)
+		}
+	}
+	return out, nil
+}
+
+// narrowResources applies the resource parameters of a token request to
+// the resources authorized: each requested one must be among them (RFC
+// 8707 §2.2) and the token is meant for the requested ones; with none
+// requested, for all that were authorized.
+func narrowResources(values []string, authorized []string) ([]string, error) {
+	req, err := parseResources(values)
+	if err != nil {
+		return nil, err
+	}
+	if len(req) == 0 {
+		return authorized, nil
+	}
+	for _, r := range req {
+		if !slices.Contains(authorized, r) {
+			return nil, ErrInvalidTarget("resource " + strconvQuote(r) + " was not authorized; ask for it at the authorization endpoint")
+		}
+	}
+	return req, nil
 }

@@ -134,7 +134,11 @@ func NewServer(cfg Config, d Deps) *Server {
 	if d.Revocations == nil {
 		d.Revocations = NewRevocations(d.Store, d.Now, d.Log)
 	}
-	p := &provider{cfg: cfg, agents: d.Agents, keys: d.Keys, tokens: d.Tokens, clients: NewClients(d.Clients, d.Store),
+	var docs *ClientDocuments
+	if cfg.ClientIDMetadataDocuments {
+		docs = NewClientDocuments(cfg.ClientIDMetadataHosts, d.Log.Named("client_documents"), d.Now)
+	}
+	p := &provider{cfg: cfg, agents: d.Agents, keys: d.Keys, tokens: d.Tokens, clients: NewClients(d.Clients, d.Store, docs),
 		store: d.Store, codeKey: d.CodeKey, revocations: d.Revocations, limits: d.Limits, log: d.Log, now: d.Now}
 	agentAPI, authz, token, info, meta := &agentAPI{p}, &authorizer{p}, &tokenEndpoint{p}, &tokenInfo{p}, &metadata{p}
 	get, post := http.MethodGet, http.MethodPost

@@ -140,7 +140,9 @@ type AuthRequest struct {
 	State         string
 	Nonce         string
 	CodeChallenge string
-	Resource      string
+	// Resources are the RFC 8707 resource indicators the client asked for
+	// (the audiences its tokens may name); empty means the issuer.
+	Resources []string
 	// BrowserHash is the SHA-256 of the binding cookie the browser holds.
 	BrowserHash string
 	CreatedAt   time.Time
@@ -182,7 +184,7 @@ type CodeGrant struct {
 	Scopes        []string
 	Nonce         string
 	CodeChallenge string
-	Resource      string
+	Resources     []string
 	AgentID       string
 	ModelName     string
 	AuthTime      time.Time
@@ -215,11 +217,13 @@ type CodeStore interface {
 // RefreshGrant is what a refresh token stands for, stored under the SHA-256
 // of the token. Every refresh token of one lineage shares its Family.
 type RefreshGrant struct {
-	Family    string
-	ClientID  string
-	AgentID   string
-	Scopes    []string
-	Resource  string
+	Family   string
+	ClientID string
+	AgentID  string
+	Scopes   []string
+	// Resources are those authorized: each refresh may narrow the access
+	// token's audience to one of them.
+	Resources []string
 	ModelName string
 	AuthTime  time.Time
 	// ExpiresAt is when the family ends: refresh tokens rotate within a

@@ -111,7 +111,8 @@ func (s *tokenEndpoint) handleToken(w http.ResponseWriter, r *http.Request) erro
 	default:
 		return ErrUnsupportedGrantType("unsupported grant_type " + strconvQuote(grant))
 	}
-	c, err := s.authenticateCaller(r.Context(), w, r, params, grant == GrantClientCredentials)
+	// Agents act as their own clients for the grants about themselves.
+	c, err := s.authenticateCaller(r.Context(), w, r, params, grant == GrantClientCredentials || grant == GrantTokenExchange)
 	if err != nil {
 		return err
 	}
@@ -136,7 +137,7 @@ func (s *tokenEndpoint) handleToken(w http.ResponseWriter, r *http.Request) erro
 	case GrantClientCredentials:
 		resp, err = s.grantClientCredentials(c, params)
 	case GrantTokenExchange:
-		resp, err = s.grantTokenExchange(r.Context(), c.client, params)
+		resp, err = s.grantTokenExchange(r.Context(), c, params)
 	}
 	if err != nil {
 		return err
@@ -168,10 +169,17 @@ func (s *tokenEndpoint) grantAuthorizationCode(ctx context.Context, client *Clie
 	plan := AccessGrant{JTIPrefix: family}
 	plan.ID = NewTokenID(family)
 	exp := s.tokens.ExpiryOf(plan)
+	var audience []string
 	g, err := s.store.RedeemCode(ctx, tokenHash(code), func(g *CodeGrant) (Redemption, error) {
 		if err := decideRedemption(g, q, s.now()); err != nil {
 			return Redemption{}, err
 		}
+		// A resource never authorized fails before the code is spent.
+		aud, err := narrowResources(params["resource"], g.Resources)
+		if err != nil {
+			return Redemption{}, err
+		}
+		audience = aud
 		return Redemption{AccessTokenID: plan.ID, AccessTokenExpires: exp, Family: family}, nil
 	})
 	switch {
@@ -194,7 +202,7 @@ func (s *tokenEndpoint) grantAuthorizationCode(ctx context.Context, client *Clie
 		return nil, err
 	}
 	resp, err := s.issue(ctx, issueRequest{
-		client: client, agent: a, scopes: g.Scopes, resource: g.Resource, model: g.ModelName,
+		client: client, agent: a, scopes: g.Scopes, resources: g.Resources, audience: audience, model: g.ModelName,
 		authTime: g.AuthTime, nonce: g.Nonce, refresh: refresh, jti: plan.ID, notAfter: exp, family: family,
 		familyEnds: s.now().Add(s.cfg.RefreshTokenLifetime),
 	})
@@ -222,15 +230,18 @@ func (s *tokenEndpoint) revokeRedemption(ctx context.Context, red *Redemption) e
 
 // issueRequest is everything a set of tokens is issued from.
 type issueRequest struct {
-	client   *Client
-	agent    *agents.Agent
-	scopes   []string
-	resource string
-	model    string
-	authTime time.Time
-	nonce    string
-	refresh  bool   // issue a refresh token
-	jti      string // the access token's id, when chosen in advance
+	client *Client
+	agent  *agents.Agent
+	scopes []string
+	// resources are those authorized, which the refresh token keeps;
+	// audience is what this access token is meant for (some of them).
+	resources []string
+	audience  []string
+	model     string
+	authTime  time.Time
+	nonce     string
+	refresh   bool   // issue a refresh token
+	jti       string // the access token's id, when chosen in advance
 	// notAfter caps the access token's expiry: the one recorded with its
 	// jti in advance, which a revocation of that jti must outlive.
 	notAfter time.Time
@@ -244,16 +255,12 @@ type issueRequest struct {
 // issue signs the access token, stores the refresh token and signs the ID
 // token the request calls for.
 func (s *tokenEndpoint) issue(ctx context.Context, q issueRequest) (*tokenResponse, error) {
-	var aud []string
-	if q.resource != "" {
-		aud = []string{q.resource}
-	}
 	model := q.model
 	if model == "" {
 		model = q.agent.ModelName
 	}
 	at, err := s.tokens.IssueAccessToken(AccessGrant{
-		Subject: q.agent.ID, ClientID: q.client.ID, Scopes: q.scopes, Audience: aud, ModelName: model, AuthTime: q.authTime,
+		Subject: q.agent.ID, ClientID: q.client.ID, Scopes: q.scopes, Audience: q.audience, ModelName: model, AuthTime: q.authTime,
 		JTIPrefix: q.family, ID: q.jti, NotAfter: q.notAfter,
 	})
 	if err != nil {
@@ -263,7 +270,7 @@ func (s *tokenEndpoint) issue(ctx context.Context, q issueRequest) (*tokenRespon
 	if q.refresh && q.familyEnds.After(s.now()) {
 		rt := randomToken(32)
 		g := &RefreshGrant{
-			Family: q.family, ClientID: q.client.ID, AgentID: q.agent.ID, Scopes: q.scopes, Resource: q.resource,
+			Family: q.family, ClientID: q.client.ID, AgentID: q.agent.ID, Scopes: q.scopes, Resources: q.resources,
 			ModelName: q.model, AuthTime: q.authTime, ExpiresAt: q.familyEnds,
 		}
 		if q.rotate != "" {
@@ -348,8 +355,12 @@ func (s *tokenEndpoint) grantRefreshToken(ctx context.Context, client *Client, p
 	if err != nil {
 		return nil, err
 	}
+	audience, err := narrowResources(params["resource"], g.Resources)
+	if err != nil {
+		return nil, err
+	}
 	resp, err := s.issue(ctx, issueRequest{
-		client: client, agent: a, scopes: scopes, resource: g.Resource, model: g.ModelName,
+		client: client, agent: a, scopes: scopes, resources: g.Resources, audience: audience, model: g.ModelName,
 		authTime: g.AuthTime, refresh: true, family: g.Family, familyEnds: g.ExpiresAt, rotate: hash,
 	})
 	switch {
@@ -405,8 +416,8 @@ func (s *tokenEndpoint) grantClientCredentials(c caller, params url.Values) (*to
 
 // grantTokenExchange (RFC 8693) trades an access token issued here for one
 // with a narrower scope and/or another audience, naming the requesting
-// client in act.
-func (s *tokenEndpoint) grantTokenExchange(ctx context.Context, client *Client, params url.Values) (*tokenResponse, error) {
+// client (or agent) in act.
+func (s *tokenEndpoint) grantTokenExchange(ctx context.Context, c caller, params url.Values) (*tokenResponse, error) {
 	subject, typ := params.Get("subject_token"), params.Get("subject_token_type")
 	if subject == "" || typ == "" {
 		return nil, ErrInvalidRequest("subject_token and subject_token_type are required")
@@ -421,13 +432,11 @@ func (s *tokenEndpoint) grantTokenExchange(ctx context.Context, client *Client, 
 		return nil, ErrInvalidRequest("only access tokens can be requested")
 	}
 	q := exchangeRequest{scope: params.Get("scope")}
-	if r := params.Get("resource"); r != "" {
-		res, err := ParseResource(r)
-		if err != nil {
-			return nil, err
-		}
-		q.audience = append(q.audience, res)
+	res, err := parseResources(params["resource"])
+	if err != nil {
+		return nil, err
 	}
+	q.audience = append(q.audience, res...)
 	if au := params.Get("audience"); au != "" {
 		if len(au) > 2048 {
 			return nil, ErrInvalidTarget("audience is too long")
@@ -438,18 +447,24 @@ func (s *tokenEndpoint) grantTokenExchange(ctx context.Context, client *Client, 
 	if err != nil {
 		return nil, ErrInvalidGrant("subject_token is invalid or expired")
 	}
-	if err := checkExchangeSubject(claims, client); err != nil {
+	if err := checkExchangeSubject(claims, c.id()); err != nil {
 		return nil, err
 	}
 	if s.revocations.Revoked(claims) {
 		return nil, ErrInvalidGrant("subject_token was revoked")
 	}
 	q.subject = claims
-	a, err := s.activeAgent(ctx, claims.Subject, claims.IssuedAt.Time)
+	holder, err := s.exchangeSubject(ctx, claims)
 	if err != nil {
 		return nil, err
 	}
-	g, err := decideExchange(q, client, a)
+	var actor exchangeActor
+	if c.client != nil {
+		actor = clientActor(c.client)
+	} else {
+		actor = agentActor(c.agent)
+	}
+	g, err := decideExchange(q, actor, holder)
 	if err != nil {
 		return nil, err
 	}
@@ -458,4 +473,22 @@ func (s *tokenEndpoint) grantTokenExchange(ctx context.Context, client *Client, 
 		return nil, err
 	}
 	return &tokenResponse{AccessToken: at.Token, TokenType: "Bearer", ExpiresIn: at.ExpiresIn, Scope: at.Scope, IssuedTokenType: TokenTypeAccessToken}, nil
+}
+
+// exchangeSubject loads whom a subject token speaks for: a client, for a
+// token descending from its client_credentials grant (agents and clients
+// never share an id), else an agent, which must still be active.
+func (s *tokenEndpoint) exchangeSubject(ctx context.Context, claims *AccessClaims) (exchangeSubject, error) {
+	c, err := s.clients.Get(ctx, claims.Subject)
+	if err == nil {
+		return clientSubject(c), nil
+	}
+	if !errors.Is(err, ErrNotFound) {
+		return exchangeSubject{}, err
+	}
+	a, err := s.activeAgent(ctx, claims.Subject, claims.IssuedAt.Time)
+	if err != nil {
+		return exchangeSubject{}, err
+	}
+	return agentSubject(a), nil
 }

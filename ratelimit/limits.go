@@ -238,13 +238,65 @@ func (l *Limits) TakeAPI(ctx context.Context, w http.ResponseWriter, agentID str
 	return l.Take(ctx, w, l.API, "api", "agent:"+agentID, l.APIFailOpen)
 }
 
-// TakeRegistration charges one registration (of an agent, or of a client
-// under prefix "client-") to the caller's IP.
-func (l *Limits) TakeRegistration(ctx context.Context, w http.ResponseWriter, r *http.Request, prefix string) error {
+// Registration is one registration (of an agent, or of a client) charged
+// in advance to the caller's IP, so parallel requests cannot slip past the
+// budget. Only registrations that create something count: Failed gives
+// the charge back and counts the failure against the IP's
+// failed-authentication budget instead, so three typos do not lock a
+// person out for an hour while a flood of junk is still bounded.
+type Registration struct {
+	l       *Limits
+	regKey  string
+	failKey string
+	charged bool
+}
+
+// ChargeRegistration charges a registration under prefix ("" for agents,
+// "client-" for clients) to the caller's IP, or refuses it (*Exceeded)
+// when the registration budget, or the failed-authentication budget its
+// failures count against, is spent.
+func (l *Limits) ChargeRegistration(ctx context.Context, w http.ResponseWriter, r *http.Request, prefix string) (*Registration, error) {
 	if l == nil {
-		return nil
+		return nil, nil
 	}
-	return l.Take(ctx, w, l.Registration, "registration", prefix+IPKey(ClientIP(r)), l.AuthFailOpen)
+	ip := IPKey(ClientIP(r))
+	reg := &Registration{l: l, regKey: prefix + ip, failKey: ip}
+	if err := l.Peek(ctx, nil, l.FailedAuth, "authentication", reg.failKey, l.AuthFailOpen); err != nil {
+		return nil, err
+	}
+	if l.Registration == nil {
+		return reg, nil
+	}
+	st, err := l.Registration.Take(ctx, reg.regKey)
+	if err != nil {
+		return nil, l.storeFailure("registration", err, l.AuthFailOpen)
+	}
+	reg.charged = true
+	setHeaders(w, st)
+	if st.Reached {
+		return nil, l.exceeded(st)
+	}
+	return reg, nil
+}
+
+// Failed gives the registration back; callerFault (the request was
+// invalid, not the server unable) counts it as a failed attempt of the
+// IP. It does nothing on a nil Registration.
+func (g *Registration) Failed(ctx context.Context, callerFault bool) {
+	if g == nil {
+		return
+	}
+	if g.charged {
+		if err := g.l.Registration.Refund(ctx, g.regKey); err != nil {
+			_ = g.l.storeFailure("registration", err, true)
+		}
+		g.charged = false
+	}
+	if callerFault && g.l.FailedAuth != nil {
+		if _, err := g.l.FailedAuth.Take(ctx, g.failKey); err != nil {
+			_ = g.l.storeFailure("authentication", err, true)
+		}
+	}
 }
 
 // PeekRefresh refuses a refresh for a client whose budget is spent;

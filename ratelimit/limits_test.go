@@ -59,6 +59,52 @@ func TestChargeAttempt(t *testing.T) {
 	}
 }
 
+// Only registrations that create something spend the registration budget;
+// failed ones count against the IP's failed-authentication budget.
+func TestChargeRegistration(t *testing.T) {
+	ctx := context.Background()
+	store := NewMemoryStore()
+	defer store.Close()
+	l := &Limits{Registration: store.Budget("registration", 2, time.Hour), FailedAuth: store.Budget("authentication", 3, time.Minute)}
+	r := httptest.NewRequest("POST", "/", nil)
+	r.RemoteAddr = "192.0.2.1:1234"
+	for range 2 {
+		reg, err := l.ChargeRegistration(ctx, httptest.NewRecorder(), r, "")
+		if err != nil {
+			t.Fatalf("a typo was counted: %v", err)
+		}
+		reg.Failed(ctx, true)
+	}
+	for range 2 {
+		if _, err := l.ChargeRegistration(ctx, httptest.NewRecorder(), r, ""); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var ex *Exceeded
+	if _, err := l.ChargeRegistration(ctx, httptest.NewRecorder(), r, ""); !errors.As(err, &ex) {
+		t.Fatalf("third registration: %v", err)
+	}
+	if _, err := l.ChargeRegistration(ctx, httptest.NewRecorder(), r, "client-"); err != nil {
+		t.Fatalf("client registrations count apart: %v", err)
+	}
+	// A server failure is nobody's failed attempt; a third invalid request
+	// spends the failure budget, which then refuses registrations.
+	other := httptest.NewRequest("POST", "/", nil)
+	other.RemoteAddr = "192.0.2.2:1234"
+	reg, _ := l.ChargeRegistration(ctx, nil, other, "")
+	reg.Failed(ctx, false)
+	for range 3 {
+		reg, err := l.ChargeRegistration(ctx, nil, other, "")
+		if err != nil {
+			t.Fatalf("before the failure budget is spent: %v", err)
+		}
+		reg.Failed(ctx, true)
+	}
+	if _, err := l.ChargeRegistration(ctx, nil, other, ""); !errors.As(err, &ex) {
+		t.Fatalf("after three invalid registrations: %v", err)
+	}
+}
+
 // A store that fails refuses or lets through by policy.
 func TestStoreFailurePolicy(t *testing.T) {
 	ctx := context.Background()
@@ -68,14 +114,14 @@ func TestStoreFailurePolicy(t *testing.T) {
 	if err := closed.TakeAPI(ctx, nil, "bot"); !errors.Is(err, ErrUnavailable) {
 		t.Fatalf("closed API budget: %v", err)
 	}
-	if err := closed.TakeRegistration(ctx, nil, r, ""); !errors.Is(err, ErrUnavailable) {
+	if _, err := closed.ChargeRegistration(ctx, nil, r, ""); !errors.Is(err, ErrUnavailable) {
 		t.Fatalf("closed registration budget: %v", err)
 	}
 	open := &Limits{API: down, Registration: down, AuthFailOpen: true, APIFailOpen: true}
 	if err := open.TakeAPI(ctx, nil, "bot"); err != nil {
 		t.Fatalf("open API budget: %v", err)
 	}
-	if err := open.TakeRegistration(ctx, nil, r, ""); err != nil {
+	if _, err := open.ChargeRegistration(ctx, nil, r, ""); err != nil {
 		t.Fatalf("open registration budget: %v", err)
 	}
 }

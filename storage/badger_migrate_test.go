@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"slices"
 	"strconv"
 	"testing"
 	"time"
@@ -134,7 +135,7 @@ func TestBadgerMigratesPreviousLayout(t *testing.T) {
 		if err != nil {
 			t.Fatalf("refresh token %s after migration: %v", hash, err)
 		}
-		if g.Family != "fam-1" || g.ClientID != "app" || g.AgentID != "agent-1" || len(g.Scopes) != 2 || g.Resource != "https://api/" ||
+		if g.Family != "fam-1" || g.ClientID != "app" || g.AgentID != "agent-1" || len(g.Scopes) != 2 || !slices.Equal(g.Resources, []string{"https://api/"}) ||
 			g.ModelName != "m" || !g.AuthTime.Equal(time.Unix(created.Unix(), 0)) || !g.ExpiresAt.Equal(refreshExp) || g.Rotated != rotated {
 			t.Fatalf("refresh token %s after migration: %+v", hash, g)
 		}

@@ -135,18 +135,21 @@ func (r keyRecord) key() oauth.StoredKey {
 
 // authRequestRecord is stored under "authreq/<id>".
 type authRequestRecord struct {
-	ID            string          `json:"id"`
-	ClientID      string          `json:"client_id"`
-	RedirectURI   string          `json:"redirect_uri"`
-	Scopes        []string        `json:"scopes"`
-	State         string          `json:"state,omitempty"`
-	Nonce         string          `json:"nonce,omitempty"`
-	CodeChallenge string          `json:"code_challenge,omitempty"`
-	Resource      string          `json:"resource,omitempty"`
-	BrowserHash   string          `json:"browser_hash,omitempty"`
-	CreatedAt     time.Time       `json:"created_at"`
-	ExpiresAt     time.Time       `json:"expires_at"`
-	Approval      *approvalRecord `json:"approval,omitempty"`
+	ID            string   `json:"id"`
+	ClientID      string   `json:"client_id"`
+	RedirectURI   string   `json:"redirect_uri"`
+	Scopes        []string `json:"scopes"`
+	State         string   `json:"state,omitempty"`
+	Nonce         string   `json:"nonce,omitempty"`
+	CodeChallenge string   `json:"code_challenge,omitempty"`
+	Resources     []string `json:"resources,omitempty"`
+	// Resource is the one resource records written before resources could
+	// repeat carry; read, never written.
+	Resource    string          `json:"resource,omitempty"`
+	BrowserHash string          `json:"browser_hash,omitempty"`
+	CreatedAt   time.Time       `json:"created_at"`
+	ExpiresAt   time.Time       `json:"expires_at"`
+	Approval    *approvalRecord `json:"approval,omitempty"`
 }
 
 type approvalRecord struct {
@@ -179,7 +182,7 @@ func toAuthRequestRecord(r *oauth.AuthRequest) authRequestRecord {
 		State:         r.State,
 		Nonce:         r.Nonce,
 		CodeChallenge: r.CodeChallenge,
-		Resource:      r.Resource,
+		Resources:     slices.Clone(r.Resources),
 		BrowserHash:   r.BrowserHash,
 		CreatedAt:     r.CreatedAt,
 		ExpiresAt:     r.ExpiresAt,
@@ -196,7 +199,7 @@ func (r authRequestRecord) authRequest() *oauth.AuthRequest {
 		State:         r.State,
 		Nonce:         r.Nonce,
 		CodeChallenge: r.CodeChallenge,
-		Resource:      r.Resource,
+		Resources:     resources(r.Resources, r.Resource),
 		BrowserHash:   r.BrowserHash,
 		CreatedAt:     r.CreatedAt,
 		ExpiresAt:     r.ExpiresAt,
@@ -211,7 +214,8 @@ type codeRecord struct {
 	Scopes        []string          `json:"scopes"`
 	Nonce         string            `json:"nonce,omitempty"`
 	CodeChallenge string            `json:"code_challenge,omitempty"`
-	Resource      string            `json:"resource,omitempty"`
+	Resources     []string          `json:"resources,omitempty"`
+	Resource      string            `json:"resource,omitempty"` // read only, as in authRequestRecord
 	AgentID       string            `json:"agent_id"`
 	ModelName     string            `json:"model_name,omitempty"`
 	AuthTime      time.Time         `json:"auth_time"`
@@ -246,7 +250,7 @@ func toCodeRecord(g *oauth.CodeGrant) codeRecord {
 		Scopes:        slices.Clone(g.Scopes),
 		Nonce:         g.Nonce,
 		CodeChallenge: g.CodeChallenge,
-		Resource:      g.Resource,
+		Resources:     slices.Clone(g.Resources),
 		AgentID:       g.AgentID,
 		ModelName:     g.ModelName,
 		AuthTime:      g.AuthTime,
@@ -262,7 +266,7 @@ func (r codeRecord) grant() *oauth.CodeGrant {
 		Scopes:        r.Scopes,
 		Nonce:         r.Nonce,
 		CodeChallenge: r.CodeChallenge,
-		Resource:      r.Resource,
+		Resources:     resources(r.Resources, r.Resource),
 		AgentID:       r.AgentID,
 		ModelName:     r.ModelName,
 		AuthTime:      r.AuthTime,
@@ -278,11 +282,20 @@ type refreshRecord struct {
 	ClientID  string    `json:"client_id"`
 	AgentID   string    `json:"agent_id"`
 	Scopes    []string  `json:"scopes"`
-	Resource  string    `json:"resource,omitempty"`
+	Resources []string  `json:"resources,omitempty"`
+	Resource  string    `json:"resource,omitempty"` // read only, as in authRequestRecord
 	ModelName string    `json:"model_name,omitempty"`
 	AuthTime  time.Time `json:"auth_time"`
 	ExpiresAt time.Time `json:"expires_at"`
 	Rotated   bool      `json:"rotated,omitempty"`
+}
+
+// resources is the resource list of a record, of either form.
+func resources(list []string, one string) []string {
+	if len(list) == 0 && one != "" {
+		return []string{one}
+	}
+	return list
 }
 
 func toRefreshRecord(g *oauth.RefreshGrant) refreshRecord {
@@ -291,7 +304,7 @@ func toRefreshRecord(g *oauth.RefreshGrant) refreshRecord {
 		ClientID:  g.ClientID,
 		AgentID:   g.AgentID,
 		Scopes:    slices.Clone(g.Scopes),
-		Resource:  g.Resource,
+		Resources: slices.Clone(g.Resources),
 		ModelName: g.ModelName,
 		AuthTime:  g.AuthTime,
 		ExpiresAt: g.ExpiresAt,
@@ -305,7 +318,7 @@ func (r refreshRecord) grant() *oauth.RefreshGrant {
 		ClientID:  r.ClientID,
 		AgentID:   r.AgentID,
 		Scopes:    r.Scopes,
-		Resource:  r.Resource,
+		Resources: resources(r.Resources, r.Resource),
 		ModelName: r.ModelName,
 		AuthTime:  r.AuthTime,
 		ExpiresAt: r.ExpiresAt,

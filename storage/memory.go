@@ -671,6 +671,7 @@ func cloneKeys(keys []oauth.StoredKey) []oauth.StoredKey {
 func cloneAuthRequest(r *oauth.AuthRequest) *oauth.AuthRequest {
 	out := *r
 	out.Scopes = slices.Clone(r.Scopes)
+	out.Resources = slices.Clone(r.Resources)
 	if r.Approval != nil {
 		a := *r.Approval
 		out.Approval = &a
@@ -681,6 +682,7 @@ func cloneAuthRequest(r *oauth.AuthRequest) *oauth.AuthRequest {
 func cloneCodeGrant(g *oauth.CodeGrant) *oauth.CodeGrant {
 	out := *g
 	out.Scopes = slices.Clone(g.Scopes)
+	out.Resources = slices.Clone(g.Resources)
 	if g.Redemption != nil {
 		r := *g.Redemption
 		out.Redemption = &r
@@ -691,6 +693,7 @@ func cloneCodeGrant(g *oauth.CodeGrant) *oauth.CodeGrant {
 func cloneRefreshGrant(g *oauth.RefreshGrant) *oauth.RefreshGrant {
 	out := *g
 	out.Scopes = slices.Clone(g.Scopes)
+	out.Resources = slices.Clone(g.Resources)
 	return &out
 }
 

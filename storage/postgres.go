@@ -752,7 +752,7 @@ func (p *Postgres) EnsureSecret(ctx context.Context, name string, candidate []by
 
 // --- authorization requests ---
 
-const authRequestColumns = `id, client_id, redirect_uri, scopes, state, nonce, code_challenge, resource, browser_hash,
+const authRequestColumns = `id, client_id, redirect_uri, scopes, state, nonce, code_challenge, resources, browser_hash,
 	created_ns, expires_ns, approved_agent, approved_model, auth_ns, code_seed`
 
 func scanAuthRequest(row pgx.Row) (*oauth.AuthRequest, error) {
@@ -762,7 +762,7 @@ func scanAuthRequest(row pgx.Row) (*oauth.AuthRequest, error) {
 		expires                int64
 		agent, model, codeSeed *string
 	)
-	if err := row.Scan(&r.ID, &r.ClientID, &r.RedirectURI, &r.Scopes, &r.State, &r.Nonce, &r.CodeChallenge, &r.Resource, &r.BrowserHash,
+	if err := row.Scan(&r.ID, &r.ClientID, &r.RedirectURI, &r.Scopes, &r.State, &r.Nonce, &r.CodeChallenge, &r.Resources, &r.BrowserHash,
 		&created, &expires, &agent, &model, &authNS, &codeSeed); err != nil {
 		return nil, err
 	}
@@ -799,10 +799,10 @@ func (p *Postgres) CreateAuthRequest(ctx context.Context, r *oauth.AuthRequest) 
 	tag, err := p.pool.Exec(ctx, `INSERT INTO auth_requests (`+authRequestColumns+`)
 		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
 		ON CONFLICT (id) DO UPDATE SET client_id = $2, redirect_uri = $3, scopes = $4, state = $5, nonce = $6,
-			code_challenge = $7, resource = $8, browser_hash = $9, created_ns = $10, expires_ns = $11,
+			code_challenge = $7, resources = $8, browser_hash = $9, created_ns = $10, expires_ns = $11,
 			approved_agent = $12, approved_model = $13, auth_ns = $14, code_seed = $15
 		WHERE auth_requests.expires_ns <= $16`,
-		r.ID, r.ClientID, r.RedirectURI, nonNil(r.Scopes), r.State, r.Nonce, r.CodeChallenge, r.Resource, r.BrowserHash,
+		r.ID, r.ClientID, r.RedirectURI, nonNil(r.Scopes), r.State, r.Nonce, r.CodeChallenge, nonNil(r.Resources), r.BrowserHash,
 		ns(r.CreatedAt), expiryNS(r.ExpiresAt), agent, model, authNS, seed, p.now().UnixNano())
 	if err != nil {
 		return p.fail(err)
@@ -862,7 +862,7 @@ func (p *Postgres) ApproveAuthRequest(ctx context.Context, id string, a oauth.Ap
 
 // --- authorization codes ---
 
-const codeColumns = `client_id, redirect_uri, scopes, nonce, code_challenge, resource, agent_id, model_name, auth_ns, expires_ns,
+const codeColumns = `client_id, redirect_uri, scopes, nonce, code_challenge, resources, agent_id, model_name, auth_ns, expires_ns,
 	redeemed, access_token_id, access_expires_ns, family`
 
 func scanCode(row pgx.Row) (*oauth.CodeGrant, error) {
@@ -873,7 +873,7 @@ func scanCode(row pgx.Row) (*oauth.CodeGrant, error) {
 		redeemed            bool
 		accessToken, family *string
 	)
-	if err := row.Scan(&g.ClientID, &g.RedirectURI, &g.Scopes, &g.Nonce, &g.CodeChallenge, &g.Resource, &g.AgentID, &g.ModelName,
+	if err := row.Scan(&g.ClientID, &g.RedirectURI, &g.Scopes, &g.Nonce, &g.CodeChallenge, &g.Resources, &g.AgentID, &g.ModelName,
 		&authNS, &expires, &redeemed, &accessToken, &accessNS, &family); err != nil {
 		return nil, err
 	}
@@ -903,10 +903,10 @@ func (p *Postgres) CreateCode(ctx context.Context, hash string, g *oauth.CodeGra
 	tag, err := p.pool.Exec(ctx, `INSERT INTO codes (hash, `+codeColumns+`)
 		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
 		ON CONFLICT (hash) DO UPDATE SET client_id = $2, redirect_uri = $3, scopes = $4, nonce = $5, code_challenge = $6,
-			resource = $7, agent_id = $8, model_name = $9, auth_ns = $10, expires_ns = $11, redeemed = $12,
+			resources = $7, agent_id = $8, model_name = $9, auth_ns = $10, expires_ns = $11, redeemed = $12,
 			access_token_id = $13, access_expires_ns = $14, family = $15
 		WHERE codes.expires_ns <= $16`,
-		hash, g.ClientID, g.RedirectURI, nonNil(g.Scopes), g.Nonce, g.CodeChallenge, g.Resource, g.AgentID, g.ModelName,
+		hash, g.ClientID, g.RedirectURI, nonNil(g.Scopes), g.Nonce, g.CodeChallenge, nonNil(g.Resources), g.AgentID, g.ModelName,
 		ns(g.AuthTime), expiryNS(g.ExpiresAt), redeemed, red.AccessTokenID, ns(red.AccessTokenExpires), red.Family, p.now().UnixNano())
 	if err != nil {
 		return p.fail(err)
@@ -963,7 +963,7 @@ func (p *Postgres) RedeemCode(ctx context.Context, hash string, redeem func(*oau
 
 // --- refresh tokens ---
 
-const refreshColumns = "family, client_id, agent_id, scopes, resource, model_name, auth_ns, expires_ns, rotated"
+const refreshColumns = "family, client_id, agent_id, scopes, resources, model_name, auth_ns, expires_ns, rotated"
 
 func scanRefresh(row pgx.Row) (*oauth.RefreshGrant, error) {
 	var (
@@ -971,7 +971,7 @@ func scanRefresh(row pgx.Row) (*oauth.RefreshGrant, error) {
 		authNS  *int64
 		expires int64
 	)
-	if err := row.Scan(&g.Family, &g.ClientID, &g.AgentID, &g.Scopes, &g.Resource, &g.ModelName, &authNS, &expires, &g.Rotated); err != nil {
+	if err := row.Scan(&g.Family, &g.ClientID, &g.AgentID, &g.Scopes, &g.Resources, &g.ModelName, &authNS, &expires, &g.Rotated); err != nil {
 		return nil, err
 	}
 	g.AuthTime, g.ExpiresAt = fromNS(authNS), time.Unix(0, expires)
@@ -985,10 +985,10 @@ func (p *Postgres) putRefresh(ctx context.Context, q interface {
 }, hash string, g *oauth.RefreshGrant) (bool, error) {
 	tag, err := q.Exec(ctx, `INSERT INTO refresh_tokens (hash, `+refreshColumns+`)
 		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
-		ON CONFLICT (hash) DO UPDATE SET family = $2, client_id = $3, agent_id = $4, scopes = $5, resource = $6,
+		ON CONFLICT (hash) DO UPDATE SET family = $2, client_id = $3, agent_id = $4, scopes = $5, resources = $6,
 			model_name = $7, auth_ns = $8, expires_ns = $9, rotated = $10
 		WHERE refresh_tokens.expires_ns <= $11`,
-		hash, g.Family, g.ClientID, g.AgentID, nonNil(g.Scopes), g.Resource, g.ModelName, ns(g.AuthTime), expiryNS(g.ExpiresAt), g.Rotated, p.now().UnixNano())
+		hash, g.Family, g.ClientID, g.AgentID, nonNil(g.Scopes), nonNil(g.Resources), g.ModelName, ns(g.AuthTime), expiryNS(g.ExpiresAt), g.Rotated, p.now().UnixNano())
 	if err != nil {
 		return false, err
 	}

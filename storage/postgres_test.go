@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -87,8 +88,43 @@ func TestPostgres(t *testing.T) {
 		if err := p.pool.QueryRow(context.Background(), "SELECT count(*) FROM auth_agent_schema").Scan(&versions); err != nil {
 			t.Fatal(err)
 		}
-		if versions != 1 {
-			t.Fatalf("schema versions recorded: %d, want 1", versions)
+		files, _ := postgresSchema.ReadDir("postgres_schema")
+		if versions != len(files) {
+			t.Fatalf("schema versions recorded: %d, want %d", versions, len(files))
+		}
+	})
+
+	t.Run("MigratesRecordsOfTheFirstSchema", func(t *testing.T) {
+		// A database at schema 1 holds a refresh token with one resource;
+		// the migration to lists keeps it.
+		dsn := newSchema(t)
+		conn, err := pgx.Connect(context.Background(), dsn)
+		if err != nil {
+			t.Fatal(err)
+		}
+		first, _ := postgresSchema.ReadFile("postgres_schema/0001_initial.sql")
+		for _, stmt := range []string{
+			string(first),
+			"CREATE TABLE auth_agent_schema (version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())",
+			"INSERT INTO auth_agent_schema (version) VALUES (1)",
+			`INSERT INTO refresh_tokens (hash, family, client_id, agent_id, scopes, resource, model_name, expires_ns)
+				VALUES ('h1', 'fam', 'app', 'agent-1', '{data:read}', 'https://api.example.com/', 'm', 9000000000000000000),
+				       ('h2', 'fam', 'app', 'agent-1', '{data:read}', '', 'm', 9000000000000000000)`,
+		} {
+			if _, err := conn.Exec(context.Background(), stmt); err != nil {
+				t.Fatal(err)
+			}
+		}
+		conn.Close(context.Background())
+		p := open(t, dsn, nil)
+		for hash, want := range map[string][]string{"h1": {"https://api.example.com/"}, "h2": nil} {
+			g, err := p.GetRefresh(context.Background(), hash)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !slices.Equal(g.Resources, want) {
+				t.Errorf("%s: resources %q, want %q", hash, g.Resources, want)
+			}
 		}
 	})
 

@@ -54,7 +54,7 @@ func sampleAuthRequest(id string, clock *Clock) *oauth.AuthRequest {
 		State:         "state-" + id,
 		Nonce:         "nonce-" + id,
 		CodeChallenge: "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM",
-		Resource:      "https://api.example.com/",
+		Resources:     []string{"https://api.example.com/", "https://mcp.example.com/mcp"},
 		BrowserHash:   "b5bb9d8014a0f9b1d61e21e796d78dccdf1352f23cd32812f4850b878ae4944c",
 		CreatedAt:     now,
 		ExpiresAt:     now.Add(shortLife),
@@ -73,6 +73,7 @@ func sampleApproval(agent string, clock *Clock) oauth.Approval {
 func copyAuthRequest(r *oauth.AuthRequest) *oauth.AuthRequest {
 	out := *r
 	out.Scopes = slices.Clone(r.Scopes)
+	out.Resources = slices.Clone(r.Resources)
 	if r.Approval != nil {
 		a := *r.Approval
 		out.Approval = &a
@@ -106,7 +107,7 @@ func authRequestDiff(got, want *oauth.AuthRequest) string {
 	d.str("State", got.State, want.State)
 	d.str("Nonce", got.Nonce, want.Nonce)
 	d.str("CodeChallenge", got.CodeChallenge, want.CodeChallenge)
-	d.str("Resource", got.Resource, want.Resource)
+	d.strs("Resources", got.Resources, want.Resources)
 	d.str("BrowserHash", got.BrowserHash, want.BrowserHash)
 	d.time("CreatedAt", got.CreatedAt, want.CreatedAt)
 	d.time("ExpiresAt", got.ExpiresAt, want.ExpiresAt)
@@ -273,11 +274,13 @@ func testAuthRequestIsolation(t *testing.T, s Store, clock *Clock) {
 	in := copyAuthRequest(want)
 	mustCreateAuthRequest(t, s, in)
 	in.Scopes[0] = "admin"
+	in.Resources[0] = "https://evil.example/"
 	in.State = "mutated"
 	wantAuthRequest(t, s, want)
 
 	got, _ := s.GetAuthRequest(ctx, "iso")
 	got.Scopes[1] = "admin"
+	got.Resources[1] = "https://evil.example/"
 	wantAuthRequest(t, s, want)
 
 	a := sampleApproval("agent", clock)
@@ -320,7 +323,7 @@ func sampleCodeGrant(clock *Clock) *oauth.CodeGrant {
 		Scopes:        []string{"openid", "data:read"},
 		Nonce:         "nonce",
 		CodeChallenge: "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM",
-		Resource:      "https://api.example.com/",
+		Resources:     []string{"https://api.example.com/", "https://mcp.example.com/mcp"},
 		AgentID:       "agent-1",
 		ModelName:     "gpt-test",
 		AuthTime:      now.Add(-time.Minute),
@@ -339,6 +342,7 @@ func sampleRedemption(n int, clock *Clock) oauth.Redemption {
 func copyCodeGrant(g *oauth.CodeGrant) *oauth.CodeGrant {
 	out := *g
 	out.Scopes = slices.Clone(g.Scopes)
+	out.Resources = slices.Clone(g.Resources)
 	if g.Redemption != nil {
 		r := *g.Redemption
 		out.Redemption = &r
@@ -359,7 +363,7 @@ func codeGrantDiff(got, want *oauth.CodeGrant) string {
 	d.strs("Scopes", got.Scopes, want.Scopes)
 	d.str("Nonce", got.Nonce, want.Nonce)
 	d.str("CodeChallenge", got.CodeChallenge, want.CodeChallenge)
-	d.str("Resource", got.Resource, want.Resource)
+	d.strs("Resources", got.Resources, want.Resources)
 	d.str("AgentID", got.AgentID, want.AgentID)
 	d.str("ModelName", got.ModelName, want.ModelName)
 	d.time("AuthTime", got.AuthTime, want.AuthTime)
@@ -585,6 +589,7 @@ func testCodeIsolation(t *testing.T, s Store, clock *Clock) {
 	in := copyCodeGrant(want)
 	mustCreateCode(t, s, "iso", in)
 	in.Scopes[0] = "admin"
+	in.Resources[0] = "https://evil.example/"
 	in.AgentID = "mutated"
 
 	red := sampleRedemption(1, clock)

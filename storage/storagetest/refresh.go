@@ -39,7 +39,7 @@ func sampleRefreshGrant(family string, clock *Clock) *oauth.RefreshGrant {
 		ClientID:  "client-1",
 		AgentID:   "agent-1",
 		Scopes:    []string{"openid", "data:read"},
-		Resource:  "https://api.example.com/",
+		Resources: []string{"https://api.example.com/", "https://mcp.example.com/mcp"},
 		ModelName: "gpt-test",
 		AuthTime:  now.Add(-time.Minute),
 		ExpiresAt: now.Add(familyLife),
@@ -49,6 +49,7 @@ func sampleRefreshGrant(family string, clock *Clock) *oauth.RefreshGrant {
 func copyRefreshGrant(g *oauth.RefreshGrant) *oauth.RefreshGrant {
 	out := *g
 	out.Scopes = slices.Clone(g.Scopes)
+	out.Resources = slices.Clone(g.Resources)
 	return &out
 }
 
@@ -64,7 +65,7 @@ func refreshDiff(got, want *oauth.RefreshGrant) string {
 	d.str("ClientID", got.ClientID, want.ClientID)
 	d.str("AgentID", got.AgentID, want.AgentID)
 	d.strs("Scopes", got.Scopes, want.Scopes)
-	d.str("Resource", got.Resource, want.Resource)
+	d.strs("Resources", got.Resources, want.Resources)
 	d.str("ModelName", got.ModelName, want.ModelName)
 	d.time("AuthTime", got.AuthTime, want.AuthTime)
 	d.time("ExpiresAt", got.ExpiresAt, want.ExpiresAt)
