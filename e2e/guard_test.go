@@ -380,7 +380,7 @@ func TestGuardRemoteIssuerDownAtStart(t *testing.T) {
 	c := newCaddy(t, "")
 	apiPort := freePort(t)
 	api := fmt.Sprintf("http://127.0.0.1:%d", apiPort)
-	c.sites = guardedSite(apiPort, fmt.Sprintf("\tagent_guard {\n\t\tissuer %s\n\t\tkey_refresh_interval 1s\n\t}", idp.URL), up.URL)
+	c.sites = guardedSite(apiPort, fmt.Sprintf("\tagent_guard {\n\t\tissuer %s\n\t\tresource https://api.example.com\n\t\tkey_refresh_interval 1s\n\t}", idp.URL), up.URL)
 	c.start("")
 	r := do(t, "GET", api+"/x", bearer(idp.mint(t, nil)), "")
 	wantError(t, r, 503, "temporarily_unavailable")

@@ -60,6 +60,8 @@ type caddy struct {
 	siteExtra string
 	// raw, when set, is the whole Caddyfile (a load balancer).
 	raw string
+	// extraEnv is more of the process's environment (NAME=value).
+	extraEnv []string
 }
 
 // freePort returns a port nothing listens on now and that no earlier call
@@ -147,7 +149,8 @@ func (c *caddy) writeConfig(opts string) string {
 }
 
 func (c *caddy) env() []string {
-	return append(os.Environ(), "HOME="+c.dir, "XDG_DATA_HOME="+filepath.Join(c.dir, "data"), "XDG_CONFIG_HOME="+filepath.Join(c.dir, "config"))
+	env := append(os.Environ(), "HOME="+c.dir, "XDG_DATA_HOME="+filepath.Join(c.dir, "data"), "XDG_CONFIG_HOME="+filepath.Join(c.dir, "config"))
+	return append(env, c.extraEnv...)
 }
 
 // start runs Caddy with opts and waits until it answers.
