@@ -176,6 +176,11 @@ func clientView(c *oauth.Client, secret string) map[string]any {
 	v := oauth.ClientMetadata(c, secret)
 	v["public"] = c.Public
 	v["scopes"] = c.Scopes
+	if c.AnyScope() {
+		// Registered without scope: it may ask for any (the agents'
+		// permissions bound what it gets).
+		v["scopes"], v["any_scope"] = []string{}, true
+	}
 	v["source"] = c.Source
 	delete(v, "scope")
 	return v

@@ -156,6 +156,9 @@ func TestInteroperability(t *testing.T) {
 			t.Fatalf("a client registered without scope is shown a scope: %s", r.body)
 		}
 		id := r.str("client_id")
+		if v := c.admin(t, "GET", "/auth_agent/clients/"+id, ""); v.json["any_scope"] != true {
+			t.Fatalf("admin view: %s", v.body)
+		}
 		req := c.authorizeJSON(t, pkceQuery(id, cb, "mcp:tools", url.Values{"resource": {mcpResource}}))
 		tok := public(id, c.approve(t, req, "interop-agent"), cb, nil)
 		if tok.status != 200 || tok.str("scope") != "mcp:tools" || tok.str("refresh_token") == "" {

@@ -440,13 +440,16 @@ func (cs *Clients) Update(ctx context.Context, id string, fn func(*Client) error
 		return nil, ErrNotFound
 	}
 	return cs.store.UpdateClient(ctx, id, func(c *Client) error {
+		// An empty list stays "any scope" only for a client that was so:
+		// elsewhere it means the default, as for a new client.
+		anyScope := c.AnyScope()
 		if err := fn(c); err != nil {
 			return err
 		}
 		// Re-validate with the rules for new clients; the secret is kept
 		// (a stand-in satisfies the check, its hash is put back below).
 		spec := ClientSpec{ID: c.ID, Name: c.Name, Public: c.Public, RedirectURIs: c.RedirectURIs, Scopes: c.Scopes,
-			AnyScope: len(c.Scopes) == 0, GrantTypes: c.GrantTypes}
+			AnyScope: anyScope && len(c.Scopes) == 0, GrantTypes: c.GrantTypes}
 		if !c.Public {
 			spec.Secret = strings.Repeat("x", MinConfiguredSecret)
 		}
