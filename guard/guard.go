@@ -11,6 +11,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"net"
 	"net/http"
 	"net/url"
 	"slices"
@@ -89,13 +90,42 @@ func (g *Guard) audienceOK(aud []string, r *http.Request) bool {
 	if g.Resource != "" {
 		return slices.Contains(aud, g.Resource)
 	}
-	origin := requestOrigin(r)
+	origin, ok := siteOrigin(r)
 	for _, a := range aud {
-		if a == g.Verifier.Issuer() || strings.TrimSuffix(a, "/") == origin {
+		if a == g.Verifier.Issuer() || ok && strings.TrimSuffix(a, "/") == origin {
 			return true
 		}
 	}
 	return false
+}
+
+// siteOrigin is the origin the request was made to, for the audience
+// check. Caddy routes by host name whatever port Host names, so a port in
+// Host other than the one the connection arrived on names another service
+// (https://api.example.com:8443), never this site: no origin then.
+func siteOrigin(r *http.Request) (string, bool) {
+	scheme, defaultPort := "http", "80"
+	if r.TLS != nil {
+		scheme, defaultPort = "https", "443"
+	}
+	host, port, err := net.SplitHostPort(r.Host)
+	if err != nil {
+		return scheme + "://" + r.Host, true
+	}
+	local, ok := r.Context().Value(http.LocalAddrContextKey).(net.Addr)
+	if !ok {
+		return "", false
+	}
+	if _, localPort, err := net.SplitHostPort(local.String()); err != nil || localPort != port {
+		return "", false
+	}
+	if strings.Contains(host, ":") {
+		host = "[" + host + "]"
+	}
+	if port == defaultPort {
+		return scheme + "://" + host, true
+	}
+	return scheme + "://" + host + ":" + port, true
 }
 
 // MetadataPath is where a resource's RFC 9728 metadata lives: the

@@ -2,6 +2,9 @@ package guard_test
 
 import (
 	"context"
+	"crypto/tls"
+	"net"
+	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
@@ -65,6 +68,44 @@ func TestGuardCheck(t *testing.T) {
 	r.Header.Set("Authorization", "Bearer "+ok.Token)
 	if _, e := g.Check(r); e == nil || e.Status != 401 {
 		t.Fatalf("token for another audience accepted: %v", e)
+	}
+}
+
+// Without a resource the token must be meant for this site's origin or
+// the issuer; a port in Host that the connection did not arrive on names
+// another service.
+func TestGuardAudienceWithoutResource(t *testing.T) {
+	g, tokens, _ := newGuard(t)
+	for name, tc := range map[string]struct {
+		aud, host, local string
+		tls, ok          bool
+	}{
+		"the issuer":                {"", "api.example.com", "10.0.0.1:443", true, true},
+		"the origin":                {"https://api.example.com", "api.example.com", "10.0.0.1:443", true, true},
+		"the origin with a slash":   {"https://api.example.com/", "api.example.com", "10.0.0.1:443", true, true},
+		"default port written":      {"https://api.example.com", "api.example.com:443", "10.0.0.1:443", true, true},
+		"its own port":              {"http://127.0.0.1:8081", "127.0.0.1:8081", "127.0.0.1:8081", false, true},
+		"another service":           {"https://other.example.com", "api.example.com", "10.0.0.1:443", true, false},
+		"another scheme":            {"http://api.example.com", "api.example.com", "10.0.0.1:443", true, false},
+		"a port it did not come on": {"https://api.example.com:8443", "api.example.com:8443", "10.0.0.1:443", true, false},
+		"a path of the origin":      {"https://api.example.com/mcp", "api.example.com", "10.0.0.1:443", true, false},
+	} {
+		grant := oauth.AccessGrant{Subject: "bot", ClientID: "bot"}
+		if tc.aud != "" {
+			grant.Audience = []string{tc.aud}
+		}
+		tok, _ := tokens.IssueAccessToken(grant)
+		r := httptest.NewRequest("GET", "/", nil)
+		r.Host = tc.host
+		if tc.tls {
+			r.TLS = &tls.ConnectionState{}
+		}
+		local, _ := net.ResolveTCPAddr("tcp", tc.local)
+		r = r.WithContext(context.WithValue(r.Context(), http.LocalAddrContextKey, local))
+		r.Header.Set("Authorization", "Bearer "+tok.Token)
+		if _, e := g.Check(r); (e == nil) != tc.ok {
+			t.Errorf("%s: %v, want ok=%v", name, e, tc.ok)
+		}
 	}
 }
 

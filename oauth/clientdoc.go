@@ -38,6 +38,10 @@ const (
 	clientDocMaxTTL       = 24 * time.Hour
 	clientDocFailureTTL   = 30 * time.Second
 	clientDocCacheEntries = 1000
+	// clientDocMaxFetches bounds the fetches running at once, whoever
+	// asks: a flood of distinct URLs holds at most this many connections
+	// (and 64 KiB each), and is answered "busy" beyond it.
+	clientDocMaxFetches = 8
 )
 
 // IsClientIDURL reports whether id is meant as a metadata document URL
@@ -61,6 +65,7 @@ type ClientDocuments struct {
 
 	cache *cache.Cache[string, clientDocResult]
 	group singleflight.Group
+	slots chan struct{} // one per fetch running
 }
 
 // clientDocResult is a cached outcome: a client, or the error a failed fetch
@@ -98,6 +103,7 @@ func newClientDocuments(allowHosts []string, log *zap.Logger, now func() time.Ti
 		open:    newClientDocHTTPClient(roots, timeout, nil),
 		timeout: timeout,
 		cache:   cache.New[string, clientDocResult](clientDocCacheEntries, now),
+		slots:   make(chan struct{}, clientDocMaxFetches),
 	}
 }
 
@@ -147,14 +153,18 @@ func refusePrivateAddress(network, address string, _ syscall.RawConn) error {
 
 // nonPublicPrefixes are the ranges the netip predicates do not cover.
 var nonPublicPrefixes = []netip.Prefix{
-	netip.MustParsePrefix("0.0.0.0/8"),      // "this network"
-	netip.MustParsePrefix("100.64.0.0/10"),  // carrier-grade NAT
-	netip.MustParsePrefix("192.0.0.0/24"),   // IETF protocol assignments
-	netip.MustParsePrefix("198.18.0.0/15"),  // benchmarking
-	netip.MustParsePrefix("240.0.0.0/4"),    // reserved, and broadcast
-	netip.MustParsePrefix("::/96"),          // IPv4-compatible (deprecated), with :: and ::1
-	netip.MustParsePrefix("fec0::/10"),      // site-local (deprecated)
-	netip.MustParsePrefix("64:ff9b:1::/48"), // local-use NAT64
+	netip.MustParsePrefix("0.0.0.0/8"),       // "this network"
+	netip.MustParsePrefix("100.64.0.0/10"),   // carrier-grade NAT
+	netip.MustParsePrefix("192.0.0.0/24"),    // IETF protocol assignments
+	netip.MustParsePrefix("198.18.0.0/15"),   // benchmarking
+	netip.MustParsePrefix("240.0.0.0/4"),     // reserved, and broadcast
+	netip.MustParsePrefix("::/96"),           // IPv4-compatible (deprecated), with :: and ::1
+	netip.MustParsePrefix("fec0::/10"),       // site-local (deprecated)
+	netip.MustParsePrefix("64:ff9b:1::/48"),  // local-use NAT64
+	netip.MustParsePrefix("100::/64"),        // discard-only
+	netip.MustParsePrefix("2001::/32"),       // Teredo: may tunnel to any IPv4 address
+	netip.MustParsePrefix("2002::/16"),       // 6to4: embeds an IPv4 address
+	netip.MustParsePrefix("::ffff:0:0:0/96"), // IPv4-translated
 }
 
 var nat64 = netip.MustParsePrefix("64:ff9b::/96")
@@ -206,6 +216,8 @@ func checkClientIDURL(id string) (*url.URL, error) {
 		return nil, errors.New("it must not have a query")
 	case u.Path == "" || u.Path == "/":
 		return nil, errors.New("it must have a path")
+	case !validDocumentHost(u):
+		return nil, errors.New("its host must be a DNS name or an IP address, with a port from 1 to 65535 if any")
 	}
 	// u.Path is decoded, so %2e%2e counts as ".." as a server would take it.
 	for seg := range strings.SplitSeq(u.Path, "/") {
@@ -217,6 +229,38 @@ func checkClientIDURL(id string) (*url.URL, error) {
 		return nil, errors.New("it is not in canonical form (characters that must be percent-encoded, or an upper-case scheme)")
 	}
 	return u, nil
+}
+
+// validDocumentHost reports whether u names a host a fetch can go to: a
+// DNS name of letters, digits, hyphens and dots, or an IP literal, and a
+// port in range when one is written. The host is quoted in messages a
+// person reads, so nothing else may pass.
+func validDocumentHost(u *url.URL) bool {
+	if p := u.Port(); p != "" || strings.HasSuffix(u.Host, ":") {
+		n, err := strconv.Atoi(p)
+		if err != nil || n < 1 || n > 65535 || p[0] == '0' {
+			return false
+		}
+	}
+	host := u.Hostname()
+	if _, err := netip.ParseAddr(host); err == nil {
+		return true
+	}
+	if len(host) > 253 {
+		return false
+	}
+	for label := range strings.SplitSeq(host, ".") {
+		if label == "" || len(label) > 63 || label[0] == '-' || label[len(label)-1] == '-' {
+			return false
+		}
+		for i := 0; i < len(label); i++ {
+			c := label[i]
+			if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-') {
+				return false
+			}
+		}
+	}
+	return true
 }
 
 // validateDocumentClientID is NewClient's id check for ClientFromDocument.
@@ -242,6 +286,13 @@ func (d *ClientDocuments) Client(ctx context.Context, id string) (*Client, error
 	ch := d.group.DoChan(id, func() (any, error) {
 		// The fetch outlives a caller who gives up: others may be waiting
 		// on it, and its result is cached; the timeout still bounds it.
+		select {
+		case d.slots <- struct{}{}:
+			defer func() { <-d.slots }()
+		default:
+			// Not cached: the URL may be fine, the server is only busy.
+			return clientDocResult{err: fmt.Errorf("%w: too many client metadata documents are being fetched right now; try again in a moment", ErrNotFound)}, nil
+		}
 		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), d.timeout)
 		defer cancel()
 		r, ttl := d.fetch(fctx, u, id)

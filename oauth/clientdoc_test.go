@@ -394,6 +394,13 @@ func TestClientDocumentURLRefused(t *testing.T) {
 		{base + "/a b.json", "canonical"},
 		{base + "/" + strings.Repeat("a", clientDocMaxURL), "longer than 2048"},
 		{"https://%zz/doc.json", "not a URL"},
+		{"https://app.example.com:/doc.json", "DNS name or an IP address"},
+		{"https://app.example.com:0/doc.json", "DNS name or an IP address"},
+		{"https://app.example.com:99999/doc.json", "DNS name or an IP address"},
+		{"https://app.example.com:0443/doc.json", "DNS name or an IP address"},
+		{"https://app_example.com/doc.json", "DNS name or an IP address"},
+		{"https://-app.example.com/doc.json", "DNS name or an IP address"},
+		{"https://app..example.com/doc.json", "DNS name or an IP address"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.id[:min(len(tt.id), 60)], func(t *testing.T) {
@@ -493,6 +500,11 @@ func TestIsPublicAddr(t *testing.T) {
 		{"::127.0.0.1", false},
 		{"64:ff9b::7f00:1", false},
 		{"64:ff9b::a9fe:a9fe", false},
+		{"2002:7f00:1::1", false},      // 6to4 of 127.0.0.1
+		{"2001:0:4136:e378::1", false}, // Teredo
+		{"::ffff:0:7f00:1", false},     // IPv4-translated
+		{"100::1", false},              // discard-only
+		{"2001:db9::1", true},
 	}
 	for _, tt := range tests {
 		if got := isPublicAddr(netip.MustParseAddr(tt.addr)); got != tt.public {
@@ -737,4 +749,26 @@ func FuzzCheckClientIDURL(f *testing.F) {
 			t.Fatalf("%q does not survive a round trip", id)
 		}
 	})
+}
+
+// Beyond clientDocMaxFetches fetches at once the answer is "busy", and
+// that answer is not cached: the URL works once a slot is free.
+func TestClientDocumentFetchesBounded(t *testing.T) {
+	srv := newDocServer(t)
+	docs := testDocs(srv, newTestClock())
+	id := srv.URL + "/busy.json"
+	srv.handle("/busy.json", serveJSON(docFor(id, nil)))
+	for range clientDocMaxFetches {
+		docs.slots <- struct{}{}
+	}
+	if _, err := docs.Client(t.Context(), id); !errors.Is(err, ErrNotFound) || !strings.Contains(err.Error(), "too many") {
+		t.Fatalf("with every slot taken: %v", err)
+	}
+	if n := srv.hitsOf("/busy.json"); n != 0 {
+		t.Fatalf("fetched %d times while busy", n)
+	}
+	<-docs.slots
+	if _, err := docs.Client(t.Context(), id); err != nil {
+		t.Fatalf("once a slot is free: %v", err)
+	}
 }

@@ -274,15 +274,18 @@ func ValidateIssuer(issuer string) error {
 }
 
 // MatchRedirectURI reports whether requested is one of the registered URIs:
-// an exact string match (OAuth 2.1 §4.1.1), except that a loopback http
-// redirect matches on any port (RFC 8252 §7.3: a native app listens on
-// whatever port is free when it runs).
+// an exact string match (OAuth 2.1 §4.1.1), except that for a public
+// client — a native app — a loopback http redirect matches on any port
+// (RFC 8252 §7.3: it listens on whatever port is free when it runs).
 func (c *Client) MatchRedirectURI(requested string) bool {
 	if requested == "" {
 		return false
 	}
 	if slices.Contains(c.RedirectURIs, requested) {
 		return true
+	}
+	if !c.Public {
+		return false
 	}
 	want, ok := withoutLoopbackPort(requested)
 	if !ok {

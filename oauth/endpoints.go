@@ -90,7 +90,9 @@ func (s *tokenInfo) handleIntrospect(w http.ResponseWriter, r *http.Request) err
 // own client_credentials token needs the client, any other token its
 // current agent.
 func (s *tokenInfo) subjectActive(ctx context.Context, claims *AccessClaims) bool {
-	if claims.ClientID == claims.Subject && claims.Act == nil {
+	// A client's token, or one exchanged from it: agents and clients never
+	// share an id (as in exchangeSubject).
+	if !IsClientIDURL(claims.Subject) {
 		if _, err := s.clients.Get(ctx, claims.Subject); err == nil {
 			return true
 		}

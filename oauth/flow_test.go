@@ -119,6 +119,11 @@ func TestNativeRedirects(t *testing.T) {
 			t.Errorf("MatchRedirectURI(%q) = %v, want %v", uri, got, ok)
 		}
 	}
+	confidential, _, err := oauth.NewClient(oauth.ClientSpec{ID: "site", Secret: strings.Repeat("s", 32), RedirectURIs: []string{"http://127.0.0.1/cb"}},
+		oauth.ClientFromConfig, testTime())
+	if err != nil || confidential.MatchRedirectURI("http://127.0.0.1:54321/cb") || !confidential.MatchRedirectURI("http://127.0.0.1/cb") {
+		t.Fatalf("a confidential client's loopback redirect matches exactly: %v", err)
+	}
 	for name, spec := range map[string]oauth.ClientSpec{
 		"private-use scheme, confidential": {ID: "a", Secret: strings.Repeat("s", 32), RedirectURIs: []string{"com.example.app:/cb"}},
 		"one-label scheme":                 {ID: "a", Public: true, RedirectURIs: []string{"myapp:/cb"}},

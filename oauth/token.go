@@ -384,13 +384,9 @@ func (s *tokenEndpoint) refreshReused(ctx context.Context, client *Client, g *Re
 // grantClientCredentials issues a token to the caller itself: a confidential
 // client (for its API scopes) or an agent (as /api/agent-auth does).
 func (s *tokenEndpoint) grantClientCredentials(c caller, params url.Values) (*tokenResponse, error) {
-	resource, err := ParseResource(params.Get("resource"))
+	aud, err := parseResources(params["resource"])
 	if err != nil {
 		return nil, err
-	}
-	var aud []string
-	if resource != "" {
-		aud = []string{resource}
 	}
 	g := AccessGrant{Subject: c.id(), ClientID: c.id(), Audience: aud, AuthTime: s.now()}
 	if c.agent != nil {
@@ -479,12 +475,16 @@ func (s *tokenEndpoint) grantTokenExchange(ctx context.Context, c caller, params
 // token descending from its client_credentials grant (agents and clients
 // never share an id), else an agent, which must still be active.
 func (s *tokenEndpoint) exchangeSubject(ctx context.Context, claims *AccessClaims) (exchangeSubject, error) {
-	c, err := s.clients.Get(ctx, claims.Subject)
-	if err == nil {
-		return clientSubject(c), nil
-	}
-	if !errors.Is(err, ErrNotFound) {
-		return exchangeSubject{}, err
+	// A token's subject is never a metadata-document client (those are
+	// public: no client_credentials), so there is nothing to fetch.
+	if !IsClientIDURL(claims.Subject) {
+		c, err := s.clients.Get(ctx, claims.Subject)
+		if err == nil {
+			return clientSubject(c), nil
+		}
+		if !errors.Is(err, ErrNotFound) {
+			return exchangeSubject{}, err
+		}
 	}
 	a, err := s.activeAgent(ctx, claims.Subject, claims.IssuedAt.Time)
 	if err != nil {

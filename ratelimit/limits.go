@@ -261,7 +261,7 @@ func (l *Limits) ChargeRegistration(ctx context.Context, w http.ResponseWriter, 
 	}
 	ip := IPKey(ClientIP(r))
 	reg := &Registration{l: l, regKey: prefix + ip, failKey: ip}
-	if err := l.Peek(ctx, nil, l.FailedAuth, "authentication", reg.failKey, l.AuthFailOpen); err != nil {
+	if err := l.Peek(ctx, w, l.FailedAuth, "authentication", reg.failKey, l.AuthFailOpen); err != nil {
 		return nil, err
 	}
 	if l.Registration == nil {

@@ -143,8 +143,9 @@ type authRequestRecord struct {
 	Nonce         string   `json:"nonce,omitempty"`
 	CodeChallenge string   `json:"code_challenge,omitempty"`
 	Resources     []string `json:"resources,omitempty"`
-	// Resource is the one resource records written before resources could
-	// repeat carry; read, never written.
+	// Resource is the one resource of records written before resources
+	// could repeat, read when Resources is empty; still written (the first
+	// one) so that a downgraded build finds it.
 	Resource    string          `json:"resource,omitempty"`
 	BrowserHash string          `json:"browser_hash,omitempty"`
 	CreatedAt   time.Time       `json:"created_at"`
@@ -183,6 +184,7 @@ func toAuthRequestRecord(r *oauth.AuthRequest) authRequestRecord {
 		Nonce:         r.Nonce,
 		CodeChallenge: r.CodeChallenge,
 		Resources:     slices.Clone(r.Resources),
+		Resource:      firstResource(r.Resources),
 		BrowserHash:   r.BrowserHash,
 		CreatedAt:     r.CreatedAt,
 		ExpiresAt:     r.ExpiresAt,
@@ -215,7 +217,7 @@ type codeRecord struct {
 	Nonce         string            `json:"nonce,omitempty"`
 	CodeChallenge string            `json:"code_challenge,omitempty"`
 	Resources     []string          `json:"resources,omitempty"`
-	Resource      string            `json:"resource,omitempty"` // read only, as in authRequestRecord
+	Resource      string            `json:"resource,omitempty"` // as in authRequestRecord
 	AgentID       string            `json:"agent_id"`
 	ModelName     string            `json:"model_name,omitempty"`
 	AuthTime      time.Time         `json:"auth_time"`
@@ -251,6 +253,7 @@ func toCodeRecord(g *oauth.CodeGrant) codeRecord {
 		Nonce:         g.Nonce,
 		CodeChallenge: g.CodeChallenge,
 		Resources:     slices.Clone(g.Resources),
+		Resource:      firstResource(g.Resources),
 		AgentID:       g.AgentID,
 		ModelName:     g.ModelName,
 		AuthTime:      g.AuthTime,
@@ -283,11 +286,20 @@ type refreshRecord struct {
 	AgentID   string    `json:"agent_id"`
 	Scopes    []string  `json:"scopes"`
 	Resources []string  `json:"resources,omitempty"`
-	Resource  string    `json:"resource,omitempty"` // read only, as in authRequestRecord
+	Resource  string    `json:"resource,omitempty"` // as in authRequestRecord
 	ModelName string    `json:"model_name,omitempty"`
 	AuthTime  time.Time `json:"auth_time"`
 	ExpiresAt time.Time `json:"expires_at"`
 	Rotated   bool      `json:"rotated,omitempty"`
+}
+
+// firstResource is what a record's old single-resource field holds, so a
+// downgraded build still reads the (first) audience.
+func firstResource(list []string) string {
+	if len(list) == 0 {
+		return ""
+	}
+	return list[0]
 }
 
 // resources is the resource list of a record, of either form.
@@ -305,6 +317,7 @@ func toRefreshRecord(g *oauth.RefreshGrant) refreshRecord {
 		AgentID:   g.AgentID,
 		Scopes:    slices.Clone(g.Scopes),
 		Resources: slices.Clone(g.Resources),
+		Resource:  firstResource(g.Resources),
 		ModelName: g.ModelName,
 		AuthTime:  g.AuthTime,
 		ExpiresAt: g.ExpiresAt,

@@ -752,6 +752,23 @@ func (p *Postgres) EnsureSecret(ctx context.Context, name string, candidate []by
 
 // --- authorization requests ---
 
+// Schema 2 turned the one resource of requests, codes and refresh tokens
+// into a list. The old column stays for one release and is still written
+// (the first resource), so instances of the previous version keep working
+// alongside new ones during a rolling upgrade; rows they write, with only
+// that column, read back as a list of one.
+const resourcesRead = "CASE WHEN cardinality(resources) = 0 AND resource <> '' THEN ARRAY[resource] ELSE resources END"
+
+// readColumns is a column list for SELECT and RETURNING: resources read
+// with resourcesRead.
+func readColumns(cols string) string { return strings.Replace(cols, "resources", resourcesRead, 1) }
+
+var (
+	authRequestRead = readColumns(authRequestColumns)
+	codeRead        = readColumns(codeColumns)
+	refreshRead     = readColumns(refreshColumns)
+)
+
 const authRequestColumns = `id, client_id, redirect_uri, scopes, state, nonce, code_challenge, resources, browser_hash,
 	created_ns, expires_ns, approved_agent, approved_model, auth_ns, code_seed`
 
@@ -796,11 +813,11 @@ func (p *Postgres) CreateAuthRequest(ctx context.Context, r *oauth.AuthRequest) 
 	}
 	ctx, cancel := p.op(ctx)
 	defer cancel()
-	tag, err := p.pool.Exec(ctx, `INSERT INTO auth_requests (`+authRequestColumns+`)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
+	tag, err := p.pool.Exec(ctx, `INSERT INTO auth_requests (`+authRequestColumns+`, resource)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, coalesce(($8::text[])[1], ''))
 		ON CONFLICT (id) DO UPDATE SET client_id = $2, redirect_uri = $3, scopes = $4, state = $5, nonce = $6,
-			code_challenge = $7, resources = $8, browser_hash = $9, created_ns = $10, expires_ns = $11,
-			approved_agent = $12, approved_model = $13, auth_ns = $14, code_seed = $15
+			code_challenge = $7, resources = $8, resource = coalesce(($8::text[])[1], ''), browser_hash = $9, created_ns = $10,
+			expires_ns = $11, approved_agent = $12, approved_model = $13, auth_ns = $14, code_seed = $15
 		WHERE auth_requests.expires_ns <= $16`,
 		r.ID, r.ClientID, r.RedirectURI, nonNil(r.Scopes), r.State, r.Nonce, r.CodeChallenge, nonNil(r.Resources), r.BrowserHash,
 		ns(r.CreatedAt), expiryNS(r.ExpiresAt), agent, model, authNS, seed, p.now().UnixNano())
@@ -821,7 +838,7 @@ func (p *Postgres) GetAuthRequest(ctx context.Context, id string) (*oauth.AuthRe
 	}
 	ctx, cancel := p.op(ctx)
 	defer cancel()
-	r, err := scanAuthRequest(p.pool.QueryRow(ctx, "SELECT "+authRequestColumns+" FROM auth_requests WHERE id = $1 AND expires_ns > $2", id, p.now().UnixNano()))
+	r, err := scanAuthRequest(p.pool.QueryRow(ctx, "SELECT "+authRequestRead+" FROM auth_requests WHERE id = $1 AND expires_ns > $2", id, p.now().UnixNano()))
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, oauth.ErrNotFound
 	}
@@ -843,7 +860,7 @@ func (p *Postgres) ApproveAuthRequest(ctx context.Context, id string, a oauth.Ap
 	r, err := scanAuthRequest(p.pool.QueryRow(ctx, `UPDATE auth_requests
 		SET approved_agent = $2, approved_model = $3, auth_ns = $4, code_seed = $5
 		WHERE id = $1 AND expires_ns > $6 AND approved_agent IS NULL
-		RETURNING `+authRequestColumns, id, a.AgentID, a.ModelName, ns(a.AuthTime), a.CodeSeed, now))
+		RETURNING `+authRequestRead, id, a.AgentID, a.ModelName, ns(a.AuthTime), a.CodeSeed, now))
 	if err == nil {
 		return r, nil
 	}
@@ -900,10 +917,10 @@ func (p *Postgres) CreateCode(ctx context.Context, hash string, g *oauth.CodeGra
 	}
 	ctx, cancel := p.op(ctx)
 	defer cancel()
-	tag, err := p.pool.Exec(ctx, `INSERT INTO codes (hash, `+codeColumns+`)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
+	tag, err := p.pool.Exec(ctx, `INSERT INTO codes (hash, `+codeColumns+`, resource)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, coalesce(($7::text[])[1], ''))
 		ON CONFLICT (hash) DO UPDATE SET client_id = $2, redirect_uri = $3, scopes = $4, nonce = $5, code_challenge = $6,
-			resources = $7, agent_id = $8, model_name = $9, auth_ns = $10, expires_ns = $11, redeemed = $12,
+			resources = $7, resource = coalesce(($7::text[])[1], ''), agent_id = $8, model_name = $9, auth_ns = $10, expires_ns = $11, redeemed = $12,
 			access_token_id = $13, access_expires_ns = $14, family = $15
 		WHERE codes.expires_ns <= $16`,
 		hash, g.ClientID, g.RedirectURI, nonNil(g.Scopes), g.Nonce, g.CodeChallenge, nonNil(g.Resources), g.AgentID, g.ModelName,
@@ -929,7 +946,7 @@ func (p *Postgres) RedeemCode(ctx context.Context, hash string, redeem func(*oau
 	var out *oauth.CodeGrant
 	var used bool
 	err := p.tx(ctx, func(ctx context.Context, tx pgx.Tx) error {
-		g, err := scanCode(tx.QueryRow(ctx, "SELECT "+codeColumns+" FROM codes WHERE hash = $1 AND expires_ns > $2 FOR UPDATE", hash, p.now().UnixNano()))
+		g, err := scanCode(tx.QueryRow(ctx, "SELECT "+codeRead+" FROM codes WHERE hash = $1 AND expires_ns > $2 FOR UPDATE", hash, p.now().UnixNano()))
 		if errors.Is(err, pgx.ErrNoRows) {
 			return oauth.ErrNotFound
 		}
@@ -983,9 +1000,10 @@ func scanRefresh(row pgx.Row) (*oauth.RefreshGrant, error) {
 func (p *Postgres) putRefresh(ctx context.Context, q interface {
 	Exec(context.Context, string, ...any) (pgconn.CommandTag, error)
 }, hash string, g *oauth.RefreshGrant) (bool, error) {
-	tag, err := q.Exec(ctx, `INSERT INTO refresh_tokens (hash, `+refreshColumns+`)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+	tag, err := q.Exec(ctx, `INSERT INTO refresh_tokens (hash, `+refreshColumns+`, resource)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, coalesce(($6::text[])[1], ''))
 		ON CONFLICT (hash) DO UPDATE SET family = $2, client_id = $3, agent_id = $4, scopes = $5, resources = $6,
+			resource = coalesce(($6::text[])[1], ''),
 			model_name = $7, auth_ns = $8, expires_ns = $9, rotated = $10
 		WHERE refresh_tokens.expires_ns <= $11`,
 		hash, g.Family, g.ClientID, g.AgentID, nonNil(g.Scopes), nonNil(g.Resources), g.ModelName, ns(g.AuthTime), expiryNS(g.ExpiresAt), g.Rotated, p.now().UnixNano())
@@ -1027,7 +1045,7 @@ func (p *Postgres) GetRefresh(ctx context.Context, hash string) (*oauth.RefreshG
 	}
 	ctx, cancel := p.op(ctx)
 	defer cancel()
-	g, err := scanRefresh(p.pool.QueryRow(ctx, "SELECT "+refreshColumns+" FROM refresh_tokens WHERE hash = $1 AND expires_ns > $2", hash, p.now().UnixNano()))
+	g, err := scanRefresh(p.pool.QueryRow(ctx, "SELECT "+refreshRead+" FROM refresh_tokens WHERE hash = $1 AND expires_ns > $2", hash, p.now().UnixNano()))
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, oauth.ErrNotFound
 	}
@@ -1061,7 +1079,7 @@ func (p *Postgres) RotateRefresh(ctx context.Context, oldHash, newHash string, n
 		if err := lockFamily(ctx, tx, next.Family); err != nil {
 			return err
 		}
-		old, err := scanRefresh(tx.QueryRow(ctx, "SELECT "+refreshColumns+" FROM refresh_tokens WHERE hash = $1 AND expires_ns > $2 FOR UPDATE",
+		old, err := scanRefresh(tx.QueryRow(ctx, "SELECT "+refreshRead+" FROM refresh_tokens WHERE hash = $1 AND expires_ns > $2 FOR UPDATE",
 			oldHash, p.now().UnixNano()))
 		if errors.Is(err, pgx.ErrNoRows) {
 			return oauth.ErrNotFound

@@ -117,7 +117,22 @@ func TestPostgres(t *testing.T) {
 		}
 		conn.Close(context.Background())
 		p := open(t, dsn, nil)
-		for hash, want := range map[string][]string{"h1": {"https://api.example.com/"}, "h2": nil} {
+		// During a rolling upgrade an instance of the previous version
+		// writes only the old column, and reads only it.
+		if _, err := p.pool.Exec(context.Background(), `INSERT INTO refresh_tokens (hash, family, client_id, agent_id, scopes, resource, model_name, expires_ns)
+			VALUES ('h3', 'fam', 'app', 'agent-1', '{data:read}', 'https://old.example.com/', 'm', 9000000000000000000)`); err != nil {
+			t.Fatal(err)
+		}
+		if err := p.CreateRefresh(context.Background(), "h4", &oauth.RefreshGrant{Family: "fam", ClientID: "app", AgentID: "agent-1",
+			Scopes: []string{"data:read"}, Resources: []string{"https://a.example.com/", "https://b.example.com/"}, ExpiresAt: time.Now().Add(time.Hour)}); err != nil {
+			t.Fatal(err)
+		}
+		var old string
+		if err := p.pool.QueryRow(context.Background(), "SELECT resource FROM refresh_tokens WHERE hash = 'h4'").Scan(&old); err != nil || old != "https://a.example.com/" {
+			t.Fatalf("the old column of a new row: %q %v", old, err)
+		}
+		for hash, want := range map[string][]string{"h1": {"https://api.example.com/"}, "h2": nil, "h3": {"https://old.example.com/"},
+			"h4": {"https://a.example.com/", "https://b.example.com/"}} {
 			g, err := p.GetRefresh(context.Background(), hash)
 			if err != nil {
 				t.Fatal(err)
