@@ -352,6 +352,9 @@ func TestInteroperability(t *testing.T) {
 		if r.status != 200 || r.str("scope") != "data:read" {
 			t.Fatalf("client exchange: %d %s", r.status, r.body)
 		}
+		if in := c.formCall(t, "/oauth2/introspect", "demo-site", clientSecret, url.Values{"token": {r.str("access_token")}}); in.json["active"] != true {
+			t.Fatalf("the exchanged client token introspects as %s", in.body)
+		}
 	})
 
 	t.Run("native apps: loopback on any port and private-use schemes", func(t *testing.T) {
@@ -443,6 +446,10 @@ func TestInteroperability(t *testing.T) {
 		}
 		if h := strings.ToLower(pre.header.Get("Access-Control-Allow-Headers")); !strings.Contains(h, "mcp-protocol-version") || !strings.Contains(h, "authorization") {
 			t.Fatalf("allowed headers %q", h)
+		}
+		patch := do(t, "OPTIONS", api+"/items/1", map[string]string{"Origin": origin, "Access-Control-Request-Method": "PATCH"}, "")
+		if patch.status >= 300 || patch.header.Get("Access-Control-Allow-Origin") == "" {
+			t.Fatalf("PATCH preflight: %d %v", patch.status, patch.header)
 		}
 		denied := do(t, "POST", mcpResource, map[string]string{"Origin": origin}, `{}`)
 		if denied.status != 401 || denied.header.Get("Access-Control-Allow-Origin") == "" ||
