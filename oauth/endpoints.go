@@ -86,16 +86,11 @@ func (s *tokenInfo) handleIntrospect(w http.ResponseWriter, r *http.Request) err
 	return nil
 }
 
-// subjectActive reports whether a token's subject may still act: a client's
-// own client_credentials token needs the client, any other token its
-// current agent.
+// subjectActive reports whether a token's subject may still act: a token
+// speaking for a client needs the client, any other its current agent.
 func (s *tokenInfo) subjectActive(ctx context.Context, claims *AccessClaims) bool {
-	// A client's token, or one exchanged from it: agents and clients never
-	// share an id (as in exchangeSubject).
-	if !IsClientIDURL(claims.Subject) {
-		if _, err := s.clients.Get(ctx, claims.Subject); err == nil {
-			return true
-		}
+	if c, err := s.subjectClient(ctx, claims); c != nil || err != nil {
+		return err == nil
 	}
 	_, err := s.currentAgent(ctx, claims.Subject, claims.IssuedAt.Time)
 	return err == nil

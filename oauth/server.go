@@ -255,6 +255,22 @@ func (p *provider) authenticateBearer(r *http.Request, audience string) (*Access
 
 var errAgentGone = errors.New("agent deleted, disabled or registered again")
 
+// subjectClient returns the client a token speaks for when its subject is
+// a client — its own client_credentials token, or one exchanged from that —
+// and nil when the subject is an agent (agents and clients never share an
+// id). A token a client got for an agent (sub ≠ client_id, nobody acting)
+// needs no lookup.
+func (p *provider) subjectClient(ctx context.Context, claims *AccessClaims) (*Client, error) {
+	if claims.Subject != claims.ClientID && claims.Act == nil || IsClientIDURL(claims.Subject) {
+		return nil, nil
+	}
+	c, err := p.clients.Get(ctx, claims.Subject)
+	if errors.Is(err, ErrNotFound) {
+		return nil, nil
+	}
+	return c, err
+}
+
 // currentAgent loads the agent a token or grant from time since speaks
 // for: it must exist, be enabled, be the same agent — one deleted and
 // registered again under its id is another agent — and not have been

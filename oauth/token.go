@@ -472,19 +472,15 @@ func (s *tokenEndpoint) grantTokenExchange(ctx context.Context, c caller, params
 }
 
 // exchangeSubject loads whom a subject token speaks for: a client, for a
-// token descending from its client_credentials grant (agents and clients
-// never share an id), else an agent, which must still be active.
+// token descending from its client_credentials grant, else an agent,
+// which must still be active.
 func (s *tokenEndpoint) exchangeSubject(ctx context.Context, claims *AccessClaims) (exchangeSubject, error) {
-	// A token's subject is never a metadata-document client (those are
-	// public: no client_credentials), so there is nothing to fetch.
-	if !IsClientIDURL(claims.Subject) {
-		c, err := s.clients.Get(ctx, claims.Subject)
-		if err == nil {
-			return clientSubject(c), nil
-		}
-		if !errors.Is(err, ErrNotFound) {
-			return exchangeSubject{}, err
-		}
+	c, err := s.subjectClient(ctx, claims)
+	if err != nil {
+		return exchangeSubject{}, err
+	}
+	if c != nil {
+		return clientSubject(c), nil
 	}
 	a, err := s.activeAgent(ctx, claims.Subject, claims.IssuedAt.Time)
 	if err != nil {
