@@ -215,13 +215,14 @@ func adminCreateClient(ad *oauth.Admin, w http.ResponseWriter, r *http.Request) 
 		RedirectURIs []string `json:"redirect_uris"`
 		Scopes       []string `json:"scopes"`
 		GrantTypes   []string `json:"grant_types"`
+		IDTokenAlg   string   `json:"id_token_signed_response_alg"`
 	}
 	if err := oauth.DecodeJSON(w, r, adminMaxBody, &req); err != nil {
 		return err
 	}
 	c, secret, err := ad.CreateClient(r.Context(), oauth.ClientSpec{
 		ID: req.ClientID, Name: req.ClientName, Public: req.Public, RedirectURIs: req.RedirectURIs,
-		Scopes: req.Scopes, GrantTypes: req.GrantTypes,
+		Scopes: req.Scopes, GrantTypes: req.GrantTypes, IDTokenAlg: req.IDTokenAlg,
 	})
 	if err != nil {
 		return err
@@ -245,12 +246,14 @@ func adminClient(ad *oauth.Admin, w http.ResponseWriter, r *http.Request, id str
 			RedirectURIs *[]string `json:"redirect_uris"`
 			Scopes       *[]string `json:"scopes"`
 			GrantTypes   *[]string `json:"grant_types"`
+			IDTokenAlg   *string   `json:"id_token_signed_response_alg"`
 		}
 		if err := oauth.DecodeJSON(w, r, adminMaxBody, &req); err != nil {
 			return err
 		}
 		c, err := ad.UpdateClient(r.Context(), id, oauth.ClientPatch{
 			Name: req.ClientName, RedirectURIs: req.RedirectURIs, Scopes: req.Scopes, GrantTypes: req.GrantTypes,
+			IDTokenAlg: req.IDTokenAlg,
 		})
 		if err != nil {
 			return notFound(err, "client", id)

@@ -31,7 +31,7 @@ func init() {
 //		access_token_lifetime <duration>
 //		refresh_token_lifetime <duration>
 //		key_rotation <duration>
-//		access_token_alg RS256|ES256|EdDSA
+//		access_token_alg ES256|RS256|EdDSA
 //		registration open|closed|token <token>
 //		default_permissions <scope...>
 //		agent <id> {
@@ -44,6 +44,7 @@ func init() {
 //			redirect_uri <uri...>
 //			scopes <scope...>
 //			grant_types <grant...>
+//			id_token_alg RS256|ES256|EdDSA
 //		}
 //		dynamic_client_registration off|open|token <token>
 //		code_lifetime <duration>
@@ -346,6 +347,11 @@ func (a *App) unmarshalClient(d *caddyfile.Dispenser) error {
 			cc.Scopes = append(cc.Scopes, args...)
 		case "grant_types":
 			cc.GrantTypes = append(cc.GrantTypes, args...)
+		case "id_token_alg", "id_token_signed_response_alg":
+			if len(args) != 1 {
+				return d.Errf("client %s: id_token_alg takes one of RS256, ES256, EdDSA", id)
+			}
+			cc.IDTokenAlg = args[0]
 		default:
 			return d.Errf("client %s: unknown setting %q", id, setting)
 		}

@@ -157,7 +157,7 @@ func TestAgentEndpoints(t *testing.T) {
 			t.Fatalf("token response %s", r.body)
 		}
 		hdr, claims := decodeJWT(t, r.str("access_token"))
-		if hdr["typ"] != "at+jwt" || hdr["alg"] != "RS256" || hdr["kid"] == nil {
+		if hdr["typ"] != "at+jwt" || hdr["alg"] != "ES256" || hdr["kid"] == nil {
 			t.Fatalf("header %v", hdr)
 		}
 		if claims["iss"] != c.base() || claims["sub"] != "test_agent" || claims["client_id"] != "test_agent" ||
@@ -317,9 +317,19 @@ func TestAgentEndpoints(t *testing.T) {
 		if r.status != 200 || len(keys) == 0 {
 			t.Fatalf("got %d %s", r.status, r.body)
 		}
-		k := keys[0].(map[string]any)
-		if k["kid"] == nil || k["alg"] != "RS256" || k["use"] != "sig" || k["kty"] != "RSA" || k["d"] != nil {
-			t.Fatalf("key %v", k)
+		// One key per algorithm, rotating together: ES256 signs access
+		// tokens by default, RS256 ID tokens, and clients may register
+		// ES256 or EdDSA for theirs.
+		kty := map[string]string{}
+		for _, raw := range keys {
+			k := raw.(map[string]any)
+			if k["kid"] == nil || k["use"] != "sig" || k["d"] != nil {
+				t.Fatalf("key %v", k)
+			}
+			kty[k["alg"].(string)] = k["kty"].(string)
+		}
+		if kty["RS256"] != "RSA" || kty["ES256"] != "EC" || kty["EdDSA"] != "OKP" || len(kty) != 3 {
+			t.Fatalf("key algorithms %v", kty)
 		}
 	})
 

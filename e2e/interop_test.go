@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"context"
 	"encoding/json"
 	"encoding/pem"
 	"fmt"
@@ -12,6 +13,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/coreos/go-oidc/v3/oidc"
 )
 
 // The failures widely used OAuth and MCP clients ran into, each through a
@@ -134,6 +137,12 @@ func TestInteroperability(t *testing.T) {
 			public
 			redirect_uri http://127.0.0.1/callback com.example.app:/cb
 			scopes openid profile mcp:tools
+		}
+		client es-site {
+			secret `+clientSecret+`
+			redirect_uri `+cb+`
+			scopes openid profile
+			id_token_alg ES256
 		}`))
 	c.registerOK(t, "interop-agent")
 	c.registerOK(t, "other-agent")
@@ -432,6 +441,60 @@ func TestInteroperability(t *testing.T) {
 			if r.status != 400 || r.header.Get("Location") != "" {
 				t.Errorf("%s: %d %s", name, r.status, r.body)
 			}
+		}
+	})
+
+	t.Run("ID tokens signed with the algorithm the client registered", func(t *testing.T) {
+		idToken := func(clientID, user, pass string) string {
+			code := c.approve(t, c.authorizeJSON(t, pkceQuery(clientID, cb, "openid profile", url.Values{"nonce": {"n-1"}})), "interop-agent")
+			form := url.Values{"grant_type": {"authorization_code"}, "code": {code}, "redirect_uri": {cb}, "code_verifier": {verifier}}
+			if user == "" {
+				form.Set("client_id", clientID)
+			}
+			r := c.tokenCall(t, user, pass, form)
+			if r.status != 200 || r.str("id_token") == "" {
+				t.Fatalf("%s: %d %s", clientID, r.status, r.body)
+			}
+			return r.str("id_token")
+		}
+		ctx := context.Background()
+		provider, err := oidc.NewProvider(ctx, c.base())
+		if err != nil {
+			t.Fatal(err)
+		}
+		es := idToken("es-site", "es-site", clientSecret)
+		if h, _ := decodeJWT(t, es); h["alg"] != "ES256" {
+			t.Fatalf("es-site ID token header %v", h)
+		}
+		if _, err := provider.Verifier(&oidc.Config{ClientID: "es-site", SupportedSigningAlgs: []string{oidc.ES256}}).Verify(ctx, es); err != nil {
+			t.Fatalf("go-oidc, ES256: %v", err)
+		}
+		// The default stays RS256, which every OpenID client accepts.
+		rs := idToken("demo-site", "demo-site", clientSecret)
+		if _, err := provider.Verifier(&oidc.Config{ClientID: "demo-site"}).Verify(ctx, rs); err != nil {
+			t.Fatalf("go-oidc, RS256: %v", err)
+		}
+		// RFC 7591 metadata names it too; an unknown algorithm is refused.
+		reg := do(t, "POST", c.base()+"/oauth2/register", nil,
+			fmt.Sprintf(`{"redirect_uris":[%q],"token_endpoint_auth_method":"none","scope":"openid profile","id_token_signed_response_alg":"EdDSA"}`, cb))
+		if reg.status != 201 || reg.str("id_token_signed_response_alg") != "EdDSA" {
+			t.Fatalf("register: %d %s", reg.status, reg.body)
+		}
+		ed := idToken(reg.str("client_id"), "", "")
+		if h, _ := decodeJWT(t, ed); h["alg"] != "EdDSA" {
+			t.Fatalf("EdDSA client's ID token header %v", h)
+		}
+		if _, err := provider.Verifier(&oidc.Config{ClientID: reg.str("client_id"), SupportedSigningAlgs: []string{oidc.EdDSA}}).Verify(ctx, ed); err != nil {
+			t.Fatalf("go-oidc, EdDSA: %v", err)
+		}
+		wantError(t, do(t, "POST", c.base()+"/oauth2/register", nil,
+			fmt.Sprintf(`{"redirect_uris":[%q],"id_token_signed_response_alg":"HS256"}`, cb)), 400, "invalid_client_metadata")
+		disc := do(t, "GET", c.base()+"/.well-known/openid-configuration", nil, "")
+		if algs := fmt.Sprint(disc.json["id_token_signing_alg_values_supported"]); algs != "[RS256 ES256 EdDSA]" {
+			t.Fatalf("id_token_signing_alg_values_supported %s", algs)
+		}
+		if h, _ := decodeJWT(t, c.token(t, "interop-agent", secret)); h["alg"] != "ES256" {
+			t.Fatalf("access tokens are ES256 by default: %v", h)
 		}
 	})
 

@@ -168,6 +168,7 @@ type ClientPatch struct {
 	RedirectURIs *[]string
 	Scopes       *[]string
 	GrantTypes   *[]string
+	IDTokenAlg   *string
 }
 
 // UpdateClient changes a stored client, validated as a new one would be;
@@ -182,6 +183,9 @@ func (ad *Admin) UpdateClient(ctx context.Context, id string, patch ClientPatch)
 		}
 		if patch.Scopes != nil {
 			c.Scopes = *patch.Scopes
+		}
+		if patch.IDTokenAlg != nil {
+			c.IDTokenAlg = *patch.IDTokenAlg
 		}
 		if patch.GrantTypes != nil {
 			if len(*patch.GrantTypes) == 0 {

@@ -58,6 +58,14 @@ func (c *Client) MayRequest(sc string) bool { return c.AnyScope() || slices.Cont
 // AllowsGrant reports whether the client may use grant type g.
 func (c *Client) AllowsGrant(g string) bool { return slices.Contains(c.GrantTypes, g) }
 
+// IDTokenSigningAlg is the algorithm of the client's ID tokens.
+func (c *Client) IDTokenSigningAlg() string {
+	if c.IDTokenAlg == "" {
+		return AlgRS256
+	}
+	return c.IDTokenAlg
+}
+
 // AuthMethod is the token endpoint authentication the client uses.
 func (c *Client) AuthMethod() string {
 	if c.Public {
@@ -80,6 +88,10 @@ type ClientSpec struct {
 	// granted stays bounded by the agent's permissions.
 	AnyScope   bool
 	GrantTypes []string
+	// IDTokenAlg is the id_token_signed_response_alg: RS256 (the default,
+	// which OpenID Connect requires every client to accept), ES256 or
+	// EdDSA.
+	IDTokenAlg string
 }
 
 // MinConfiguredSecret is the shortest client secret an operator may write.
@@ -138,12 +150,20 @@ func NewClient(spec ClientSpec, source string, now time.Time) (*Client, string, 
 			return nil, "", ErrInvalidClientMetadata("unsupported grant type " + strconvQuote(g))
 		}
 	}
+	switch spec.IDTokenAlg {
+	case "", AlgRS256:
+		spec.IDTokenAlg = ""
+	case AlgES256, AlgEdDSA:
+	default:
+		return nil, "", ErrInvalidClientMetadata("id_token_signed_response_alg must be RS256, ES256 or EdDSA")
+	}
 	if slices.Contains(grants, GrantAuthorizationCode) && len(spec.RedirectURIs) == 0 {
 		return nil, "", ErrInvalidRedirectURI("the authorization_code grant needs at least one redirect URI")
 	}
 	c := &Client{
 		ID: spec.ID, Name: name, Public: spec.Public, RedirectURIs: slices.Clone(spec.RedirectURIs),
-		Scopes: slices.Clone(scopes), GrantTypes: slices.Compact(slices.Clone(grants)), Source: source, CreatedAt: now.UTC(),
+		Scopes: slices.Clone(scopes), GrantTypes: slices.Compact(slices.Clone(grants)), IDTokenAlg: spec.IDTokenAlg,
+		Source: source, CreatedAt: now.UTC(),
 	}
 	var generated string
 	switch {
@@ -452,7 +472,7 @@ func (cs *Clients) Update(ctx context.Context, id string, fn func(*Client) error
 		// Re-validate with the rules for new clients; the secret is kept
 		// (a stand-in satisfies the check, its hash is put back below).
 		spec := ClientSpec{ID: c.ID, Name: c.Name, Public: c.Public, RedirectURIs: c.RedirectURIs, Scopes: c.Scopes,
-			AnyScope: anyScope && len(c.Scopes) == 0, GrantTypes: c.GrantTypes}
+			AnyScope: anyScope && len(c.Scopes) == 0, GrantTypes: c.GrantTypes, IDTokenAlg: c.IDTokenAlg}
 		if !c.Public {
 			spec.Secret = strings.Repeat("x", MinConfiguredSecret)
 		}

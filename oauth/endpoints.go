@@ -174,7 +174,7 @@ func (s *metadata) handleDiscovery(w http.ResponseWriter, r *http.Request) error
 		"response_modes_supported":                      []string{"query"},
 		"grant_types_supported":                         []string{GrantAuthorizationCode, GrantRefreshToken, GrantClientCredentials, GrantTokenExchange},
 		"subject_types_supported":                       []string{"public"},
-		"id_token_signing_alg_values_supported":         []string{AlgRS256},
+		"id_token_signing_alg_values_supported":         SupportedAlgs,
 		"code_challenge_methods_supported":              []string{"S256"},
 		"token_endpoint_auth_methods_supported":         []string{AuthSecretBasic, AuthSecretPost, AuthNone},
 		"introspection_endpoint_auth_methods_supported": []string{AuthSecretBasic, AuthSecretPost},
@@ -215,6 +215,7 @@ type clientMetadata struct {
 	RedirectURIs            []string `json:"redirect_uris"`
 	ClientName              string   `json:"client_name"`
 	TokenEndpointAuthMethod string   `json:"token_endpoint_auth_method"`
+	IDTokenAlg              string   `json:"id_token_signed_response_alg"`
 	GrantTypes              []string `json:"grant_types"`
 	ResponseTypes           []string `json:"response_types"`
 	Scope                   string   `json:"scope"`
@@ -293,7 +294,7 @@ func (s *metadata) registerClient(w http.ResponseWriter, r *http.Request) (*Clie
 	// what it gets.
 	c, secret, err := NewClient(ClientSpec{
 		ID: "dyn_" + randomToken(16), Name: md.ClientName, Public: public, RedirectURIs: md.RedirectURIs,
-		Scopes: scopes, AnyScope: len(scopes) == 0, GrantTypes: grants,
+		Scopes: scopes, AnyScope: len(scopes) == 0, GrantTypes: grants, IDTokenAlg: md.IDTokenAlg,
 	}, ClientFromDynamic, s.now())
 	if err != nil {
 		return nil, "", err
@@ -311,7 +312,7 @@ func ClientMetadata(c *Client, secret string) map[string]any {
 	v := map[string]any{
 		"client_id": c.ID, "client_name": c.Name, "redirect_uris": c.RedirectURIs, "grant_types": c.GrantTypes,
 		"response_types": []string{"code"}, "token_endpoint_auth_method": method,
-		"client_id_issued_at": c.CreatedAt.Unix(),
+		"client_id_issued_at": c.CreatedAt.Unix(), "id_token_signed_response_alg": c.IDTokenSigningAlg(),
 	}
 	if !c.AnyScope() {
 		v["scope"] = strings.Join(c.Scopes, " ")

@@ -159,6 +159,8 @@ func TestNewClient(t *testing.T) {
 		"bad scope":          {ID: "a", Public: true, RedirectURIs: []string{"https://a.example.com/cb"}, Scopes: []string{"a b"}},
 		"bad id":             {ID: "a b", Public: true, RedirectURIs: []string{"https://a.example.com/cb"}},
 		"empty id":           {ID: "", Public: true, RedirectURIs: []string{"https://a.example.com/cb"}},
+		"HMAC ID tokens":     {ID: "a", Public: true, RedirectURIs: []string{"https://a.example.com/cb"}, IDTokenAlg: "HS256"},
+		"none ID tokens":     {ID: "a", Public: true, RedirectURIs: []string{"https://a.example.com/cb"}, IDTokenAlg: "none"},
 	}
 	for name, spec := range bad {
 		if _, _, err := oauth.NewClient(spec, oauth.ClientFromAdmin, now); err == nil {

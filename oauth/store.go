@@ -65,8 +65,11 @@ type Client struct {
 	RedirectURIs []string
 	Scopes       []string
 	GrantTypes   []string
-	Source       string // ClientFromConfig, ClientFromAdmin or ClientFromDynamic
-	CreatedAt    time.Time
+	// IDTokenAlg signs the client's ID tokens (its
+	// id_token_signed_response_alg); empty means RS256.
+	IDTokenAlg string
+	Source     string // ClientFromConfig, ClientFromAdmin, ClientFromDynamic or ClientFromDocument
+	CreatedAt  time.Time
 }
 
 // ClientStore keeps the clients made at run time (admin API, dynamic

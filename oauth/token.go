@@ -285,7 +285,7 @@ func (s *tokenEndpoint) issue(ctx context.Context, q issueRequest) (*tokenRespon
 	}
 	if slices.Contains(q.scopes, ScopeOpenID) {
 		idt, err := s.tokens.IssueIDToken(IDGrant{
-			Subject: q.agent.ID, ClientID: q.client.ID, Nonce: q.nonce, AuthTime: q.authTime,
+			Alg: q.client.IDTokenSigningAlg(), Subject: q.agent.ID, ClientID: q.client.ID, Nonce: q.nonce, AuthTime: q.authTime,
 			AccessToken: at.Token, Claims: identityClaims(q.agent, q.scopes),
 		})
 		if err != nil {

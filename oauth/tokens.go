@@ -242,6 +242,8 @@ func (t *Tokens) VerifyAccessToken(ctx context.Context, raw, audience string) (*
 
 // IDGrant is what an ID token says.
 type IDGrant struct {
+	// Alg signs the token; empty means RS256.
+	Alg         string
 	Subject     string
 	ClientID    string
 	Nonce       string
@@ -250,10 +252,15 @@ type IDGrant struct {
 	Claims      map[string]any
 }
 
-// IssueIDToken signs an OpenID Connect ID token with the RS256 key (OIDC
-// Core §3.1.3.7 requires RS256 support).
+// IssueIDToken signs an OpenID Connect ID token with the key of g.Alg:
+// RS256 unless the client registered another (OIDC Core §3.1.3.7 makes
+// RS256 the one every client accepts).
 func (t *Tokens) IssueIDToken(g IDGrant) (string, error) {
-	key, err := t.keys.signer(AlgRS256)
+	alg := g.Alg
+	if alg == "" {
+		alg = AlgRS256
+	}
+	key, err := t.keys.signer(alg)
 	if err != nil {
 		return "", err
 	}

@@ -67,6 +67,7 @@ type clientRecord struct {
 	RedirectURIs []string  `json:"redirect_uris"`
 	Scopes       []string  `json:"scopes"`
 	GrantTypes   []string  `json:"grant_types"`
+	IDTokenAlg   string    `json:"id_token_signed_response_alg,omitempty"`
 	Source       string    `json:"source"`
 	CreatedAt    time.Time `json:"created_at"`
 }
@@ -80,6 +81,7 @@ func toClientRecord(c *oauth.Client) clientRecord {
 		RedirectURIs: slices.Clone(c.RedirectURIs),
 		Scopes:       slices.Clone(c.Scopes),
 		GrantTypes:   slices.Clone(c.GrantTypes),
+		IDTokenAlg:   c.IDTokenAlg,
 		Source:       c.Source,
 		CreatedAt:    c.CreatedAt,
 	}
@@ -94,6 +96,7 @@ func (r clientRecord) client() *oauth.Client {
 		RedirectURIs: r.RedirectURIs,
 		Scopes:       r.Scopes,
 		GrantTypes:   r.GrantTypes,
+		IDTokenAlg:   r.IDTokenAlg,
 		Source:       r.Source,
 		CreatedAt:    r.CreatedAt,
 	}

@@ -560,14 +560,14 @@ func (p *Postgres) ListAgents(ctx context.Context, after string, limit int) ([]*
 
 // --- clients ---
 
-const clientColumns = "id, name, secret_hash, public, redirect_uris, scopes, grant_types, source, created_ns"
+const clientColumns = "id, name, secret_hash, public, redirect_uris, scopes, grant_types, source, created_ns, id_token_alg"
 
 func scanClient(row pgx.Row) (*oauth.Client, error) {
 	var (
 		c       oauth.Client
 		created *int64
 	)
-	if err := row.Scan(&c.ID, &c.Name, &c.SecretHash, &c.Public, &c.RedirectURIs, &c.Scopes, &c.GrantTypes, &c.Source, &created); err != nil {
+	if err := row.Scan(&c.ID, &c.Name, &c.SecretHash, &c.Public, &c.RedirectURIs, &c.Scopes, &c.GrantTypes, &c.Source, &created, &c.IDTokenAlg); err != nil {
 		return nil, err
 	}
 	c.CreatedAt = fromNS(created)
@@ -575,7 +575,7 @@ func scanClient(row pgx.Row) (*oauth.Client, error) {
 }
 
 func clientArgs(c *oauth.Client) []any {
-	return []any{c.ID, c.Name, c.SecretHash, c.Public, nonNil(c.RedirectURIs), nonNil(c.Scopes), nonNil(c.GrantTypes), c.Source, ns(c.CreatedAt)}
+	return []any{c.ID, c.Name, c.SecretHash, c.Public, nonNil(c.RedirectURIs), nonNil(c.Scopes), nonNil(c.GrantTypes), c.Source, ns(c.CreatedAt), c.IDTokenAlg}
 }
 
 // CreateClient stores c, or returns oauth.ErrExists.
@@ -588,7 +588,7 @@ func (p *Postgres) CreateClient(ctx context.Context, c *oauth.Client) error {
 	}
 	ctx, cancel := p.op(ctx)
 	defer cancel()
-	_, err := p.pool.Exec(ctx, "INSERT INTO clients ("+clientColumns+") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)", clientArgs(c)...)
+	_, err := p.pool.Exec(ctx, "INSERT INTO clients ("+clientColumns+") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)", clientArgs(c)...)
 	if isUnique(err) {
 		return oauth.ErrExists
 	}
@@ -631,7 +631,7 @@ func (p *Postgres) UpdateClient(ctx context.Context, id string, fn func(*oauth.C
 			return err
 		}
 		_, err = tx.Exec(ctx, `UPDATE clients SET name = $2, secret_hash = $3, public = $4, redirect_uris = $5,
-			scopes = $6, grant_types = $7, source = $8, created_ns = $9 WHERE id = $1`, clientArgs(c)...)
+			scopes = $6, grant_types = $7, source = $8, created_ns = $9, id_token_alg = $10 WHERE id = $1`, clientArgs(c)...)
 		out = c
 		return err
 	})

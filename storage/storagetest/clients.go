@@ -38,6 +38,7 @@ func sampleClient(id string) *oauth.Client {
 		RedirectURIs: []string{"https://app.example.com/cb", "http://127.0.0.1:8080/cb"},
 		Scopes:       []string{"openid", "profile", "data:read"},
 		GrantTypes:   []string{"authorization_code", "refresh_token"},
+		IDTokenAlg:   "ES256",
 		Source:       "admin",
 		CreatedAt:    time.Date(2025, 4, 5, 6, 7, 8, 999999999, time.FixedZone("Y", -5*3600)),
 	}
@@ -58,6 +59,7 @@ func clientDiff(got, want *oauth.Client) string {
 	d.strs("RedirectURIs", got.RedirectURIs, want.RedirectURIs)
 	d.strs("Scopes", got.Scopes, want.Scopes)
 	d.strs("GrantTypes", got.GrantTypes, want.GrantTypes)
+	d.str("IDTokenAlg", got.IDTokenAlg, want.IDTokenAlg)
 	d.str("Source", got.Source, want.Source)
 	d.time("CreatedAt", got.CreatedAt, want.CreatedAt)
 	return d.String()
