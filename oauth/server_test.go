@@ -53,16 +53,22 @@ func newServerAt(tb testing.TB, params agents.Argon2Params, now func() time.Time
 // key from the store.
 func newServerOn(tb testing.TB, store *storage.Memory, params agents.Argon2Params, now func() time.Time, clients ...*oauth.Client) testServer {
 	tb.Helper()
+	return newServerAlg(tb, store, params, now, oauth.AlgRS256, clients...)
+}
+
+// newServerAlg is newServerOn signing access tokens with alg.
+func newServerAlg(tb testing.TB, store *storage.Memory, params agents.Argon2Params, now func() time.Time, alg string, clients ...*oauth.Client) testServer {
+	tb.Helper()
 	codeKey, err := store.EnsureSecret(context.Background(), oauth.CodeKeyName, []byte(fmt.Sprint(time.Now().UnixNano())))
 	if err != nil {
 		tb.Fatal(err)
 	}
-	keys, err := oauth.NewKeyManager(context.Background(), store, oauth.KeyPolicy{Algs: []string{oauth.AlgRS256}, Rotation: 24 * time.Hour}, now, nil)
+	keys, err := oauth.NewKeyManager(context.Background(), store, oauth.KeyPolicy{Algs: []string{oauth.AlgRS256, alg}, Rotation: 24 * time.Hour}, now, nil)
 	if err != nil {
 		tb.Fatal(err)
 	}
 	registry := agents.NewService(store, agents.NewHasher(params, 0), agents.Config{DefaultPermissions: []string{"data:read"}}, now)
-	tokens := oauth.NewTokens(issuer, time.Hour, oauth.AlgRS256, keys, now)
+	tokens := oauth.NewTokens(issuer, time.Hour, alg, keys, now)
 	srv := oauth.NewServer(oauth.Config{Issuer: issuer, RegistrationMode: oauth.RegistrationOpen}, oauth.Deps{
 		Agents: registry, Keys: keys, Tokens: tokens, Clients: clients, Store: store, CodeKey: codeKey, Now: now,
 	})
