@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"math/big"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -242,7 +243,11 @@ func (m *KeyManager) load(set KeySet) error {
 	byID := map[string]*signingKey{}
 	var all []*signingKey
 	var jwks []map[string]string
-	for _, sk := range set.Keys {
+	// The JWKS lists keys by kid, whatever order the store or a rotation
+	// handed them over in, so every process and every reload publishes
+	// the same document.
+	stored := slices.SortedFunc(slices.Values(set.Keys), func(a, b StoredKey) int { return strings.Compare(a.ID, b.ID) })
+	for _, sk := range stored {
 		k, err := parseKey(sk)
 		if err != nil {
 			return err
