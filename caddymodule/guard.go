@@ -182,10 +182,31 @@ func (g *Guard) Cleanup() error {
 // (CGI, FastCGI, WSGI and Rack map both to HTTP_X_AGENT_ID).
 func removeAgentHeaders(h http.Header) {
 	for name := range h {
-		if len(name) > 8 && strings.EqualFold(strings.ReplaceAll(name[:8], "_", "-"), "x-agent-") {
+		if isAgentHeader(name) {
 			delete(h, name)
 		}
 	}
+}
+
+// isAgentHeader reports whether name is "x-agent-" followed by anything,
+// in any case and with '_' for any '-'; it allocates nothing.
+func isAgentHeader(name string) bool {
+	const prefix = "x-agent-"
+	if len(name) <= len(prefix) {
+		return false
+	}
+	for i := 0; i < len(prefix); i++ {
+		c := name[i]
+		if c == '_' {
+			c = '-'
+		} else if 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		if c != prefix[i] {
+			return false
+		}
+	}
+	return true
 }
 
 // ServeHTTP implements caddyhttp.MiddlewareHandler. CORS comes first: a
@@ -193,9 +214,25 @@ func removeAgentHeaders(h http.Header) {
 // credentials with it), and every answer, refusals included, carries the
 // headers a browser client needs to read it.
 func (g *Guard) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
+	if r.Method != http.MethodOptions && firstValue(r.Header, "Origin") == "" {
+		// Not a browser's cross-origin request (servers and CLI clients
+		// send no Origin): all rs/cors would do is add Vary: Origin, as it
+		// does for every answer, since the answer depends on the Origin.
+		h := w.Header()
+		h["Vary"] = append(h["Vary"], "Origin")
+		return g.serve(w, r, next)
+	}
 	var err error
 	g.cors.ServeHTTP(w, r, func(w http.ResponseWriter, r *http.Request) { err = g.serve(w, r, next) })
 	return err
+}
+
+// firstValue is h.Get(key) for a key already in canonical form.
+func firstValue(h http.Header, key string) string {
+	if v := h[key]; len(v) > 0 {
+		return v[0]
+	}
+	return ""
 }
 
 func (g *Guard) serve(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
@@ -241,24 +278,52 @@ func (g *Guard) serve(w http.ResponseWriter, r *http.Request, next caddyhttp.Han
 		guard.WriteError(w, r, e, g.Scopes, g.metadataPath)
 		return nil
 	}
-	scopes := claims.Scope
-	r.Header.Set("X-Agent-Id", claims.Subject)
-	r.Header.Set("X-Agent-Client-Id", claims.ClientID)
-	r.Header.Set("X-Agent-Scopes", scopes)
-	if claims.ModelName != "" {
-		r.Header.Set("X-Agent-Model", claims.ModelName)
-	}
+	setAgentHeaders(r.Header, claims)
 	if g.StripToken {
-		r.Header.Del("Authorization")
+		delete(r.Header, "Authorization")
 	}
 	if repl, ok := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer); ok {
-		repl.Set("http.auth.agent.id", claims.Subject)
-		repl.Set("http.auth.agent.client_id", claims.ClientID)
-		repl.Set("http.auth.agent.scopes", scopes)
-		repl.Set("http.auth.agent.model", claims.ModelName)
-		repl.Set("http.auth.user.id", claims.Subject)
+		// One provider answering the five placeholders when they are read
+		// (most requests never read them), instead of five values stored
+		// in the replacer's map on every request. Values set before with
+		// Set would come first; http.auth.user.id is the one another
+		// authentication handler in the route may have set.
+		repl.Delete("http.auth.user.id")
+		repl.Map(func(key string) (any, bool) { return agentPlaceholder(claims, key) })
 	}
 	return next.ServeHTTP(w, r)
+}
+
+// setAgentHeaders tells the upstream who called. The caller's look-alikes
+// are gone already (removeAgentHeaders), so the canonical keys are
+// written directly, the values sharing one backing array.
+func setAgentHeaders(h http.Header, claims *oauth.AccessClaims) {
+	v := make([]string, 4)
+	v[0], v[1], v[2], v[3] = claims.Subject, claims.ClientID, claims.Scope, claims.ModelName
+	// Each header its own full slice: an append or an edit in place by a
+	// later handler touches no other.
+	h["X-Agent-Id"] = v[0:1:1]
+	h["X-Agent-Client-Id"] = v[1:2:2]
+	h["X-Agent-Scopes"] = v[2:3:3]
+	if claims.ModelName != "" {
+		h["X-Agent-Model"] = v[3:4:4]
+	}
+}
+
+// agentPlaceholder is the value of the placeholder key for the request the
+// token in claims authenticated.
+func agentPlaceholder(claims *oauth.AccessClaims, key string) (any, bool) {
+	switch key {
+	case "http.auth.agent.id", "http.auth.user.id":
+		return claims.Subject, true
+	case "http.auth.agent.client_id":
+		return claims.ClientID, true
+	case "http.auth.agent.scopes":
+		return claims.Scope, true
+	case "http.auth.agent.model":
+		return claims.ModelName, true
+	}
+	return nil, false
 }
 
 // Interface guards

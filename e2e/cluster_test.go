@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/authagent/caddy-authagent/internal/pgtest"
+	"github.com/authagent/caddy-authagent/internal/redistest"
 )
 
 // propagation is how soon a change made through one instance holds at
@@ -40,7 +41,7 @@ func newCluster(t *testing.T) *cluster {
 	t.Helper()
 	pg := pgtest.Start(t)
 	pg.CreateDatabase(t, "authagent")
-	redisURL, _ := redisServer(t)
+	redisURL, _ := redistest.Start(t)
 	cl := &cluster{pg: pg, site: newWebsite(t), up: newUpstream(t), served: map[string]int{}}
 	lbPort := freePort(t)
 	issuer := fmt.Sprintf("http://127.0.0.1:%d", lbPort)

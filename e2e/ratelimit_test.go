@@ -2,16 +2,15 @@ package e2e
 
 import (
 	"fmt"
-	"net"
 	"net/http"
-	"os"
-	"os/exec"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/authagent/caddy-authagent/internal/redistest"
 )
 
 // proxySite is a second entry point whose server trusts 127.0.0.1 as a
@@ -192,45 +191,8 @@ func TestRefreshAndAPILimits(t *testing.T) {
 	}
 }
 
-// redisServer starts a real redis-server on a free port (installed by
-// .ci/run from Debian's package).
-func redisServer(t *testing.T) (url string, stop func()) {
-	t.Helper()
-	bin, err := exec.LookPath("redis-server")
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("redis-server is not installed")
-		}
-		t.Skip("redis-server is not installed")
-	}
-	port := freePort(t)
-	cmd := exec.Command(bin, "--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no")
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(done) }()
-	stop = func() {
-		select {
-		case <-done:
-		default:
-			_ = cmd.Process.Kill()
-			<-done
-		}
-	}
-	t.Cleanup(stop)
-	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
-		if conn, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port)); err == nil {
-			conn.Close()
-			return fmt.Sprintf("redis://127.0.0.1:%d/0", port), stop
-		}
-	}
-	t.Fatal("redis-server did not start")
-	return "", nil
-}
-
 func TestRedisSharedBudget(t *testing.T) {
-	redisURL, stopRedis := redisServer(t)
+	redisURL, stopRedis := redistest.Start(t)
 	opts := fmt.Sprintf("\t\trate_limit {\n\t\t\tregistration 5/h\n\t\t\tapi 1000/h\n\t\t\tstore redis %s\n\t\t}", redisURL)
 	up := newUpstream(t)
 	a, b := newCaddy(t, ""), newCaddy(t, "")

@@ -54,14 +54,21 @@ type Guard struct {
 // Check authenticates the request's bearer token (Authorization header
 // only) and checks audience and scopes.
 func (g *Guard) Check(r *http.Request) (*oauth.AccessClaims, *oauth.Error) {
-	raw, err := oauth.ParseBearer(r.Header.Get("Authorization"))
-	if errors.Is(err, oauth.ErrNoBearer) {
-		return nil, oauth.ErrMissingToken("")
+	var header string
+	if v := r.Header["Authorization"]; len(v) > 0 { // Header.Get, without canonicalizing a canonical key
+		header = v[0]
 	}
-	if err != nil {
-		return nil, oauth.ErrInvalidToken("", err.Error())
+	claims, known, err := g.verifyKnown(r.Context(), header)
+	if !known {
+		raw, perr := oauth.ParseBearer(header)
+		if errors.Is(perr, oauth.ErrNoBearer) {
+			return nil, oauth.ErrMissingToken("")
+		}
+		if perr != nil {
+			return nil, oauth.ErrInvalidToken("", perr.Error())
+		}
+		claims, err = g.Verifier.Verify(r.Context(), raw)
 	}
-	claims, err := g.Verifier.Verify(r.Context(), raw)
 	switch {
 	case errors.Is(err, ErrUnavailable):
 		return nil, oauth.ErrTemporarilyUnavailable("the token issuer cannot be reached; retry later")
@@ -73,13 +80,54 @@ func (g *Guard) Check(r *http.Request) (*oauth.AccessClaims, *oauth.Error) {
 	if !g.audienceOK(claims.Audience, r) {
 		return nil, oauth.ErrInvalidToken("", "the access token is not meant for this resource")
 	}
-	have := claims.Scopes()
 	for _, s := range g.Scopes {
-		if !slices.Contains(have, s) {
+		if !hasScope(claims.Scope, s) {
 			return nil, oauth.ErrInsufficientScope("", g.Scopes...)
 		}
 	}
 	return claims, nil
+}
+
+// cachedVerifier is a Verifier that remembers the tokens it verified (both
+// of this package do).
+type cachedVerifier interface {
+	// verifyCached is Verify for a token verified before (revocation and
+	// introspection are checked as by Verify); known is false, and nothing
+	// was checked, when raw is not such a token.
+	verifyCached(ctx context.Context, raw string) (claims *oauth.AccessClaims, known bool, err error)
+}
+
+// verifyKnown verifies the bearer token in header if the verifier has
+// verified it before, without oauth.ParseBearer's byte-by-byte check of
+// the token first: the split here is the one ParseBearer makes (scheme up
+// to the first space, case-insensitive, then the token after any spaces),
+// and a token the cache knows is one ParseBearer accepted, since Check is
+// the only caller of Verify and always passes what ParseBearer returned.
+// Any other header (known is false) takes the full path.
+func (g *Guard) verifyKnown(ctx context.Context, header string) (*oauth.AccessClaims, bool, error) {
+	cv, ok := g.Verifier.(cachedVerifier)
+	if !ok {
+		return nil, false, nil
+	}
+	scheme, raw, ok := strings.Cut(header, " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") {
+		return nil, false, nil
+	}
+	if raw = strings.TrimLeft(raw, " "); raw == "" {
+		return nil, false, nil
+	}
+	return cv.verifyCached(ctx, raw)
+}
+
+// hasScope reports whether the space-separated scope list holds s, without
+// splitting it into a slice.
+func hasScope(scope, s string) bool {
+	for f := range strings.FieldsSeq(scope) {
+		if f == s {
+			return true
+		}
+	}
+	return false
 }
 
 // audienceOK reports whether a token meant for aud may be used here: with
@@ -90,9 +138,17 @@ func (g *Guard) audienceOK(aud []string, r *http.Request) bool {
 	if g.Resource != "" {
 		return slices.Contains(aud, g.Resource)
 	}
+	// The issuer first: it is what a token names by default, and the
+	// site's origin takes building.
+	if slices.Contains(aud, g.Verifier.Issuer()) {
+		return true
+	}
 	origin, ok := siteOrigin(r)
+	if !ok {
+		return false
+	}
 	for _, a := range aud {
-		if a == g.Verifier.Issuer() || ok && strings.TrimSuffix(a, "/") == origin {
+		if strings.TrimSuffix(a, "/") == origin {
 			return true
 		}
 	}
@@ -224,6 +280,19 @@ func (v *LocalVerifier) Verify(ctx context.Context, raw string) (*oauth.AccessCl
 	if err != nil {
 		return nil, err
 	}
+	return v.checkRevoked(claims)
+}
+
+func (v *LocalVerifier) verifyCached(_ context.Context, raw string) (*oauth.AccessClaims, bool, error) {
+	claims, ok := v.cache.c.Get(raw)
+	if !ok {
+		return nil, false, nil
+	}
+	claims, err := v.checkRevoked(claims)
+	return claims, true, err
+}
+
+func (v *LocalVerifier) checkRevoked(claims *oauth.AccessClaims) (*oauth.AccessClaims, error) {
 	if v.revocations.Revoked(claims) {
 		return nil, ErrRevoked
 	}

@@ -108,6 +108,21 @@ func (v *RemoteVerifier) Verify(ctx context.Context, raw string) (*oauth.AccessC
 	if err != nil {
 		return nil, err
 	}
+	return v.checkActive(ctx, raw, claims)
+}
+
+func (v *RemoteVerifier) verifyCached(ctx context.Context, raw string) (*oauth.AccessClaims, bool, error) {
+	claims, ok := v.cache.c.Get(raw)
+	if !ok {
+		return nil, false, nil
+	}
+	claims, err := v.checkActive(ctx, raw, claims)
+	return claims, true, err
+}
+
+// checkActive asks the issuer's introspection endpoint, when configured,
+// whether a verified token is still active.
+func (v *RemoteVerifier) checkActive(ctx context.Context, raw string, claims *oauth.AccessClaims) (*oauth.AccessClaims, error) {
 	if v.cfg.IntrospectionClientID != "" {
 		active, err := v.introspect(ctx, raw, claims)
 		if err != nil {

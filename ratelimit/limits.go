@@ -70,6 +70,10 @@ type Limits struct {
 	AuthFailOpen bool
 	APIFailOpen  bool
 	Log          *zap.Logger
+
+	// apiLeases are the API units charged to the store and not yet handed
+	// out, per agent.
+	apiLeases leases
 }
 
 type clientIPKey struct{}
@@ -111,15 +115,28 @@ func (l *Limits) exceeded(st Status) error {
 	return &Exceeded{RetryAfter: max(st.Reset-time.Now().Unix(), 1)}
 }
 
-// setHeaders tells the caller where it stands.
+// setHeaders tells the caller where it stands. It runs on every limited
+// request, so it writes the canonical keys directly, and the three values
+// share one string and one backing array (two allocations, not six).
 func setHeaders(w http.ResponseWriter, st Status) {
 	if w == nil {
 		return
 	}
+	var buf [3 * 20]byte
+	b := strconv.AppendInt(buf[:0], st.Limit, 10)
+	i := len(b)
+	b = strconv.AppendInt(b, max(st.Remaining, 0), 10)
+	j := len(b)
+	b = strconv.AppendInt(b, st.Reset, 10)
+	s := string(b)
+	v := make([]string, 3)
+	v[0], v[1], v[2] = s[:i], s[i:j], s[j:]
 	h := w.Header()
-	h.Set("X-RateLimit-Limit", strconv.FormatInt(st.Limit, 10))
-	h.Set("X-RateLimit-Remaining", strconv.FormatInt(max(st.Remaining, 0), 10))
-	h.Set("X-RateLimit-Reset", strconv.FormatInt(st.Reset, 10))
+	// Each header its own full slice: Header.Add appends to a copy, and an
+	// edit of one value in place touches no other.
+	h["X-Ratelimit-Limit"] = v[0:1:1]
+	h["X-Ratelimit-Remaining"] = v[1:2:2]
+	h["X-Ratelimit-Reset"] = v[2:3:3]
 }
 
 // Take consumes one unit of lim's budget for key, sets the headers, and
@@ -230,10 +247,15 @@ func failureKeys(ip, agentID string) []string {
 }
 
 // TakeAPI charges one authenticated API call to the agent (the IdP's
-// /api/* and guarded routes).
+// /api/* and guarded routes). With a budget of this package's stores the
+// calls are charged to the store in batches while the agent is far from
+// its limit (see apiLeases).
 func (l *Limits) TakeAPI(ctx context.Context, w http.ResponseWriter, agentID string) error {
-	if l == nil {
+	if l == nil || l.API == nil {
 		return nil
+	}
+	if b, ok := l.API.(batchLimiter); ok {
+		return l.takeLeased(ctx, w, b, agentID)
 	}
 	return l.Take(ctx, w, l.API, "api", "agent:"+agentID, l.APIFailOpen)
 }

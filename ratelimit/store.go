@@ -91,6 +91,16 @@ func (r *RateLimiter) Refund(ctx context.Context, key string) error {
 	return err
 }
 
+// TakeN consumes n units of key's budget in one call to the store (a
+// negative n gives units back) and reports the state after it.
+func (r *RateLimiter) TakeN(ctx context.Context, key string, n int64) (Status, error) {
+	c, err := r.l.Increment(ctx, r.name+":"+key, n)
+	return status(c), err
+}
+
+// Period is the length of the budget's window.
+func (r *RateLimiter) Period() time.Duration { return r.l.Rate.Period }
+
 // lazyRedisStore builds the real Redis store on first success, so Caddy
 // starts while Redis is down.
 type lazyRedisStore struct {
