@@ -17,9 +17,9 @@
 -- with at least as many chains as connections the pool is never empty. If
 -- it ever is (a chain got lost: error response, reconnect), the request
 -- carries an invalid token, the server answers 400, and the run fails
--- loudly. The first few failing responses are printed.
+-- loudly. The first few failing responses are printed. The path is the
+-- URL's: /oauth2/token here, /token at oidc-provider (PEER_COMPARE=1).
 wrk.method = "POST"
-wrk.path = "/oauth2/token"
 wrk.headers["Content-Type"] = "application/x-www-form-urlencoded"
 
 local pool = {}
