@@ -13,18 +13,19 @@ const module = "github.com/authagent/caddy-authagent/"
 
 // allowedImports is the shape of the README's Architecture section:
 // caddymodule (Caddy glue) → every room; storage → the interfaces it
-// implements (oauth, agents); guard (the resource server) → oauth for the
-// shared types; oauth (the authorization server) → agents, ratelimit;
-// agents, ratelimit and internal/… → nothing of ours but internal/….
-// Only caddymodule imports Caddy, only storage imports Badger, and only
-// ratelimit imports the limiter and Redis.
+// implements (oauth, agents, events); guard (the resource server) → oauth
+// for the shared types; oauth (the authorization server) → agents,
+// ratelimit, events; agents, ratelimit, events and internal/… → nothing
+// of ours but internal/…. Only caddymodule imports Caddy, only storage
+// imports Badger, and only ratelimit imports the limiter and Redis.
 var allowedImports = map[string][]string{
-	"caddymodule": {"oauth", "agents", "storage", "guard", "ratelimit", "internal"},
-	"storage":     {"oauth", "agents"},
+	"caddymodule": {"oauth", "agents", "storage", "guard", "ratelimit", "events", "internal"},
+	"storage":     {"oauth", "agents", "events"},
 	"guard":       {"oauth", "internal"},
-	"oauth":       {"agents", "ratelimit", "internal"},
+	"oauth":       {"agents", "ratelimit", "events", "internal"},
 	"agents":      {"internal"},
-	"ratelimit":   {},
+	"ratelimit":   {"internal"},
+	"events":      {"internal"},
 	"internal":    {"internal"},
 }
 

@@ -18,7 +18,9 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/authagent/caddy-authagent/agents"
+	"github.com/authagent/caddy-authagent/events"
 	"github.com/authagent/caddy-authagent/guard"
+	"github.com/authagent/caddy-authagent/internal/metrics"
 	"github.com/authagent/caddy-authagent/oauth"
 	"github.com/authagent/caddy-authagent/ratelimit"
 )
@@ -133,6 +135,9 @@ type App struct {
 	state    *atomic.Pointer[appState]
 	ready    chan struct{}
 	stopSubs func()
+	// stopKeyMetrics hands the key metrics back, unless a newer config
+	// took them.
+	stopKeyMetrics func()
 }
 
 // appState is everything a started app serves with.
@@ -205,6 +210,9 @@ func (a *App) Provision(ctx caddy.Context) error {
 	a.state, a.ready = new(atomic.Pointer[appState]), make(chan struct{})
 	if err := a.Validate(); err != nil {
 		return err
+	}
+	if err := metrics.Register(ctx.GetMetricsRegistry()); err != nil {
+		return fmt.Errorf("auth_agent: metrics: %v", err)
 	}
 	a.repl = caddy.NewReplacer()
 	regMode, regToken, err := policy(a.repl, "registration", a.Registration, oauth.RegistrationOpen)
@@ -336,6 +344,9 @@ func (a *App) start() (*appState, error) {
 	if err != nil {
 		return nil, fmt.Errorf("auth_agent: signing keys: %w", err)
 	}
+	bus := events.NewBus(a.log.Named("audit"), a.log.Named("events"), nil)
+	keys.SetEvents(bus)
+	a.stopKeyMetrics = metrics.SetKeySource(keys.MetricState)
 	registry := agents.NewService(store, hasher, a.agentCfg, nil)
 	a.stopSubs = store.revocations.Subscribe(func(c oauth.Change) {
 		if c.Kind == oauth.ChangeAgentUpdated || c.Kind == oauth.ChangeAgentRevoked {
@@ -352,6 +363,7 @@ func (a *App) start() (*appState, error) {
 		CodeKey:     store.codeKey,
 		Revocations: store.revocations,
 		Limits:      limits,
+		Events:      bus,
 		Log:         a.log,
 	})
 	return &appState{
@@ -546,6 +558,9 @@ func (a *App) Stop() error {
 	running.CompareAndSwap(a, nil)
 	if a.stopSubs != nil {
 		a.stopSubs()
+	}
+	if a.stopKeyMetrics != nil {
+		a.stopKeyMetrics()
 	}
 	return nil
 }

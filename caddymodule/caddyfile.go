@@ -454,6 +454,7 @@ var (
 //		strip_token
 //		introspect <client_id> <client_secret>
 //		key_refresh_interval <duration>
+//		site <name>
 //	}
 func (g *Guard) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // the directive name
@@ -469,14 +470,17 @@ func (g *Guard) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.ArgErr()
 			}
 			g.Scopes = append(g.Scopes, args...)
-		case "resource", "issuer":
+		case "resource", "issuer", "site":
 			if len(args) != 1 {
 				return d.Errf("agent_guard: %s takes one value", setting)
 			}
-			if setting == "resource" {
+			switch setting {
+			case "resource":
 				g.Resource = args[0]
-			} else {
+			case "issuer":
 				g.Issuer = args[0]
+			default:
+				g.Site = args[0]
 			}
 		case "strip_token":
 			if len(args) != 0 {

@@ -177,6 +177,7 @@ func TestGuardCaddyfile(t *testing.T) {
 		"introspect 1 arg":  "agent_guard {\n introspect id\n}",
 		"bad refresh":       "agent_guard {\n key_refresh_interval soon\n}",
 		"negative interval": "agent_guard {\n key_refresh_interval -1s\n}",
+		"site without name": "agent_guard {\n site\n}",
 	} {
 		if err := new(Guard).UnmarshalCaddyfile(caddyfile.NewTestDispenser(input)); err == nil {
 			t.Errorf("%s: accepted", name)
@@ -189,6 +190,8 @@ func TestGuardCaddyfile(t *testing.T) {
 		"trailing slash":        {Issuer: "https://auth.example.com/"},
 		"local introspection":   {Introspection: &IntrospectionConfig{ClientID: "a", ClientSecret: "b"}},
 		"introspection no cred": {Issuer: "https://auth.example.com", Introspection: &IntrospectionConfig{ClientID: "a"}},
+		"site with a space":     {Site: "orders api"},
+		"site too long":         {Site: strings.Repeat("s", 65)},
 	} {
 		if err := g.Validate(); err == nil || !strings.Contains(err.Error(), "agent_guard") {
 			t.Errorf("%s: Validate() = %v", name, err)

@@ -1,6 +1,7 @@
 package caddymodule
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"net/http"
@@ -9,11 +10,13 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/cors"
 	"go.uber.org/zap"
 
 	"github.com/authagent/caddy-authagent/agents"
 	"github.com/authagent/caddy-authagent/guard"
+	"github.com/authagent/caddy-authagent/internal/metrics"
 	"github.com/authagent/caddy-authagent/oauth"
 	"github.com/authagent/caddy-authagent/ratelimit"
 )
@@ -63,6 +66,10 @@ type Guard struct {
 	// set. Default: 30s.
 	KeyRefreshInterval caddy.Duration `json:"key_refresh_interval,omitempty"`
 
+	// Site names this guard in the site label of its metrics. Default: the
+	// resource, or "default".
+	Site string `json:"site,omitempty"`
+
 	// app is this Caddy's auth_agent app, when it has one: its verifier
 	// checks local tokens, and its API budget applies on guarded routes.
 	app          *App
@@ -71,7 +78,31 @@ type Guard struct {
 	cors         *cors.Cors
 	poolKey      string
 	log          *zap.Logger
+	// decisions count this guard's results (guard.Result*, and
+	// rate_limited), resolved once.
+	decisions map[string]prometheus.Counter
 }
+
+// guardResults are the result labels of a guard's decisions.
+var guardResults = []string{
+	guard.ResultAllowed, guard.ResultMissingToken, guard.ResultMalformedToken, guard.ResultInvalidToken,
+	guard.ResultRevoked, guard.ResultWrongAudience, guard.ResultInsufficientScope, guard.ResultUnavailable,
+	resultRateLimited, resultAppUnavailable,
+}
+
+// guardCounters are the decision counters of the guards of site.
+func guardCounters(site string) map[string]prometheus.Counter {
+	m := make(map[string]prometheus.Counter, len(guardResults))
+	for _, res := range guardResults {
+		m[res] = metrics.GuardCounter(site, res)
+	}
+	return m
+}
+
+const (
+	resultRateLimited    = "rate_limited"
+	resultAppUnavailable = "app_unavailable" // this Caddy's auth_agent app is not running
+)
 
 // IntrospectionConfig is the client the guard introspects as.
 type IntrospectionConfig struct {
@@ -130,6 +161,10 @@ func (g *Guard) Provision(ctx caddy.Context) error {
 		}
 	}
 	g.metadataPath = guard.MetadataPath(g.Resource)
+	g.decisions = guardCounters(cmp.Or(g.Site, g.Resource, "default"))
+	if err := metrics.Register(ctx.GetMetricsRegistry()); err != nil {
+		return fmt.Errorf("agent_guard: metrics: %v", err)
+	}
 	// Browser MCP clients call guarded routes across origins: the same
 	// CORS policy as the IdP's endpoints.
 	var corsCfg *CORSConfig
@@ -164,6 +199,9 @@ func (g *Guard) Validate() error {
 	}
 	if g.KeyRefreshInterval < 0 {
 		return errors.New("agent_guard: key_refresh_interval must be positive")
+	}
+	if len(g.Site) > 64 || strings.ContainsFunc(g.Site, func(r rune) bool { return r <= ' ' || r == 0x7f }) {
+		return fmt.Errorf("agent_guard: site %q must be at most 64 visible characters", g.Site)
 	}
 	return nil
 }
@@ -241,6 +279,7 @@ func (g *Guard) serve(w http.ResponseWriter, r *http.Request, next caddyhttp.Han
 	if g.app != nil {
 		st, err := g.app.started(r.Context())
 		if err != nil {
+			g.decisions[resultAppUnavailable].Inc()
 			oauth.WriteError(w, err)
 			return nil
 		}
@@ -265,12 +304,13 @@ func (g *Guard) serve(w http.ResponseWriter, r *http.Request, next caddyhttp.Han
 	}
 	removeAgentHeaders(r.Header)
 	check := guard.Guard{Verifier: verifier, Scopes: g.Scopes, Resource: g.Resource}
-	claims, e := check.Check(r)
+	claims, e, result := check.Decide(r)
 	if e == nil {
 		if err := limits.TakeAPI(r.Context(), w, claims.Subject); err != nil {
-			e = oauth.AsError(err)
+			e, result = oauth.AsError(err), resultRateLimited
 		}
 	}
+	g.decisions[result].Inc()
 	if e != nil {
 		if ce := g.log.Check(zap.DebugLevel, "request refused"); ce != nil {
 			ce.Write(zap.String("error", e.Code), zap.String("reason", e.Description))

@@ -43,7 +43,8 @@ func newTestGuard(tb testing.TB, api string) *testGuard {
 	rev := oauth.NewRevocations(db, nil, nil)
 	app := &App{state: new(atomic.Pointer[appState])}
 	app.state.Store(&appState{verifier: guard.NewLocalVerifier(issuer, keys.Lookup, rev), limits: limits})
-	g := &Guard{Scopes: []string{"data:read"}, app: app, log: zap.NewNop(), metadataPath: guard.MetadataPath(""), cors: newCORS(nil)}
+	g := &Guard{Scopes: []string{"data:read"}, app: app, log: zap.NewNop(), metadataPath: guard.MetadataPath(""), cors: newCORS(nil),
+		decisions: guardCounters("test")}
 	return &testGuard{guard: g, tokens: oauth.NewTokens(issuer, time.Hour, oauth.AlgES256, keys, nil), revocations: rev}
 }
 

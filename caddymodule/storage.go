@@ -16,6 +16,7 @@ import (
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"go.uber.org/zap"
 
+	"github.com/authagent/caddy-authagent/internal/metrics"
 	"github.com/authagent/caddy-authagent/oauth"
 	"github.com/authagent/caddy-authagent/storage"
 )
@@ -34,6 +35,7 @@ func init() {
 // adds a backend with a module of its own implementing this and
 // storage.Backend, checked with storage/storagetest.
 type Storage interface {
+	caddy.Module
 	// StorageKey names the database: configs whose keys are equal share
 	// one open handle.
 	StorageKey() string
@@ -331,6 +333,8 @@ func openSharedStore(mod Storage, log *zap.Logger) (*sharedStore, string, error)
 		if err != nil {
 			return nil, err
 		}
+		backend := mod.CaddyModule().ID.Name()
+		db = storage.Timed(db, func(op string, d time.Duration) { metrics.StorageOperation(backend, op, d) })
 		s, err := newSharedStore(db, mod.StorageSettings(), log)
 		if err != nil {
 			_ = db.Close()

@@ -284,6 +284,10 @@ func TestCluster(t *testing.T) {
 			}
 			return ""
 		})
+		// b timed how long the change took to reach it.
+		if n := metric(cl.b.scrape(t), "auth_agent_change_propagation_seconds", nil); n < 1 {
+			t.Errorf("b observed %v change propagations", n)
+		}
 	})
 
 	t.Run("an agent disabled at b is refused at a", func(t *testing.T) {

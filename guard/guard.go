@@ -51,9 +51,28 @@ type Guard struct {
 	Resource string
 }
 
+// Results of a guard's decision: why a request was refused, or that it
+// was allowed (the result label of auth_agent_guard_decisions_total).
+const (
+	ResultAllowed           = "allowed"
+	ResultMissingToken      = "missing_token"
+	ResultMalformedToken    = "malformed_token"
+	ResultInvalidToken      = "invalid_token" // signature, issuer, type, expiry
+	ResultRevoked           = "revoked"
+	ResultWrongAudience     = "wrong_audience"
+	ResultInsufficientScope = "insufficient_scope"
+	ResultUnavailable       = "issuer_unavailable"
+)
+
 // Check authenticates the request's bearer token (Authorization header
 // only) and checks audience and scopes.
 func (g *Guard) Check(r *http.Request) (*oauth.AccessClaims, *oauth.Error) {
+	claims, e, _ := g.Decide(r)
+	return claims, e
+}
+
+// Decide is Check, and says which result it came to.
+func (g *Guard) Decide(r *http.Request) (*oauth.AccessClaims, *oauth.Error, string) {
 	var header string
 	if v := r.Header["Authorization"]; len(v) > 0 { // Header.Get, without canonicalizing a canonical key
 		header = v[0]
@@ -62,30 +81,30 @@ func (g *Guard) Check(r *http.Request) (*oauth.AccessClaims, *oauth.Error) {
 	if !known {
 		raw, perr := oauth.ParseBearer(header)
 		if errors.Is(perr, oauth.ErrNoBearer) {
-			return nil, oauth.ErrMissingToken("")
+			return nil, oauth.ErrMissingToken(""), ResultMissingToken
 		}
 		if perr != nil {
-			return nil, oauth.ErrInvalidToken("", perr.Error())
+			return nil, oauth.ErrInvalidToken("", perr.Error()), ResultMalformedToken
 		}
 		claims, err = g.Verifier.Verify(r.Context(), raw)
 	}
 	switch {
 	case errors.Is(err, ErrUnavailable):
-		return nil, oauth.ErrTemporarilyUnavailable("the token issuer cannot be reached; retry later")
+		return nil, oauth.ErrTemporarilyUnavailable("the token issuer cannot be reached; retry later"), ResultUnavailable
 	case errors.Is(err, ErrRevoked):
-		return nil, oauth.ErrInvalidToken("", "the access token was revoked")
+		return nil, oauth.ErrInvalidToken("", "the access token was revoked"), ResultRevoked
 	case err != nil:
-		return nil, oauth.ErrInvalidToken("", "the access token is invalid or expired")
+		return nil, oauth.ErrInvalidToken("", "the access token is invalid or expired"), ResultInvalidToken
 	}
 	if !g.audienceOK(claims.Audience, r) {
-		return nil, oauth.ErrInvalidToken("", "the access token is not meant for this resource")
+		return nil, oauth.ErrInvalidToken("", "the access token is not meant for this resource"), ResultWrongAudience
 	}
 	for _, s := range g.Scopes {
 		if !hasScope(claims.Scope, s) {
-			return nil, oauth.ErrInsufficientScope("", g.Scopes...)
+			return nil, oauth.ErrInsufficientScope("", g.Scopes...), ResultInsufficientScope
 		}
 	}
-	return claims, nil
+	return claims, nil, ResultAllowed
 }
 
 // cachedVerifier is a Verifier that remembers the tokens it verified (both

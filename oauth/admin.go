@@ -8,6 +8,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/authagent/caddy-authagent/agents"
+	"github.com/authagent/caddy-authagent/events"
 )
 
 // Admin is what an operator may do, as typed operations: the admin API
@@ -51,6 +52,7 @@ func (ad *Admin) CreateAgent(ctx context.Context, reg agents.Registration) (*age
 		return nil, "", err
 	}
 	ad.p.log.Info("agent created by operator", zap.String("agent_id", a.ID))
+	ad.p.events.Publish(ctx, events.AgentRegistered, withBy(agentView(a), "admin"))
 	return a, secret, nil
 }
 
@@ -90,6 +92,11 @@ func (ad *Admin) UpdateAgent(ctx context.Context, id string, u agents.AdminUpdat
 		return nil, err
 	}
 	ad.p.log.Info("agent updated by operator", zap.String("agent_id", id))
+	typ := events.AgentUpdated
+	if disabling {
+		typ = events.AgentDisabled
+	}
+	ad.p.events.Publish(ctx, typ, withBy(agentView(a), "admin"))
 	return a, nil
 }
 
@@ -119,6 +126,7 @@ func (ad *Admin) DeleteAgent(ctx context.Context, id string) error {
 		return err
 	}
 	ad.p.log.Info("agent deleted by operator", zap.String("agent_id", id))
+	ad.p.events.Publish(ctx, events.AgentDeleted, map[string]any{"agent_id": id, "by": "admin"})
 	return nil
 }
 
@@ -158,6 +166,7 @@ func (ad *Admin) CreateClient(ctx context.Context, spec ClientSpec) (*Client, st
 		return nil, "", err
 	}
 	ad.p.log.Info("client created by operator", zap.String("client_id", c.ID))
+	ad.p.events.Publish(ctx, events.ClientRegistered, withBy(clientView(c), "admin"))
 	return c, secret, nil
 }
 
@@ -204,6 +213,7 @@ func (ad *Admin) UpdateClient(ctx context.Context, id string, patch ClientPatch)
 		return nil, err
 	}
 	ad.p.log.Info("client updated by operator", zap.String("client_id", id))
+	ad.p.events.Publish(ctx, events.ClientUpdated, withBy(clientView(c), "admin"))
 	return c, nil
 }
 
@@ -213,6 +223,7 @@ func (ad *Admin) DeleteClient(ctx context.Context, id string) error {
 		return err
 	}
 	ad.p.log.Info("client deleted by operator", zap.String("client_id", id))
+	ad.p.events.Publish(ctx, events.ClientDeleted, map[string]any{"client_id": id, "by": "admin"})
 	return nil
 }
 

@@ -4,11 +4,13 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"slices"
 	"time"
 
 	"go.uber.org/zap"
 
 	"github.com/authagent/caddy-authagent/agents"
+	"github.com/authagent/caddy-authagent/events"
 	"github.com/authagent/caddy-authagent/ratelimit"
 )
 
@@ -80,6 +82,7 @@ func (s *agentAPI) handleRegister(w http.ResponseWriter, r *http.Request) error 
 		return err
 	}
 	s.log.Info("agent registered", zap.String("agent_id", a.ID))
+	s.events.Publish(r.Context(), events.AgentRegistered, withBy(agentView(a), "self"))
 	writeData(w, http.StatusCreated, ViewAgent(a, secret))
 	return nil
 }
@@ -136,10 +139,14 @@ func (s *agentAPI) handleAgentAuth(w http.ResponseWriter, r *http.Request) error
 		return err
 	}
 	a, err := s.agents.Authenticate(r.Context(), req.AgentID, req.AgentSecret)
+	if errors.Is(err, agents.ErrInvalidCredentials) {
+		s.agentAuthFailed(r, req.AgentID)
+	}
 	if err != nil {
 		return registryError(err)
 	}
 	try.Succeeded(r.Context())
+	s.authSucceeded(r, authAgentSecret, a)
 	if req.RequestID != "" {
 		to, err := (&authorizer{s.provider}).approve(r.Context(), req.RequestID, a, req.ModelName)
 		if err != nil {
@@ -167,6 +174,7 @@ func (s *agentAPI) handleAgentAuth(w http.ResponseWriter, r *http.Request) error
 	if err != nil {
 		return err
 	}
+	s.issued(r.Context(), events.TokenIssued, grantAgentAuth, caller{agent: a}, tok, a.ID)
 	writeData(w, http.StatusOK, map[string]any{
 		"access_token": tok.Token,
 		"token_type":   "Bearer",
@@ -219,12 +227,14 @@ func (s *agentAPI) handleProfile(w http.ResponseWriter, r *http.Request) error {
 		NewSecret: req.AgentSecret, CurrentSecret: req.CurrentAgentSecret,
 	})
 	if errors.Is(err, agents.ErrInvalidCredentials) {
+		s.agentAuthFailed(r, a.ID)
 		return ErrAccessDenied("current_agent_secret is not the agent's secret")
 	}
 	if err != nil {
 		return registryError(err)
 	}
 	try.Succeeded(r.Context())
+	s.events.Publish(r.Context(), events.AgentUpdated, withBy(withChanges(agentView(updated), req), "self"))
 	if req.AgentSecret != nil {
 		if err := s.agentUpdated(r.Context(), a.ID); err != nil {
 			// The secret changed (that is durable); other processes' memos
@@ -234,6 +244,23 @@ func (s *agentAPI) handleProfile(w http.ResponseWriter, r *http.Request) error {
 	}
 	writeData(w, http.StatusOK, ViewAgent(updated, ""))
 	return nil
+}
+
+// withChanges names the fields a profile update changed (never their
+// values for the secret).
+func withChanges(m map[string]any, req profileUpdateRequest) map[string]any {
+	var changed []string
+	for name, set := range map[string]bool{
+		"model_name": req.ModelName != nil, "owner_name": req.OwnerName != nil,
+		"owner_email": req.OwnerEmail != nil, "agent_secret": req.AgentSecret != nil,
+	} {
+		if set {
+			changed = append(changed, name)
+		}
+	}
+	slices.Sort(changed)
+	m["changed"] = changed
+	return m
 }
 
 // selfIssued reports whether the agent obtained the token for itself

@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/authagent/caddy-authagent/agents"
+	"github.com/authagent/caddy-authagent/events"
+	"github.com/authagent/caddy-authagent/internal/metrics"
 )
 
 const (
@@ -44,6 +46,7 @@ type authorizeParams struct {
 func (s *authorizer) handleAuthorize(w http.ResponseWriter, r *http.Request) error {
 	r.Body = http.MaxBytesReader(w, r.Body, s.cfg.MaxBody)
 	if err := r.ParseForm(); err != nil {
+		metrics.SignIn(signinRefused)
 		s.errorPage(w, http.StatusBadRequest, "The authorization request is malformed.")
 		return nil
 	}
@@ -51,6 +54,7 @@ func (s *authorizer) handleAuthorize(w http.ResponseWriter, r *http.Request) err
 	clientID, err1 := single(q, "client_id")
 	redirectURI, err2 := single(q, "redirect_uri")
 	if err1 != nil || err2 != nil || clientID == "" {
+		metrics.SignIn(signinRefused)
 		s.errorPage(w, http.StatusBadRequest, "The request names no client, or names it twice.")
 		return nil
 	}
@@ -61,6 +65,7 @@ func (s *authorizer) handleAuthorize(w http.ResponseWriter, r *http.Request) err
 			// Why the client's metadata document cannot be used.
 			msg = strings.TrimPrefix(err.Error(), ErrNotFound.Error()+": ")
 		}
+		metrics.SignIn(signinRefused)
 		s.errorPage(w, http.StatusBadRequest, msg)
 		return nil
 	}
@@ -69,12 +74,14 @@ func (s *authorizer) handleAuthorize(w http.ResponseWriter, r *http.Request) err
 	}
 	if !client.MatchRedirectURI(redirectURI) {
 		// Never redirect to an address the client did not register.
+		metrics.SignIn(signinRefused)
 		s.errorPage(w, http.StatusBadRequest, "The redirect_uri is not registered for this client.")
 		return nil
 	}
 	state, _ := single(q, "state")
 	p, perr := s.parseAuthorize(client, redirectURI, q)
 	if perr != nil {
+		metrics.SignIn(signinRefused)
 		s.redirectError(w, r, redirectURI, state, perr)
 		return nil
 	}
@@ -90,6 +97,7 @@ func (s *authorizer) handleAuthorize(w http.ResponseWriter, r *http.Request) err
 	}); err != nil {
 		return err
 	}
+	metrics.SignIn(signinRequested)
 	http.SetCookie(w, &http.Cookie{
 		Name: bindCookiePrefix + requestID, Value: binding, Path: s.statusPath(),
 		MaxAge: int(lifetime / time.Second), HttpOnly: true, SameSite: http.SameSiteLaxMode, Secure: r.TLS != nil,
@@ -245,19 +253,33 @@ var errNotPending = ErrInvalidRequest("this authorization request is already com
 // stored first and the approval second, so a crash between them leaves
 // only an unreachable grant behind; once this returns, both are durable.
 func (s *authorizer) approve(ctx context.Context, requestID string, a *agents.Agent, model string) (string, error) {
+	to, req, err := s.decide(ctx, requestID, a, model)
+	if err != nil {
+		metrics.SignIn(signinFailed)
+		return "", err
+	}
+	metrics.SignIn(signinApproved)
+	s.events.Publish(ctx, events.SigninCompleted, map[string]any{
+		"agent_id": a.ID, "client_id": req.ClientID, "scopes": req.Scopes, "resources": req.Resources,
+	})
+	return to, nil
+}
+
+// decide records the agent's approval of the request, or why it cannot.
+func (s *authorizer) decide(ctx context.Context, requestID string, a *agents.Agent, model string) (string, *AuthRequest, error) {
 	if len(requestID) > 64 {
-		return "", ErrInvalidRequest("request_id is unknown or expired")
+		return "", nil, ErrInvalidRequest("request_id is unknown or expired")
 	}
 	req, err := s.store.GetAuthRequest(ctx, requestID)
 	if errors.Is(err, ErrNotFound) {
-		return "", ErrInvalidRequest("request_id is unknown or expired")
+		return "", nil, ErrInvalidRequest("request_id is unknown or expired")
 	}
 	if err != nil {
-		return "", err
+		return "", nil, err
 	}
 	now := s.now()
 	if err := decideApproval(req, a, now); err != nil {
-		return "", err
+		return "", nil, err
 	}
 	if model == "" {
 		model = a.ModelName
@@ -268,18 +290,18 @@ func (s *authorizer) approve(ctx context.Context, requestID string, a *agents.Ag
 		CodeChallenge: req.CodeChallenge, Resources: req.Resources, AgentID: a.ID, ModelName: model, AuthTime: now,
 		ExpiresAt: now.Add(s.cfg.CodeLifetime),
 	}); err != nil {
-		return "", err
+		return "", nil, err
 	}
 	req, err = s.store.ApproveAuthRequest(ctx, requestID, approval)
 	switch {
 	case errors.Is(err, ErrNotPending):
-		return "", errNotPending
+		return "", nil, errNotPending
 	case errors.Is(err, ErrNotFound):
-		return "", ErrInvalidRequest("request_id is unknown or expired")
+		return "", nil, ErrInvalidRequest("request_id is unknown or expired")
 	case err != nil:
-		return "", err
+		return "", nil, err
 	}
-	return s.redirectFor(req), nil
+	return s.redirectFor(req), req, nil
 }
 
 // handleCheckStatus is GET /api/check-status?request_id=…: the status for

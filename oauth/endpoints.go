@@ -10,6 +10,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/authagent/caddy-authagent/events"
 	"github.com/authagent/caddy-authagent/ratelimit"
 )
 
@@ -136,6 +137,9 @@ func (s *tokenInfo) handleRevoke(w http.ResponseWriter, r *http.Request) error {
 				return err
 			}
 			s.log.Info("access token revoked", zap.String("client_id", callerID), zap.String("jti", claims.ID))
+			s.events.Publish(r.Context(), events.TokenRevoked, map[string]any{
+				"client_id": callerID, "subject": claims.Subject, "token_type": "access_token", "jti": claims.ID,
+			})
 		}
 	} else if len(tok) <= 256 {
 		g, err := s.store.GetRefresh(r.Context(), tokenHash(tok))
@@ -146,6 +150,9 @@ func (s *tokenInfo) handleRevoke(w http.ResponseWriter, r *http.Request) error {
 					return err
 				}
 				s.log.Info("refresh token family revoked", zap.String("client_id", callerID))
+				s.events.Publish(r.Context(), events.TokenRevoked, map[string]any{
+					"client_id": callerID, "subject": g.AgentID, "token_type": "refresh_token", "family": g.Family,
+				})
 			}
 		case !errors.Is(err, ErrNotFound):
 			return err
@@ -249,6 +256,7 @@ func (s *metadata) handleClientRegistration(w http.ResponseWriter, r *http.Reque
 		return err
 	}
 	s.log.Info("client registered dynamically", zap.String("client_id", c.ID))
+	s.events.Publish(r.Context(), events.ClientRegistered, withBy(clientView(c), "dynamic"))
 	WriteJSON(w, http.StatusCreated, ClientMetadata(c, secret))
 	return nil
 }

@@ -22,6 +22,9 @@ import (
 
 	"github.com/golang-jwt/jwt/v5"
 	"go.uber.org/zap"
+
+	"github.com/authagent/caddy-authagent/events"
+	"github.com/authagent/caddy-authagent/internal/metrics"
 )
 
 // Signing algorithms this server can use.
@@ -81,6 +84,9 @@ type KeyManager struct {
 	policy KeyPolicy
 	now    func() time.Time
 	log    *zap.Logger
+	// events get key.rotated when this process stores a rotation; set
+	// before Run (SetEvents).
+	events *events.Bus
 
 	mu         sync.RWMutex
 	version    uint64
@@ -139,25 +145,37 @@ func (m *KeyManager) Rotate(ctx context.Context, force bool) error {
 		if err != nil {
 			return fmt.Errorf("storing signing keys: %w", err)
 		}
-		m.logPlan(set.Keys, next)
+		m.logPlan(ctx, set.Keys, next)
 		return m.load(KeySet{Version: v, Keys: next})
 	}
 	return errors.New("signing keys: the key set kept changing under this rotation")
 }
 
-func (m *KeyManager) logPlan(before, after []StoredKey) {
+// SetEvents makes the manager publish key.rotated to bus.
+func (m *KeyManager) SetEvents(bus *events.Bus) {
+	m.mu.Lock()
+	m.events = bus
+	m.mu.Unlock()
+}
+
+// logPlan logs what a rotation this process stored changed and, when it
+// made keys (not the first set of an empty store), publishes key.rotated.
+func (m *KeyManager) logPlan(ctx context.Context, before, after []StoredKey) {
 	had := map[string]StoredKey{}
 	for _, k := range before {
 		had[k.ID] = k
 	}
 	kept := map[string]bool{}
+	var created, retired []string
 	for _, k := range after {
 		kept[k.ID] = true
 		old, ok := had[k.ID]
 		switch {
 		case !ok:
+			created = append(created, k.ID)
 			m.log.Info("created signing key", zap.String("kid", k.ID), zap.String("alg", k.Algorithm), zap.Time("active_at", k.ActiveAt))
 		case old.RetiredAt.IsZero() && !k.RetiredAt.IsZero():
+			retired = append(retired, k.ID)
 			m.log.Info("retired signing key", zap.String("kid", k.ID), zap.String("alg", k.Algorithm))
 		}
 	}
@@ -166,6 +184,37 @@ func (m *KeyManager) logPlan(before, after []StoredKey) {
 			m.log.Info("deleted signing key", zap.String("kid", id))
 		}
 	}
+	m.mu.RLock()
+	bus := m.events
+	m.mu.RUnlock()
+	if len(created) > 0 && len(before) > 0 {
+		bus.Publish(ctx, events.KeyRotated, map[string]any{"created_kids": created, "retired_kids": retired})
+	}
+}
+
+// MetricState is what the key metrics report: when the key signing for
+// each algorithm was made, and when the keys are next due (the newest key
+// of an algorithm one rotation period old).
+func (m *KeyManager) MetricState() metrics.KeyState {
+	st := metrics.KeyState{Created: map[string]time.Time{}}
+	for _, alg := range m.policy.Algs {
+		if k, err := m.signer(alg); err == nil && k.Alg == alg {
+			st.Created[alg] = k.created
+		}
+	}
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	newest := map[string]bool{}
+	for _, k := range m.all { // newest first
+		if newest[k.Alg] || !k.retired.IsZero() {
+			continue
+		}
+		newest[k.Alg] = true
+		if due := k.created.Add(m.policy.Rotation); st.NextRotation.IsZero() || due.Before(st.NextRotation) {
+			st.NextRotation = due
+		}
+	}
+	return st
 }
 
 // PlanKeys decides the next key set from the current one, for policy p at

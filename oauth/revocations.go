@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+
+	"github.com/authagent/caddy-authagent/internal/metrics"
 )
 
 // ChangePollInterval is how often a process reads the change log: a
@@ -33,6 +35,11 @@ type Revocations struct {
 	fams   map[string]time.Time // family → when its entry can be dropped
 	subs   map[int]func(Change)
 	nextID int
+	// own are the changes this process recorded and has applied already,
+	// until Sync reads them back; synced is set after the first Sync (the
+	// history it reads is not propagating, so it is not timed).
+	own    map[uint64]struct{}
+	synced bool
 }
 
 type agentRevocation struct {
@@ -48,7 +55,7 @@ func NewRevocations(log ChangeLog, now func() time.Time, zlog *zap.Logger) *Revo
 		zlog = zap.NewNop()
 	}
 	return &Revocations{log: log, now: now, zap: zlog, jtis: map[string]time.Time{}, agents: map[string]agentRevocation{},
-		fams: map[string]time.Time{}, subs: map[int]func(Change){}}
+		fams: map[string]time.Time{}, subs: map[int]func(Change){}, own: map[uint64]struct{}{}}
 }
 
 // Sync reads every change since the last one seen and applies it.
@@ -64,8 +71,17 @@ func (v *Revocations) Sync(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
+		now := v.now()
 		for _, c := range changes {
+			v.mu.Lock()
+			_, mine := v.own[c.Seq]
+			delete(v.own, c.Seq)
+			timed := v.synced && !mine && !c.At.IsZero()
+			v.mu.Unlock()
 			v.apply(c)
+			if timed {
+				metrics.ChangeApplied(now.Sub(c.At))
+			}
 		}
 		if len(changes) > 0 {
 			v.mu.Lock()
@@ -73,6 +89,16 @@ func (v *Revocations) Sync(ctx context.Context) error {
 			v.mu.Unlock()
 		}
 		if len(changes) < page {
+			v.mu.Lock()
+			v.synced = true
+			// A change of ours that expired before Sync read it back is
+			// never read: forget those older than what was read.
+			for seq := range v.own {
+				if seq <= v.seq {
+					delete(v.own, seq)
+				}
+			}
+			v.mu.Unlock()
 			v.sweep()
 			return nil
 		}
@@ -233,11 +259,19 @@ func (v *Revocations) FamilyRevoked(id string) bool {
 // processes apply it when they next read the log. It finishes even if the
 // caller's request goes away meanwhile.
 func (v *Revocations) Record(ctx context.Context, c Change) error {
+	if c.At.IsZero() {
+		c.At = v.now().UTC()
+	}
 	seq, err := v.log.AppendChange(context.WithoutCancel(ctx), c)
 	if err != nil {
 		return err
 	}
 	c.Seq = seq
+	v.mu.Lock()
+	if seq > v.seq {
+		v.own[seq] = struct{}{}
+	}
+	v.mu.Unlock()
 	v.apply(c)
 	return nil
 }

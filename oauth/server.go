@@ -12,6 +12,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/authagent/caddy-authagent/agents"
+	"github.com/authagent/caddy-authagent/events"
 	"github.com/authagent/caddy-authagent/ratelimit"
 )
 
@@ -74,6 +75,9 @@ type Deps struct {
 	Revocations *Revocations
 	// Limits are the rate limits; nil means none.
 	Limits *ratelimit.Limits
+	// Events get what happens (the audit log, webhooks); nil means
+	// nobody listens.
+	Events *events.Bus
 	Log    *zap.Logger
 	Now    func() time.Time
 }
@@ -90,6 +94,7 @@ type provider struct {
 	codeKey     []byte
 	revocations *Revocations
 	limits      *ratelimit.Limits
+	events      *events.Bus
 	log         *zap.Logger
 	now         func() time.Time
 }
@@ -139,7 +144,7 @@ func NewServer(cfg Config, d Deps) *Server {
 		docs = NewClientDocuments(cfg.ClientIDMetadataHosts, d.Log.Named("client_documents"), d.Now)
 	}
 	p := &provider{cfg: cfg, agents: d.Agents, keys: d.Keys, tokens: d.Tokens, clients: NewClients(d.Clients, d.Store, docs),
-		store: d.Store, codeKey: d.CodeKey, revocations: d.Revocations, limits: d.Limits, log: d.Log, now: d.Now}
+		store: d.Store, codeKey: d.CodeKey, revocations: d.Revocations, limits: d.Limits, events: d.Events, log: d.Log, now: d.Now}
 	agentAPI, authz, token, info, meta := &agentAPI{p}, &authorizer{p}, &tokenEndpoint{p}, &tokenInfo{p}, &metadata{p}
 	get, post := http.MethodGet, http.MethodPost
 	discovery := route{[]string{get, http.MethodHead}, meta.handleDiscovery}

@@ -280,6 +280,9 @@ type Change struct {
 	// Expires is when the change stops mattering (the tokens it voids have
 	// expired); the store drops it then.
 	Expires time.Time
+	// At is when it was written (zero in changes an earlier version
+	// wrote): other processes time how long it took to reach them.
+	At time.Time
 }
 
 // ChangeLog is an append-only log of changes ordered by sequence number.

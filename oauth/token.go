@@ -11,6 +11,8 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/authagent/caddy-authagent/agents"
+	"github.com/authagent/caddy-authagent/events"
+	"github.com/authagent/caddy-authagent/internal/metrics"
 	"github.com/authagent/caddy-authagent/ratelimit"
 )
 
@@ -52,17 +54,25 @@ func (p *provider) authenticateCaller(ctx context.Context, w http.ResponseWriter
 		}
 		return ErrInvalidClient("client authentication failed")
 	}
+	method := authClientSecretPost
+	if creds.basic {
+		method = authClientSecretBasic
+	}
 	c, err := p.clients.Get(ctx, creds.id)
 	switch {
 	case err == nil && c.Public:
 		if creds.secret != "" || creds.basic {
+			p.clientAuthFailed(r, creds.id, failSecretNotAllowed)
 			return caller{}, fail()
 		}
+		p.authSucceeded(r, authNone, nil)
 		return caller{client: c}, nil
 	case err == nil:
 		if !c.VerifySecret(creds.secret) {
+			p.clientAuthFailed(r, creds.id, failWrongSecret)
 			return caller{}, fail()
 		}
+		p.authSucceeded(r, method, nil)
 		return caller{client: c}, nil
 	case !errors.Is(err, ErrNotFound):
 		return caller{}, err
@@ -74,14 +84,17 @@ func (p *provider) authenticateCaller(ctx context.Context, w http.ResponseWriter
 		}
 		a, err := p.agents.Authenticate(ctx, creds.id, creds.secret)
 		if errors.Is(err, agents.ErrInvalidCredentials) {
+			p.agentAuthFailed(r, creds.id)
 			return caller{}, fail()
 		}
 		if err != nil {
 			return caller{}, registryError(err)
 		}
 		try.Succeeded(ctx)
+		p.authSucceeded(r, method, a)
 		return caller{agent: a}, nil
 	}
+	p.clientAuthFailed(r, creds.id, failUnknownClient)
 	return caller{}, fail()
 }
 
@@ -135,7 +148,7 @@ func (s *tokenEndpoint) handleToken(w http.ResponseWriter, r *http.Request) erro
 			_ = s.limits.TakeRefresh(r.Context(), w, c.id())
 		}
 	case GrantClientCredentials:
-		resp, err = s.grantClientCredentials(c, params)
+		resp, err = s.grantClientCredentials(r.Context(), c, params)
 	case GrantTokenExchange:
 		resp, err = s.grantTokenExchange(r.Context(), c, params)
 	}
@@ -209,6 +222,7 @@ func (s *tokenEndpoint) grantAuthorizationCode(ctx context.Context, client *Clie
 	if err != nil {
 		return nil, err
 	}
+	metrics.SignIn(signinRedeemed)
 	return resp, nil
 }
 
@@ -293,6 +307,11 @@ func (s *tokenEndpoint) issue(ctx context.Context, q issueRequest) (*tokenRespon
 		}
 		resp.IDToken = idt
 	}
+	typ, grant := events.TokenIssued, GrantAuthorizationCode
+	if q.rotate != "" {
+		typ, grant = events.TokenRefreshed, GrantRefreshToken
+	}
+	s.issued(ctx, typ, grant, caller{client: q.client}, at, q.agent.ID)
 	return resp, nil
 }
 
@@ -378,12 +397,15 @@ func (s *tokenEndpoint) refreshReused(ctx context.Context, client *Client, g *Re
 	if err := s.revokeFamily(ctx, g.Family); err != nil {
 		return err
 	}
+	s.events.Publish(ctx, events.RefreshReuseDetected, map[string]any{
+		"client_id": client.ID, "agent_id": g.AgentID, "family": g.Family,
+	})
 	return errRefreshReuse
 }
 
 // grantClientCredentials issues a token to the caller itself: a confidential
 // client (for its API scopes) or an agent (as /api/agent-auth does).
-func (s *tokenEndpoint) grantClientCredentials(c caller, params url.Values) (*tokenResponse, error) {
+func (s *tokenEndpoint) grantClientCredentials(ctx context.Context, c caller, params url.Values) (*tokenResponse, error) {
 	aud, err := parseResources(params["resource"])
 	if err != nil {
 		return nil, err
@@ -407,6 +429,7 @@ func (s *tokenEndpoint) grantClientCredentials(c caller, params url.Values) (*to
 	if err != nil {
 		return nil, err
 	}
+	s.issued(ctx, events.TokenIssued, GrantClientCredentials, c, at, g.Subject)
 	return &tokenResponse{AccessToken: at.Token, TokenType: "Bearer", ExpiresIn: at.ExpiresIn, Scope: at.Scope}, nil
 }
 
@@ -468,6 +491,7 @@ func (s *tokenEndpoint) grantTokenExchange(ctx context.Context, c caller, params
 	if err != nil {
 		return nil, err
 	}
+	s.issued(ctx, events.TokenExchanged, GrantTokenExchange, c, at, g.Subject)
 	return &tokenResponse{AccessToken: at.Token, TokenType: "Bearer", ExpiresIn: at.ExpiresIn, Scope: at.Scope, IssuedTokenType: TokenTypeAccessToken}, nil
 }
 

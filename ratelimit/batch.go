@@ -174,7 +174,7 @@ func (l *Limits) takeLeased(ctx context.Context, w http.ResponseWriter, b batchL
 	le.mu.Unlock()
 	setHeaders(w, out)
 	if out.Reached {
-		return l.exceeded(out)
+		return l.exceeded("api", out)
 	}
 	return nil
 }

@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+
+	"github.com/authagent/caddy-authagent/internal/metrics"
 )
 
 // Status is where a caller stands against one budget.
@@ -111,7 +113,9 @@ func IPKey(ip string) string {
 	return "ip:" + p.String()
 }
 
-func (l *Limits) exceeded(st Status) error {
+// exceeded is the refusal of a request because budget is spent.
+func (l *Limits) exceeded(budget string, st Status) error {
+	metrics.RateLimitRejected(budget)
 	return &Exceeded{RetryAfter: max(st.Reset-time.Now().Unix(), 1)}
 }
 
@@ -153,7 +157,7 @@ func (l *Limits) Take(ctx context.Context, w http.ResponseWriter, lim Limiter, n
 	}
 	setHeaders(w, st)
 	if st.Reached {
-		return l.exceeded(st)
+		return l.exceeded(name, st)
 	}
 	return nil
 }
@@ -170,7 +174,7 @@ func (l *Limits) Peek(ctx context.Context, w http.ResponseWriter, lim Limiter, n
 	}
 	setHeaders(w, st)
 	if st.Reached || st.Remaining <= 0 {
-		return l.exceeded(st)
+		return l.exceeded(name, st)
 	}
 	return nil
 }
@@ -219,7 +223,7 @@ func (l *Limits) ChargeAttempt(ctx context.Context, w http.ResponseWriter, ip, a
 	setHeaders(w, worst)
 	if worst.Reached {
 		// A lock-out lasts until the window of the exhausted budget ends.
-		return nil, l.exceeded(worst)
+		return nil, l.exceeded("authentication", worst)
 	}
 	return a, nil
 }
@@ -296,7 +300,7 @@ func (l *Limits) ChargeRegistration(ctx context.Context, w http.ResponseWriter, 
 	reg.charged = true
 	setHeaders(w, st)
 	if st.Reached {
-		return nil, l.exceeded(st)
+		return nil, l.exceeded("registration", st)
 	}
 	return reg, nil
 }

@@ -382,12 +382,13 @@ type changeRecord struct {
 	Key     string    `json:"key"`
 	Before  time.Time `json:"before,omitzero"`
 	Expires time.Time `json:"expires"`
+	At      time.Time `json:"at,omitzero"`
 }
 
 func toChangeRecord(c oauth.Change) changeRecord {
-	return changeRecord{Seq: c.Seq, Kind: c.Kind, Key: c.Key, Before: c.Before, Expires: c.Expires}
+	return changeRecord{Seq: c.Seq, Kind: c.Kind, Key: c.Key, Before: c.Before, Expires: c.Expires, At: c.At}
 }
 
 func (r changeRecord) change() oauth.Change {
-	return oauth.Change{Seq: r.Seq, Kind: r.Kind, Key: r.Key, Before: r.Before, Expires: r.Expires}
+	return oauth.Change{Seq: r.Seq, Kind: r.Kind, Key: r.Key, Before: r.Before, Expires: r.Expires, At: r.At}
 }

@@ -1140,8 +1140,8 @@ func (p *Postgres) AppendChange(ctx context.Context, c oauth.Change) (uint64, er
 		if err := tx.QueryRow(ctx, "UPDATE change_seq SET seq = seq + 1 RETURNING seq").Scan(&seq); err != nil {
 			return err
 		}
-		if _, err := tx.Exec(ctx, "INSERT INTO changes (seq, kind, key, before_ns, expires_ns) VALUES ($1, $2, $3, $4, $5)",
-			seq, c.Kind, c.Key, ns(c.Before), expiryNS(c.Expires)); err != nil {
+		if _, err := tx.Exec(ctx, "INSERT INTO changes (seq, kind, key, before_ns, expires_ns, written_ns) VALUES ($1, $2, $3, $4, $5, $6)",
+			seq, c.Kind, c.Key, ns(c.Before), expiryNS(c.Expires), ns(c.At)); err != nil {
 			return err
 		}
 		_, err := tx.Exec(ctx, "SELECT pg_notify($1, $2)", changeChannel, strconv.FormatInt(seq, 10))
@@ -1161,7 +1161,7 @@ func (p *Postgres) ChangesSince(ctx context.Context, after uint64, limit int) ([
 	}
 	ctx, cancel := p.op(ctx)
 	defer cancel()
-	rows, err := p.pool.Query(ctx, "SELECT seq, kind, key, before_ns, expires_ns FROM changes WHERE seq > $1 AND expires_ns > $2 ORDER BY seq LIMIT $3",
+	rows, err := p.pool.Query(ctx, "SELECT seq, kind, key, before_ns, expires_ns, written_ns FROM changes WHERE seq > $1 AND expires_ns > $2 ORDER BY seq LIMIT $3",
 		int64(after), p.now().UnixNano(), listLimit(limit))
 	if err != nil {
 		return nil, p.fail(err)
@@ -1172,9 +1172,10 @@ func (p *Postgres) ChangesSince(ctx context.Context, after uint64, limit int) ([
 			seq     int64
 			before  *int64
 			expires int64
+			written *int64
 		)
-		err := row.Scan(&seq, &c.Kind, &c.Key, &before, &expires)
-		c.Seq, c.Before, c.Expires = uint64(seq), fromNS(before), time.Unix(0, expires)
+		err := row.Scan(&seq, &c.Kind, &c.Key, &before, &expires, &written)
+		c.Seq, c.Before, c.Expires, c.At = uint64(seq), fromNS(before), time.Unix(0, expires), fromNS(written)
 		return c, err
 	})
 	return out, p.fail(err)
