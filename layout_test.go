@@ -27,6 +27,7 @@ var allowedImports = map[string][]string{
 	"ratelimit":   {"internal"},
 	"events":      {"internal"},
 	"internal":    {"internal"},
+	"client":      {}, // the Go SDK: the standard library only
 }
 
 var exclusiveImports = map[string]string{

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -15,6 +16,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/authagent/caddy-authagent/client"
 )
 
 // caddyBin is the binary every test runs, built once by TestMain.
@@ -308,13 +311,15 @@ func (c *caddy) register(t *testing.T, id, secret string) response {
 	return do(t, "POST", c.base()+"/api/register-agent", nil, registerBody(id, secret))
 }
 
+// token is an access token the agent got for itself, through the Go
+// client.
 func (c *caddy) token(t *testing.T, id, secret string) string {
 	t.Helper()
-	r := do(t, "POST", c.base()+"/api/agent-auth", nil, fmt.Sprintf(`{"agent_id":%q,"agent_secret":%q}`, id, secret))
-	if r.status != 200 || r.str("access_token") == "" {
-		t.Fatalf("agent-auth for %s: %d %s", id, r.status, r.body)
+	tok, err := client.New(c.base()).Authenticate(context.Background(), client.Credentials{AgentID: id, AgentSecret: secret})
+	if err != nil {
+		t.Fatalf("agent-auth for %s: %v", id, err)
 	}
-	return r.str("access_token")
+	return tok.AccessToken
 }
 
 func (c *caddy) admin(t *testing.T, method, path, body string) response {

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"bufio"
+	"context"
 	"fmt"
 	"io"
 	"net/http"
@@ -12,6 +13,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/authagent/caddy-authagent/client"
 )
 
 // TestReloadKeepsAgents reloads with a changed config while clients keep
@@ -301,10 +304,14 @@ func rssKiB(t *testing.T, pid int) int {
 	return 0
 }
 
+// registerOK registers the agent id (with the tests' secret) through the
+// Go client.
 func (c *caddy) registerOK(t *testing.T, id string) string {
 	t.Helper()
-	if r := c.register(t, id, secret); r.status != 201 {
-		t.Fatalf("register %s: %d %s", id, r.status, r.body)
+	_, err := client.New(c.base()).RegisterAgent(context.Background(), client.Registration{
+		AgentID: id, AgentSecret: secret, ModelName: "gpt-4", OwnerName: "Test User", OwnerEmail: "test@example.com"})
+	if err != nil {
+		t.Fatalf("register %s: %v", id, err)
 	}
 	return id
 }

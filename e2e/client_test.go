@@ -1,0 +1,165 @@
+package e2e
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/coreos/go-oidc/v3/oidc"
+	"golang.org/x/oauth2"
+
+	"github.com/authagent/caddy-authagent/client"
+)
+
+// TestGoClient runs the agent side end to end through the Go client
+// against a real Caddy: register, authenticate, profile, sign in to a
+// website, the website's code exchange and ID-token check, refresh,
+// revoke, and the guard refusing the revoked token; then the errors a Go
+// agent meets.
+func TestGoClient(t *testing.T) {
+	site := newWebsite(t)
+	up := newUpstream(t)
+	c := newCaddy(t, "")
+	apiPort := freePort(t)
+	api := "http://127.0.0.1:" + strconv.Itoa(apiPort)
+	c.sites = guardedSite(apiPort, "\tagent_guard {\n\t\tscopes data:read\n\t}\n", up.URL)
+	c.start(oauthOpts(site.callback, "\t\trequest_lifetime 10s"))
+	ctx := context.Background()
+	ac := client.New(c.base())
+	creds := client.Credentials{AgentID: "go-agent", AgentSecret: secret}
+
+	a, err := ac.RegisterAgent(ctx, client.Registration{AgentID: "go-agent", AgentSecret: secret, ModelName: "gpt-test", OwnerName: "Owner", OwnerEmail: "owner@example.com"})
+	if err != nil || a.AgentID != "go-agent" || a.AgentSecret != "" {
+		t.Fatalf("RegisterAgent: %+v %v", a, err)
+	}
+	gen, err := ac.RegisterAgent(ctx, client.Registration{AgentID: "go-generated", ModelName: "m", OwnerName: "O", OwnerEmail: "o@example.com"})
+	if err != nil || len(gen.AgentSecret) < 32 {
+		t.Fatalf("RegisterAgent with a generated secret: %+v %v", gen, err)
+	}
+	tok, err := ac.Authenticate(ctx, creds)
+	if err != nil || !tok.Valid(time.Minute) || tok.TokenType != "Bearer" {
+		t.Fatalf("Authenticate: %v %v", tok, err)
+	}
+	if strings.Contains(tok.String(), tok.AccessToken) {
+		t.Fatal("Token.String shows the token")
+	}
+	prof, err := ac.Profile(ctx, tok.AccessToken)
+	if err != nil || prof.ModelName != "gpt-test" || prof.OwnerEmail != "owner@example.com" {
+		t.Fatalf("Profile: %+v %v", prof, err)
+	}
+	model := "gpt-test-2"
+	if p, err := ac.UpdateProfile(ctx, tok.AccessToken, client.ProfileUpdate{ModelName: &model}); err != nil || p.ModelName != model {
+		t.Fatalf("UpdateProfile: %+v %v", p, err)
+	}
+
+	// The website's side with golang.org/x/oauth2 and go-oidc; the
+	// agent's with the client.
+	provider, err := oidc.NewProvider(ctx, c.base())
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := oauth2.Config{ClientID: "demo-site", ClientSecret: clientSecret, Endpoint: provider.Endpoint(),
+		RedirectURL: site.callback, Scopes: []string{oidc.ScopeOpenID, "profile", "data:read"}}
+	pkce := oauth2.GenerateVerifier()
+	// A sign-in request left pending until it expires (checked at the end).
+	expiringSince := time.Now()
+	expiringID := c.startAuthorization(t, cfg.AuthCodeURL("late", oauth2.S256ChallengeOption(pkce)))
+	authURL := cfg.AuthCodeURL("state-go", oauth2.S256ChallengeOption(pkce), oidc.Nonce("nonce-go"))
+	redirect, err := ac.SignIn(ctx, authURL, creds)
+	if err != nil {
+		t.Fatalf("SignIn: %v", err)
+	}
+	ru, err := url.Parse(redirect)
+	if err != nil || !strings.HasPrefix(redirect, site.callback) || ru.Query().Get("state") != "state-go" || ru.Query().Get("code") == "" {
+		t.Fatalf("SignIn redirect %q", redirect)
+	}
+	grant, err := cfg.Exchange(ctx, ru.Query().Get("code"), oauth2.VerifierOption(pkce))
+	if err != nil {
+		t.Fatalf("code exchange: %v", err)
+	}
+	rawID, _ := grant.Extra("id_token").(string)
+	idt, err := provider.Verifier(&oidc.Config{ClientID: "demo-site"}).Verify(ctx, rawID)
+	if err != nil || idt.Subject != "go-agent" || idt.Nonce != "nonce-go" {
+		t.Fatalf("ID token: %+v %v", idt, err)
+	}
+	website := client.ClientAuth{ClientID: "demo-site", ClientSecret: clientSecret}
+	next, err := ac.Refresh(ctx, grant.RefreshToken, website)
+	if err != nil || next.RefreshToken == "" || next.RefreshToken == grant.RefreshToken || next.IDToken == "" {
+		t.Fatalf("Refresh: %v %v", next, err)
+	}
+	if in, err := ac.Introspect(ctx, next.AccessToken, website); err != nil || !in.Active || in.Subject != "go-agent" {
+		t.Fatalf("Introspect: %+v %v", in, err)
+	}
+	if r := do(t, "GET", api+"/x", bearer(next.AccessToken), ""); r.status != 200 {
+		t.Fatalf("guard before revocation: %d %s", r.status, r.body)
+	}
+	if err := ac.Revoke(ctx, next.AccessToken, website); err != nil {
+		t.Fatalf("Revoke: %v", err)
+	}
+	if r := do(t, "GET", api+"/x", bearer(next.AccessToken), ""); r.status != 401 {
+		t.Fatalf("guard after revocation: %d %s", r.status, r.body)
+	}
+	// The agent revokes a token it got for itself, as its own client.
+	if err := ac.Revoke(ctx, tok.AccessToken, client.AgentAuth(creds)); err != nil {
+		t.Fatalf("Revoke as the agent: %v", err)
+	}
+	if in, err := ac.Introspect(ctx, tok.AccessToken, client.AgentAuth(creds)); err != nil || in.Active {
+		t.Fatalf("Introspect after revoke: %+v %v", in, err)
+	}
+
+	// Errors: a wrong secret, a refused sign-in request, an expired one,
+	// a URL of another issuer, a network error.
+	_, err = ac.Authenticate(ctx, client.Credentials{AgentID: "go-agent", AgentSecret: "Wrong-Secret-1!"})
+	if e := asClientError(t, err); e.Code != "invalid_client" || e.Status != 401 {
+		t.Fatalf("wrong secret: %+v", e)
+	}
+	_, err = ac.SignIn(ctx, cfg.AuthCodeURL("s", oauth2.S256ChallengeOption(pkce), oauth2.SetAuthURLParam("scope", "openid nonsense:x")), creds)
+	if e := asClientError(t, err); e.Code != "invalid_scope" {
+		t.Fatalf("refused sign-in: %+v", e)
+	}
+	if _, err := ac.SignIn(ctx, "https://elsewhere.example/oauth2/authorize?"+strings.SplitN(authURL, "?", 2)[1], creds); !client.IsCode(err, "invalid_request") {
+		t.Fatalf("another issuer's URL: %v", err)
+	}
+	time.Sleep(time.Until(expiringSince.Add(10500 * time.Millisecond))) // request_lifetime 10s
+	if _, err := ac.Approve(ctx, expiringID, creds); !client.IsCode(err, "invalid_request") {
+		t.Fatalf("an expired sign-in request: %v", err)
+	}
+	down := client.New("http://127.0.0.1:" + strconv.Itoa(freePort(t)))
+	if _, err := down.Authenticate(ctx, creds); !client.IsCode(err, client.ErrorNetwork) {
+		t.Fatalf("network error: %v", err)
+	}
+}
+
+// TestGoClientRateLimit surfaces a 429 with its headers.
+func TestGoClientRateLimit(t *testing.T) {
+	c := newCaddy(t, "")
+	c.start("\t\trate_limit {\n\t\t\tauthentication 2/m\n\t\t}")
+	ctx := context.Background()
+	ac := client.New(c.base(), client.WithHTTPClient(&http.Client{Timeout: 10 * time.Second}))
+	if _, err := ac.RegisterAgent(ctx, client.Registration{AgentID: "limited", AgentSecret: secret, ModelName: "m", OwnerName: "O", OwnerEmail: "o@example.com"}); err != nil {
+		t.Fatal(err)
+	}
+	wrong := client.Credentials{AgentID: "limited", AgentSecret: "Wrong-Secret-1!"}
+	var last *client.Error
+	for range 3 {
+		_, err := ac.Authenticate(ctx, wrong)
+		last = asClientError(t, err)
+	}
+	if last.Code != "rate_limit_exceeded" || last.Status != 429 || last.RetryAfter <= 0 || last.RateLimit == nil || last.RateLimit.Limit != 2 || last.RateLimit.Remaining != 0 {
+		t.Fatalf("rate-limited: %+v (rate limit %+v)", last, last.RateLimit)
+	}
+}
+
+func asClientError(t *testing.T, err error) *client.Error {
+	t.Helper()
+	var e *client.Error
+	if !errors.As(err, &e) {
+		t.Fatalf("not a *client.Error: %v", err)
+	}
+	return e
+}
