@@ -52,6 +52,17 @@ const (
 	// changePrefix is followed by the sequence number as 8 big-endian
 	// bytes, so key order is sequence order.
 	changePrefix = "chg/"
+	// The webhook outbox (badger_outbox.go): webhooks under
+	// "webhook/<id>", deliveries under "dlv/<id>" with their payload
+	// apart under "dlvp/<id>" (written once, so claims and updates
+	// rewrite only the small record), and two indexes with 8-byte
+	// order-preserving times: "dlvdue/<next attempt><id>" for each pending
+	// delivery, "dlvnew/<inverted creation time><id>" for each delivery.
+	webhookPrefix      = "webhook/"
+	deliveryPrefix     = "dlv/"
+	payloadPrefix      = "dlvp/"
+	deliveryDuePrefix  = "dlvdue/"
+	deliveryListPrefix = "dlvnew/"
 	// legacyRecordPrefix held every protocol record before schema 2:
 	// "rec/<kind>/<key>". Migration empties it.
 	legacyRecordPrefix = "rec/"

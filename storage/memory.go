@@ -42,6 +42,7 @@ type Memory struct {
 	// changes is ordered by Seq; lastSeq is the number last handed out.
 	changes []oauth.Change
 	lastSeq uint64
+	outbox  memoryOutbox
 
 	stop      chan struct{}
 	done      chan struct{}
@@ -64,6 +65,7 @@ func NewMemory(now func() time.Time) *Memory {
 		codes:    make(map[string]*oauth.CodeGrant),
 		refresh:  make(map[string]*oauth.RefreshGrant),
 		families: make(map[string]map[string]struct{}),
+		outbox:   newMemoryOutbox(),
 		stop:     make(chan struct{}),
 		done:     make(chan struct{}),
 	}
@@ -109,6 +111,7 @@ func (m *Memory) dropExpired() {
 		}
 	}
 	m.changes = slices.DeleteFunc(m.changes, func(c oauth.Change) bool { return expired(c.Expires, now) })
+	m.dropExpiredDeliveriesLocked(now)
 }
 
 // Close stops the background sweep. The store stays usable; calling Close

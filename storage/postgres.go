@@ -273,7 +273,7 @@ func (p *Postgres) DeleteExpired(ctx context.Context) error {
 	ctx, cancel := p.op(ctx)
 	defer cancel()
 	now := p.now().UnixNano()
-	for _, table := range []string{"auth_requests", "codes", "refresh_tokens", "changes"} {
+	for _, table := range []string{"auth_requests", "codes", "refresh_tokens", "changes", "webhook_deliveries"} {
 		if _, err := p.pool.Exec(ctx, "DELETE FROM "+table+" WHERE expires_ns <= $1", now); err != nil {
 			return p.fail(err)
 		}

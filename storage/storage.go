@@ -12,15 +12,17 @@ import (
 	"unicode/utf8"
 
 	"github.com/authagent/caddy-authagent/agents"
+	"github.com/authagent/caddy-authagent/events"
 	"github.com/authagent/caddy-authagent/oauth"
 )
 
 // Backend is everything the server needs from a storage backend: the agent
-// registry, the authorization server's stores, and what the host needs to
-// run it.
+// registry, the authorization server's stores, the webhooks' durable
+// outbox, and what the host needs to run it.
 type Backend interface {
 	agents.Repository
 	oauth.Store
+	events.Outbox
 	// Shared reports whether several processes may use the same database at
 	// once (a database server), rather than this process alone (Badger's
 	// directory lock, memory). On a shared store a new signing key is

@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/authagent/caddy-authagent/agents"
+	"github.com/authagent/caddy-authagent/events"
 	"github.com/authagent/caddy-authagent/oauth"
 )
 
@@ -29,7 +30,9 @@ type timedWatcher struct {
 	w oauth.ChangeWatcher
 }
 
-func (t *timedWatcher) WatchChanges(ctx context.Context, notify func()) { t.w.WatchChanges(ctx, notify) }
+func (t *timedWatcher) WatchChanges(ctx context.Context, notify func()) {
+	t.w.WatchChanges(ctx, notify)
+}
 
 type timed struct {
 	b       Backend
@@ -161,4 +164,44 @@ func (t *timed) AppendChange(ctx context.Context, c oauth.Change) (uint64, error
 func (t *timed) ChangesSince(ctx context.Context, after uint64, limit int) ([]oauth.Change, error) {
 	defer t.since("ChangesSince", time.Now())
 	return t.b.ChangesSince(ctx, after, limit)
+}
+
+func (t *timed) EnqueueDeliveries(ctx context.Context, ds []events.Delivery) error {
+	defer t.since("EnqueueDeliveries", time.Now())
+	return t.b.EnqueueDeliveries(ctx, ds)
+}
+
+func (t *timed) ClaimDeliveries(ctx context.Context, now, leaseUntil time.Time, limit int) ([]events.Delivery, error) {
+	defer t.since("ClaimDeliveries", time.Now())
+	return t.b.ClaimDeliveries(ctx, now, leaseUntil, limit)
+}
+
+func (t *timed) UpdateDelivery(ctx context.Context, d events.Delivery) error {
+	defer t.since("UpdateDelivery", time.Now())
+	return t.b.UpdateDelivery(ctx, d)
+}
+
+func (t *timed) GetDelivery(ctx context.Context, id string) (events.Delivery, error) {
+	defer t.since("GetDelivery", time.Now())
+	return t.b.GetDelivery(ctx, id)
+}
+
+func (t *timed) ListDeliveries(ctx context.Context, limit int) ([]events.Delivery, error) {
+	defer t.since("ListDeliveries", time.Now())
+	return t.b.ListDeliveries(ctx, limit)
+}
+
+func (t *timed) CreateWebhook(ctx context.Context, w events.Webhook) error {
+	defer t.since("CreateWebhook", time.Now())
+	return t.b.CreateWebhook(ctx, w)
+}
+
+func (t *timed) ListWebhooks(ctx context.Context) ([]events.Webhook, error) {
+	defer t.since("ListWebhooks", time.Now())
+	return t.b.ListWebhooks(ctx)
+}
+
+func (t *timed) DeleteWebhook(ctx context.Context, id string) error {
+	defer t.since("DeleteWebhook", time.Now())
+	return t.b.DeleteWebhook(ctx, id)
 }

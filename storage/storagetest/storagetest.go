@@ -1,7 +1,7 @@
 // Package storagetest is the conformance suite every storage backend must
 // pass: the same behaviour, checked the same way, whatever sits underneath.
-// It depends only on the interfaces (agents.Repository and oauth.Store),
-// never on a backend.
+// It depends only on the interfaces (agents.Repository, oauth.Store and
+// events.Outbox), never on a backend.
 //
 // Every test gets a new store and its own hand-moved Clock, which the store
 // must use to decide expiry; the suite checks expiry by advancing that
@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/authagent/caddy-authagent/agents"
+	"github.com/authagent/caddy-authagent/events"
 	"github.com/authagent/caddy-authagent/oauth"
 )
 
@@ -25,6 +26,7 @@ import (
 type Store interface {
 	agents.Repository
 	oauth.Store
+	events.Outbox
 }
 
 // NewStore returns a new, empty store whose expiry follows now, and arranges
@@ -69,6 +71,7 @@ func Run(t *testing.T, newStore NewStore) {
 	t.Run("Codes", func(t *testing.T) { RunCodes(t, newStore) })
 	t.Run("Refresh", func(t *testing.T) { RunRefresh(t, newStore) })
 	t.Run("Changes", func(t *testing.T) { RunChanges(t, newStore) })
+	t.Run("Outbox", func(t *testing.T) { RunOutbox(t, newStore) })
 	t.Run("Separation", func(t *testing.T) { runCases(t, newStore, []testCase{{"SameIDsLiveApart", testSeparation}}) })
 }
 
