@@ -57,6 +57,20 @@
 #                     defaults to 8s and CONNECTIONS to 32 in this mode, and
 #                     SCENARIOS to none (the baseline still runs). Needs node
 #                     and npm.
+#   WEBHOOK_COMPARE=1 measure registration (POST /api/register-agent, a new
+#                     agent per request) without webhooks vs with one
+#                     webhook subscribed to agent.registered whose receiver
+#                     (a python3 server this script starts on a free
+#                     127.0.0.1 port) accepts every connection and never
+#                     answers, alternating twice (off, on, off, on). One
+#                     Caddy, reloaded between variants; after each reload
+#                     to off the run waits until the listed deliveries are
+#                     no longer pending (the off config fails them: their
+#                     webhook is gone). Prints the two side by side and
+#                     "webhook cost: on/off req/s = X.XX, p99 A ms vs B ms
+#                     (on/off = Y.YY)". SCENARIOS defaults to none in this
+#                     mode (the baseline still runs); not with
+#                     POSTGRES_COMPARE or PEER_COMPARE.
 #   PEER_RUNS         runs per side in PEER_COMPARE (default 3)
 #   PEER_WARMUP       wrk duration of PEER_COMPARE's warm-up run of each side
 #                     of each scenario, not counted (default 3s; 0: none)
@@ -95,6 +109,8 @@ THREADS=${THREADS:-2}
 ACCESS_TOKEN_ALG=${ACCESS_TOKEN_ALG:-}
 STORAGE=${STORAGE:-}
 RATE_LIMIT=${RATE_LIMIT:-high}
+WEBHOOK_COMPARE=${WEBHOOK_COMPARE:-}
+scenarios_env=${SCENARIOS-unset} # WEBHOOK_COMPARE's default needs to know
 POSTGRES_COMPARE=${POSTGRES_COMPARE:-}
 case $POSTGRES_COMPARE in
 "" | 0)
@@ -106,6 +122,13 @@ case $POSTGRES_COMPARE in
 	fi
 	;;
 *) SCENARIOS=${SCENARIOS:-} ;; # none by default: the comparison is the point
+esac
+case $WEBHOOK_COMPARE in
+"" | 0) WEBHOOK_COMPARE="" ;;
+1)
+	# none by default: the comparison is the point
+	if [[ $scenarios_env == unset ]]; then SCENARIOS=""; fi
+	;;
 esac
 CADDY_CPUS=${CADDY_CPUS:-}
 UPSTREAM_CPUS=${UPSTREAM_CPUS:-$CADDY_CPUS}
@@ -165,6 +188,13 @@ case $PEER_COMPARE in
 "" | 1) ;;
 *) die "PEER_COMPARE must be 1 or unset" ;;
 esac
+case $WEBHOOK_COMPARE in
+"" | 1) ;;
+*) die "WEBHOOK_COMPARE must be 1 or unset" ;;
+esac
+if [[ -n $WEBHOOK_COMPARE ]]; then
+	[[ -z $POSTGRES_COMPARE && -z $PEER_COMPARE ]] || die "WEBHOOK_COMPARE=1 is a separate invocation from POSTGRES_COMPARE=1 and PEER_COMPARE=1"
+fi
 if [[ -n $PEER_COMPARE ]]; then
 	[[ -z $POSTGRES_COMPARE ]] || die "PEER_COMPARE=1 and POSTGRES_COMPARE=1 are separate invocations"
 	# ES256 on both sides, whatever the plugin's default.
@@ -260,6 +290,7 @@ redis_pid=""
 pg_pid=""
 pg_dir=""
 peer_pid="" # PEER_COMPARE's oidc-provider (node)
+hook_pid="" # WEBHOOK_COMPARE's hanging receiver (python3)
 wrk_pid=""
 # stop_caddy NAME: stop Caddy instance NAME (TERM, then KILL after 5 s).
 stop_caddy() {
@@ -292,6 +323,9 @@ cleanup() {
 	fi
 	if [[ -n $peer_pid ]]; then
 		stop_pid "$peer_pid"
+	fi
+	if [[ -n $hook_pid ]]; then
+		stop_pid "$hook_pid"
 	fi
 	# The last started first: a balancer before the instances behind it.
 	for (( i = ${#caddy_order[@]} - 1; i >= 0; i-- )); do
@@ -369,9 +403,9 @@ fi
 read -r admin_port idp_port base_port proxy_port guarded_port upstream_port redis_port \
 	pg_port pgs_admin_port pgs_port lb_admin_port lb_port \
 	node_a_admin_port node_a_port node_b_admin_port node_b_port \
-	peer_port peer_control_port plain_admin_port plain_port < <(python3 -c '
+	peer_port peer_control_port plain_admin_port plain_port hook_port < <(python3 -c '
 import socket
-socks = [socket.socket() for _ in range(20)]
+socks = [socket.socket() for _ in range(21)]
 for s in socks:
     s.bind(("127.0.0.1", 0))
 print(*(s.getsockname()[1] for s in socks))
@@ -431,7 +465,7 @@ idp_caddyfile() {
 			secret $client_secret
 			redirect_uri $redirect_uri
 			scopes openid profile data:read
-		}
+		}${webhook_lines:-}
 	}
 }
 
@@ -486,6 +520,13 @@ $lb {
 EOF
 }
 write_caddyfile "$tmp/Caddyfile" "$rate"
+# WEBHOOK_COMPARE: the same file plus one webhook to the hanging receiver.
+if [[ -n $WEBHOOK_COMPARE ]]; then
+	hook_secret=whsec_$(python3 -c 'import base64, os; print(base64.b64encode(os.urandom(32)).decode())')
+	webhook_lines=$'\n\t\twebhook http://127.0.0.1:'"$hook_port"$'/hook {\n\t\t\tevents agent.registered\n\t\t\tsecret '"$hook_secret"$'\n\t\t}'
+	write_caddyfile "$tmp/Caddyfile.webhook-on" "$rate"
+	webhook_lines=""
+fi
 if [[ -n $LIMITER_COMPARE ]]; then
 	write_caddyfile "$tmp/Caddyfile.limiter-off" off memory
 	write_caddyfile "$tmp/Caddyfile.limiter-memory" 1000000000/s memory
@@ -577,6 +618,33 @@ wait_ready() {
 	cat "$log" >&2
 	die "$(caddy_label "$name") did not become ready in 30 s"
 }
+
+if [[ -n $WEBHOOK_COMPARE ]]; then
+	# The webhook receiver that hangs: it accepts every connection, reads
+	# what comes and never answers (Caddy gives up after its 10 s attempt
+	# timeout). One line per connection in hook.log.
+	echo "starting the hanging webhook receiver on 127.0.0.1:$hook_port ..." >&2
+	python3 -u -c '
+import asyncio, sys
+async def hang(reader, writer):
+    print("accepted", flush=True)
+    while await reader.read(65536):
+        pass
+    writer.close()
+async def main():
+    server = await asyncio.start_server(hang, "127.0.0.1", int(sys.argv[1]), backlog=1024)
+    print("listening", flush=True)
+    await server.serve_forever()
+asyncio.run(main())
+' "$hook_port" >"$tmp/hook.log" 2>&1 &
+	hook_pid=$!
+	for _ in $(seq 100); do
+		grep -q listening "$tmp/hook.log" && break
+		kill -0 "$hook_pid" 2>/dev/null || { cat "$tmp/hook.log" >&2; die "the webhook receiver exited during startup"; }
+		sleep 0.1
+	done
+	grep -q listening "$tmp/hook.log" || die "the webhook receiver did not start in 10 s"
+fi
 
 echo "starting upstream on $upstream ..." >&2
 "${upstream_pin[@]}" "$tmp/upstream" "$upstream" >"$tmp/upstream.log" 2>&1 &
@@ -842,6 +910,12 @@ fi
 for s in client_credentials refresh_token agent_auth; do
 	if selected "$s"; then scenarios+=("$s"); fi
 done
+# WEBHOOK_COMPARE: registration without and with the hanging webhook,
+# after everything else (its registrations write storage).
+webhook_variants=(off on)
+if [[ -n $WEBHOOK_COMPARE ]]; then
+	for v in "${webhook_variants[@]}"; do scenarios+=("webhook-$v"); done
+fi
 
 # Commands redis-server has processed so far (each INFO counts itself).
 redis_cmds() {
@@ -883,6 +957,38 @@ reload_to() {
 	*) want=$([[ $rate == off ]] || echo 1000000000) ;;
 	esac
 	[[ $limit == "$want" ]] || die "after reload to ${v:-start}: X-RateLimit-Limit '$limit', want '$want' (config not applied, or the limiter store failed; see $tmp/caddy.log)"
+}
+
+# admin_json PATH: GET the main Caddy's admin PATH (JSON on stdout).
+admin_json() { curl -fsS --max-time 10 "http://127.0.0.1:$admin_port$1"; }
+# webhook_to VARIANT: reload Caddy into the webhook variant (off: the
+# starting Caddyfile; on: with the hanging webhook) and check that the
+# admin API lists the webhooks the variant has; off then waits (60 s at
+# most) until no listed delivery is pending, so that failing the on runs'
+# leftovers (their webhook is gone) is not measured.
+webhook_to() {
+	local v=$1 file=$tmp/Caddyfile want=0 n pending
+	if [[ $v == on ]]; then file=$tmp/Caddyfile.webhook-on want=1; fi
+	caddy_reload main "$file"
+	n=$(admin_json /auth_agent/webhooks | python3 -c 'import json, sys; print(len(json.load(sys.stdin)["webhooks"]))') ||
+		die "GET /auth_agent/webhooks failed after reload to webhook-$v"
+	(( n == want )) || die "after reload to webhook-$v: $n webhooks listed, want $want"
+	if [[ $v == off ]]; then
+		for _ in $(seq 600); do
+			pending=$(admin_json '/auth_agent/webhooks/deliveries?limit=1000' |
+				python3 -c 'import json, sys; print(sum(d["state"] == "pending" for d in json.load(sys.stdin)["deliveries"]))') || pending=-1
+			(( pending == 0 )) && break
+			sleep 0.1
+		done
+		(( pending == 0 )) || die "after reload to webhook-off: $pending deliveries still pending after 60 s"
+	fi
+}
+# webhook_counts: "delivered pending failed" of the listed deliveries.
+webhook_counts() {
+	admin_json '/auth_agent/webhooks/deliveries?limit=1000' | python3 -c '
+import collections, json, sys
+c = collections.Counter(d["state"] for d in json.load(sys.stdin)["deliveries"])
+print(c["delivered"], c["pending"], c["failed"])'
 }
 
 # The Caddy instances a run measures (CPU time, RSS; the first one is
@@ -1114,6 +1220,22 @@ for s in "${scenarios[@]}"; do
 		fi
 		merge "$s" "$s-1" "$s-2"
 		;;
+	webhook-*)
+		# Both variants, twice, alternating: off-1 on-1 off-2 on-2, each
+		# after a reload into its Caddyfile; agent ids unique per run.
+		if [[ $s == "webhook-${webhook_variants[0]}" ]]; then
+			for i in 1 2; do
+				for v in "${webhook_variants[@]}"; do
+					webhook_to "$v"
+					run "webhook-$v-$i" registration "$idp/api/register-agent" -- "wh$v$i"
+					if [[ $v == on ]]; then read -r wh_delivered wh_pending wh_failed < <(webhook_counts); fi
+				done
+			done
+			webhook_to off
+			hook_connections=$(grep -c accepted "$tmp/hook.log" || true)
+		fi
+		merge "$s" "$s-1" "$s-2"
+		;;
 	esac
 done
 
@@ -1294,7 +1416,15 @@ fi
 # Every Caddy's log: caddy.log (the main one) and caddy-<instance>.log.
 family_revocations=$(cat "$tmp"/caddy*.log | grep -c 'revoking its family' || true)
 # "context canceled" is a request wrk dropped when its time was up.
-server_errors=$(cat "$tmp"/caddy*.log | grep '"request failed"' | grep -vc 'context canceled' || true)
+# A registration wrk dropped is cancelled inside argon2id's queue, which
+# answers "the server is busy" (503): counted apart too, and no more than
+# one per connection and run may be.
+busy_dropped='"path":"/api/register-agent","error":"temporarily_unavailable: the server is busy; retry"'
+server_errors=$(cat "$tmp"/caddy*.log | grep '"request failed"' | grep -v 'context canceled' | grep -vcF "$busy_dropped" || true)
+register_dropped=$(cat "$tmp"/caddy*.log | grep '"request failed"' | grep -cF "$busy_dropped" || true)
+if [[ -z $WEBHOOK_COMPARE ]] || (( register_dropped > 4 * conns )); then
+	server_errors=$(( server_errors + register_dropped ))
+fi
 # A failing limiter store lets API calls through (on_store_error api open),
 # which would make a broken Redis look cheap. "context canceled" is again a
 # request wrk dropped (Redis is only reached with POSTGRES_COMPARE or
@@ -1312,6 +1442,7 @@ if (( ${#pair[@]} > 0 )); then runs_note+=("proxy and guarded: 2 runs each"); fi
 if [[ -n $LIMITER_COMPARE ]]; then runs_note+=("guarded/limiter-off, -memory, -redis: 2 runs each"); fi
 if [[ -n $POSTGRES_COMPARE ]]; then runs_note+=("postgres compare: 2 runs per row"); fi
 if [[ -n $PEER_COMPARE ]]; then runs_note+=("peer compare: $PEER_RUNS runs per side"); fi
+if [[ -n $WEBHOOK_COMPARE ]]; then runs_note+=("registration/webhook-off, -on: 2 runs each"); fi
 runs_text=$( (( ${#runs_note[@]} == 0 )) || printf '%s; ' "${runs_note[@]}")
 echo "auth_agent load test: $DURATION per run${runs_text:+ (${runs_text%; })}, $THREADS wrk threads, $conns connections, $(nproc) CPUs, load average before the runs $load_before"
 echo "built from the $build_from; $(date -u '+%Y-%m-%d %H:%M UTC')"
@@ -1324,6 +1455,9 @@ fi
 if [[ -n $POSTGRES_COMPARE ]]; then
 	echo "postgres compare, storage (runs per scenario: badger, postgres, badger, postgres): badger = this Caddy, storage $tmp/db; postgres = a second Caddy with the same auth_agent block but storage postgres $(pg_dsn authagent_single) (PostgreSQL $pg_version on 127.0.0.1, $pg_settings); rate_limit store memory in both; $prep_postgres"
 	echo "postgres compare, instances (runs per scenario: one, two, one, two): node-a and node-b = storage postgres $(pg_dsn authagent_cluster), rate_limit store redis $redis_url, issuer $lb; lb = a third Caddy at $lb, reverse_proxy lb_policy round_robin over node-a and node-b (2 instances) or node-a alone (1 instance; node-b idle), reloaded before each run; cpu us/req and RSS are of the three together; $prep_cluster"
+fi
+if [[ -n $WEBHOOK_COMPARE ]]; then
+	echo "webhook compare (one Caddy, reloaded per variant): registration = POST /api/register-agent, a new agent per request; webhook-off = no webhook; webhook-on = one webhook (agent.registered) to http://127.0.0.1:$hook_port/hook, a receiver that accepts and never answers (attempt timeout 10 s, 4 attempts at once)"
 fi
 if [[ -n $PEER_COMPARE ]]; then
 	echo "peer compare: oidc-provider $peer_version on node $(node --version) (NODE_ENV=production; one process, JavaScript on one thread; its memory adapter), one confidential client, HTTP Basic; client_credentials tokens: auth_agent $cc_alg, oidc-provider $peer_cc_alg (JWT, resource urn:bench:jwt by default); refresh (rotating): auth_agent signs the $(sed -n 's/.*refresh response signs //p' <<<"$prep_msg"), oidc-provider the $peer_refresh_algs; introspection: auth_agent of a client_credentials JWT, oidc-provider of an opaque client_credentials token (it refuses to introspect JWTs); guarded and proxy both with the guard's bearer token; plain caddy = the same binary with a Caddyfile of one respond site (no auth_agent app)"
@@ -1344,6 +1478,7 @@ label_of() { # scenario -> its row label
 		l=${l%-base}/oidc-provider
 		;;
 	limiter-*) l=guarded/$l ;;
+	webhook-*) l=registration/$l ;;
 	*-badger | *-postgres) l=${l%-*}/${l##*-} ;;
 	*-one) l="${l%-one}/1 instance" ;;
 	*-two) l="${l%-two}/2 instances" ;;
@@ -1410,6 +1545,23 @@ if [[ -n $LIMITER_COMPARE ]]; then
 	# command each); otherwise the variant did not measure Redis.
 	if (( ${R[limiter-redis.redis_cmds]} < ${R[limiter-redis.requests]} )); then
 		echo "  !! limiter-redis: ${R[limiter-redis.redis_cmds]} Redis commands for ${R[limiter-redis.requests]} requests"
+		failed=1
+	fi
+fi
+if [[ -n $WEBHOOK_COMPARE ]]; then
+	printf '%-28s %12s %10s %8s %8s %10s\n' '' 'req/s runs' 'req/s' 'p50 ms' 'p99 ms' 'cpu us/req'
+	for v in "${webhook_variants[@]}"; do
+		s=webhook-$v
+		printf '%-28s %12s %10s %8s %8s %10s\n' "registration/$s" "$(rps_of "$s-1"),$(rps_of "$s-2")" "$(rps_of "$s")" \
+			"$(ms "${R[$s.p50_us]}")" "$(ms "${R[$s.p99_us]}")" "$(cpu_per_req "$s")"
+	done
+	echo "webhook cost: on/off req/s = $(awk -v a="$(rps_of webhook-on)" -v b="$(rps_of webhook-off)" 'BEGIN { printf "%.2f", a / b }'), p99 $(ms "${R[webhook-off.p99_us]}") ms vs $(ms "${R[webhook-on.p99_us]}") ms (on/off = $(awk -v a="${R[webhook-on.p99_us]}" -v b="${R[webhook-off.p99_us]}" 'BEGIN { printf "%.2f", a / b }'))"
+	echo "registrations wrk dropped at the end of a run (logged 503 busy, at most $conns per run): $register_dropped"
+	echo "webhook deliveries after the last on run (of the newest 1000 listed): delivered $wh_delivered, pending $wh_pending, failed $wh_failed; connections the hanging receiver accepted: $hook_connections"
+	# Every registration of an on run queued a delivery; none can have
+	# been delivered to a receiver that never answers.
+	if (( wh_delivered > 0 || hook_connections == 0 )); then
+		echo "  !! webhook-on: $wh_delivered deliveries delivered to a receiver that never answers, $hook_connections connections"
 		failed=1
 	fi
 fi

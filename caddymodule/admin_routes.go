@@ -30,6 +30,11 @@ const adminMaxBody = oauth.DefaultMaxBody
 //	PATCH  /auth_agent/clients/<id>  {"client_name", "redirect_uris", "scopes", "grant_types"} (any of them)
 //	DELETE /auth_agent/clients/<id>
 //	POST   /auth_agent/keys/rotate
+//	GET    /auth_agent/webhooks
+//	POST   /auth_agent/webhooks      {"url", "events", "secret"?}
+//	DELETE /auth_agent/webhooks/<id>
+//	GET    /auth_agent/webhooks/deliveries?limit=<n>
+//	POST   /auth_agent/webhooks/deliveries/<id>/redeliver
 func serveAdmin(ad *oauth.Admin, w http.ResponseWriter, r *http.Request) error {
 	rest := strings.TrimPrefix(r.URL.Path, adminPrefix)
 	switch {
@@ -63,6 +68,12 @@ func serveAdmin(ad *oauth.Admin, w http.ResponseWriter, r *http.Request) error {
 		}
 		oauth.WriteJSON(w, http.StatusOK, map[string]any{"keys": keys})
 		return nil
+	case rest == "webhooks" || strings.HasPrefix(rest, "webhooks/"):
+		wa, err := runningWebhooks()
+		if err != nil {
+			return err
+		}
+		return serveWebhookAdmin(wa, w, r, strings.TrimSuffix(strings.TrimPrefix(rest, "webhooks"), "/"))
 	}
 	return oauth.ErrNotFoundPath("no admin endpoint at " + r.URL.Path)
 }
@@ -268,4 +279,40 @@ func adminClient(ad *oauth.Admin, w http.ResponseWriter, r *http.Request, id str
 		return nil
 	}
 	return oauth.ErrMethodNotAllowed(http.MethodGet, http.MethodPatch, http.MethodPut, http.MethodDelete)
+}
+
+// serveWebhookAdmin routes /auth_agent/webhooks<rest>.
+func serveWebhookAdmin(wa webhookAdmin, w http.ResponseWriter, r *http.Request, rest string) error {
+	switch {
+	case rest == "":
+		switch r.Method {
+		case http.MethodGet:
+			return wa.list(w, r)
+		case http.MethodPost:
+			return wa.create(w, r)
+		}
+		return oauth.ErrMethodNotAllowed(http.MethodGet, http.MethodPost)
+	case rest == "/deliveries":
+		if r.Method != http.MethodGet {
+			return oauth.ErrMethodNotAllowed(http.MethodGet)
+		}
+		return wa.deliveries(w, r)
+	case strings.HasPrefix(rest, "/deliveries/"):
+		id, ok := strings.CutSuffix(strings.TrimPrefix(rest, "/deliveries/"), "/redeliver")
+		if !ok || id == "" || strings.Contains(id, "/") {
+			return oauth.ErrNotFoundPath("no admin endpoint at " + r.URL.Path + "; redeliver with POST /auth_agent/webhooks/deliveries/<id>/redeliver")
+		}
+		if r.Method != http.MethodPost {
+			return oauth.ErrMethodNotAllowed(http.MethodPost)
+		}
+		return wa.redeliver(w, r, id)
+	}
+	id := strings.TrimPrefix(rest, "/")
+	if id == "" || strings.Contains(id, "/") {
+		return oauth.ErrNotFoundPath("no admin endpoint at " + r.URL.Path)
+	}
+	if r.Method != http.MethodDelete {
+		return oauth.ErrMethodNotAllowed(http.MethodDelete)
+	}
+	return wa.remove(w, r, id)
 }

@@ -118,6 +118,11 @@ type App struct {
 	// such address is refused, against server-side request forgery).
 	ClientIDMetadataHosts []string `json:"client_id_metadata_hosts,omitempty"`
 
+	// Signed webhooks (Standard Webhooks): each gets the events of the
+	// types it lists, delivered at least once from a durable outbox in
+	// the store. More can be added through the admin API.
+	Webhooks []*WebhookConfig `json:"webhooks,omitempty"`
+
 	ctx     caddy.Context
 	log     *zap.Logger
 	storage Storage
@@ -126,6 +131,7 @@ type App struct {
 	clients   []*oauth.Client
 	agentCfg  agents.Config
 	repl      *caddy.Replacer
+	webhooks  []events.Webhook
 
 	storeKey string
 	limitKey string
@@ -147,6 +153,7 @@ type appState struct {
 	verifier *guard.LocalVerifier
 	limits   *ratelimit.Limits
 	keys     *oauth.KeyManager
+	webhooks *events.Dispatcher
 }
 
 // running is the app of the config Caddy is running. The admin routes use
@@ -224,6 +231,9 @@ func (a *App) Provision(ctx caddy.Context) error {
 		return err
 	}
 	if a.clients, err = a.buildClients(a.repl); err != nil {
+		return err
+	}
+	if a.webhooks, err = buildWebhooks(a.repl, a.Webhooks); err != nil {
 		return err
 	}
 	if a.StorageRaw != nil {
@@ -312,6 +322,7 @@ func (a *App) Start() error {
 	close(a.ready)
 	running.Store(a)
 	go st.keys.Run(a.ctx)
+	go st.webhooks.Run(a.ctx)
 	return nil
 }
 
@@ -344,7 +355,12 @@ func (a *App) start() (*appState, error) {
 	if err != nil {
 		return nil, fmt.Errorf("auth_agent: signing keys: %w", err)
 	}
-	bus := events.NewBus(a.log.Named("audit"), a.log.Named("events"), nil)
+	webhooks, err := newDispatcher(ctx, store, a.webhooks, a)
+	if err != nil {
+		return nil, err
+	}
+	bus := events.NewBus(a.log.Named("audit"), a.log.Named("events"), nil, webhooks)
+	webhooks.SetEvents(bus)
 	keys.SetEvents(bus)
 	a.stopKeyMetrics = metrics.SetKeySource(keys.MetricState)
 	registry := agents.NewService(store, hasher, a.agentCfg, nil)
@@ -372,6 +388,7 @@ func (a *App) start() (*appState, error) {
 		verifier: guard.NewLocalVerifier(a.Issuer, keys.Lookup, store.revocations),
 		limits:   limits,
 		keys:     keys,
+		webhooks: webhooks,
 	}, nil
 }
 
@@ -539,6 +556,9 @@ func (a *App) Validate() error {
 		}
 	}
 	if err := a.CORS.Validate(); err != nil {
+		return err
+	}
+	if err := validateWebhooks(a.Webhooks); err != nil {
 		return err
 	}
 	return nil

@@ -65,6 +65,10 @@ func init() {
 //		scope_description <scope> <text>
 //		client_id_metadata_documents on|off
 //		client_id_metadata_hosts <host...>
+//		webhook <url> {
+//			events <type...>
+//			secret <whsec_…>
+//		}
 //	}
 func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // the option name
@@ -152,6 +156,10 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			}
 		case "rate_limit":
 			if err := a.unmarshalRateLimit(d); err != nil {
+				return err
+			}
+		case "webhook":
+			if err := a.unmarshalWebhook(d); err != nil {
 				return err
 			}
 		case "cors":
@@ -305,6 +313,47 @@ func (st *storageOption) json(d *caddyfile.Dispenser) (json.RawMessage, error) {
 		return nil, nil
 	}
 	return caddyconfig.JSONModuleObject(st.module, "module", st.name, nil), nil
+}
+
+// unmarshalWebhook parses one `webhook <url> { events …; secret … }`
+// block; several are allowed.
+func (a *App) unmarshalWebhook(d *caddyfile.Dispenser) error {
+	if !d.NextArg() {
+		return d.Err("webhook needs a URL: `webhook https://hooks.example.com/auth { … }`")
+	}
+	wc := &WebhookConfig{URL: d.Val()}
+	if d.NextArg() {
+		return d.Errf("webhook takes one URL, then a block with events and secret")
+	}
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		setting := d.Val()
+		args := d.RemainingArgs()
+		switch setting {
+		case "events", "event":
+			if len(args) == 0 {
+				return d.Errf("webhook %s: events needs at least one event type", wc.URL)
+			}
+			wc.Events = append(wc.Events, args...)
+		case "secret":
+			if len(args) != 1 {
+				return d.Errf("webhook %s: want `secret <whsec_…>`", wc.URL)
+			}
+			if wc.Secret != "" {
+				return d.Errf("webhook %s: secret is given twice", wc.URL)
+			}
+			wc.Secret = args[0]
+		default:
+			return d.Errf("webhook %s: unknown setting %q", wc.URL, setting)
+		}
+	}
+	if len(wc.Events) == 0 {
+		return d.Errf("webhook %s needs `events <type>…`", wc.URL)
+	}
+	if wc.Secret == "" {
+		return d.Errf("webhook %s needs `secret <whsec_…>`", wc.URL)
+	}
+	a.Webhooks = append(a.Webhooks, wc)
+	return nil
 }
 
 // unmarshalClient parses one `client <id> { … }` block.

@@ -23,6 +23,7 @@ import (
 	"golang.org/x/sync/singleflight"
 
 	"github.com/authagent/caddy-authagent/internal/cache"
+	"github.com/authagent/caddy-authagent/internal/safedial"
 )
 
 // Client ID Metadata Documents (draft-ietf-oauth-client-id-metadata-document,
@@ -99,7 +100,7 @@ func newClientDocuments(allowHosts []string, log *zap.Logger, now func() time.Ti
 		allow:   allow,
 		log:     log,
 		now:     now,
-		guarded: newClientDocHTTPClient(roots, timeout, refusePrivateAddress),
+		guarded: newClientDocHTTPClient(roots, timeout, safedial.Control),
 		open:    newClientDocHTTPClient(roots, timeout, nil),
 		timeout: timeout,
 		cache:   cache.New[string, clientDocResult](clientDocCacheEntries, now),
@@ -131,62 +132,6 @@ func newClientDocHTTPClient(roots *x509.CertPool, timeout time.Duration, control
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 		Timeout:       timeout,
 	}
-}
-
-// errNotPublic marks a dial the address check refused.
-var errNotPublic = errors.New("address is not public")
-
-// refusePrivateAddress is the dialer's Control: it sees the address
-// actually dialled, after name resolution, so a name that resolves to a
-// private address (or starts to, DNS rebinding) is caught as well as a
-// literal one.
-func refusePrivateAddress(network, address string, _ syscall.RawConn) error {
-	ap, err := netip.ParseAddrPort(address)
-	if err != nil {
-		return fmt.Errorf("%w: %s", errNotPublic, address)
-	}
-	if !isPublicAddr(ap.Addr()) {
-		return fmt.Errorf("%w: %s", errNotPublic, ap.Addr())
-	}
-	return nil
-}
-
-// nonPublicPrefixes are the ranges the netip predicates do not cover.
-var nonPublicPrefixes = []netip.Prefix{
-	netip.MustParsePrefix("0.0.0.0/8"),       // "this network"
-	netip.MustParsePrefix("100.64.0.0/10"),   // carrier-grade NAT
-	netip.MustParsePrefix("192.0.0.0/24"),    // IETF protocol assignments
-	netip.MustParsePrefix("198.18.0.0/15"),   // benchmarking
-	netip.MustParsePrefix("240.0.0.0/4"),     // reserved, and broadcast
-	netip.MustParsePrefix("::/96"),           // IPv4-compatible (deprecated), with :: and ::1
-	netip.MustParsePrefix("fec0::/10"),       // site-local (deprecated)
-	netip.MustParsePrefix("64:ff9b:1::/48"),  // local-use NAT64
-	netip.MustParsePrefix("100::/64"),        // discard-only
-	netip.MustParsePrefix("2001::/32"),       // Teredo: may tunnel to any IPv4 address
-	netip.MustParsePrefix("2002::/16"),       // 6to4: embeds an IPv4 address
-	netip.MustParsePrefix("::ffff:0:0:0/96"), // IPv4-translated
-}
-
-var nat64 = netip.MustParsePrefix("64:ff9b::/96")
-
-// isPublicAddr reports whether ip may be dialled for a document.
-func isPublicAddr(ip netip.Addr) bool {
-	ip = ip.Unmap() // ::ffff:127.0.0.1 is 127.0.0.1
-	if nat64.Contains(ip) {
-		// A NAT64 gateway forwards to the embedded IPv4 address.
-		b := ip.As16()
-		ip = netip.AddrFrom4([4]byte(b[12:]))
-	}
-	if !ip.IsValid() || ip.IsLoopback() || ip.IsPrivate() || ip.IsLinkLocalUnicast() ||
-		ip.IsLinkLocalMulticast() || ip.IsInterfaceLocalMulticast() || ip.IsMulticast() || ip.IsUnspecified() {
-		return false
-	}
-	for _, p := range nonPublicPrefixes {
-		if p.Contains(ip) {
-			return false
-		}
-	}
-	return true
 }
 
 // checkClientIDURL checks that id is a URL a metadata document may live at:
@@ -339,7 +284,7 @@ func (d *ClientDocuments) fetch(ctx context.Context, u *url.URL, id string) (cli
 		debug("client metadata document fetch failed", zap.Error(err))
 		var ne net.Error
 		switch {
-		case errors.Is(err, errNotPublic):
+		case errors.Is(err, safedial.ErrNotPublic):
 			return fail("could not be fetched: the host's address is not public")
 		case errors.Is(err, context.DeadlineExceeded) || errors.As(err, &ne) && ne.Timeout():
 			return fail("could not be fetched: the server did not answer in time")

@@ -109,7 +109,11 @@ func (p *provider) issued(ctx context.Context, typ, grant string, c caller, tok 
 // agentView is an agent in an event: who it is, never how to reach its
 // owner or its secret.
 func agentView(a *agents.Agent) map[string]any {
-	return map[string]any{"agent_id": a.ID, "model_name": a.ModelName, "permissions": a.Permissions, "disabled": a.Disabled}
+	perms := a.Permissions
+	if perms == nil {
+		perms = []string{}
+	}
+	return map[string]any{"agent_id": a.ID, "model_name": a.ModelName, "permissions": perms, "disabled": a.Disabled}
 }
 
 // clientView is a client in an event.
