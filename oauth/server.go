@@ -202,7 +202,15 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // Fail writes err, logging what is not the caller's fault.
 func (p *provider) Fail(w http.ResponseWriter, r *http.Request, err error) {
 	e := AsError(err)
-	if e.Status >= 500 {
+	switch {
+	case e.Status < 500:
+	case r.Context().Err() != nil:
+		// The caller went away (or gave up) mid-request: nothing failed
+		// here, and nobody reads the answer.
+		if ce := p.log.Check(zap.DebugLevel, "request abandoned by the client"); ce != nil {
+			ce.Write(zap.String("path", r.URL.Path), zap.Error(err))
+		}
+	default:
 		p.log.Error("request failed", zap.String("path", r.URL.Path), zap.Error(err))
 	}
 	WriteError(w, e)
