@@ -684,15 +684,14 @@ func TestHelperProcessWrites(t *testing.T) {
 	os.Exit(4)
 }
 
-func TestBadgerSurvivesKill(t *testing.T) {
-	if testing.Short() {
-		t.Skip("starts a child process")
-	}
-	dir := t.TempDir()
-	cmd := exec.Command(os.Args[0], "-test.run=^TestHelperProcessWrites$", "-test.count=1")
-	cmd.Env = append(os.Environ(), helperDirEnv+"="+dir)
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
+// startChild runs this test binary's test (a helper process) with env
+// added, and streams the lines it prints; stderr collects its errors.
+func startChild(t *testing.T, test, env string) (*exec.Cmd, <-chan string, *bytes.Buffer) {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], "-test.run=^"+test+"$", "-test.count=1")
+	cmd.Env = append(os.Environ(), env)
+	stderr := new(bytes.Buffer)
+	cmd.Stderr = stderr
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -700,14 +699,6 @@ func TestBadgerSurvivesKill(t *testing.T) {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	killed := false
-	t.Cleanup(func() {
-		if !killed {
-			cmd.Process.Kill()
-			cmd.Wait()
-		}
-	})
-
 	lines := make(chan string)
 	go func() {
 		defer close(lines)
@@ -716,6 +707,22 @@ func TestBadgerSurvivesKill(t *testing.T) {
 			lines <- sc.Text()
 		}
 	}()
+	return cmd, lines, stderr
+}
+
+func TestBadgerSurvivesKill(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a child process")
+	}
+	dir := t.TempDir()
+	cmd, lines, stderr := startChild(t, "TestHelperProcessWrites", helperDirEnv+"="+dir)
+	killed := false
+	t.Cleanup(func() {
+		if !killed {
+			cmd.Process.Kill()
+			cmd.Wait()
+		}
+	})
 
 	written := map[string]uint64{}
 	collect := func(line string) {
@@ -754,7 +761,7 @@ func TestBadgerSurvivesKill(t *testing.T) {
 	for line := range lines {
 		collect(line)
 	}
-	err = cmd.Wait()
+	err := cmd.Wait()
 	killed = true
 	if err == nil || !strings.Contains(err.Error(), "killed") {
 		t.Fatalf("helper did not die by SIGKILL: %v; stderr: %s", err, stderr.String())

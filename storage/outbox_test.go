@@ -1,14 +1,12 @@
 package storage
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"hash/fnv"
 	"os"
-	"os/exec"
 	"strings"
 	"sync"
 	"testing"
@@ -362,17 +360,7 @@ func TestBadgerOutboxSurvivesKill(t *testing.T) {
 		t.Skip("starts a child process")
 	}
 	dir := t.TempDir()
-	cmd := exec.Command(os.Args[0], "-test.run=^TestHelperProcessOutbox$", "-test.count=1")
-	cmd.Env = append(os.Environ(), outboxHelperDirEnv+"="+dir)
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
+	cmd, lines, stderr := startChild(t, "TestHelperProcessOutbox", outboxHelperDirEnv+"="+dir)
 	killed := false
 	t.Cleanup(func() {
 		if !killed {
@@ -380,14 +368,6 @@ func TestBadgerOutboxSurvivesKill(t *testing.T) {
 			cmd.Wait()
 		}
 	})
-	lines := make(chan string)
-	go func() {
-		defer close(lines)
-		sc := bufio.NewScanner(stdout)
-		for sc.Scan() {
-			lines <- sc.Text()
-		}
-	}()
 	enqueued := map[string]bool{}
 	delivered := map[string]bool{}
 	collect := func(line string) {
@@ -423,7 +403,7 @@ func TestBadgerOutboxSurvivesKill(t *testing.T) {
 	for line := range lines {
 		collect(line)
 	}
-	err = cmd.Wait()
+	err := cmd.Wait()
 	killed = true
 	if err == nil || !strings.Contains(err.Error(), "killed") {
 		t.Fatalf("helper did not die by SIGKILL: %v; stderr: %s", err, stderr.String())

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -23,29 +22,7 @@ import (
 // PostgreSQL in TestPostgres/Conformance/Outbox.)
 func TestPostgresOutbox(t *testing.T) {
 	srv := pgtest.Start(t)
-	var n atomic.Int64
-	newSchema := func(t *testing.T) string {
-		t.Helper()
-		name := fmt.Sprintf("o%d", n.Add(1))
-		conn, err := pgx.Connect(context.Background(), srv.DSN("postgres"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer conn.Close(context.Background())
-		if _, err := conn.Exec(context.Background(), "CREATE SCHEMA "+name); err != nil {
-			t.Fatal(err)
-		}
-		return srv.DSN("postgres") + "&search_path=" + name
-	}
-	open := func(t *testing.T, dsn string, now func() time.Time) *Postgres {
-		t.Helper()
-		p, err := OpenPostgres(PostgresOptions{DSN: dsn, Now: now, MaxConns: 4})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { p.Close() })
-		return p
-	}
+	newSchema, open := pgSchemas(srv, "o"), openPG
 	ctx := context.Background()
 
 	t.Run("InstancesNeverClaimOneDelivery", func(t *testing.T) {

@@ -21,15 +21,13 @@ import (
 	"github.com/authagent/caddy-authagent/storage/storagetest"
 )
 
-// TestPostgres runs everything against one real PostgreSQL server; each
-// store lives in a schema of its own (the DSN's search_path), so every
-// test starts empty.
-func TestPostgres(t *testing.T) {
-	srv := pgtest.Start(t)
+// pgSchemas returns a func that makes a new, empty schema on srv (named
+// prefix and a number) and returns the DSN whose search_path is it.
+func pgSchemas(srv *pgtest.Server, prefix string) func(t *testing.T) string {
 	var n atomic.Int64
-	newSchema := func(t *testing.T) string {
+	return func(t *testing.T) string {
 		t.Helper()
-		name := fmt.Sprintf("t%d", n.Add(1))
+		name := fmt.Sprintf("%s%d", prefix, n.Add(1))
 		conn, err := pgx.Connect(context.Background(), srv.DSN("postgres"))
 		if err != nil {
 			t.Fatal(err)
@@ -40,15 +38,25 @@ func TestPostgres(t *testing.T) {
 		}
 		return srv.DSN("postgres") + "&search_path=" + name
 	}
-	open := func(t *testing.T, dsn string, now func() time.Time) *Postgres {
-		t.Helper()
-		p, err := OpenPostgres(PostgresOptions{DSN: dsn, Now: now, MaxConns: 4})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { p.Close() })
-		return p
+}
+
+// openPG opens a store on dsn, closed when t ends.
+func openPG(t *testing.T, dsn string, now func() time.Time) *Postgres {
+	t.Helper()
+	p, err := OpenPostgres(PostgresOptions{DSN: dsn, Now: now, MaxConns: 4})
+	if err != nil {
+		t.Fatal(err)
 	}
+	t.Cleanup(func() { p.Close() })
+	return p
+}
+
+// TestPostgres runs everything against one real PostgreSQL server; each
+// store lives in a schema of its own (the DSN's search_path), so every
+// test starts empty.
+func TestPostgres(t *testing.T) {
+	srv := pgtest.Start(t)
+	newSchema, open := pgSchemas(srv, "t"), openPG
 
 	t.Run("Conformance", func(t *testing.T) {
 		storagetest.Run(t, func(t *testing.T, now func() time.Time) storagetest.Store {
