@@ -684,30 +684,82 @@ func TestHelperProcessWrites(t *testing.T) {
 	os.Exit(4)
 }
 
-// startChild runs this test binary's test (a helper process) with env
-// added, and streams the lines it prints; stderr collects its errors.
-func startChild(t *testing.T, test, env string) (*exec.Cmd, <-chan string, *bytes.Buffer) {
+// child is a helper process: this test binary running one of its tests,
+// printing a line for every write it had acknowledged.
+type child struct {
+	cmd    *exec.Cmd
+	lines  chan string
+	stderr bytes.Buffer
+	ended  bool
+}
+
+// startChild runs the test named test in a child process with env added;
+// it is killed when t ends, if it is still running.
+func startChild(t *testing.T, test, env string) *child {
 	t.Helper()
-	cmd := exec.Command(os.Args[0], "-test.run=^"+test+"$", "-test.count=1")
-	cmd.Env = append(os.Environ(), env)
-	stderr := new(bytes.Buffer)
-	cmd.Stderr = stderr
-	stdout, err := cmd.StdoutPipe()
+	c := &child{cmd: exec.Command(os.Args[0], "-test.run=^"+test+"$", "-test.count=1"), lines: make(chan string)}
+	c.cmd.Env = append(os.Environ(), env)
+	c.cmd.Stderr = &c.stderr
+	stdout, err := c.cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := cmd.Start(); err != nil {
+	if err := c.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	lines := make(chan string)
+	t.Cleanup(func() {
+		if !c.ended {
+			c.cmd.Process.Kill()
+			c.cmd.Wait()
+		}
+	})
 	go func() {
-		defer close(lines)
+		defer close(c.lines)
 		sc := bufio.NewScanner(stdout)
 		for sc.Scan() {
-			lines <- sc.Text()
+			c.lines <- sc.Text()
 		}
 	}()
-	return cmd, lines, stderr
+	return c
+}
+
+// readUntil hands each line the child prints to collect until done
+// reports true, failing if the child exits first or wait passes; progress
+// says how far it got.
+func (c *child) readUntil(t *testing.T, wait time.Duration, collect func(string), done func() bool, progress func() string) {
+	t.Helper()
+	timeout := time.After(wait)
+	for !done() {
+		select {
+		case line, ok := <-c.lines:
+			if !ok {
+				c.cmd.Wait()
+				c.ended = true
+				t.Fatalf("helper exited after %s: %s", progress(), c.stderr.String())
+			}
+			collect(line)
+		case <-timeout:
+			t.Fatalf("helper got only to %s in %s: %s", progress(), wait, c.stderr.String())
+		}
+	}
+}
+
+// kill9 ends the child with SIGKILL (no deferred code, no Close, no
+// flush), hands the lines already in the pipe (acknowledged too) to
+// collect, and checks it died by the signal.
+func (c *child) kill9(t *testing.T, collect func(string)) {
+	t.Helper()
+	if err := c.cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	for line := range c.lines {
+		collect(line)
+	}
+	err := c.cmd.Wait()
+	c.ended = true
+	if err == nil || !strings.Contains(err.Error(), "killed") {
+		t.Fatalf("helper did not die by SIGKILL: %v; stderr: %s", err, c.stderr.String())
+	}
 }
 
 func TestBadgerSurvivesKill(t *testing.T) {
@@ -715,14 +767,7 @@ func TestBadgerSurvivesKill(t *testing.T) {
 		t.Skip("starts a child process")
 	}
 	dir := t.TempDir()
-	cmd, lines, stderr := startChild(t, "TestHelperProcessWrites", helperDirEnv+"="+dir)
-	killed := false
-	t.Cleanup(func() {
-		if !killed {
-			cmd.Process.Kill()
-			cmd.Wait()
-		}
-	})
+	c := startChild(t, "TestHelperProcessWrites", helperDirEnv+"="+dir)
 
 	written := map[string]uint64{}
 	collect := func(line string) {
@@ -738,34 +783,10 @@ func TestBadgerSurvivesKill(t *testing.T) {
 		written[id] = n
 	}
 	const before = 300
-	timeout := time.After(30 * time.Second)
-	for len(written) < before {
-		select {
-		case line, ok := <-lines:
-			if !ok {
-				cmd.Wait()
-				killed = true
-				t.Fatalf("helper exited after %d writes: %s", len(written), stderr.String())
-			}
-			collect(line)
-		case <-timeout:
-			t.Fatalf("helper wrote only %d records in 30s: %s", len(written), stderr.String())
-		}
-	}
-	// SIGKILL: no deferred code, no Close, no flush. Whatever the child
-	// printed was acknowledged and must be on disk.
-	if err := cmd.Process.Kill(); err != nil {
-		t.Fatal(err)
-	}
-	// Lines already in the pipe were acknowledged too.
-	for line := range lines {
-		collect(line)
-	}
-	err := cmd.Wait()
-	killed = true
-	if err == nil || !strings.Contains(err.Error(), "killed") {
-		t.Fatalf("helper did not die by SIGKILL: %v; stderr: %s", err, stderr.String())
-	}
+	c.readUntil(t, 30*time.Second, collect, func() bool { return len(written) >= before },
+		func() string { return fmt.Sprintf("%d writes", len(written)) })
+	// Whatever the child printed was acknowledged and must be on disk.
+	c.kill9(t, collect)
 
 	b := openTestBadger(t, BadgerOptions{Dir: dir})
 	ctx := context.Background()

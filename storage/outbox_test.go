@@ -360,14 +360,7 @@ func TestBadgerOutboxSurvivesKill(t *testing.T) {
 		t.Skip("starts a child process")
 	}
 	dir := t.TempDir()
-	cmd, lines, stderr := startChild(t, "TestHelperProcessOutbox", outboxHelperDirEnv+"="+dir)
-	killed := false
-	t.Cleanup(func() {
-		if !killed {
-			cmd.Process.Kill()
-			cmd.Wait()
-		}
-	})
+	c := startChild(t, "TestHelperProcessOutbox", outboxHelperDirEnv+"="+dir)
 	enqueued := map[string]bool{}
 	delivered := map[string]bool{}
 	collect := func(line string) {
@@ -383,31 +376,9 @@ func TestBadgerOutboxSurvivesKill(t *testing.T) {
 		}
 	}
 	const before = 400
-	timeout := time.After(60 * time.Second)
-	for len(enqueued) < before || len(delivered) == 0 {
-		select {
-		case line, ok := <-lines:
-			if !ok {
-				cmd.Wait()
-				killed = true
-				t.Fatalf("helper exited after %d enqueues: %s", len(enqueued), stderr.String())
-			}
-			collect(line)
-		case <-timeout:
-			t.Fatalf("helper enqueued only %d deliveries in 60s: %s", len(enqueued), stderr.String())
-		}
-	}
-	if err := cmd.Process.Kill(); err != nil {
-		t.Fatal(err)
-	}
-	for line := range lines {
-		collect(line)
-	}
-	err := cmd.Wait()
-	killed = true
-	if err == nil || !strings.Contains(err.Error(), "killed") {
-		t.Fatalf("helper did not die by SIGKILL: %v; stderr: %s", err, stderr.String())
-	}
+	c.readUntil(t, 60*time.Second, collect, func() bool { return len(enqueued) >= before && len(delivered) > 0 },
+		func() string { return fmt.Sprintf("%d enqueues, %d deliveries", len(enqueued), len(delivered)) })
+	c.kill9(t, collect)
 
 	b := openTestBadger(t, BadgerOptions{Dir: dir})
 	ctx := context.Background()
