@@ -1,13 +1,191 @@
 package e2e
 
 import (
+	"bufio"
+	"context"
+	"encoding/json"
 	"fmt"
+	"io"
+	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
+	"sync"
 	"testing"
+	"time"
+
+	"github.com/authagent/caddy-authagent/client"
 )
+
+// The SDKs' own tests (sdk/js, sdk/react, sdk/python) run against the
+// world these tests start: a real Caddy with a confidential website client
+// whose redirect is the tiny website of sdk/js/test/site.mjs (the JS SDK's
+// website side, a Node process), a public client for browser apps, and an
+// API behind agent_guard. They get its addresses in the environment.
+
+// sdkDir is the npm workspace of the JavaScript SDKs (sdk/package.json).
+var sdkDir = filepath.Join("..", "sdk")
+
+// publicRedirect is the public client's redirect URI: a browser app's
+// page, which the React tests simulate in jsdom (nothing listens there).
+const publicRedirect = "http://localhost:3000/callback"
+
+// sdkWorld is a running Caddy, guarded API and tiny website, and the
+// environment that tells an SDK's tests where they are.
+type sdkWorld struct {
+	caddy *caddy
+	site  string // the tiny website's origin
+	env   []string
+}
+
+// requireNodeSDK returns node once the JavaScript SDK is installed and
+// built (`npm ci --prefix sdk`, which .ci/run runs): it skips without
+// them, and fails with CI=true.
+func requireNodeSDK(t *testing.T) string {
+	t.Helper()
+	node, err := exec.LookPath("node")
+	if err == nil {
+		_, err = os.Stat(filepath.Join(sdkDir, "node_modules", "typescript", "package.json"))
+	}
+	if err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("CI=true but node or the SDKs' packages are missing (.ci/run runs npm ci --prefix sdk): %v", err)
+		}
+		t.Skipf("node or sdk/node_modules missing: install Node.js and run `npm ci --prefix sdk`: %v", err)
+	}
+	buildJSSDK.Do(func() {
+		out, err := exec.Command("npm", "run", "build", "--prefix", filepath.Join(sdkDir, "js")).CombinedOutput()
+		if err != nil {
+			buildJSSDKErr = fmt.Errorf("building sdk/js: %v\n%s", err, out)
+		}
+	})
+	if buildJSSDKErr != nil {
+		t.Fatal(buildJSSDKErr)
+	}
+	return node
+}
+
+var (
+	buildJSSDK    sync.Once
+	buildJSSDKErr error
+)
+
+// newSDKWorld starts the world: Caddy runs with `request_lifetime 10s` and
+// `authentication 3/m`, for the SDKs' expired-request and rate-limit cases.
+func newSDKWorld(t *testing.T) *sdkWorld {
+	t.Helper()
+	node := requireNodeSDK(t)
+	up := newUpstream(t)
+	c := newCaddy(t, "")
+	sitePort, apiPort := freePort(t), freePort(t)
+	site := "http://127.0.0.1:" + strconv.Itoa(sitePort)
+	c.sites = guardedSite(apiPort, "\tagent_guard {\n\t\tscopes data:read\n\t}\n", up.URL)
+	c.start(fmt.Sprintf(`		default_permissions data:read
+		request_lifetime 10s
+		rate_limit {
+			authentication 3/m
+		}
+		client demo-site {
+			name "Demo Site"
+			secret %s
+			redirect_uri %s/callback
+			scopes openid profile email permissions data:read data:write
+		}
+		client spa {
+			name "Single Page App"
+			public
+			redirect_uri %s
+			scopes openid profile email permissions data:read
+		}`, clientSecret, site, publicRedirect))
+	startSite(t, node, sitePort, c.base())
+	return &sdkWorld{caddy: c, site: site, env: append(os.Environ(),
+		"AUTHAGENT_ISSUER="+c.base(),
+		fmt.Sprintf("AUTHAGENT_GUARDED_URL=http://127.0.0.1:%d", apiPort),
+		"AUTHAGENT_SITE_URL="+site,
+		"AUTHAGENT_CLIENT_ID=demo-site",
+		"AUTHAGENT_CLIENT_SECRET="+clientSecret,
+		"AUTHAGENT_REDIRECT_URI="+site+"/callback",
+		"AUTHAGENT_PUBLIC_CLIENT_ID=spa",
+		"AUTHAGENT_PUBLIC_REDIRECT_URI="+publicRedirect,
+		"AUTHAGENT_CLOSED_PORT="+strconv.Itoa(freePort(t)),
+	)}
+}
+
+// startSite runs the tiny website until the test ends (its standard input
+// closing stops it).
+func startSite(t *testing.T, node string, port int, issuer string) {
+	t.Helper()
+	cmd := exec.Command(node, filepath.Join("test", "site.mjs"), strconv.Itoa(port), issuer, "demo-site", clientSecret)
+	cmd.Dir = filepath.Join(sdkDir, "js")
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stderr := new(strings.Builder)
+	cmd.Stderr = stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		stdin.Close()
+		done := make(chan struct{})
+		go func() { cmd.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(5 * time.Second):
+			cmd.Process.Kill()
+			<-done
+		}
+	})
+	ready := make(chan bool, 1)
+	go func() {
+		line, _ := bufio.NewReader(stdout).ReadString('\n')
+		ready <- strings.HasPrefix(line, "listening ")
+		io.Copy(io.Discard, stdout)
+	}()
+	select {
+	case ok := <-ready:
+		if !ok {
+			t.Fatalf("the tiny website did not start: %s", stderr)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatalf("the tiny website did not start in 15 s: %s", stderr)
+	}
+}
+
+// run runs an SDK's test command in dir with the world's environment.
+func (w *sdkWorld) run(t *testing.T, dir string, name string, args ...string) {
+	t.Helper()
+	cmd := exec.Command(name, args...)
+	cmd.Dir = dir
+	cmd.Env = w.env
+	out, err := cmd.CombinedOutput()
+	t.Logf("%s %s:\n%s", name, strings.Join(args, " "), out)
+	if err != nil {
+		t.Fatalf("the SDK's tests in %s failed: %v", dir, err)
+	}
+}
+
+// TestJavaScriptSDK runs @authagent/sdk's tests (sdk/js/test) against the
+// world: the agent side and the website side, and their errors.
+func TestJavaScriptSDK(t *testing.T) {
+	w := newSDKWorld(t)
+	w.run(t, filepath.Join(sdkDir, "js"), "npm", "test")
+}
+
+// TestReactSDK runs @authagent/react's tests (sdk/react/test): a real React
+// renderer in jsdom, signing in through the real issuer.
+func TestReactSDK(t *testing.T) {
+	w := newSDKWorld(t)
+	w.run(t, filepath.Join(sdkDir, "react"), "npm", "test")
+}
 
 // pytest finds a Python with pytest: Debian's (python3-pytest, which
 // .ci/run installs), else the first python3 on PATH that has it. The test
@@ -26,32 +204,237 @@ func pytest(t *testing.T) string {
 	return ""
 }
 
-// TestPythonSDK runs the Python SDK's tests (sdk/python/tests) against a
-// real Caddy: this one, with a website client, a guarded API, a small
-// authentication budget and a short sign-in request lifetime for the
-// error cases.
+// TestPythonSDK runs the Python SDK's tests (sdk/python/tests) against the
+// world.
 func TestPythonSDK(t *testing.T) {
 	py := pytest(t)
-	site := newWebsite(t)
-	up := newUpstream(t)
-	c := newCaddy(t, "")
-	apiPort := freePort(t)
-	c.sites = guardedSite(apiPort, "\tagent_guard {\n\t\tscopes data:read\n\t}\n", up.URL)
-	c.start(oauthOpts(site.callback, "\t\trequest_lifetime 10s\n\t\trate_limit {\n\t\t\tauthentication 3/m\n\t\t}"))
-	cmd := exec.Command(py, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests")
-	cmd.Dir = filepath.Join("..", "sdk", "python")
-	cmd.Env = append(os.Environ(),
-		"AUTHAGENT_ISSUER="+c.base(),
-		fmt.Sprintf("AUTHAGENT_GUARDED_URL=http://127.0.0.1:%d", apiPort),
-		"AUTHAGENT_CLIENT_ID=demo-site",
-		"AUTHAGENT_CLIENT_SECRET="+clientSecret,
-		"AUTHAGENT_REDIRECT_URI="+site.callback,
-		"AUTHAGENT_CLOSED_PORT="+strconv.Itoa(freePort(t)),
-		"PYTHONDONTWRITEBYTECODE=1",
-	)
-	out, err := cmd.CombinedOutput()
-	t.Logf("pytest:\n%s", out)
+	w := newSDKWorld(t)
+	w.env = append(w.env, "PYTHONDONTWRITEBYTECODE=1")
+	w.run(t, filepath.Join("..", "sdk", "python"), py, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests")
+}
+
+// TestGoClientSignsInToTheJSWebsite: the Go client's agent side signs in
+// to the tiny website, whose JS SDK exchanges the code and verifies the ID
+// token.
+func TestGoClientSignsInToTheJSWebsite(t *testing.T) {
+	w := newSDKWorld(t)
+	ctx := context.Background()
+	ac := client.New(w.caddy.base())
+	creds := client.Credentials{AgentID: "go-js", AgentSecret: secret}
+	if _, err := ac.RegisterAgent(ctx, client.Registration{AgentID: creds.AgentID, AgentSecret: secret, ModelName: "m", OwnerName: "O", OwnerEmail: "o@example.com"}); err != nil {
+		t.Fatal(err)
+	}
+	noRedirects := &http.Client{Timeout: 10 * time.Second, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	resp, err := noRedirects.Get(w.site + "/login?scope=openid+profile+email")
 	if err != nil {
-		t.Fatalf("the Python SDK's tests failed: %v", err)
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusFound {
+		t.Fatalf("/login: %d", resp.StatusCode)
+	}
+	redirect, err := ac.SignIn(ctx, resp.Header.Get("Location"), creds)
+	if err != nil {
+		t.Fatalf("SignIn: %v", err)
+	}
+	resp, err = noRedirects.Get(redirect)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var done struct {
+		Sub    string         `json:"sub"`
+		Scope  string         `json:"scope"`
+		Claims map[string]any `json:"claims"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&done); err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("/callback: %d %+v %v", resp.StatusCode, done, err)
+	}
+	if done.Sub != "go-js" || done.Claims["email"] != "o@example.com" || done.Scope != "openid profile email" {
+		t.Fatalf("the website signed in %+v", done)
+	}
+}
+
+// TestSDKPackagesArePublishable packs the npm packages as `npm publish`
+// would (without publishing) and reads the Python package's metadata:
+// versions, licences, entry points and the files each ships.
+func TestSDKPackagesArePublishable(t *testing.T) {
+	requireNodeSDK(t)
+	cmd := exec.Command("npm", "pack", "--dry-run", "--json", "--workspace", "@authagent/sdk", "--workspace", "@authagent/react")
+	cmd.Dir = sdkDir
+	cmd.Stderr = io.Discard
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("npm pack: %v\n%s", err, out)
+	}
+	// npm prints the build's output before the JSON.
+	var packs []struct {
+		Name, Version string
+		Files         []struct{ Path string }
+	}
+	if err := json.Unmarshal(out[strings.Index(string(out), "\n[")+1:], &packs); err != nil {
+		t.Fatalf("npm pack --json: %v\n%s", err, out)
+	}
+	if len(packs) != 2 {
+		t.Fatalf("packed %d packages, want 2", len(packs))
+	}
+	for _, p := range packs {
+		files := map[string]bool{}
+		for _, f := range p.Files {
+			files[f.Path] = true
+			if strings.HasPrefix(f.Path, "test/") || strings.Contains(f.Path, "node_modules") {
+				t.Errorf("%s ships %s", p.Name, f.Path)
+			}
+		}
+		for _, want := range []string{"package.json", "README.md", "LICENSE", "dist/index.js", "dist/index.d.ts"} {
+			if !files[want] {
+				t.Errorf("%s does not ship %s (has %v)", p.Name, want, files)
+			}
+		}
+		if p.Version != "0.1.0" {
+			t.Errorf("%s version %s", p.Name, p.Version)
+		}
+		var manifest struct {
+			License string `json:"license"`
+			Type    string `json:"type"`
+			Exports map[string]any
+		}
+		dir := map[string]string{"@authagent/sdk": "js", "@authagent/react": "react"}[p.Name]
+		b, err := os.ReadFile(filepath.Join(sdkDir, dir, "package.json"))
+		if err != nil || json.Unmarshal(b, &manifest) != nil || manifest.License != "Apache-2.0" || manifest.Type != "module" || manifest.Exports["."] == nil {
+			t.Errorf("%s manifest: %+v %v", p.Name, manifest, err)
+		}
+	}
+
+	py, err := exec.LookPath("python3")
+	if err != nil {
+		t.Skip("no python3 to read sdk/python/pyproject.toml")
+	}
+	script := `import sys, tomllib, pathlib
+p = tomllib.load(open("pyproject.toml", "rb"))["project"]
+for key in ("name", "version", "description", "readme", "requires-python", "license", "authors", "classifiers", "urls"):
+    assert p.get(key), key
+assert p["name"] == "authagent" and p["dependencies"] == [], p
+assert pathlib.Path(p["readme"]).is_file() and pathlib.Path("LICENSE").is_file()
+assert pathlib.Path("src/authagent/py.typed").is_file()
+print(p["name"], p["version"])`
+	cmd = exec.Command(py, "-c", script)
+	cmd.Dir = filepath.Join("..", "sdk", "python")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("sdk/python/pyproject.toml: %v\n%s", err, out)
+	}
+}
+
+// TestSDKQuickStarts runs the quick starts of sdk/js/README.md and
+// sdk/python/README.md as written, each against a fresh Caddy on
+// Caddyfile.example (its ports, its issuer http://localhost:8080).
+func TestSDKQuickStarts(t *testing.T) {
+	t.Run("js", func(t *testing.T) {
+		node := requireNodeSDK(t)
+		code := readmeBlock(t, filepath.Join(sdkDir, "js", "README.md"), "js")
+		dir := t.TempDir()
+		// The script imports "@authagent/sdk" as an installed package would be.
+		if err := os.MkdirAll(filepath.Join(dir, "node_modules", "@authagent"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		abs, _ := filepath.Abs(filepath.Join(sdkDir, "js"))
+		if err := os.Symlink(abs, filepath.Join(dir, "node_modules", "@authagent", "sdk")); err != nil {
+			t.Fatal(err)
+		}
+		script := filepath.Join(dir, "quickstart.mjs")
+		if err := os.WriteFile(script, []byte(code), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		runExample(t)
+		out, err := exec.Command(node, script).CombinedOutput()
+		if err != nil || !strings.Contains(string(out), "data:read") {
+			t.Fatalf("the quick start: %v\n%s", err, out)
+		}
+	})
+	t.Run("python", func(t *testing.T) {
+		py := pytest(t)
+		code := readmeBlock(t, filepath.Join("..", "sdk", "python", "README.md"), "python")
+		runExample(t)
+		// authorization_url is what a website gives the agent: here, one
+		// for Caddyfile.example's demo-site.
+		website := "authorization_url = " + strconv.Quote("http://localhost:8080/oauth2/authorize?response_type=code&client_id=demo-site"+
+			"&redirect_uri=http%3A%2F%2Flocalhost%3A3000%2Fcallback&scope=openid+profile&state=s-1"+
+			"&code_challenge=E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM&code_challenge_method=S256") + "\n"
+		cmd := exec.Command(py, "-c", website+code+"\nassert redirect.startswith('http://localhost:3000/callback?'), redirect\n")
+		cmd.Env = append(os.Environ(), "PYTHONPATH="+filepath.Join("..", "sdk", "python", "src"), "PYTHONDONTWRITEBYTECODE=1")
+		if out, err := cmd.CombinedOutput(); err != nil || !strings.Contains(string(out), "data:read") {
+			t.Fatalf("the quick start: %v\n%s", err, out)
+		}
+	})
+}
+
+// readmeBlock is the first fenced block of lang in a README.
+func readmeBlock(t *testing.T, path, lang string) string {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, rest, ok := strings.Cut(string(b), "```"+lang+"\n")
+	code, _, ok2 := strings.Cut(rest, "```")
+	if !ok || !ok2 {
+		t.Fatalf("%s has no %s block", path, lang)
+	}
+	return code
+}
+
+// runExample runs Caddy on Caddyfile.example, as README's first command
+// does, in a directory of its own, until the test ends.
+func runExample(t *testing.T) {
+	t.Helper()
+	for _, port := range []string{"8080", "8081", "2019"} {
+		l, err := net.Listen("tcp", "localhost:"+port)
+		if err != nil {
+			if os.Getenv("CI") == "true" {
+				t.Fatalf("Caddyfile.example's port %s is taken: %v", port, err)
+			}
+			t.Skipf("Caddyfile.example's port %s is taken: %v", port, err)
+		}
+		l.Close()
+	}
+	dir := t.TempDir()
+	example, err := os.ReadFile("../Caddyfile.example")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "Caddyfile.example"), example, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	run := exec.Command(caddyBin, "run", "--config", "Caddyfile.example")
+	run.Dir = dir
+	run.Env = append(os.Environ(), "HOME="+dir, "XDG_DATA_HOME="+filepath.Join(dir, "data-home"), "XDG_CONFIG_HOME="+filepath.Join(dir, "config-home"))
+	log := new(syncBuffer)
+	run.Stdout, run.Stderr = log, log
+	if err := run.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { _ = run.Wait(); close(done) }()
+	t.Cleanup(func() {
+		_ = run.Process.Signal(os.Interrupt)
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			_ = run.Process.Kill()
+			<-done
+		}
+	})
+	for deadline := time.Now().Add(20 * time.Second); ; {
+		resp, err := http.Get("http://localhost:8080/.well-known/jwks.json")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("Caddyfile.example did not start:\n%s", log)
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }

@@ -12,6 +12,7 @@ import json
 import os
 import secrets
 import time
+import urllib.error
 import urllib.parse
 import urllib.request
 
@@ -25,6 +26,7 @@ CLIENT_ID = os.environ.get("AUTHAGENT_CLIENT_ID", "")
 CLIENT_SECRET = os.environ.get("AUTHAGENT_CLIENT_SECRET", "")
 REDIRECT_URI = os.environ.get("AUTHAGENT_REDIRECT_URI", "")
 CLOSED_PORT = os.environ.get("AUTHAGENT_CLOSED_PORT", "9")
+SITE = os.environ.get("AUTHAGENT_SITE_URL", "")
 
 pytestmark = pytest.mark.skipif(not ISSUER, reason="run through `go test ./e2e -run TestPythonSDK`, which starts Caddy")
 
@@ -136,6 +138,32 @@ def test_the_whole_flow() -> None:
     # The agent revokes its own token, as its own client.
     client.revoke(token.access_token, client_id="py-agent", client_secret=SECRET)
     assert not client.introspect(token.access_token, client_id="py-agent", client_secret=SECRET).active
+
+
+def test_sign_in_to_the_js_website() -> None:
+    """The tiny website (sdk/js/test/site.mjs) is the JS SDK's website side:
+    its /login sends the agent to the issuer, its /callback exchanges the
+    code and verifies the ID token."""
+    client = AuthAgentClient(ISSUER)
+    client.register_agent(agent_id="py-js", agent_secret=SECRET, model_name="m", owner_name="O", owner_email="o@example.com")
+
+    class NoRedirect(urllib.request.HTTPRedirectHandler):
+        def redirect_request(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+            return None
+
+    with pytest.raises(urllib.error.HTTPError) as login:
+        urllib.request.build_opener(NoRedirect).open(SITE + "/login", timeout=10)
+    assert login.value.code == 302
+    redirect = client.sign_in(login.value.headers["Location"], agent_id="py-js", agent_secret=SECRET)
+    with urllib.request.urlopen(redirect, timeout=10) as resp:
+        done = json.loads(resp.read())
+    assert done["sub"] == "py-js" and "data:read" in done["scope"].split()
+    assert guarded_status(done["access_token"]) == 200
+    refreshed = client.refresh(done["refresh_token"], client_id=CLIENT_ID, client_secret=CLIENT_SECRET)
+    client.revoke(refreshed.refresh_token, client_id=CLIENT_ID, client_secret=CLIENT_SECRET)
+    with pytest.raises(AuthAgentError) as spent:
+        client.refresh(refreshed.refresh_token, client_id=CLIENT_ID, client_secret=CLIENT_SECRET)
+    assert spent.value.error == "invalid_grant"
 
 
 def test_errors() -> None:

@@ -1,0 +1,29 @@
+/**
+ * `@authagent/sdk`: a typed client of an Auth Agent issuer for browsers and
+ * Node.js ≥ 20, with no dependencies beyond `fetch` and Web Crypto.
+ *
+ * The agent side: `registerAgent`, `authenticate`, `signIn` (answer a
+ * website's "Sign in with Auth Agent" without a browser), profile,
+ * `refresh`, `revoke`, `introspect`, and `agentSession` for a token that
+ * renews itself. The website side: `createSignInUrl` and `handleCallback`.
+ */
+export {
+  type Agent,
+  AuthAgentClient,
+  type AuthAgentClientOptions,
+  type CallbackOptions,
+  type ClientAuth,
+  type Credentials,
+  type Introspection,
+  type ProfileUpdate,
+  type ProviderMetadata,
+  type Registration,
+  type SignInOptions,
+  type SignInRequest,
+  type SignInResult,
+  type TransactionStorage,
+} from "./client.js";
+export { AuthAgentError, type AuthAgentErrorInit, ErrorCodes, type RateLimit } from "./errors.js";
+export { type IDTokenClaims, type JWK, supportedAlgorithms } from "./jose.js";
+export { TokenSession } from "./session.js";
+export { type TokenResponse, Tokens } from "./tokens.js";

@@ -1,0 +1,258 @@
+// End to end against a real Caddy built from this repository. The Go test
+// e2e/sdk_test.go (TestJavaScriptSDK) starts that Caddy, a guarded API and
+// the tiny website of test/site.mjs, and runs these tests with their
+// addresses in the environment; run alone, they skip.
+
+import assert from "node:assert/strict";
+import { describe, test } from "node:test";
+import { setTimeout as sleep } from "node:timers/promises";
+import { inspect } from "node:util";
+
+import { AuthAgentClient, AuthAgentError, ErrorCodes } from "../dist/index.js";
+
+const env = process.env;
+const ISSUER = env.AUTHAGENT_ISSUER ?? "";
+const GUARDED = env.AUTHAGENT_GUARDED_URL ?? "";
+const SITE = env.AUTHAGENT_SITE_URL ?? "";
+const website = { clientId: env.AUTHAGENT_CLIENT_ID ?? "", clientSecret: env.AUTHAGENT_CLIENT_SECRET ?? "", redirectUri: env.AUTHAGENT_REDIRECT_URI ?? "" };
+const spa = { clientId: env.AUTHAGENT_PUBLIC_CLIENT_ID ?? "", redirectUri: env.AUTHAGENT_PUBLIC_REDIRECT_URI ?? "" };
+const skip = ISSUER === "" && "run through `go test ./e2e -run TestJavaScriptSDK`, which starts Caddy";
+
+const SECRET = "Test123456!";
+
+async function register(client, agentId) {
+  return client.registerAgent({ agentId, agentSecret: SECRET, modelName: "js-model", ownerName: "JS Owner", ownerEmail: "js@example.com" });
+}
+
+async function guardedStatus(token) {
+  const resp = await fetch(`${GUARDED}/x`, { headers: { Authorization: `Bearer ${token}` } });
+  await resp.arrayBuffer();
+  return resp.status;
+}
+
+async function rejects(promise, check) {
+  await assert.rejects(promise, (err) => {
+    assert.ok(err instanceof AuthAgentError, `not an AuthAgentError: ${err}`);
+    assert.equal(err.name, "AuthAgentError");
+    check(err);
+    return true;
+  });
+}
+
+describe("against a real Caddy", { skip }, () => {
+  test("the agent's side: register, authenticate, profile", async () => {
+    const client = new AuthAgentClient({ issuer: ISSUER });
+    const agent = await register(client, "js-agent");
+    assert.equal(agent.agentId, "js-agent");
+    assert.equal(agent.agentSecret, undefined);
+    assert.deepEqual(agent.permissions, ["data:read"]);
+    const generated = await client.registerAgent({ agentId: "js-generated", modelName: "m", ownerName: "O", ownerEmail: "o@example.com" });
+    assert.ok(generated.agentSecret && generated.agentSecret.length >= 32);
+
+    const tokens = await client.authenticate({ agentId: "js-agent", agentSecret: SECRET });
+    assert.equal(tokens.tokenType, "Bearer");
+    assert.ok(tokens.valid(60_000));
+    assert.deepEqual(tokens.scopes(), ["profile", "data:read"]);
+    for (const shown of [inspect(tokens), String(tokens), `${tokens}`]) {
+      assert.ok(!shown.includes(tokens.accessToken), "printing tokens shows the token");
+    }
+    const narrow = await client.authenticate({ agentId: "js-agent", agentSecret: SECRET, scope: ["data:read"] });
+    assert.equal(narrow.scope, "data:read");
+
+    const profile = await client.getProfile(tokens.accessToken);
+    assert.equal(profile.modelName, "js-model");
+    assert.equal(profile.ownerEmail, "js@example.com");
+    const updated = await client.updateProfile(tokens.accessToken, { modelName: "js-model-2" });
+    assert.equal(updated.modelName, "js-model-2");
+    assert.equal((await client.getProfile(tokens.accessToken)).modelName, "js-model-2");
+    await assert.rejects(client.updateProfile(tokens.accessToken, { nickname: "x" }), TypeError);
+    await rejects(client.updateProfile(tokens.accessToken, { ownerEmail: "not an address" }), (e) => {
+      assert.equal(e.error, "invalid_request");
+      assert.equal(e.status, 400);
+    });
+
+    // The agent calls an API with a session that renews its token.
+    const session = client.agentSession({ agentId: "js-agent", agentSecret: SECRET });
+    const first = await session.getAccessToken();
+    assert.equal(await session.getAccessToken(), first, "a fresh token is reused");
+    assert.equal((await session.fetch(`${GUARDED}/x`)).status, 200);
+    const eager = client.agentSession({ agentId: "js-agent", agentSecret: SECRET }, { refreshMarginMs: 2 * 3600_000 });
+    const [a, b] = await Promise.all([eager.getAccessToken(), eager.getAccessToken()]);
+    assert.equal(a, b, "concurrent callers share one renewal");
+    assert.notEqual(await eager.getAccessToken(), a, "a token within the margin of its expiry is renewed");
+
+    // The agent revokes a token it got for itself, as its own client.
+    const self = { clientId: "js-agent", clientSecret: SECRET };
+    assert.equal((await client.introspect(tokens.accessToken, self)).active, true);
+    await client.revoke(tokens.accessToken, self);
+    assert.equal((await client.introspect(tokens.accessToken, self)).active, false);
+    assert.equal(await guardedStatus(tokens.accessToken), 401);
+  });
+
+  test("sign in to a confidential website, refresh, revoke, and the guard refuses the revoked token", async () => {
+    const agentSide = new AuthAgentClient({ issuer: ISSUER });
+    await register(agentSide, "js-signin");
+    const creds = { agentId: "js-signin", agentSecret: SECRET };
+    const site = new AuthAgentClient({ issuer: ISSUER, ...website });
+
+    const request = await site.createSignInUrl({ scope: "openid profile email data:read" });
+    const url = new URL(request.url);
+    assert.equal(url.searchParams.get("code_challenge_method"), "S256");
+    assert.equal(url.searchParams.get("state"), request.state);
+    assert.equal(url.searchParams.get("nonce"), request.nonce);
+    assert.ok(request.codeVerifier.length >= 43);
+
+    const redirect = await agentSide.signIn(request.url, creds);
+    assert.ok(redirect.startsWith(`${website.redirectUri}?`), redirect);
+    const back = new URL(redirect).searchParams;
+    assert.equal(back.get("state"), request.state);
+    assert.equal(back.get("iss"), ISSUER);
+
+    const { tokens, claims } = await site.handleCallback(redirect);
+    assert.equal(claims.sub, "js-signin");
+    assert.equal(claims.nonce, request.nonce);
+    assert.equal(claims.email, "js@example.com");
+    assert.ok(tokens.refreshToken && tokens.idToken);
+    assert.deepEqual(tokens.scopes().sort(), ["data:read", "email", "openid", "profile"]);
+    assert.equal((await site.userinfo(tokens.accessToken)).sub, "js-signin");
+
+    // A tampered ID token, or one checked for another nonce, fails.
+    const [h, p, s] = tokens.idToken.split(".");
+    const forged = `${h}.${Buffer.from(JSON.stringify({ ...claims, sub: "someone-else" })).toString("base64url")}.${s}`;
+    await rejects(site.verifyIDToken(forged, { clientId: website.clientId }), (e) => assert.equal(e.error, ErrorCodes.idToken));
+    await rejects(site.verifyIDToken(tokens.idToken, { clientId: website.clientId, nonce: "other" }), (e) => assert.equal(e.error, ErrorCodes.idToken));
+    await rejects(site.verifyIDToken(tokens.idToken, { clientId: "other-site" }), (e) => assert.equal(e.error, ErrorCodes.idToken));
+    assert.equal((await site.verifyIDToken(tokens.idToken, { clientId: website.clientId })).sub, "js-signin");
+    assert.ok(p);
+
+    // Refresh: the refresh token rotates, a new ID token comes.
+    const auth = { clientId: website.clientId, clientSecret: website.clientSecret };
+    const refreshed = await site.refresh(tokens.refreshToken, auth);
+    assert.ok(refreshed.refreshToken && refreshed.refreshToken !== tokens.refreshToken);
+    assert.ok(refreshed.idToken);
+    assert.equal((await site.introspect(refreshed.accessToken, auth)).sub, "js-signin");
+    assert.equal(await guardedStatus(refreshed.accessToken), 200);
+
+    // A session refreshes before expiry, once for concurrent callers, and
+    // hands each new set to onTokens.
+    const seen = [];
+    const session = site.session(refreshed, auth, { refreshMarginMs: 2 * 3600_000, onTokens: (t) => seen.push(t) });
+    const [x, y] = await Promise.all([session.getAccessToken(), session.getAccessToken()]);
+    assert.equal(x, y);
+    assert.notEqual(x, refreshed.accessToken);
+    assert.equal(seen.length, 1);
+    assert.notEqual(seen[0].refreshToken, refreshed.refreshToken);
+    await rejects(site.refresh(refreshed.refreshToken, auth), (e) => assert.equal(e.error, "invalid_grant"));
+
+    await site.revoke(x, auth);
+    assert.equal(await guardedStatus(x), 401);
+    assert.equal((await site.introspect(x, auth)).active, false);
+
+    // The callback is good once: its state is spent, and so is its code
+    // (whose replay also ends the grant's refresh family).
+    await rejects(site.handleCallback(redirect), (e) => assert.equal(e.error, ErrorCodes.callback));
+    await rejects(site.handleCallback(redirect, { request }), (e) => {
+      assert.equal(e.error, "invalid_grant");
+      assert.equal(e.status, 400);
+    });
+    await rejects(site.refresh(seen[0].refreshToken, auth), (e) => assert.equal(e.error, "invalid_grant"));
+  });
+
+  test("sign in to a public client (PKCE only) and to the tiny website", async () => {
+    const agentSide = new AuthAgentClient({ issuer: ISSUER });
+    await register(agentSide, "js-public");
+    const creds = { agentId: "js-public", agentSecret: SECRET };
+
+    const app = new AuthAgentClient({ issuer: ISSUER, clientId: spa.clientId, redirectUri: spa.redirectUri });
+    const request = await app.createSignInUrl({ scope: ["openid", "profile", "data:read"] });
+    const { tokens, claims } = await app.handleCallback(await agentSide.signIn(request.url, creds));
+    assert.equal(claims.sub, "js-public");
+    assert.equal(await guardedStatus(tokens.accessToken), 200);
+    const next = await app.refresh(tokens.refreshToken, { clientId: spa.clientId });
+    await app.revoke(next.refreshToken, { clientId: spa.clientId });
+    await rejects(app.refresh(next.refreshToken, { clientId: spa.clientId }), (e) => assert.equal(e.error, "invalid_grant"));
+
+    // The tiny website (test/site.mjs, a separate process): its /login
+    // sends the agent to the issuer, its /callback finishes the sign-in.
+    const login = await fetch(`${SITE}/login`, { redirect: "manual" });
+    assert.equal(login.status, 302);
+    const redirect = await agentSide.signIn(login.headers.get("Location"), creds);
+    const done = await fetch(redirect);
+    const body = await done.json();
+    assert.equal(done.status, 200, JSON.stringify(body));
+    assert.equal(body.sub, "js-public");
+    assert.equal(await guardedStatus(body.access_token), 200);
+  });
+
+  test("errors: wrong secret, refused and foreign sign-ins, bad callbacks, network", async () => {
+    const client = new AuthAgentClient({ issuer: ISSUER });
+    await register(client, "js-errors");
+    const creds = { agentId: "js-errors", agentSecret: SECRET };
+
+    await rejects(client.authenticate({ agentId: "js-errors", agentSecret: "Wrong-Secret-1!" }), (e) => {
+      assert.equal(e.error, "invalid_client");
+      assert.equal(e.status, 401);
+      assert.ok(e.error_description);
+      assert.ok(!e.message.includes("Wrong-Secret-1!"));
+    });
+    await rejects(client.authenticate({ ...creds, scope: "admin:everything" }), (e) => assert.equal(e.error, "invalid_scope"));
+
+    const site = new AuthAgentClient({ issuer: ISSUER, ...website });
+    const refused = await site.createSignInUrl({ scope: "openid nonsense:scope" });
+    await rejects(client.signIn(refused.url, creds), (e) => assert.equal(e.error, "invalid_scope"));
+    const foreign = new URL(refused.url);
+    foreign.host = "elsewhere.example";
+    await rejects(client.signIn(foreign.href, creds), (e) => assert.equal(e.error, "invalid_request"));
+
+    // Callbacks: unknown state, another issuer, an error the issuer sent.
+    const request = await site.createSignInUrl();
+    const cb = (params) => `${website.redirectUri}?${new URLSearchParams(params)}`;
+    await rejects(site.handleCallback(cb({ code: "c", state: "unknown", iss: ISSUER })), (e) => assert.equal(e.error, ErrorCodes.callback));
+    await rejects(site.handleCallback(cb({ code: "c", state: request.state, iss: "https://evil.example" })), (e) => assert.equal(e.error, ErrorCodes.callback));
+    const again = await site.createSignInUrl();
+    await rejects(site.handleCallback(cb({ error: "access_denied", error_description: "the agent said no", state: again.state, iss: ISSUER })), (e) => {
+      assert.equal(e.error, "access_denied");
+      assert.equal(e.error_description, "the agent said no");
+    });
+
+    const down = new AuthAgentClient({ issuer: `http://127.0.0.1:${env.AUTHAGENT_CLOSED_PORT}`, timeoutMs: 5000 });
+    await rejects(down.authenticate(creds), (e) => {
+      assert.equal(e.error, ErrorCodes.network);
+      assert.equal(e.status, 0);
+    });
+    await rejects(down.createSignInUrl({ clientId: "x", redirectUri: "http://localhost/cb" }), (e) => assert.equal(e.error, ErrorCodes.network));
+  });
+
+  test("an expired sign-in request (the server runs with request_lifetime 10s)", async () => {
+    const client = new AuthAgentClient({ issuer: ISSUER });
+    await register(client, "js-late");
+    const site = new AuthAgentClient({ issuer: ISSUER, ...website });
+    const request = await site.createSignInUrl();
+    const resp = await fetch(request.url, { headers: { Accept: "application/json" } });
+    const { request_id: requestId } = await resp.json();
+    assert.ok(requestId);
+    await sleep(10_500);
+    await rejects(client.approve(requestId, { agentId: "js-late", agentSecret: SECRET }), (e) => {
+      assert.equal(e.error, "invalid_request");
+      assert.equal(e.status, 400);
+    });
+  });
+
+  // Last: it spends this address's budget of failed authentications.
+  test("rate-limited: a 429 with its headers (the server runs with authentication 3/m)", async () => {
+    const client = new AuthAgentClient({ issuer: ISSUER });
+    await register(client, "js-limited");
+    let last;
+    for (let i = 0; i < 5 && last?.status !== 429; i++) {
+      await rejects(client.authenticate({ agentId: "js-limited", agentSecret: "Wrong-Secret-1!" }), (e) => {
+        last = e;
+      });
+    }
+    assert.equal(last.error, "rate_limit_exceeded");
+    assert.equal(last.status, 429);
+    assert.ok(last.retryAfter > 0);
+    assert.equal(last.rateLimit.limit, 3);
+    assert.equal(last.rateLimit.remaining, 0);
+    assert.ok(last.rateLimit.reset instanceof Date && last.rateLimit.reset.getTime() > Date.now() - 1000);
+  });
+});
