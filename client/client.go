@@ -264,10 +264,32 @@ func (c *Client) SignIn(ctx context.Context, authorizationURL string, creds Cred
 // to. SignIn does this after opening the authorization URL; a request that
 // expired or was answered already is an *Error invalid_request.
 func (c *Client) Approve(ctx context.Context, requestID string, creds Credentials) (string, error) {
+	return c.ApproveFor(ctx, requestID, creds, Expect{})
+}
+
+// Expect is what an agent insists a sign-in request is for before it
+// approves it: the website's client id, and the URI (or host) its browser
+// returns to; empty fields are not checked. A request id handed to an
+// agent may come from someone else's browser (request-id phishing): with
+// Expect, the issuer approves it only for the site the agent means.
+type Expect struct {
+	ClientID    string
+	RedirectURI string
+}
+
+// ApproveFor is Approve for a request of the expected client and redirect
+// host only; any other is an *Error invalid_request and stays unapproved.
+func (c *Client) ApproveFor(ctx context.Context, requestID string, creds Credentials, expect Expect) (string, error) {
 	var done struct {
 		RedirectTo string `json:"redirect_to"`
 	}
 	body := map[string]string{"agent_id": creds.AgentID, "agent_secret": creds.AgentSecret, "request_id": requestID}
+	if expect.ClientID != "" {
+		body["client_id"] = expect.ClientID
+	}
+	if expect.RedirectURI != "" {
+		body["redirect_uri"] = expect.RedirectURI
+	}
 	if err := c.callAPI(ctx, http.MethodPost, "/api/agent-auth", "", body, &done); err != nil {
 		return "", err
 	}

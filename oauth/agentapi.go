@@ -3,6 +3,7 @@ package oauth
 import (
 	"context"
 	"errors"
+	"maps"
 	"net/http"
 	"slices"
 	"time"
@@ -115,6 +116,10 @@ type agentAuthRequest struct {
 	RequestID   string `json:"request_id"`
 	Scope       string `json:"scope"`
 	Resource    string `json:"resource"`
+	// ClientID and RedirectURI, with RequestID: approve only a request of
+	// this client returning to this host.
+	ClientID    string `json:"client_id"`
+	RedirectURI string `json:"redirect_uri"`
 }
 
 func (s *agentAPI) handleAgentAuth(w http.ResponseWriter, r *http.Request) error {
@@ -134,6 +139,13 @@ func (s *agentAPI) handleAgentAuth(w http.ResponseWriter, r *http.Request) error
 	if err != nil {
 		return err
 	}
+	if req.RequestID == "" && (req.ClientID != "" || req.RedirectURI != "") {
+		return ErrInvalidRequest("client_id and redirect_uri only go with request_id")
+	}
+	expect, err := parseApprovalExpectation(req.ClientID, req.RedirectURI)
+	if err != nil {
+		return err
+	}
 	try, err := s.limits.ChargeAttempt(r.Context(), w, ratelimit.ClientIP(r), req.AgentID)
 	if err != nil {
 		return err
@@ -148,12 +160,18 @@ func (s *agentAPI) handleAgentAuth(w http.ResponseWriter, r *http.Request) error
 	try.Succeeded(r.Context())
 	s.authSucceeded(r, authAgentSecret, a)
 	if req.RequestID != "" {
-		to, err := (&authorizer{s.provider}).approve(r.Context(), req.RequestID, a, req.ModelName)
+		to, ar, err := (&authorizer{s.provider}).approve(r.Context(), req.RequestID, a, req.ModelName, expect)
 		if err != nil {
 			return err
 		}
-		s.log.Info("agent completed an authorization request", zap.String("agent_id", a.ID))
-		writeData(w, http.StatusOK, map[string]string{"status": statusAuthenticated, "request_id": req.RequestID, "redirect_to": to})
+		s.log.Info("agent completed an authorization request", zap.String("agent_id", a.ID), zap.String("client_id", ar.ClientID))
+		data := map[string]any{"status": statusAuthenticated, "request_id": req.RequestID, "redirect_to": to}
+		if c, err := s.clients.Get(r.Context(), ar.ClientID); err == nil {
+			maps.Copy(data, requester(c, ar.RedirectURI))
+		} else {
+			data["client_id"], data["redirect_host"] = ar.ClientID, redirectHost(ar.RedirectURI)
+		}
+		writeData(w, http.StatusOK, data)
 		return nil
 	}
 	scopes, err := AgentSelfScopes(req.Scope, a)

@@ -7,6 +7,7 @@ import (
 	"crypto/subtle"
 	"encoding/base64"
 	"errors"
+	"maps"
 	"net/http"
 	"net/url"
 	"strings"
@@ -104,12 +105,16 @@ func (s *authorizer) handleAuthorize(w http.ResponseWriter, r *http.Request) err
 	})
 	w.Header().Set("Cache-Control", "no-store")
 	if acceptsJSON(r) {
-		WriteJSON(w, http.StatusOK, map[string]any{
+		// Who is asking, so the agent can check it before approving
+		// (request-id phishing: it approves for this client and host only).
+		answer := map[string]any{
 			"request_id":          requestID,
 			"expires_in":          int64(lifetime / time.Second),
 			"agent_auth_endpoint": s.cfg.Issuer + "/api/agent-auth",
 			"status_endpoint":     s.cfg.Issuer + "/api/check-status?request_id=" + requestID,
-		})
+		}
+		maps.Copy(answer, requester(client, p.redirectURI))
+		WriteJSON(w, http.StatusOK, answer)
 		return nil
 	}
 	s.signInPage(w, client, p, requestID)
@@ -252,21 +257,51 @@ var errNotPending = ErrInvalidRequest("this authorization request is already com
 // agent answers a pending authorization request. The code's grant is
 // stored first and the approval second, so a crash between them leaves
 // only an unreachable grant behind; once this returns, both are durable.
-func (s *authorizer) approve(ctx context.Context, requestID string, a *agents.Agent, model string) (string, error) {
-	to, req, err := s.decide(ctx, requestID, a, model)
+func (s *authorizer) approve(ctx context.Context, requestID string, a *agents.Agent, model string, expect approvalExpectation) (string, *AuthRequest, error) {
+	to, req, err := s.decide(ctx, requestID, a, model, expect)
 	if err != nil {
 		metrics.SignIn(signinFailed)
-		return "", err
+		return "", nil, err
 	}
 	metrics.SignIn(signinApproved)
 	s.events.Publish(ctx, events.SigninCompleted, map[string]any{
 		"agent_id": a.ID, "client_id": req.ClientID, "scopes": req.Scopes, "resources": req.Resources,
 	})
-	return to, nil
+	return to, req, nil
+}
+
+// requester describes who a sign-in request is for, in the answers an
+// agent reads: the client, its name, the host the browser returns to, and
+// whether an operator defined the client (a dynamically registered or
+// metadata-document client names itself, so its name proves nothing).
+func requester(c *Client, redirectURI string) map[string]any {
+	name := c.Name
+	if name == "" {
+		name = c.ID
+	}
+	return map[string]any{
+		"client_id":     c.ID,
+		"client_name":   name,
+		"redirect_host": redirectHost(redirectURI),
+		"verified":      c.Source == ClientFromConfig || c.Source == ClientFromAdmin,
+	}
+}
+
+// redirectHost is the host (and port, when the URI names one) the browser
+// returns to; for a private-use scheme, the scheme.
+func redirectHost(uri string) string {
+	u, err := url.Parse(uri)
+	if err != nil {
+		return ""
+	}
+	if u.Host == "" {
+		return u.Scheme
+	}
+	return strings.ToLower(u.Host)
 }
 
 // decide records the agent's approval of the request, or why it cannot.
-func (s *authorizer) decide(ctx context.Context, requestID string, a *agents.Agent, model string) (string, *AuthRequest, error) {
+func (s *authorizer) decide(ctx context.Context, requestID string, a *agents.Agent, model string, expect approvalExpectation) (string, *AuthRequest, error) {
 	if len(requestID) > 64 {
 		return "", nil, ErrInvalidRequest("request_id is unknown or expired")
 	}
@@ -278,7 +313,7 @@ func (s *authorizer) decide(ctx context.Context, requestID string, a *agents.Age
 		return "", nil, err
 	}
 	now := s.now()
-	if err := decideApproval(req, a, now); err != nil {
+	if err := decideApproval(req, a, now, expect); err != nil {
 		return "", nil, err
 	}
 	if model == "" {

@@ -1,6 +1,8 @@
 package oauth
 
 import (
+	"fmt"
+	"net/url"
 	"slices"
 	"strings"
 	"time"
@@ -25,14 +27,53 @@ func requestStatus(req *AuthRequest, now time.Time) string {
 	return statusPending
 }
 
+// approvalExpectation is what the approving agent insists the request is
+// for (the defence against request-id phishing, RFC 8628 §5.4 applied to
+// agents): a client id, and the host its browser returns to. Empty parts
+// are not checked.
+type approvalExpectation struct {
+	clientID     string
+	redirectHost string
+}
+
+// parseApprovalExpectation reads the client_id and redirect_uri an agent
+// sent with its approval; redirect_uri may be a URI (its host counts) or a
+// bare host.
+func parseApprovalExpectation(clientID, redirectURI string) (approvalExpectation, error) {
+	e := approvalExpectation{clientID: clientID}
+	if redirectURI == "" {
+		return e, nil
+	}
+	if strings.Contains(redirectURI, "://") {
+		u, err := url.Parse(redirectURI)
+		if err != nil || u.Host == "" {
+			return e, ErrInvalidRequest("redirect_uri is not an absolute URI")
+		}
+		e.redirectHost = strings.ToLower(u.Host)
+		return e, nil
+	}
+	if strings.ContainsAny(redirectURI, "/?#@ ") {
+		return e, ErrInvalidRequest("redirect_uri is neither an absolute URI nor a host")
+	}
+	e.redirectHost = strings.ToLower(redirectURI)
+	return e, nil
+}
+
 // decideApproval decides whether agent a may complete req: the request is
-// pending and unexpired, and the agent holds every API scope it asks for.
-func decideApproval(req *AuthRequest, a *agents.Agent, now time.Time) error {
+// pending and unexpired, it is for the client and redirect host the agent
+// expects (when it said), and the agent holds every API scope it asks for.
+func decideApproval(req *AuthRequest, a *agents.Agent, now time.Time, expect approvalExpectation) error {
 	switch requestStatus(req, now) {
 	case statusExpired:
 		return ErrInvalidRequest("request_id is unknown or expired")
 	case statusAuthenticated:
 		return errNotPending
+	}
+	if expect.clientID != "" && expect.clientID != req.ClientID {
+		return ErrInvalidRequest(fmt.Sprintf("this sign-in request is for client %q, not %q: it was not approved", req.ClientID, expect.clientID))
+	}
+	if expect.redirectHost != "" && expect.redirectHost != redirectHost(req.RedirectURI) {
+		return ErrInvalidRequest(fmt.Sprintf("this sign-in request returns to %q, not %q: it was not approved", redirectHost(req.RedirectURI), expect.redirectHost))
 	}
 	for _, sc := range req.Scopes {
 		if !slices.Contains(IdentityScopes, sc) && !slices.Contains(a.Permissions, sc) {

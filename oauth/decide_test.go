@@ -31,7 +31,8 @@ func wantCode(t *testing.T, name string, err error, code string) {
 }
 
 func TestRequestStatusAndApproval(t *testing.T) {
-	req := &AuthRequest{ID: "r", Scopes: []string{"openid", "data:read"}, ExpiresAt: t0.Add(5 * time.Minute)}
+	req := &AuthRequest{ID: "r", ClientID: "site", RedirectURI: "https://App.example:8443/cb", Scopes: []string{"openid", "data:read"}, ExpiresAt: t0.Add(5 * time.Minute)}
+	var none approvalExpectation
 	agent := &agents.Agent{ID: "bot", Permissions: []string{"data:read"}}
 	if s := requestStatus(req, t0); s != statusPending {
 		t.Fatalf("status %s", s)
@@ -42,15 +43,38 @@ func TestRequestStatusAndApproval(t *testing.T) {
 	if s := requestStatus(req, t0.Add(5*time.Minute)); s != statusExpired {
 		t.Fatalf("at its expiry: %s", s)
 	}
-	wantCode(t, "pending", decideApproval(req, agent, t0), "")
-	wantCode(t, "expired", decideApproval(req, agent, t0.Add(6*time.Minute)), "invalid_request")
-	wantCode(t, "missing permission", decideApproval(req, &agents.Agent{ID: "bot"}, t0), "invalid_scope")
+	wantCode(t, "pending", decideApproval(req, agent, t0, none), "")
+	wantCode(t, "expired", decideApproval(req, agent, t0.Add(6*time.Minute), none), "invalid_request")
+	wantCode(t, "missing permission", decideApproval(req, &agents.Agent{ID: "bot"}, t0, none), "invalid_scope")
+	// The agent insists on a client and a redirect host (request-id phishing).
+	for _, c := range []struct {
+		clientID, redirect, code string
+	}{
+		{"site", "", ""},
+		{"site", "https://app.example:8443/other/path", ""},
+		{"", "app.example:8443", ""},
+		{"", "APP.example:8443", ""},
+		{"other", "", "invalid_request"},
+		{"site", "https://app.example/cb", "invalid_request"},
+		{"site", "evil.example", "invalid_request"},
+	} {
+		e, err := parseApprovalExpectation(c.clientID, c.redirect)
+		if err != nil {
+			t.Fatalf("%+v: %v", c, err)
+		}
+		wantCode(t, c.clientID+" "+c.redirect, decideApproval(req, agent, t0, e), c.code)
+	}
+	for _, bad := range []string{"https://", "app.example/cb", "user@app.example", "a b"} {
+		if _, err := parseApprovalExpectation("", bad); err == nil {
+			t.Errorf("redirect_uri %q accepted", bad)
+		}
+	}
 	approved := *req
 	approved.Approval = &Approval{AgentID: "bot"}
 	if s := requestStatus(&approved, t0); s != statusAuthenticated {
 		t.Fatalf("approved: %s", s)
 	}
-	wantCode(t, "approved twice", decideApproval(&approved, agent, t0), "invalid_request")
+	wantCode(t, "approved twice", decideApproval(&approved, agent, t0, none), "invalid_request")
 }
 
 func TestDecideRedemption(t *testing.T) {

@@ -331,7 +331,7 @@ export class AuthAgentClient {
    * once for any number of concurrent callers.
    */
   agentSession(creds: Credentials & { scope?: string | string[]; resource?: string }, options?: { refreshMarginMs?: number }): TokenSession {
-    return new TokenSession(() => this.authenticate(creds), undefined, options);
+    return new TokenSession(() => this.authenticate(creds), undefined, { ...options, fetch: this.fetcher });
   }
 
   /**
@@ -345,11 +345,10 @@ export class AuthAgentClient {
         if (!current?.refreshToken) {
           throw new AuthAgentError({ error: "invalid_grant", error_description: "no refresh token to renew the access token with" });
         }
-        const next = await this.refresh(current.refreshToken, auth);
-        return next;
+        return this.refresh(current.refreshToken, auth);
       },
       tokens,
-      options,
+      { ...options, fetch: this.fetcher },
     );
   }
 

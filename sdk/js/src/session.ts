@@ -10,12 +10,14 @@ export class TokenSession {
   private pending: Promise<Tokens> | undefined;
   private readonly marginMs: number;
   private readonly onTokens: ((tokens: Tokens) => void) | undefined;
+  private readonly fetcher: typeof fetch;
 
   constructor(
     private readonly renew: (current: Tokens | undefined) => Promise<Tokens>,
     initial?: Tokens,
-    options?: { refreshMarginMs?: number; onTokens?: (tokens: Tokens) => void },
+    options?: { refreshMarginMs?: number | undefined; onTokens?: ((tokens: Tokens) => void) | undefined; fetch?: typeof fetch | undefined },
   ) {
+    this.fetcher = options?.fetch ?? globalThis.fetch.bind(globalThis);
     this.current = initial;
     this.marginMs = options?.refreshMarginMs ?? 60_000;
     this.onTokens = options?.onTokens;
@@ -58,6 +60,6 @@ export class TokenSession {
     const t = await this.getTokens();
     const headers = new Headers(init.headers);
     headers.set("Authorization", `${t.tokenType === "DPoP" ? "DPoP" : "Bearer"} ${t.accessToken}`);
-    return globalThis.fetch(input, { ...init, headers });
+    return this.fetcher(input, { ...init, headers });
   }
 }

@@ -231,6 +231,11 @@ describe("against a real Caddy", { skip }, () => {
     const resp = await fetch(request.url, { headers: { Accept: "application/json" } });
     const { request_id: requestId } = await resp.json();
     assert.ok(requestId);
+    // Insisting on another client approves nothing (request-id phishing).
+    await rejects(client.approve(requestId, { agentId: "js-late", agentSecret: SECRET }, { clientId: "another-site" }), (e) => {
+      assert.equal(e.error, "invalid_request");
+      assert.match(e.error_description, /not approved/);
+    });
     await sleep(10_500);
     await rejects(client.approve(requestId, { agentId: "js-late", agentSecret: SECRET }), (e) => {
       assert.equal(e.error, "invalid_request");

@@ -196,6 +196,10 @@ def test_expired_sign_in_request() -> None:
     req = urllib.request.Request(url, headers={"Accept": "application/json"})
     with urllib.request.urlopen(req, timeout=10) as resp:
         request_id = json.loads(resp.read())["request_id"]
+    # The agent insists on another client: nothing is approved.
+    with pytest.raises(AuthAgentError) as other:
+        client.approve(request_id, agent_id="py-late", agent_secret=SECRET, client_id="another-site")
+    assert other.value.error == "invalid_request" and "not approved" in other.value.error_description
     time.sleep(10.5)
     with pytest.raises(AuthAgentError) as late:
         client.approve(request_id, agent_id="py-late", agent_secret=SECRET)

@@ -166,14 +166,28 @@ class AuthAgentClient:
             raise AuthAgentError("invalid_response", "no request_id in the answer", status)
         return self.approve(request_id, agent_id=agent_id, agent_secret=agent_secret)
 
-    def approve(self, request_id: str, *, agent_id: str, agent_secret: str) -> str:
+    def approve(
+        self,
+        request_id: str,
+        *,
+        agent_id: str,
+        agent_secret: str,
+        client_id: str | None = None,
+        redirect_uri: str | None = None,
+    ) -> str:
         """Approve the pending sign-in request request_id; sign_in's second
-        half. An expired or answered request raises invalid_request."""
-        data = self._api(
-            "POST",
-            "/api/agent-auth",
-            body={"agent_id": agent_id, "agent_secret": agent_secret, "request_id": request_id},
-        )
+        half. An expired or answered request raises invalid_request.
+
+        A request id handed to an agent may come from someone else's browser
+        (request-id phishing): with client_id and/or redirect_uri (a URI or a
+        host) the issuer approves it only when it is for that client and
+        returns to that host, and raises invalid_request otherwise."""
+        body = {"agent_id": agent_id, "agent_secret": agent_secret, "request_id": request_id}
+        if client_id is not None:
+            body["client_id"] = client_id
+        if redirect_uri is not None:
+            body["redirect_uri"] = redirect_uri
+        data = self._api("POST", "/api/agent-auth", body=body)
         redirect = data.get("redirect_to")
         if not redirect:
             raise AuthAgentError("invalid_response", "no redirect_to in the answer")

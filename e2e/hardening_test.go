@@ -1,0 +1,88 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+
+	"github.com/authagent/caddy-authagent/client"
+)
+
+// TestRequestIDPhishing: someone starts a sign-in to a real site in their
+// own browser and hands the agent the request id (RFC 8628 §5.4's
+// device-code phishing, applied to agents). The agent reads who a request
+// is for before approving, can insist on the client and redirect host it
+// means, and an approval that does not match approves nothing.
+func TestRequestIDPhishing(t *testing.T) {
+	site := newWebsite(t)
+	c := newCaddy(t, "")
+	c.start(oauthOpts(site.callback, "\t\tdynamic_client_registration open"))
+	c.register(t, "phished", secret)
+	host := strings.TrimPrefix(site.URL, "http://")
+
+	// What the agent reads before approving names the client and host.
+	q := pkceQuery("demo-site", site.callback, "openid profile", nil)
+	started := do(t, "GET", c.base()+"/oauth2/authorize?"+q.Encode(), map[string]string{"Accept": "application/json"}, "")
+	if started.status != 200 || started.json["client_id"] != "demo-site" || started.json["client_name"] != "Demo Site" ||
+		started.json["redirect_host"] != host || started.json["verified"] != true {
+		t.Fatalf("authorize answer: %d %s", started.status, started.body)
+	}
+	id := started.str("request_id")
+
+	// The agent was told it signs in to other-site, or that the browser
+	// returns to another host: refused, and the request stays pending.
+	approve := func(extra string) response {
+		return do(t, "POST", c.base()+"/api/agent-auth", nil,
+			fmt.Sprintf(`{"agent_id":"phished","agent_secret":%q,"request_id":%q%s}`, secret, id, extra))
+	}
+	for _, extra := range []string{
+		`,"client_id":"other-site"`,
+		`,"redirect_uri":"https://evil.example/callback"`,
+		`,"client_id":"demo-site","redirect_uri":"evil.example"`,
+	} {
+		r := approve(extra)
+		wantError(t, r, 400, "invalid_request")
+		if !strings.Contains(r.str("error_description"), "not approved") {
+			t.Fatalf("%s: %s", extra, r.body)
+		}
+		if st := do(t, "GET", c.base()+"/api/check-status?request_id="+id, nil, ""); st.str("status") != "pending" {
+			t.Fatalf("after a refused approval (%s) the request is %s", extra, st.body)
+		}
+	}
+	wantError(t, approve(`,"redirect_uri":"not a host/path"`), 400, "invalid_request")
+	// Without request_id the fields mean nothing: refused, not ignored.
+	wantError(t, do(t, "POST", c.base()+"/api/agent-auth", nil,
+		fmt.Sprintf(`{"agent_id":"phished","agent_secret":%q,"client_id":"demo-site"}`, secret)), 400, "invalid_request")
+
+	// The matching approval goes through and says what was approved.
+	ok := approve(fmt.Sprintf(`,"client_id":"demo-site","redirect_uri":%q`, site.callback))
+	if ok.status != 200 || ok.str("client_id") != "demo-site" || ok.str("client_name") != "Demo Site" ||
+		ok.str("redirect_host") != host || ok.data()["verified"] != true || !strings.HasPrefix(ok.str("redirect_to"), site.callback+"?") {
+		t.Fatalf("approval: %d %s", ok.status, ok.body)
+	}
+
+	// The Go client insists the same way.
+	ac := client.New(c.base())
+	creds := client.Credentials{AgentID: "phished", AgentSecret: secret}
+	other := c.authorizeJSON(t, pkceQuery("demo-site", site.callback, "openid", nil))
+	if _, err := ac.ApproveFor(context.Background(), other, creds, client.Expect{ClientID: "other-site"}); !client.IsCode(err, "invalid_request") {
+		t.Fatalf("ApproveFor another client: %v", err)
+	}
+	if to, err := ac.ApproveFor(context.Background(), other, creds, client.Expect{ClientID: "demo-site", RedirectURI: site.callback}); err != nil || !strings.HasPrefix(to, site.callback) {
+		t.Fatalf("ApproveFor: %q %v", to, err)
+	}
+
+	// A dynamically registered client that calls itself "Demo Site" is
+	// marked unverified, and its real redirect host shows.
+	reg := do(t, "POST", c.base()+"/oauth2/register", nil,
+		`{"client_name":"Demo Site","redirect_uris":["https://evil.example/callback"],"token_endpoint_auth_method":"none"}`)
+	if reg.status != 201 {
+		t.Fatalf("register: %d %s", reg.status, reg.body)
+	}
+	q = pkceQuery(reg.str("client_id"), "https://evil.example/callback", "openid", nil)
+	fake := do(t, "GET", c.base()+"/oauth2/authorize?"+q.Encode(), map[string]string{"Accept": "application/json"}, "")
+	if fake.status != 200 || fake.json["client_name"] != "Demo Site" || fake.json["verified"] != false || fake.json["redirect_host"] != "evil.example" {
+		t.Fatalf("a look-alike client: %d %s", fake.status, fake.body)
+	}
+}
