@@ -27,13 +27,32 @@ func TestValidateID(t *testing.T) {
 }
 
 func TestValidateSecret(t *testing.T) {
+	long := "Aa1!" + strings.Repeat("qZ7-mK2_", 16)[:124]
 	for s, ok := range map[string]bool{
-		"Test123456!": true, "aB3$aB3$aB": true, "Pässwörd12!": true, "Aa1!" + strings.Repeat("x", 124): true,
-		"Test12345!"[:9]: false, "Aa1!" + strings.Repeat("x", 125): false, "test123456!": false, "TEST123456!": false,
+		"Test123456!": true, "aB3$aB3$aB": true, "Kröte-Gärten42": true, long: true,
+		"Ｔｅｓｔ１２３４５６！":    true, // full-width: the seed's secret once normalised
+		"Test12345!"[:9]: false, long + "x": false, "test123456!": false, "TEST123456!": false,
 		"TestTestTest!": false, "Test1234567": false, "Test 1234567": false, "Test123456!\x00": false, "\xff\xfeTest123456!": false,
+		// What an attacker got accepted before (issue 14): spaces as the
+		// symbol, zero-width and combining padding, no-break spaces, and
+		// the common-password lists.
+		"Aa1!      ":                               false,
+		"Aa1" + strings.Repeat("\u200b", 8):        false,
+		"Aa1!" + strings.Repeat("\u0301", 8):       false,
+		"\u00a0\u00a0Aa1!\u00a0\u00a0\u00a0\u00a0": false,
+		"Password1!":                               false, "Qwerty123!": false, "Welcome1!x": false,
+		"Test123456!\u202e": false, "Test\n123456!": false,
 	} {
 		if err := agents.ValidateSecret("agent_secret", s); (err == nil) != ok {
 			t.Errorf("ValidateSecret(%q) = %v, want ok=%v", s, err, ok)
+		}
+	}
+	// Each refusal names its rule.
+	for s, rule := range map[string]string{
+		"Aa1!      ": "visible", "Password1!": "guess", "Aa1" + strings.Repeat("\u200b", 8): "format", "Test1234567": "symbol",
+	} {
+		if err := agents.ValidateSecret("agent_secret", s); err == nil || !strings.Contains(err.Error(), rule) {
+			t.Errorf("ValidateSecret(%q) = %v, want the %s rule", s, err, rule)
 		}
 	}
 }

@@ -125,7 +125,7 @@ func (s *Service) Register(ctx context.Context, reg Registration, trusted bool) 
 		}
 		generatedSecret = secret
 	}
-	hash, err := s.hasher.Hash(ctx, secret)
+	hash, err := s.hasher.Hash(ctx, NormalizeSecret(secret))
 	if err != nil {
 		return nil, "", err
 	}
@@ -180,8 +180,14 @@ func (s *Service) Authenticate(ctx context.Context, id, secret string) (*Agent, 
 	if err != nil {
 		return nil, err
 	}
-	if !s.cache.match(a.ID, a.SecretHash, secret) {
-		ok, err := s.hasher.Verify(ctx, secret, a.SecretHash)
+	normalized := NormalizeSecret(secret)
+	if !s.cache.match(a.ID, a.SecretHash, normalized) {
+		ok, err := s.hasher.Verify(ctx, normalized, a.SecretHash)
+		if err == nil && !ok && normalized != secret {
+			// A secret set before secrets were normalised was hashed as
+			// typed.
+			ok, err = s.hasher.Verify(ctx, secret, a.SecretHash)
+		}
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil, ctx.Err()
@@ -191,7 +197,7 @@ func (s *Service) Authenticate(ctx context.Context, id, secret string) (*Agent, 
 		if !ok {
 			return nil, ErrInvalidCredentials
 		}
-		s.cache.remember(a.ID, a.SecretHash, secret)
+		s.cache.remember(a.ID, a.SecretHash, normalized)
 	}
 	if a.Disabled {
 		return nil, ErrInvalidCredentials
@@ -258,7 +264,7 @@ func (s *Service) UpdateProfile(ctx context.Context, id string, u ProfileUpdate)
 			return nil, err
 		}
 		oldHash = a.SecretHash
-		if newHash, err = s.hasher.Hash(ctx, *u.NewSecret); err != nil {
+		if newHash, err = s.hasher.Hash(ctx, NormalizeSecret(*u.NewSecret)); err != nil {
 			return nil, err
 		}
 	}

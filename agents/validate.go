@@ -6,6 +6,9 @@ import (
 	"strings"
 	"unicode"
 	"unicode/utf8"
+
+	"github.com/trustelem/zxcvbn"
+	"golang.org/x/text/unicode/norm"
 )
 
 // ValidationError names the field that failed and why; its message is safe
@@ -35,38 +38,73 @@ func ValidateID(id string) error {
 	return nil
 }
 
-// ValidateSecret checks a secret chosen by a person: 10–128 characters with
-// at least one lowercase letter, one uppercase letter, one digit and one
-// symbol.
+// NormalizeSecret is the form a secret is checked, hashed and compared in:
+// Unicode NFKC, so the same secret typed on another keyboard or pasted
+// from another system (full-width letters, a no-break space) is the same.
+func NormalizeSecret(secret string) string { return norm.NFKC.String(secret) }
+
+// minGuessScore is the zxcvbn score (0–4) a secret needs: 2 refuses the
+// secrets on the common-password lists and their patterns ("Password1!",
+// "Qwerty123!", "Welcome1!" score 1) and keeps the seed's "Test123456!"
+// (2).
+const minGuessScore = 2
+
+// guessInput bounds what the estimator reads: its cost grows with the
+// length, and a secret whose first 64 characters are hard to guess is.
+const guessInput = 64
+
+// ValidateSecret checks a secret chosen by a person, in its normalised form
+// (NormalizeSecret): 10–128 characters, at least 10 of them visible (not
+// whitespace, not combining marks), no control or format characters
+// (zero-width spaces, bidi controls), a lowercase letter, an uppercase
+// letter, a digit and a visible symbol (punctuation or symbol class), and
+// not guessable (zxcvbn score ≥ 2). Each refusal names its rule.
 func ValidateSecret(field, secret string) error {
 	if !utf8.ValidString(secret) {
 		return invalid(field, "must be valid UTF-8")
 	}
+	secret = NormalizeSecret(secret)
 	n := utf8.RuneCountInString(secret)
 	if n < 10 || n > 128 {
 		return invalid(field, "must be 10 to 128 characters")
 	}
 	var lower, upper, digit, symbol bool
+	visible := 0
 	for _, r := range secret {
 		switch {
-		case unicode.IsControl(r):
-			return invalid(field, "must not contain control characters")
+		case unicode.Is(unicode.Cc, r) || unicode.Is(unicode.Cf, r):
+			return invalid(field, "must not contain control or format characters (such as line breaks or zero-width spaces)")
+		case unicode.IsSpace(r) || unicode.Is(unicode.Mn, r) || unicode.Is(unicode.Me, r):
+			continue // neither visible nor a symbol
 		case unicode.IsLower(r):
 			lower = true
 		case unicode.IsUpper(r):
 			upper = true
 		case unicode.IsDigit(r):
 			digit = true
-		case unicode.IsSpace(r):
-			// spaces are allowed but do not count as a symbol
-		default:
+		case unicode.IsPunct(r) || unicode.IsSymbol(r):
 			symbol = true
 		}
+		visible++
+	}
+	if visible < 10 {
+		return invalid(field, "must have at least 10 visible characters (spaces and combining marks do not count)")
 	}
 	if !lower || !upper || !digit || !symbol {
-		return invalid(field, "must contain a lowercase letter, an uppercase letter, a digit and a symbol")
+		return invalid(field, "must contain a lowercase letter, an uppercase letter, a digit and a visible symbol (punctuation or a symbol; a space is not one)")
+	}
+	if guessable(secret) {
+		return invalid(field, "is too easy to guess (a common password or pattern): choose a longer, less predictable secret")
 	}
 	return nil
+}
+
+// guessable reports whether the estimator scores secret below minGuessScore.
+func guessable(secret string) bool {
+	if utf8.RuneCountInString(secret) > guessInput {
+		secret = string([]rune(secret)[:guessInput])
+	}
+	return zxcvbn.PasswordStrength(secret, nil).Score < minGuessScore
 }
 
 // ValidateModelName checks a model name: 1–128 printable characters.

@@ -86,3 +86,46 @@ func TestRequestIDPhishing(t *testing.T) {
 		t.Fatalf("a look-alike client: %d %s", fake.status, fake.body)
 	}
 }
+
+// TestSecretPolicy: secrets that passed the old rule and were then
+// accepted for authentication are refused with a 400 naming the rule, and
+// nothing is stored; a secret is compared in its NFKC form.
+func TestSecretPolicy(t *testing.T) {
+	c := newCaddy(t, "")
+	c.start("")
+	n := 0
+	for i, weak := range map[string]string{
+		"Aa1!      ":                               "visible",
+		"Aa1" + strings.Repeat("\u200b", 8):        "format",
+		"Aa1!" + strings.Repeat("\u0301", 8):       "visible",
+		"\u00a0\u00a0Aa1!\u00a0\u00a0\u00a0\u00a0": "visible",
+		"Password1!":                               "guess",
+		"Qwerty123!":                               "guess",
+		"Aa1!aa1!\u202eAA":                         "format",
+	} {
+		n++
+		id := fmt.Sprintf("weak-%d", n)
+		r := c.register(t, id, i)
+		wantError(t, r, 400, "invalid_request")
+		if !strings.Contains(r.str("error_description"), "agent_secret") || !strings.Contains(r.str("error_description"), weak) {
+			t.Errorf("%q: %s", i, r.body)
+		}
+		if a := c.admin(t, "GET", "/auth_agent/agents/"+id, ""); a.status != 404 {
+			t.Errorf("%q was stored: %d %s", i, a.status, a.body)
+		}
+	}
+	// The seed's secret keeps working; typed full-width, it is the same secret.
+	if r := c.register(t, "wide", "Ｔｅｓｔ１２３４５６！"); r.status != 201 {
+		t.Fatalf("full-width secret: %d %s", r.status, r.body)
+	}
+	if tok := c.token(t, "wide", secret); tok == "" {
+		t.Fatal("the normalised secret does not authenticate")
+	}
+	// A new secret through the profile meets the same rule.
+	tok := c.token(t, "wide", secret)
+	r := do(t, "PUT", c.base()+"/api/agents/profile", bearer(tok), fmt.Sprintf(`{"agent_secret":"Password1!","current_agent_secret":%q}`, secret))
+	wantError(t, r, 400, "invalid_request")
+	if c.token(t, "wide", secret) == "" {
+		t.Fatal("the refused change changed the secret")
+	}
+}
