@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"net/http"
 	"strings"
 	"testing"
 
@@ -127,5 +128,72 @@ func TestSecretPolicy(t *testing.T) {
 	wantError(t, r, 400, "invalid_request")
 	if c.token(t, "wide", secret) == "" {
 		t.Fatal("the refused change changed the secret")
+	}
+}
+
+// TestAmbiguousRequestsRefused: what the server does not support is
+// refused rather than ignored, and a JSON body that a proxy could read
+// differently (a key twice, a key in another case) is invalid_request.
+func TestAmbiguousRequestsRefused(t *testing.T) {
+	site := newWebsite(t)
+	c := newCaddy(t, "")
+	c.start(oauthOpts(site.callback, ""))
+	noRedirects := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	for extra, code := range map[string]string{
+		"response_mode=fragment":                       "invalid_request",
+		"response_mode=form_post":                      "invalid_request",
+		"request=eyJhbGciOiJub25lIn0.e30.":             "request_not_supported",
+		"request_uri=https%3A%2F%2Fevil.example%2Freq": "request_uri_not_supported",
+		"state=" + strings.Repeat("s", 513):            "invalid_request",
+		"nonce=" + strings.Repeat("n", 513):            "invalid_request",
+		"response_mode=query&response_mode=fragment":   "invalid_request",
+	} {
+		q := pkceQuery("demo-site", site.callback, "openid", nil).Encode()
+		if strings.HasPrefix(extra, "state=") {
+			q = strings.Replace(q, "state=st-1", extra, 1)
+		} else {
+			q += "&" + extra
+		}
+		resp, err := noRedirects.Get(c.base() + "/oauth2/authorize?" + q)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		loc, _ := resp.Location()
+		if resp.StatusCode != http.StatusFound || loc == nil || loc.Query().Get("error") != code || !strings.HasPrefix(loc.String(), site.callback) {
+			t.Errorf("%.40s: %d %v, want a redirect with error=%s", extra, resp.StatusCode, loc, code)
+		}
+	}
+	// 512 bytes of state are fine.
+	q := strings.Replace(pkceQuery("demo-site", site.callback, "openid", nil).Encode(), "state=st-1", "state="+strings.Repeat("s", 512), 1)
+	if r := do(t, "GET", c.base()+"/oauth2/authorize?"+q, map[string]string{"Accept": "application/json"}, ""); r.status != 200 {
+		t.Fatalf("512 bytes of state: %d %s", r.status, r.body)
+	}
+
+	for _, body := range []string{
+		`{"agent_id":"dup-1","agent_id":"dup-2","agent_secret":"Test123456!","model_name":"m","owner_email":"o@example.com"}`,
+		`{"Agent_ID":"case-1","agent_secret":"Test123456!","model_name":"m","owner_email":"o@example.com"}`,
+		`{"agent_id":"case-2","agent_secret":"Test123456!","AGENT_SECRET":"Other123456!","model_name":"m","owner_email":"o@example.com"}`,
+	} {
+		wantError(t, do(t, "POST", c.base()+"/api/register-agent", nil, body), 400, "invalid_request")
+	}
+	for _, id := range []string{"dup-1", "dup-2", "case-1", "case-2"} {
+		if r := c.admin(t, "GET", "/auth_agent/agents/"+id, ""); r.status != 404 {
+			t.Errorf("%s was stored: %d", id, r.status)
+		}
+	}
+	c.register(t, "strict", secret)
+	wantError(t, do(t, "POST", c.base()+"/api/agent-auth", nil,
+		fmt.Sprintf(`{"agent_id":"strict","agent_secret":"wrong","agent_secret":%q}`, secret)), 400, "invalid_request")
+	wantError(t, do(t, "POST", c.base()+"/oauth2/token", nil,
+		fmt.Sprintf(`{"grant_type":"client_credentials","client_id":"strict","Client_Secret":%q}`, secret)), 400, "invalid_request")
+	if r := do(t, "POST", c.base()+"/oauth2/token", nil,
+		fmt.Sprintf(`{"grant_type":"client_credentials","client_id":"strict","client_secret":%q}`, secret)); r.status != 200 {
+		t.Fatalf("the strict body itself: %d %s", r.status, r.body)
+	}
+	// Discovery says what is not supported.
+	d := do(t, "GET", c.base()+"/.well-known/openid-configuration", nil, "")
+	if d.json["request_parameter_supported"] != false || d.json["request_uri_parameter_supported"] != false {
+		t.Fatalf("discovery: %s", d.body)
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"crypto/subtle"
 	"encoding/base64"
 	"errors"
+	"fmt"
 	"maps"
 	"net/http"
 	"net/url"
@@ -121,13 +122,17 @@ func (s *authorizer) handleAuthorize(w http.ResponseWriter, r *http.Request) err
 	return nil
 }
 
+// maxStateLength bounds state and nonce: a client needs far less (a random
+// value or a signed handle), and each pending request stores both.
+const maxStateLength = 512
+
 // parseAuthorize checks everything after the client and redirect URI are
 // known; its errors are sent back to the client by redirect.
 func (s *authorizer) parseAuthorize(client *Client, redirectURI string, q url.Values) (*authorizeParams, *Error) {
 	p := &authorizeParams{client: client, redirectURI: redirectURI}
 	// resource may repeat (RFC 8707 §2): the token may then be meant for
 	// any of them.
-	for _, k := range []string{"response_type", "scope", "state", "nonce", "code_challenge", "code_challenge_method", "prompt"} {
+	for _, k := range []string{"response_type", "scope", "state", "nonce", "code_challenge", "code_challenge_method", "prompt", "response_mode", "request", "request_uri"} {
 		if len(q[k]) > 1 {
 			return nil, ErrInvalidRequest("parameter " + k + " is given more than once")
 		}
@@ -139,10 +144,18 @@ func (s *authorizer) parseAuthorize(client *Client, redirectURI string, q url.Va
 		return nil, ErrInvalidRequest("response_type is required")
 	case p.responseType != "code":
 		return nil, ErrUnsupportedResponseType("only response_type=code is supported")
+	case q.Has("request"):
+		return nil, ErrRequestNotSupported()
+	case q.Has("request_uri"):
+		return nil, ErrRequestURINotSupported()
+	case q.Has("response_mode") && q.Get("response_mode") != "query":
+		// The answer goes in the query whatever was asked; a client that
+		// reads the fragment would never see it.
+		return nil, ErrInvalidRequest("response_mode " + strconvQuote(q.Get("response_mode")) + " is not supported; only query")
 	case !client.AllowsGrant(GrantAuthorizationCode):
 		return nil, ErrUnauthorizedClient("this client may not use the authorization code grant")
-	case len(p.state) > 1024 || len(p.nonce) > 1024:
-		return nil, ErrInvalidRequest("state and nonce must be at most 1024 characters")
+	case len(p.state) > maxStateLength || len(p.nonce) > maxStateLength:
+		return nil, ErrInvalidRequest(fmt.Sprintf("state and nonce must be at most %d bytes", maxStateLength))
 	case p.codeChallenge == "":
 		return nil, ErrInvalidRequest("PKCE is required: send code_challenge and code_challenge_method=S256")
 	case p.method != "S256":

@@ -1,6 +1,7 @@
 package oauth
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"io"
@@ -12,7 +13,9 @@ import (
 const DefaultMaxBody = 64 << 10
 
 // DecodeJSON reads a JSON object body of at most max bytes into v. Unknown
-// fields are ignored; anything else that is wrong is invalid_request.
+// fields are ignored; anything else that is wrong is invalid_request: not
+// one JSON object, a field of the wrong type, a key given twice, or a key
+// that differs from one of v's fields only in case.
 func DecodeJSON(w http.ResponseWriter, r *http.Request, max int64, v any) error {
 	if ct := r.Header.Get("Content-Type"); ct != "" {
 		mt, _, err := mime.ParseMediaType(ct)
@@ -20,28 +23,31 @@ func DecodeJSON(w http.ResponseWriter, r *http.Request, max int64, v any) error 
 			return ErrInvalidRequest("the body must be application/json")
 		}
 	}
-	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, max))
-	if err := dec.Decode(v); err != nil {
-		var tooBig *http.MaxBytesError
-		var typeErr *json.UnmarshalTypeError
-		switch {
-		case errors.As(err, &tooBig):
-			return ErrTooLarge("the request body is larger than the limit")
-		case errors.Is(err, io.EOF):
-			return ErrInvalidRequest("the request body is empty; a JSON object is required")
-		case errors.As(err, &typeErr) && typeErr.Field != "":
-			return ErrInvalidRequest("field " + typeErr.Field + " has the wrong type")
-		default:
-			return ErrInvalidRequest("the request body is not a valid JSON object")
-		}
-	}
-	// One object only: trailing data means a confused client.
-	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, max))
+	if err != nil {
 		var tooBig *http.MaxBytesError
 		if errors.As(err, &tooBig) {
 			return ErrTooLarge("the request body is larger than the limit")
 		}
-		return ErrInvalidRequest("the request body must hold exactly one JSON object")
+		return ErrInvalidRequest("could not read the request body")
+	}
+	if len(bytes.TrimSpace(body)) == 0 {
+		return ErrInvalidRequest("the request body is empty; a JSON object is required")
+	}
+	keys, err := objectKeys(body)
+	if err != nil {
+		return ErrInvalidRequest("the request body must be exactly one valid JSON object")
+	}
+	if err := checkKeys(keys, jsonFields(v)); err != nil {
+		return err
+	}
+	if err := json.Unmarshal(body, v); err != nil {
+		var typeErr *json.UnmarshalTypeError
+		if errors.As(err, &typeErr) && typeErr.Field != "" {
+			return ErrInvalidRequest("field " + typeErr.Field + " has the wrong type")
+		}
+		// Trailing data after the object lands here: a confused client.
+		return ErrInvalidRequest("the request body must be exactly one valid JSON object")
 	}
 	return nil
 }

@@ -193,6 +193,7 @@ func (s *metadata) handleDiscovery(w http.ResponseWriter, r *http.Request) error
 		"authorization_response_iss_parameter_supported":   true,
 		"access_token_signing_alg_values_supported":        []string{s.tokens.Alg()},
 		"request_parameter_supported":                      false,
+		"request_uri_parameter_supported":                  false,
 		"claims_parameter_supported":                       false,
 		"token_endpoint_auth_signing_alg_values_supported": []string{AlgRS256},
 		"client_id_metadata_document_supported":            s.cfg.ClientIDMetadataDocuments,

@@ -69,6 +69,17 @@ func ErrUnsupportedResponseType(desc string) *Error {
 	return newError("unsupported_response_type", 400, desc)
 }
 
+// ErrRequestNotSupported and ErrRequestURINotSupported refuse request
+// objects (OpenID Connect Core §6), which the server does not read: a
+// request it would otherwise serve without the object's parameters.
+func ErrRequestNotSupported() *Error {
+	return newError("request_not_supported", 400, "request objects (the request parameter) are not supported")
+}
+
+func ErrRequestURINotSupported() *Error {
+	return newError("request_uri_not_supported", 400, "request_uri is not supported")
+}
+
 // ErrInvalidClientMetadata refuses a client registration (RFC 7591 §3.2.2).
 func ErrInvalidClientMetadata(desc string) *Error {
 	return newError("invalid_client_metadata", 400, desc)

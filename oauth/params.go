@@ -39,6 +39,13 @@ func readParams(w http.ResponseWriter, r *http.Request, max int64) (url.Values, 
 		if err := json.Unmarshal(body, &m); err != nil || m == nil {
 			return nil, ErrInvalidRequest("the request body is not a valid JSON object")
 		}
+		keys, err := objectKeys(body)
+		if err != nil {
+			return nil, ErrInvalidRequest("the request body is not a valid JSON object")
+		}
+		if err := checkKeys(keys, formParams); err != nil {
+			return nil, err
+		}
 		v = make(url.Values, len(m))
 		for k, val := range m {
 			switch x := val.(type) {
