@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"net/url"
+	"slices"
 	"strings"
 	"testing"
 
@@ -195,5 +197,61 @@ func TestAmbiguousRequestsRefused(t *testing.T) {
 	d := do(t, "GET", c.base()+"/.well-known/openid-configuration", nil, "")
 	if d.json["request_parameter_supported"] != false || d.json["request_uri_parameter_supported"] != false {
 		t.Fatalf("discovery: %s", d.body)
+	}
+}
+
+// TestAudienceAtUserinfoAndIntrospection: userinfo takes only tokens meant
+// for the issuer, and introspection tells a caller about a token only when
+// it was issued to the caller or names it in aud (RFC 7662 §4).
+func TestAudienceAtUserinfoAndIntrospection(t *testing.T) {
+	site := newWebsite(t)
+	c := newCaddy(t, "")
+	c.start(oauthOpts(site.callback, ""))
+	c.registerOK(t, "aud-agent")
+	const api = "https://api.example"
+	other := strings.Repeat("z", 32)
+	userinfo := func(tok string) response { return do(t, "GET", c.base()+"/oauth2/userinfo", bearer(tok), "") }
+	active := func(user, pass, tok string) any {
+		return c.formCall(t, "/oauth2/introspect", user, pass, url.Values{"token": {tok}}).json["active"]
+	}
+
+	// A code-flow token for an API, granted openid, names the issuer too.
+	code := c.codeFor(t, map[string]string{"redirect_uri": site.callback, "scope": "openid profile data:read", "resource": api}, "aud-agent")
+	grant := c.redeem(t, code, site.callback)
+	at := grant.str("access_token")
+	if aud := audOf(t, at); !slices.Equal(aud, []string{api, c.base()}) {
+		t.Fatalf("aud %v", aud)
+	}
+	if r := userinfo(at); r.status != 200 || r.json["sub"] != "aud-agent" {
+		t.Fatalf("userinfo with a code-flow token: %d %s", r.status, r.body)
+	}
+	// The same token exchanged for the API alone reads no userinfo.
+	ex := c.tokenCall(t, "demo-site", clientSecret, url.Values{
+		"grant_type": {"urn:ietf:params:oauth:grant-type:token-exchange"}, "subject_token": {at},
+		"subject_token_type": {"urn:ietf:params:oauth:token-type:access_token"}, "scope": {"openid data:read"}, "resource": {api},
+	})
+	if ex.status != 200 || !slices.Equal(audOf(t, ex.str("access_token")), []string{api}) {
+		t.Fatalf("exchange: %d %s", ex.status, ex.body)
+	}
+	wantError(t, userinfo(ex.str("access_token")), 401, "invalid_token")
+
+	// Introspection: demo-site learns about its tokens; other-site does not,
+	// nor about the agent's own; a token whose aud names other-site, it does.
+	if active("demo-site", clientSecret, at) != true || active("demo-site", clientSecret, grant.str("refresh_token")) != true {
+		t.Fatal("the client's own tokens are not active to it")
+	}
+	self := c.token(t, "aud-agent", secret)
+	for name, tok := range map[string]string{"access": at, "refresh": grant.str("refresh_token"), "agent's": self} {
+		r := c.formCall(t, "/oauth2/introspect", "other-site", other, url.Values{"token": {tok}})
+		if r.status != 200 || r.json["active"] != false || len(r.json) != 1 {
+			t.Errorf("other-site introspected demo-site's %s token: %s", name, r.body)
+		}
+	}
+	named := c.tokenCall(t, "demo-site", clientSecret, url.Values{
+		"grant_type": {"urn:ietf:params:oauth:grant-type:token-exchange"}, "subject_token": {at},
+		"subject_token_type": {"urn:ietf:params:oauth:token-type:access_token"}, "audience": {"other-site"},
+	})
+	if named.status != 200 || active("other-site", other, named.str("access_token")) != true {
+		t.Fatalf("a token naming other-site in aud: %d %s", named.status, named.body)
 	}
 }

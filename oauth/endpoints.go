@@ -25,7 +25,9 @@ type metadata struct{ *provider }
 // handleUserinfo is GET|POST /oauth2/userinfo: the claims the token's
 // scopes release. The token must carry openid.
 func (s *tokenInfo) handleUserinfo(w http.ResponseWriter, r *http.Request) error {
-	claims, a, err := s.authenticateBearer(r, "")
+	// Only tokens meant for the issuer: one issued for an API
+	// (resource=…) is that API's, not a key to the agent's identity.
+	claims, a, err := s.authenticateBearer(r, s.cfg.Issuer)
 	if err != nil {
 		return err
 	}
@@ -50,12 +52,12 @@ func (s *tokenInfo) handleIntrospect(w http.ResponseWriter, r *http.Request) err
 	if tok == "" {
 		return ErrInvalidRequest("token is required")
 	}
-	// A client (a resource server) may ask about any token; an agent only
-	// about those issued to it, the rest look inactive to it.
-	mayKnow := func(clientID string) bool { return c.client != nil || clientID == c.id() }
+	// A caller learns about a token issued to it, or an access token
+	// whose aud names it (RFC 7662 §4); any other looks inactive to it.
+	mayKnow := func(clientID string, aud []string) bool { return clientID == c.id() || slices.Contains(aud, c.id()) }
 	inactive := map[string]any{"active": false}
 	if claims, err := s.tokens.VerifyAccessToken(r.Context(), tok, ""); err == nil {
-		if !mayKnow(claims.ClientID) || s.revocations.Revoked(claims) || !s.subjectActive(r.Context(), claims) {
+		if !mayKnow(claims.ClientID, claims.Audience) || s.revocations.Revoked(claims) || !s.subjectActive(r.Context(), claims) {
 			WriteJSON(w, http.StatusOK, inactive)
 			return nil
 		}
@@ -73,7 +75,7 @@ func (s *tokenInfo) handleIntrospect(w http.ResponseWriter, r *http.Request) err
 	if len(tok) <= 256 {
 		g, err := s.store.GetRefresh(r.Context(), tokenHash(tok))
 		switch {
-		case err == nil && mayKnow(g.ClientID) && !g.Rotated && !s.revocations.FamilyRevoked(g.Family) && s.now().Before(g.ExpiresAt):
+		case err == nil && mayKnow(g.ClientID, nil) && !g.Rotated && !s.revocations.FamilyRevoked(g.Family) && s.now().Before(g.ExpiresAt):
 			WriteJSON(w, http.StatusOK, map[string]any{
 				"active": true, "token_type": "refresh_token", "scope": strings.Join(g.Scopes, " "),
 				"client_id": g.ClientID, "sub": g.AgentID, "iss": s.cfg.Issuer, "exp": g.ExpiresAt.Unix(),

@@ -273,8 +273,14 @@ func (s *tokenEndpoint) issue(ctx context.Context, q issueRequest) (*tokenRespon
 	if model == "" {
 		model = q.agent.ModelName
 	}
+	audience := q.audience
+	if len(audience) > 0 && slices.Contains(q.scopes, ScopeOpenID) && !slices.Contains(audience, s.cfg.Issuer) {
+		// Userinfo takes only tokens meant for the issuer: one granted
+		// openid names it beside its resources.
+		audience = append(slices.Clip(audience), s.cfg.Issuer)
+	}
 	at, err := s.tokens.IssueAccessToken(AccessGrant{
-		Subject: q.agent.ID, ClientID: q.client.ID, Scopes: q.scopes, Audience: q.audience, ModelName: model, AuthTime: q.authTime,
+		Subject: q.agent.ID, ClientID: q.client.ID, Scopes: q.scopes, Audience: audience, ModelName: model, AuthTime: q.authTime,
 		JTIPrefix: q.family, ID: q.jti, NotAfter: q.notAfter,
 	})
 	if err != nil {
