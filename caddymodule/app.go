@@ -96,7 +96,8 @@ type App struct {
 
 	// Rate limits (SPEC §7). Default: registration 5/h per IP, failed
 	// authentication 10/m per IP and agent, refresh 60/h per client, API
-	// calls 1000/h per agent, counted in memory.
+	// calls 1000/h per agent, new authorization requests 60/m per IP,
+	// counted in memory.
 	RateLimit *RateLimitConfig `json:"rate_limit,omitempty"`
 
 	// Cross-origin access to the IdP's endpoints and to agent_guard

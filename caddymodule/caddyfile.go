@@ -428,14 +428,14 @@ func (a *App) unmarshalRateLimit(d *caddyfile.Dispenser) error {
 		setting := d.Val()
 		args := d.RemainingArgs()
 		switch setting {
-		case "registration", "authentication", "refresh", "api":
+		case "registration", "authentication", "refresh", "api", "authorization":
 			if len(args) != 1 {
 				return d.Errf("rate_limit: %s takes one value: N/s, N/m, N/h, N/d or off", setting)
 			}
 			if _, _, _, err := parseRate(args[0]); err != nil {
 				return d.Errf("rate_limit %s: %v", setting, err)
 			}
-			*map[string]*string{"registration": &rl.Registration, "authentication": &rl.Authentication, "refresh": &rl.Refresh, "api": &rl.API}[setting] = args[0]
+			*map[string]*string{"registration": &rl.Registration, "authentication": &rl.Authentication, "refresh": &rl.Refresh, "api": &rl.API, "authorization": &rl.Authorization}[setting] = args[0]
 		case "store":
 			switch {
 			case len(args) == 1 && args[0] == "memory":

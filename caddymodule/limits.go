@@ -24,6 +24,9 @@ type RateLimitConfig struct {
 	Authentication string `json:"authentication,omitempty"`
 	// Refresh-token grants per client. Default: 60/h.
 	Refresh string `json:"refresh,omitempty"`
+	// New authorization requests (sign-ins started at /oauth2/authorize)
+	// per client IP. Default: 60/m.
+	Authorization string `json:"authorization,omitempty"`
 	// Authenticated API calls per agent (IdP /api/* and agent_guard
 	// routes). Default: 1000/h.
 	API string `json:"api,omitempty"`
@@ -45,6 +48,7 @@ const (
 	DefaultRegistrationLimit   = "5/h"
 	DefaultAuthenticationLimit = "10/m"
 	DefaultRefreshLimit        = "60/h"
+	DefaultAuthorizationLimit  = "60/m"
 	DefaultAPILimit            = "1000/h"
 )
 
@@ -83,7 +87,7 @@ func (c *RateLimitConfig) withDefaults() RateLimitConfig {
 		def string
 	}{
 		{&out.Registration, DefaultRegistrationLimit}, {&out.Authentication, DefaultAuthenticationLimit},
-		{&out.Refresh, DefaultRefreshLimit}, {&out.API, DefaultAPILimit},
+		{&out.Refresh, DefaultRefreshLimit}, {&out.API, DefaultAPILimit}, {&out.Authorization, DefaultAuthorizationLimit},
 		{&out.Store, "memory"}, {&out.AuthenticationOnStoreError, "closed"}, {&out.APIOnStoreError, "open"},
 	} {
 		if *f.v == "" {
@@ -96,7 +100,7 @@ func (c *RateLimitConfig) withDefaults() RateLimitConfig {
 // Validate checks every setting, naming the bad one.
 func (c *RateLimitConfig) Validate() error {
 	cfg := c.withDefaults()
-	for name, v := range map[string]string{"registration": cfg.Registration, "authentication": cfg.Authentication, "refresh": cfg.Refresh, "api": cfg.API} {
+	for name, v := range map[string]string{"registration": cfg.Registration, "authentication": cfg.Authentication, "refresh": cfg.Refresh, "api": cfg.API, "authorization": cfg.Authorization} {
 		if _, _, _, err := parseRate(v); err != nil {
 			return fmt.Errorf("auth_agent: rate_limit %s: %v", name, err)
 		}
@@ -167,6 +171,7 @@ func buildLimits(c *RateLimitConfig, repl *caddy.Replacer, log *zap.Logger) (*ra
 		{"authentication", cfg.Authentication, &limits.FailedAuth},
 		{"refresh", cfg.Refresh, &limits.Refresh},
 		{"api", cfg.API, &limits.API},
+		{"authorization", cfg.Authorization, &limits.Authorization},
 	} {
 		limit, period, on, _ := parseRate(b.spec)
 		if on {

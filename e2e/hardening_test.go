@@ -3,11 +3,14 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/authagent/caddy-authagent/client"
 )
@@ -254,4 +257,61 @@ func TestAudienceAtUserinfoAndIntrospection(t *testing.T) {
 	if named.status != 200 || active("other-site", other, named.str("access_token")) != true {
 		t.Fatalf("a token naming other-site in aud: %d %s", named.status, named.body)
 	}
+}
+
+// fromAddress is an HTTP client whose connections come from the loopback
+// address ip (127.0.0.50, …): a distinct client as the server sees it.
+func fromAddress(ip string) *http.Client {
+	d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(ip)}, Timeout: 5 * time.Second}
+	return &http.Client{
+		Timeout:       10 * time.Second,
+		Transport:     &http.Transport{DialContext: d.DialContext},
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}
+}
+
+// TestAuthorizeFlood: new authorization requests are a budget per address
+// (each is a stored record and needs no credentials); other addresses and
+// existing requests are unaffected.
+func TestAuthorizeFlood(t *testing.T) {
+	site := newWebsite(t)
+	c := newCaddy(t, "")
+	c.start(oauthOpts(site.callback, "\t\trate_limit {\n\t\t\tauthorization 5/m\n\t\t}"))
+	c.registerOK(t, "flooded")
+	url := c.base() + "/oauth2/authorize?" + pkceQuery("demo-site", site.callback, "openid", nil).Encode()
+	get := func(hc *http.Client, accept string) *http.Response {
+		req, _ := http.NewRequest("GET", url, nil)
+		if accept != "" {
+			req.Header.Set("Accept", accept)
+		}
+		resp, err := hc.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return resp
+	}
+	attacker, other := fromAddress("127.0.0.50"), fromAddress("127.0.0.51")
+	for i := range 5 {
+		resp := get(attacker, "")
+		if resp.StatusCode != 200 || resp.Header.Get("X-RateLimit-Limit") != "5" || resp.Header.Get("X-RateLimit-Remaining") != fmt.Sprint(4-i) {
+			t.Fatalf("request %d: %d %v", i, resp.StatusCode, resp.Header)
+		}
+	}
+	for _, accept := range []string{"", "application/json"} {
+		resp := get(attacker, accept)
+		if resp.StatusCode != 429 || resp.Header.Get("Retry-After") == "" || resp.Header.Get("Set-Cookie") != "" {
+			t.Fatalf("past the budget (Accept %q): %d %v", accept, resp.StatusCode, resp.Header)
+		}
+	}
+	r := do(t, "GET", url, map[string]string{"Accept": "application/json"}, "") // 127.0.0.1
+	if r.status != 200 {
+		t.Fatalf("another address: %d %s", r.status, r.body)
+	}
+	if resp := get(other, "application/json"); resp.StatusCode != 200 {
+		t.Fatalf("a third address: %d", resp.StatusCode)
+	}
+	// The other address's request goes on as usual.
+	c.approve(t, r.str("request_id"), "flooded")
 }

@@ -130,6 +130,7 @@ func (c *caddy) config(opts string) string {
 			authentication off
 			refresh off
 			api off
+			authorization off
 		}
 %s
 	}

@@ -17,6 +17,7 @@ import (
 	"github.com/authagent/caddy-authagent/agents"
 	"github.com/authagent/caddy-authagent/events"
 	"github.com/authagent/caddy-authagent/internal/metrics"
+	"github.com/authagent/caddy-authagent/ratelimit"
 )
 
 const (
@@ -88,6 +89,20 @@ func (s *authorizer) handleAuthorize(w http.ResponseWriter, r *http.Request) err
 		return nil
 	}
 
+	// Each request is a stored record and needs no credentials: a budget
+	// per address keeps a flood from filling the store.
+	if err := s.limits.TakeAuthorization(r.Context(), w, ratelimit.ClientIP(r)); err != nil {
+		metrics.SignIn(signinRefused)
+		if acceptsJSON(r) {
+			return err
+		}
+		e := AsError(err)
+		for k, v := range e.Header {
+			w.Header()[k] = v
+		}
+		s.errorPage(w, e.Status, "Too many sign-in requests from your address. Try again later.")
+		return nil
+	}
 	requestID := randomToken(16)
 	binding := randomToken(32)
 	lifetime := s.cfg.RequestLifetime

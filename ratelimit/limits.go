@@ -63,6 +63,10 @@ type Limits struct {
 	FailedAuth Limiter
 	// Refresh counts refresh-token grants per client.
 	Refresh Limiter
+	// Authorization counts new authorization requests (sign-ins started
+	// at /oauth2/authorize) per client IP: each is a stored record, and
+	// the endpoint needs no credentials.
+	Authorization Limiter
 	// API counts authenticated API calls per agent (IdP /api/* and guarded
 	// routes).
 	API Limiter
@@ -323,6 +327,15 @@ func (g *Registration) Failed(ctx context.Context, callerFault bool) {
 			_ = g.l.storeFailure("authentication", err, true)
 		}
 	}
+}
+
+// TakeAuthorization charges one new authorization request to the
+// caller's address.
+func (l *Limits) TakeAuthorization(ctx context.Context, w http.ResponseWriter, ip string) error {
+	if l == nil {
+		return nil
+	}
+	return l.Take(ctx, w, l.Authorization, "authorization", IPKey(ip), l.AuthFailOpen)
 }
 
 // PeekRefresh refuses a refresh for a client whose budget is spent;
