@@ -42,6 +42,16 @@ func TestValidateSecret(t *testing.T) {
 		"\u00a0\u00a0Aa1!\u00a0\u00a0\u00a0\u00a0": false,
 		"Password1!":                               false, "Qwerty123!": false, "Welcome1!x": false,
 		"Test123456!\u202e": false, "Test\n123456!": false,
+		// Blanks that are not whitespace, separators and code points
+		// nobody can see (found in review).
+		"Aa1" + strings.Repeat("\u2800", 7): false,
+		"Kröte-Gärten42\u3164":              false,
+		"Kröte-Gärten42\uffa0":              false,
+		"Kröte-Gärten42\u115f":              false,
+		"Kröte-Gärten42\u2028":              false,
+		"Kröte-Gärten42\u0378":              false,
+		"Kröte-Gärten42\ue000":              false,
+		"Kröte-Gärten42\ufe0f":              false,
 	} {
 		if err := agents.ValidateSecret("agent_secret", s); (err == nil) != ok {
 			t.Errorf("ValidateSecret(%q) = %v, want ok=%v", s, err, ok)

@@ -72,9 +72,9 @@ func ValidateSecret(field, secret string) error {
 	visible := 0
 	for _, r := range secret {
 		switch {
-		case unicode.Is(unicode.Cc, r) || unicode.Is(unicode.Cf, r):
-			return invalid(field, "must not contain control or format characters (such as line breaks or zero-width spaces)")
-		case unicode.IsSpace(r) || unicode.Is(unicode.Mn, r) || unicode.Is(unicode.Me, r):
+		case invisible(r):
+			return invalid(field, "must not contain control, format, separator, unassigned or private-use characters (such as line breaks or zero-width spaces)")
+		case unicode.IsSpace(r) || unicode.Is(unicode.Mn, r) || unicode.Is(unicode.Me, r) || r == brailleBlank:
 			continue // neither visible nor a symbol
 		case unicode.IsLower(r):
 			lower = true
@@ -97,6 +97,20 @@ func ValidateSecret(field, secret string) error {
 		return invalid(field, "is too easy to guess (a common password or pattern): choose a longer, less predictable secret")
 	}
 	return nil
+}
+
+// brailleBlank is a symbol (So) that shows nothing.
+const brailleBlank = '\u2800'
+
+// invisible reports characters a secret may not hold: controls, format
+// characters, line and paragraph separators, surrogates, private-use and
+// unassigned code points, variation selectors and the other default
+// ignorables (the Hangul fillers among them), which show nothing or differ
+// between systems.
+func invisible(r rune) bool {
+	return unicode.In(r, unicode.Cc, unicode.Cf, unicode.Cs, unicode.Co, unicode.Zl, unicode.Zp,
+		unicode.Other_Default_Ignorable_Code_Point, unicode.Variation_Selector) ||
+		!unicode.In(r, unicode.L, unicode.M, unicode.N, unicode.P, unicode.S, unicode.Z)
 }
 
 // guessable reports whether the estimator scores secret below minGuessScore.

@@ -35,6 +35,11 @@ func TestRequestIDPhishing(t *testing.T) {
 		t.Fatalf("authorize answer: %d %s", started.status, started.body)
 	}
 	id := started.str("request_id")
+	// So does check-status, for an agent that was handed only the id.
+	if st := do(t, "GET", c.base()+"/api/check-status?request_id="+id, nil, ""); st.str("status") != "pending" ||
+		st.str("client_id") != "demo-site" || st.str("client_name") != "Demo Site" || st.str("redirect_host") != host || st.data()["verified"] != true {
+		t.Fatalf("check-status: %d %s", st.status, st.body)
+	}
 
 	// The agent was told it signs in to other-site, or that the browser
 	// returns to another host: refused, and the request stays pending.

@@ -169,7 +169,7 @@ func (s *agentAPI) handleAgentAuth(w http.ResponseWriter, r *http.Request) error
 		if c, err := s.clients.Get(r.Context(), ar.ClientID); err == nil {
 			maps.Copy(data, requester(c, ar.RedirectURI))
 		} else {
-			data["client_id"], data["redirect_host"] = ar.ClientID, redirectHost(ar.RedirectURI)
+			data["client_id"], data["redirect_host"], data["verified"] = ar.ClientID, redirectHost(ar.RedirectURI), false
 		}
 		writeData(w, http.StatusOK, data)
 		return nil

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"net"
 	"net/http"
 	"net/url"
 	"strings"
@@ -315,17 +316,39 @@ func requester(c *Client, redirectURI string) map[string]any {
 	}
 }
 
-// redirectHost is the host (and port, when the URI names one) the browser
-// returns to; for a private-use scheme, the scheme.
+// redirectHost is where the browser returns: the host in lower case,
+// without a trailing dot or the scheme's default port (and with any other
+// port); for a private-use scheme (com.example.app:/cb), the scheme and a
+// colon, which no host can equal.
 func redirectHost(uri string) string {
 	u, err := url.Parse(uri)
 	if err != nil {
 		return ""
 	}
 	if u.Host == "" {
-		return u.Scheme
+		return strings.ToLower(u.Scheme) + ":"
 	}
-	return strings.ToLower(u.Host)
+	return canonicalHost(u.Scheme, u.Host)
+}
+
+// canonicalHost lower-cases host[:port], drops a trailing dot from the
+// name and the port when it is scheme's default.
+func canonicalHost(scheme, hostport string) string {
+	host, port := hostport, ""
+	if h, p, err := net.SplitHostPort(hostport); err == nil {
+		host, port = h, p
+	}
+	host = strings.TrimSuffix(strings.ToLower(strings.Trim(host, "[]")), ".")
+	if (scheme == "https" && port == "443") || (scheme == "http" && port == "80") {
+		port = ""
+	}
+	if strings.Contains(host, ":") {
+		host = "[" + host + "]"
+	}
+	if port != "" {
+		return host + ":" + port
+	}
+	return host
 }
 
 // decide records the agent's approval of the request, or why it cannot.
@@ -380,7 +403,14 @@ func (s *authorizer) handleCheckStatus(w http.ResponseWriter, r *http.Request) e
 		return err
 	}
 	status := requestStatus(req, s.now())
-	data := map[string]string{"status": status}
+	data := map[string]any{"status": status}
+	if status == statusPending {
+		// What an agent handed this request id reads before approving:
+		// which site asks, and where the browser returns.
+		if c, err := s.clients.Get(r.Context(), req.ClientID); err == nil {
+			maps.Copy(data, requester(c, req.RedirectURI))
+		}
+	}
 	if status == statusAuthenticated {
 		if c, err := r.Cookie(bindCookiePrefix + id); err == nil &&
 			subtle.ConstantTimeCompare([]byte(tokenHash(c.Value)), []byte(req.BrowserHash)) == 1 {

@@ -3,6 +3,7 @@ package oauth
 import (
 	"fmt"
 	"net/url"
+	"regexp"
 	"slices"
 	"strings"
 	"time"
@@ -37,27 +38,32 @@ type approvalExpectation struct {
 }
 
 // parseApprovalExpectation reads the client_id and redirect_uri an agent
-// sent with its approval; redirect_uri may be a URI (its host counts) or a
-// bare host.
+// sent with its approval; redirect_uri may be a URI (its host counts, or
+// its scheme when it is a private-use one) or a bare host[:port].
 func parseApprovalExpectation(clientID, redirectURI string) (approvalExpectation, error) {
 	e := approvalExpectation{clientID: clientID}
-	if redirectURI == "" {
+	switch {
+	case redirectURI == "":
 		return e, nil
-	}
-	if strings.Contains(redirectURI, "://") {
+	case strings.Contains(redirectURI, "://"):
 		u, err := url.Parse(redirectURI)
 		if err != nil || u.Host == "" {
 			return e, ErrInvalidRequest("redirect_uri is not an absolute URI")
 		}
-		e.redirectHost = strings.ToLower(u.Host)
-		return e, nil
-	}
-	if strings.ContainsAny(redirectURI, "/?#@ ") {
+		e.redirectHost = redirectHost(redirectURI)
+	case privateUseURI.MatchString(redirectURI):
+		e.redirectHost = redirectHost(redirectURI)
+	case strings.ContainsAny(redirectURI, "/?#@ "):
 		return e, ErrInvalidRequest("redirect_uri is neither an absolute URI nor a host")
+	default:
+		e.redirectHost = canonicalHost("", redirectURI)
 	}
-	e.redirectHost = strings.ToLower(redirectURI)
 	return e, nil
 }
+
+// privateUseURI is a private-use scheme's URI (RFC 8252 §7.1), such as
+// com.example.app:/callback.
+var privateUseURI = regexp.MustCompile(`^[A-Za-z][A-Za-z0-9+.-]*:/[^/]`)
 
 // decideApproval decides whether agent a may complete req: the request is
 // pending and unexpired, it is for the client and redirect host the agent

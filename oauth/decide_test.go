@@ -64,6 +64,33 @@ func TestRequestStatusAndApproval(t *testing.T) {
 		}
 		wantCode(t, c.clientID+" "+c.redirect, decideApproval(req, agent, t0, e), c.code)
 	}
+	// Private-use schemes, default ports, trailing dots and IPv6.
+	for _, c := range []struct {
+		registered, expect string
+		ok                 bool
+	}{
+		{"bank.example:/cb", "bank.example", false}, // a scheme named like a host is not that host
+		{"bank.example:/cb", "https://bank.example/cb", false},
+		{"bank.example:/cb", "bank.example:/other", true},
+		{"https://bank.example/cb", "bank.example:/cb", false},
+		{"https://app.example/cb", "https://APP.example:443/x", true},
+		{"https://app.example/cb", "app.example.", true},
+		{"https://app.example./cb", "app.example", true},
+		{"http://app.example:80/cb", "http://app.example/cb", true},
+		{"https://app.example:8443/cb", "https://app.example/cb", false},
+		{"http://[::1]:8080/cb", "[::1]:8080", true},
+		{"http://[::1]:8080/cb", "http://[::1]:9090/cb", false},
+	} {
+		r := *req
+		r.RedirectURI = c.registered
+		e, err := parseApprovalExpectation("", c.expect)
+		if err != nil {
+			t.Fatalf("%+v: %v", c, err)
+		}
+		if got := decideApproval(&r, agent, t0, e) == nil; got != c.ok {
+			t.Errorf("registered %q, expected %q: approved %v, want %v", c.registered, c.expect, got, c.ok)
+		}
+	}
 	for _, bad := range []string{"https://", "app.example/cb", "user@app.example", "a b"} {
 		if _, err := parseApprovalExpectation("", bad); err == nil {
 			t.Errorf("redirect_uri %q accepted", bad)
