@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/cookiejar"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -224,7 +225,10 @@ func TestGoClientSignsInToTheJSWebsite(t *testing.T) {
 	if _, err := ac.RegisterAgent(ctx, client.Registration{AgentID: creds.AgentID, AgentSecret: secret, ModelName: "m", OwnerName: "O", OwnerEmail: "o@example.com"}); err != nil {
 		t.Fatal(err)
 	}
-	noRedirects := &http.Client{Timeout: 10 * time.Second, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	// The browser: it keeps the site's session cookie, and follows no
+	// redirect (the agent answers the sign-in, not the browser).
+	jar, _ := cookiejar.New(nil)
+	noRedirects := &http.Client{Jar: jar, Timeout: 10 * time.Second, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 	resp, err := noRedirects.Get(w.site + "/login?scope=openid+profile+email")
 	if err != nil {
 		t.Fatal(err)

@@ -19,7 +19,16 @@ export interface AuthAgentClientOptions {
   clientSecret?: string;
   /** The website's registered redirect URI. */
   redirectUri?: string;
-  /** Where `createSignInUrl` keeps the state, nonce and PKCE verifier until the callback. Default: this object's memory; pass `sessionStorage` in a browser (the page reloads in between). */
+  /**
+   * Where `createSignInUrl` keeps the state, nonce and PKCE verifier until
+   * the callback, by state. Default: the browser's `sessionStorage` (this
+   * tab's, so a callback link someone else started finds nothing), or this
+   * object's memory where there is none (Node). A server that signs in many
+   * users must tie each request to its user's browser instead — keep the
+   * request `createSignInUrl` returns in the user's session and pass it to
+   * `handleCallback(url, {request})` — or a callback link made by someone
+   * else would sign the victim in as the attacker's agent (login CSRF).
+   */
   transactionStorage?: TransactionStorage;
   /** The `fetch` to use (default: the global one). */
   fetch?: typeof fetch;
@@ -141,6 +150,7 @@ export interface SignInResult {
 }
 
 const transactionPrefix = "authagent.signin.";
+const jwksMaxAgeMs = 10 * 60 * 1000;
 const transactionLifetimeMs = 10 * 60 * 1000;
 
 /**
@@ -171,7 +181,7 @@ export class AuthAgentClient {
     this.origin = u.origin;
     this.options = options;
     this.fetcher = options.fetch ?? globalThis.fetch.bind(globalThis);
-    this.transactions = options.transactionStorage ?? memoryStorage();
+    this.transactions = options.transactionStorage ?? browserSessionStorage() ?? memoryStorage();
   }
 
   // ---- the agent side ----
@@ -421,15 +431,16 @@ export class AuthAgentClient {
     const q = u.searchParams;
     const state = q.get("state") ?? "";
     let request = options.request;
-    if (request === undefined && state !== "") {
+    if (state !== "") {
+      // Used once, whichever way the request was kept.
       const kept = this.transactions.getItem(transactionPrefix + state);
       this.transactions.removeItem(transactionPrefix + state);
-      request = kept ? parseRequest(kept) : undefined;
+      request ??= kept ? parseRequest(kept) : undefined;
     }
     if (request === undefined || request.state !== state) {
       throw new AuthAgentError({ error: ErrorCodes.callback, error_description: "the callback's state matches no sign-in this client started" });
     }
-    if (Date.now() - request.createdAt > transactionLifetimeMs) {
+    if (!(Date.now() - request.createdAt <= transactionLifetimeMs)) {
       throw new AuthAgentError({ error: ErrorCodes.callback, error_description: "the sign-in was started more than 10 minutes ago" });
     }
     const meta = await this.discover();
@@ -490,11 +501,11 @@ export class AuthAgentClient {
     return data as ProviderMetadata;
   }
 
-  /** The key of `kid` from the JWKS, fetched again for an unknown `kid` (a rotation) at most every 5 s. */
+  /** The key of `kid` from the JWKS, fetched again for an unknown `kid` (a rotation) at most every 5 s, and after 10 minutes in any case (a retired key stops being trusted). */
   private async key(meta: ProviderMetadata, kid: string | undefined, alg: string): Promise<JWK | undefined> {
     const find = (keys: JWK[]) =>
       keys.find((k) => (kid === undefined || k.kid === kid) && (k.alg === undefined || k.alg === alg) && (k.use === undefined || k.use === "sig"));
-    if (this.jwks) {
+    if (this.jwks && Date.now() - this.jwks.fetchedAt < jwksMaxAgeMs) {
       const known = find(this.jwks.keys);
       if (known || Date.now() - this.jwks.fetchedAt < 5_000) {
         return known;
@@ -562,6 +573,10 @@ const maxBody = 1 << 20;
 
 /** Reads a JSON answer, or throws the error it carries. */
 async function decode(resp: Response, emptyOK = false): Promise<unknown> {
+  if (Number(resp.headers.get("Content-Length") ?? 0) > maxBody) {
+    await resp.body?.cancel().catch(() => {});
+    throw new AuthAgentError({ error: ErrorCodes.response, error_description: "the answer is too large", status: resp.status });
+  }
   let text: string;
   try {
     text = await resp.text();
@@ -632,7 +647,23 @@ function agentOf(data: unknown): Agent {
 function parseRequest(kept: string): SignInRequest | undefined {
   try {
     const r = JSON.parse(kept);
-    return isRecord(r) && typeof r.state === "string" && typeof r.codeVerifier === "string" ? (r as unknown as SignInRequest) : undefined;
+    const ok = isRecord(r) && ["state", "nonce", "codeVerifier", "clientId", "redirectUri", "scope"].every((k) => typeof r[k] === "string") && typeof r.createdAt === "number";
+    return ok ? (r as unknown as SignInRequest) : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** The browser's `sessionStorage`, where there is one and it works (some browsers refuse it in private windows). */
+function browserSessionStorage(): TransactionStorage | undefined {
+  try {
+    const s = (globalThis as { sessionStorage?: TransactionStorage }).sessionStorage;
+    if (s === undefined) {
+      return undefined;
+    }
+    s.setItem("authagent.probe", "1");
+    s.removeItem("authagent.probe");
+    return s;
   } catch {
     return undefined;
   }

@@ -96,7 +96,7 @@ function fail(description: string, cause?: unknown): never {
 }
 
 interface Parsed {
-  header: { alg?: unknown; kid?: unknown; typ?: unknown };
+  header: { alg?: unknown; kid?: unknown; typ?: unknown; crit?: unknown };
   claims: IDTokenClaims;
   signingInput: Uint8Array<ArrayBuffer>;
   signature: Uint8Array<ArrayBuffer>;
@@ -140,6 +140,9 @@ export interface VerifyOptions {
  */
 export async function verifyIDToken(jwt: string, o: VerifyOptions): Promise<IDTokenClaims> {
   const { header, claims, signingInput, signature } = parse(jwt);
+  if (header.crit !== undefined) {
+    fail("the ID token names critical header parameters this client does not understand");
+  }
   const alg = typeof header.alg === "string" ? header.alg : "";
   const spec = algorithms[alg];
   if (!spec) {
@@ -183,9 +186,16 @@ export async function verifyIDToken(jwt: string, o: VerifyOptions): Promise<IDTo
   if (o.nonce !== undefined && claims.nonce !== o.nonce) {
     fail("the ID token's nonce is not the one this sign-in sent");
   }
-  if (o.accessToken !== undefined && typeof claims.at_hash === "string" && spec.hash === "SHA-256") {
-    const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", encoder.encode(o.accessToken)));
-    if (base64url(digest.slice(0, 16)) !== claims.at_hash) {
+  if (o.accessToken !== undefined && typeof claims.at_hash === "string") {
+    // The left half of the hash of alg; for EdDSA issuers differ (SHA-256,
+    // as Auth Agent does, or SHA-512), so either is accepted.
+    const hashes = spec.hash === "SHA-512" ? ["SHA-256", "SHA-512"] : [spec.hash];
+    let matched = false;
+    for (const h of hashes) {
+      const digest = new Uint8Array(await crypto.subtle.digest(h, encoder.encode(o.accessToken)));
+      matched ||= base64url(digest.slice(0, digest.length / 2)) === claims.at_hash;
+    }
+    if (!matched) {
       fail("the ID token's at_hash does not match the access token");
     }
   }

@@ -176,8 +176,14 @@ describe("against a real Caddy", { skip }, () => {
     // sends the agent to the issuer, its /callback finishes the sign-in.
     const login = await fetch(`${SITE}/login`, { redirect: "manual" });
     assert.equal(login.status, 302);
+    const cookie = login.headers.get("Set-Cookie").split(";")[0];
     const redirect = await agentSide.signIn(login.headers.get("Location"), creds);
-    const done = await fetch(redirect);
+    // Login CSRF: the same callback link in another browser (without the
+    // session that started it) signs nobody in.
+    const elsewhere = await fetch(redirect);
+    assert.equal(elsewhere.status, 400);
+    assert.equal((await elsewhere.json()).error, "invalid_callback");
+    const done = await fetch(redirect, { headers: { Cookie: cookie } });
     const body = await done.json();
     assert.equal(done.status, 200, JSON.stringify(body));
     assert.equal(body.sub, "js-public");

@@ -2,17 +2,22 @@
 // website side, for the end-to-end tests of every SDK's agent side:
 //
 //   GET /login?scope=…  → 302 to the issuer's authorization URL
-//                         (createSignInUrl: PKCE S256, state, nonce)
-//   GET /callback?…     → handleCallback (state, iss, code exchange, ID
-//                         token verified); 200 with the claims and the
-//                         tokens as JSON (a test site shows them so the
-//                         agent's tests can refresh and revoke them), or
-//                         the error's status (400, or its own) and shape.
+//                         (createSignInUrl: PKCE S256, state, nonce); the
+//                         request is kept in this browser's session (a
+//                         cookie), as a server that signs in many users
+//                         must, against login CSRF
+//   GET /callback?…     → handleCallback with that session's request
+//                         (state, iss, code exchange, ID token verified);
+//                         200 with the claims and the tokens as JSON (a
+//                         test site shows them so the agent's tests can
+//                         refresh and revoke them), or the error's status
+//                         (400, or its own) and shape.
 //
 // Run: node test/site.mjs <port> <issuer> <client_id> <client_secret>
 // It prints "listening <url>" once it accepts connections and stops on
 // SIGTERM or when its standard input closes.
 
+import { randomBytes } from "node:crypto";
 import { createServer } from "node:http";
 import { AuthAgentClient, AuthAgentError } from "../dist/index.js";
 
@@ -24,6 +29,14 @@ if (!port || !issuer || !clientId) {
 const origin = `http://127.0.0.1:${port}`;
 const client = new AuthAgentClient({ issuer, clientId, clientSecret, redirectUri: `${origin}/callback` });
 
+/** Sign-ins in progress, by session cookie. */
+const sessions = new Map();
+
+function sessionOf(req) {
+  const m = /(?:^|;\s*)sid=([A-Za-z0-9_-]+)/.exec(req.headers.cookie ?? "");
+  return m?.[1];
+}
+
 function reply(res, status, body) {
   res.writeHead(status, { "Content-Type": "application/json", "Cache-Control": "no-store" });
   res.end(JSON.stringify(body));
@@ -34,12 +47,25 @@ const server = createServer(async (req, res) => {
   try {
     if (req.method === "GET" && url.pathname === "/login") {
       const signIn = await client.createSignInUrl({ scope: url.searchParams.get("scope") ?? "openid profile data:read" });
-      res.writeHead(302, { Location: signIn.url, "Cache-Control": "no-store" });
+      const sid = randomBytes(16).toString("base64url");
+      sessions.set(sid, signIn);
+      res.writeHead(302, {
+        Location: signIn.url,
+        "Cache-Control": "no-store",
+        "Set-Cookie": `sid=${sid}; Path=/; HttpOnly; SameSite=Lax`,
+      });
       res.end();
       return;
     }
     if (req.method === "GET" && url.pathname === "/callback") {
-      const { tokens, claims } = await client.handleCallback(url);
+      const sid = sessionOf(req);
+      const request = sid === undefined ? undefined : sessions.get(sid);
+      sessions.delete(sid);
+      if (request === undefined) {
+        reply(res, 400, { error: "invalid_callback", error_description: "no sign-in was started in this browser" });
+        return;
+      }
+      const { tokens, claims } = await client.handleCallback(url, { request });
       reply(res, 200, {
         sub: claims?.sub,
         claims,

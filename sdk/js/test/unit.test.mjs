@@ -67,6 +67,21 @@ describe("verifyIDToken", () => {
     });
   }
 
+  test("refuses critical header parameters", async () => {
+    const { jwk, sign } = await signer("ES256");
+    await assert.rejects(verifyIDToken(await sign(claims, { crit: ["exp"] }), opts(jwk)), (e) => e.error === ErrorCodes.idToken);
+  });
+
+  test("checks an EdDSA token's at_hash with SHA-256 (as Auth Agent) or SHA-512", async () => {
+    const { jwk, sign } = await signer("EdDSA");
+    for (const [hash, size] of [["SHA-256", 16], ["SHA-512", 32]]) {
+      const digest = new Uint8Array(await crypto.subtle.digest(hash, enc.encode("the-access-token")));
+      const token = await sign({ ...claims, at_hash: base64url(digest.slice(0, size)) });
+      assert.equal((await verifyIDToken(token, opts(jwk, { accessToken: "the-access-token" }))).sub, "agent-1");
+      await assert.rejects(verifyIDToken(token, opts(jwk, { accessToken: "another" })), (e) => e.error === ErrorCodes.idToken);
+    }
+  });
+
   test("checks at_hash against the access token", async () => {
     const { jwk, sign } = await signer("ES256");
     const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", enc.encode("the-access-token")));
@@ -143,6 +158,27 @@ describe("errors read from answers", () => {
       await assert.rejects(client.signIn(url, { agentId: "a", agentSecret: "s" }), (e) => e.error === "invalid_request", url);
     }
     assert.equal(calls, 0);
+  });
+
+  test("an answer larger than 1 MiB is not read", async () => {
+    const client = new AuthAgentClient({ issuer: "https://auth.example", fetch: answer(200, "{}", { "Content-Length": String(2 << 20) }) });
+    await assert.rejects(client.getProfile("t"), (e) => e.error === ErrorCodes.response && /too large/.test(e.error_description));
+  });
+
+  test("a kept sign-in request is used once, and a damaged one is refused", async () => {
+    const kept = new Map();
+    const storage = { getItem: (k) => kept.get(k) ?? null, setItem: (k, v) => void kept.set(k, v), removeItem: (k) => void kept.delete(k) };
+    const discovery = { issuer: "https://auth.example", authorization_endpoint: "https://auth.example/oauth2/authorize", token_endpoint: "https://auth.example/oauth2/token", jwks_uri: "https://auth.example/jwks" };
+    const client = new AuthAgentClient({ issuer: "https://auth.example", clientId: "site", redirectUri: "https://site.example/cb", transactionStorage: storage, fetch: answer(200, discovery) });
+    const request = await client.createSignInUrl();
+    assert.equal(kept.size, 1);
+    // Passing the request itself still spends the kept copy.
+    await assert.rejects(client.handleCallback(`https://site.example/cb?error=access_denied&state=${request.state}&iss=https://auth.example`, { request }), (e) => e.error === "access_denied");
+    assert.equal(kept.size, 0);
+    const second = await client.createSignInUrl();
+    const [key] = kept.keys();
+    kept.set(key, JSON.stringify({ ...JSON.parse(kept.get(key)), createdAt: undefined }));
+    await assert.rejects(client.handleCallback(`https://site.example/cb?code=c&state=${second.state}&iss=https://auth.example`), (e) => e.error === ErrorCodes.callback);
   });
 
   test("a bad issuer is a TypeError at construction", () => {

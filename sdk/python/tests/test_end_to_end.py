@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import http.cookiejar
 import json
 import os
 import secrets
@@ -151,11 +152,13 @@ def test_sign_in_to_the_js_website() -> None:
         def redirect_request(self, *args, **kwargs):  # type: ignore[no-untyped-def]
             return None
 
+    # The browser keeps the site's session cookie; the agent answers the sign-in.
+    browser = urllib.request.build_opener(NoRedirect, urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()))
     with pytest.raises(urllib.error.HTTPError) as login:
-        urllib.request.build_opener(NoRedirect).open(SITE + "/login", timeout=10)
+        browser.open(SITE + "/login", timeout=10)
     assert login.value.code == 302
     redirect = client.sign_in(login.value.headers["Location"], agent_id="py-js", agent_secret=SECRET)
-    with urllib.request.urlopen(redirect, timeout=10) as resp:
+    with browser.open(redirect, timeout=10) as resp:
         done = json.loads(resp.read())
     assert done["sub"] == "py-js" and "data:read" in done["scope"].split()
     assert guarded_status(done["access_token"]) == 200
