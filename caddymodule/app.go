@@ -35,6 +35,7 @@ const (
 	DefaultRefreshTokenLifetime = 720 * time.Hour
 	DefaultKeyRotation          = 720 * time.Hour
 	DefaultCodeLifetime         = time.Minute
+	DefaultBodyTimeout          = 10 * time.Second
 	DefaultRequestLifetime      = 5 * time.Minute
 )
 
@@ -93,6 +94,11 @@ type App struct {
 	// How long a pending authorization request waits for its agent.
 	// Default: 5m.
 	RequestLifetime caddy.Duration `json:"request_lifetime,omitempty"`
+
+	// How long a request to the IdP's endpoints may take to send its
+	// body; slower ones get 408 and their connection is closed (Caddy's
+	// own read timeout is off by default). Default: 10s.
+	BodyTimeout caddy.Duration `json:"body_timeout,omitempty"`
 
 	// Rate limits (SPEC §7). Default: registration 5/h per IP, failed
 	// authentication 10/m per IP and agent, refresh 60/h per client, API
@@ -272,6 +278,7 @@ func (a *App) Provision(ctx caddy.Context) error {
 		RefreshTokenLifetime:      durationOr(a.RefreshTokenLifetime, DefaultRefreshTokenLifetime),
 		CodeLifetime:              durationOr(a.CodeLifetime, DefaultCodeLifetime),
 		RequestLifetime:           durationOr(a.RequestLifetime, DefaultRequestLifetime),
+		BodyTimeout:               durationOr(a.BodyTimeout, DefaultBodyTimeout),
 		ScopeDescriptions:         a.ScopeDescriptions,
 		ClientIDMetadataDocuments: a.ClientIDMetadataDocuments != "off",
 		ClientIDMetadataHosts:     a.ClientIDMetadataHosts,
@@ -476,7 +483,7 @@ func (a *App) Validate() error {
 	}
 	for name, d := range map[string]caddy.Duration{
 		"access_token_lifetime": a.AccessTokenLifetime, "refresh_token_lifetime": a.RefreshTokenLifetime, "key_rotation": a.KeyRotation,
-		"code_lifetime": a.CodeLifetime, "request_lifetime": a.RequestLifetime,
+		"code_lifetime": a.CodeLifetime, "request_lifetime": a.RequestLifetime, "body_timeout": a.BodyTimeout,
 	} {
 		if d < 0 {
 			return fmt.Errorf("auth_agent: %s %s must be positive", name, time.Duration(d))
@@ -492,6 +499,9 @@ func (a *App) Validate() error {
 	}
 	if d := time.Duration(a.CodeLifetime); d != 0 && (d < time.Second || d > 10*time.Minute) {
 		return fmt.Errorf("auth_agent: code_lifetime %s must be between 1s and 10m", d)
+	}
+	if d := time.Duration(a.BodyTimeout); d != 0 && (d < time.Second || d > 10*time.Minute) {
+		return fmt.Errorf("auth_agent: body_timeout %s must be between 1s and 10m", d)
 	}
 	if d := time.Duration(a.RequestLifetime); d != 0 && (d < 10*time.Second || d > time.Hour) {
 		return fmt.Errorf("auth_agent: request_lifetime %s must be between 10s and 1h", d)

@@ -49,6 +49,7 @@ func init() {
 //		dynamic_client_registration off|open|token <token>
 //		code_lifetime <duration>
 //		request_lifetime <duration>
+//		body_timeout <duration>
 //		rate_limit {
 //			registration <N/s|m|h|d>|off
 //			authentication <N/s|m|h|d>|off
@@ -99,7 +100,7 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if d.NextArg() {
 				return d.ArgErr()
 			}
-		case "access_token_lifetime", "refresh_token_lifetime", "key_rotation", "code_lifetime", "request_lifetime":
+		case "access_token_lifetime", "refresh_token_lifetime", "key_rotation", "code_lifetime", "request_lifetime", "body_timeout":
 			if !d.NextArg() {
 				return d.ArgErr()
 			}
@@ -119,6 +120,8 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				a.CodeLifetime = caddy.Duration(dur)
 			case "request_lifetime":
 				a.RequestLifetime = caddy.Duration(dur)
+			case "body_timeout":
+				a.BodyTimeout = caddy.Duration(dur)
 			default:
 				a.KeyRotation = caddy.Duration(dur)
 			}

@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"bufio"
 	"context"
 	"fmt"
 	"io"
@@ -319,4 +320,53 @@ func TestAuthorizeFlood(t *testing.T) {
 	}
 	// The other address's request goes on as usual.
 	c.approve(t, r.str("request_id"), "flooded")
+}
+
+// TestSlowBodiesTimeOut: connections that send their body a byte at a time
+// are answered 408 and closed once body_timeout passes, instead of being
+// held open for as long as the client likes; others are served meanwhile.
+func TestSlowBodiesTimeOut(t *testing.T) {
+	c := newCaddy(t, "")
+	c.start("\t\tbody_timeout 2s")
+	const conns = 20
+	type result struct {
+		status string
+		after  time.Duration
+		err    error
+	}
+	results := make(chan result, conns)
+	for range conns {
+		go func() {
+			start := time.Now()
+			conn, err := net.Dial("tcp", strings.TrimPrefix(c.base(), "http://"))
+			if err != nil {
+				results <- result{err: err}
+				return
+			}
+			defer conn.Close()
+			fmt.Fprintf(conn, "POST /api/register-agent HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\nContent-Length: 200\r\n\r\n{", strings.TrimPrefix(c.base(), "http://"))
+			// A byte every 500 ms until the server answers (bounded: 20 bytes).
+			go func() {
+				for range 20 {
+					time.Sleep(500 * time.Millisecond)
+					if _, err := conn.Write([]byte(" ")); err != nil {
+						return
+					}
+				}
+			}()
+			conn.SetReadDeadline(time.Now().Add(15 * time.Second))
+			line, err := bufio.NewReader(conn).ReadString('\n')
+			results <- result{status: strings.TrimSpace(line), after: time.Since(start), err: err}
+		}()
+	}
+	// Meanwhile the server answers others at once.
+	if r := c.register(t, "patient", secret); r.status != 201 {
+		t.Fatalf("a normal registration during the slow ones: %d %s", r.status, r.body)
+	}
+	for range conns {
+		r := <-results
+		if r.err != nil || r.status != "HTTP/1.1 408 Request Timeout" || r.after < 2*time.Second || r.after > 8*time.Second {
+			t.Fatalf("a slow body: %q after %s (%v)", r.status, r.after, r.err)
+		}
+	}
 }

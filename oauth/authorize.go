@@ -51,7 +51,11 @@ func (s *authorizer) handleAuthorize(w http.ResponseWriter, r *http.Request) err
 	r.Body = http.MaxBytesReader(w, r.Body, s.cfg.MaxBody)
 	if err := r.ParseForm(); err != nil {
 		metrics.SignIn(signinRefused)
-		s.errorPage(w, http.StatusBadRequest, "The authorization request is malformed.")
+		status := http.StatusBadRequest
+		if e := readError(err); e.Status != http.StatusBadRequest {
+			status = e.Status // too large, or too slow
+		}
+		s.errorPage(w, status, "The authorization request is malformed.")
 		return nil
 	}
 	q := r.Form

@@ -6,11 +6,33 @@ import (
 	"errors"
 	"io"
 	"mime"
+	"net"
 	"net/http"
+	"os"
+	"time"
 )
 
 // DefaultMaxBody caps request bodies (SPEC §3).
 const DefaultMaxBody = 64 << 10
+
+// DefaultBodyTimeout is how long a request may take to send its body
+// (SPEC §3).
+const DefaultBodyTimeout = 10 * time.Second
+
+// readError is the answer to a body that could not be read: too large,
+// too slow, or cut off.
+func readError(err error) *Error {
+	var tooBig *http.MaxBytesError
+	var netErr net.Error
+	switch {
+	case errors.As(err, &tooBig):
+		return ErrTooLarge("the request body is larger than the limit")
+	case errors.Is(err, os.ErrDeadlineExceeded) || errors.As(err, &netErr) && netErr.Timeout():
+		return ErrRequestTimeout("the request body did not arrive in time")
+	default:
+		return ErrInvalidRequest("could not read the request body")
+	}
+}
 
 // DecodeJSON reads a JSON object body of at most max bytes into v. Unknown
 // fields are ignored; anything else that is wrong is invalid_request: not
@@ -25,11 +47,7 @@ func DecodeJSON(w http.ResponseWriter, r *http.Request, max int64, v any) error 
 	}
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, max))
 	if err != nil {
-		var tooBig *http.MaxBytesError
-		if errors.As(err, &tooBig) {
-			return ErrTooLarge("the request body is larger than the limit")
-		}
-		return ErrInvalidRequest("could not read the request body")
+		return readError(err)
 	}
 	if len(bytes.TrimSpace(body)) == 0 {
 		return ErrInvalidRequest("the request body is empty; a JSON object is required")

@@ -49,12 +49,18 @@ func ErrInvalidRequest(desc string) *Error { return newError("invalid_request", 
 func ErrNotFoundPath(desc string) *Error   { return newError("invalid_request", 404, desc) }
 func ErrConflict(desc string) *Error       { return newError("invalid_request", 409, desc) }
 func ErrTooLarge(desc string) *Error       { return newError("invalid_request", 413, desc) }
-func ErrInvalidClient(desc string) *Error  { return newError("invalid_client", 401, desc) }
-func ErrInvalidGrant(desc string) *Error   { return newError("invalid_grant", 400, desc) }
-func ErrInvalidScope(desc string) *Error   { return newError("invalid_scope", 400, desc) }
-func ErrInvalidTarget(desc string) *Error  { return newError("invalid_target", 400, desc) }
-func ErrAccessDenied(desc string) *Error   { return newError("access_denied", 403, desc) }
-func ErrLoginRequired(desc string) *Error  { return newError("login_required", 400, desc) }
+
+// ErrRequestTimeout answers a body that did not arrive in time; the
+// connection is closed after it.
+func ErrRequestTimeout(desc string) *Error {
+	return newError("invalid_request", 408, desc).WithHeader("Connection", "close")
+}
+func ErrInvalidClient(desc string) *Error { return newError("invalid_client", 401, desc) }
+func ErrInvalidGrant(desc string) *Error  { return newError("invalid_grant", 400, desc) }
+func ErrInvalidScope(desc string) *Error  { return newError("invalid_scope", 400, desc) }
+func ErrInvalidTarget(desc string) *Error { return newError("invalid_target", 400, desc) }
+func ErrAccessDenied(desc string) *Error  { return newError("access_denied", 403, desc) }
+func ErrLoginRequired(desc string) *Error { return newError("login_required", 400, desc) }
 
 // ErrUnauthorizedClient: the client may not use this grant or response type.
 func ErrUnauthorizedClient(desc string) *Error { return newError("unauthorized_client", 400, desc) }

@@ -3,7 +3,6 @@ package oauth
 import (
 	"encoding/base64"
 	"encoding/json"
-	"errors"
 	"io"
 	"mime"
 	"net/http"
@@ -22,11 +21,7 @@ func readParams(w http.ResponseWriter, r *http.Request, max int64) (url.Values, 
 	}
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, max))
 	if err != nil {
-		var tooBig *http.MaxBytesError
-		if errors.As(err, &tooBig) {
-			return nil, ErrTooLarge("the request body is larger than the limit")
-		}
-		return nil, ErrInvalidRequest("could not read the request body")
+		return nil, readError(err)
 	}
 	var v url.Values
 	switch mt {

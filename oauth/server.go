@@ -46,6 +46,9 @@ type Config struct {
 	RequestLifetime      time.Duration // 5m
 	// MaxBody caps request bodies; 0 means DefaultMaxBody.
 	MaxBody int64
+	// BodyTimeout bounds the time a request may take to send its body
+	// (408 past it); 0 means DefaultBodyTimeout.
+	BodyTimeout time.Duration
 	// ScopeDescriptions are the operator's words for API scopes, shown on
 	// the sign-in page.
 	ScopeDescriptions map[string]string
@@ -117,6 +120,9 @@ type route struct {
 func NewServer(cfg Config, d Deps) *Server {
 	if cfg.MaxBody <= 0 {
 		cfg.MaxBody = DefaultMaxBody
+	}
+	if cfg.BodyTimeout <= 0 {
+		cfg.BodyTimeout = DefaultBodyTimeout
 	}
 	if cfg.RefreshTokenLifetime <= 0 {
 		cfg.RefreshTokenLifetime = 720 * time.Hour
@@ -193,6 +199,15 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if !allowed {
 		WriteError(w, ErrMethodNotAllowed(rt.methods...))
 		return
+	}
+	if r.Body != nil && r.Body != http.NoBody {
+		// A body that trickles in holds a connection and a goroutine for
+		// as long as the client likes (Caddy sets no read timeout by
+		// default): past the deadline a read fails, and the answer is 408.
+		rc := http.NewResponseController(w)
+		if rc.SetReadDeadline(time.Now().Add(s.cfg.BodyTimeout)) == nil {
+			defer rc.SetReadDeadline(time.Time{})
+		}
 	}
 	if err := rt.handle(w, r); err != nil {
 		s.Fail(w, r, err)
