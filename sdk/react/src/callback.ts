@@ -44,7 +44,11 @@ export function storageKey(issuer: string, clientId: string): string {
   return `authagent.session.${issuer.replace(/\/+$/, "")}.${clientId}`;
 }
 
-/** Reads a kept session; anything unreadable counts as none (and is dropped). */
+/**
+ * Reads a kept session. Anything unreadable counts as none and is dropped, as
+ * is an access token that has expired with no refresh token to renew it: the
+ * user must not look signed in with a token every API refuses.
+ */
 export function readSession(storage: Storage, key: string): StoredSession | null {
   const raw = storage.getItem(key);
   if (raw === null) {
@@ -55,13 +59,13 @@ export function readSession(storage: Storage, key: string): StoredSession | null
     if (typeof v === "object" && v !== null) {
       const rec = v as Record<string, unknown>;
       const tokens = Tokens.fromJSON(rec.tokens);
-      if (tokens) {
+      if (tokens && (tokens.refreshToken !== undefined || tokens.valid())) {
         const user = typeof rec.user === "object" && rec.user !== null ? (rec.user as IDTokenClaims) : null;
         return { tokens, user };
       }
     }
   } catch {
-    // Fall through: a damaged entry is dropped like an absent one.
+    // Fall through: a damaged entry is dropped like an expired one.
   }
   storage.removeItem(key);
   return null;

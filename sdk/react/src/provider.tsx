@@ -7,7 +7,7 @@ import {
   type Tokens,
   type TransactionStorage,
 } from "@authagent/sdk";
-import { createContext, type ReactNode, useCallback, useContext, useEffect, useMemo, useRef, useState } from "react";
+import { createContext, type ReactNode, useCallback, useContext, useEffect, useMemo, useRef, useState, useSyncExternalStore } from "react";
 import { asAuthAgentError, isCallback, readSession, storageKey, withoutCallbackParams, writeSession } from "./callback.js";
 
 /** Where the provider keeps the tokens between page loads. */
@@ -29,10 +29,19 @@ export interface AuthAgentProviderProps {
    * running on the origin can read them.
    */
   tokenStorage?: TokenStorage;
-  /** Sends the browser to the authorization URL (default `window.location.assign`); tests and routers replace it. */
+  /**
+   * Sends the browser to the authorization URL (default `window.location.assign`); tests and routers replace it.
+   * `isLoading` stays true after it returns, as the page is leaving; one that keeps the page (a test, a popup)
+   * leaves it so until `signOut()` or a new provider.
+   */
   navigate?: (url: string) => void;
   /** Renew the access token this long before it expires, in ms (default 60 000; capped at half the token's lifetime). */
   refreshMarginMs?: number;
+  /**
+   * The `fetch` the provider talks to the issuer with (default: the global one): for tests that watch or hold
+   * requests, and for custom transports. Keep it stable (defined outside the component): a new one makes a new client.
+   */
+  fetch?: typeof fetch;
   children?: ReactNode;
 }
 
@@ -47,7 +56,10 @@ export interface AuthAgentContextValue {
   accessToken: string | null;
   /** All the tokens (access, refresh, ID), or null. */
   tokens: Tokens | null;
-  /** True while a sign-in is being prepared or finished at the redirect URI. */
+  /**
+   * True while a sign-in is being prepared, leaving for the issuer, or finished at the redirect URI; and, on a
+   * server-rendered page, until the browser has looked for a kept session and a callback.
+   */
   isLoading: boolean;
   /** The last failure (`error.error` is the OAuth code, or `network_error`, `invalid_callback`, …), or null. */
   error: AuthAgentError | null;
@@ -68,6 +80,14 @@ interface State {
 
 const signedOut: State = { tokens: null, user: null, isLoading: false, error: null };
 
+/**
+ * What a server renders, and the browser while it hydrates that HTML (the two
+ * must match): signed out, and loading, since only the browser can see a kept
+ * session or a callback, and an app's "signed out, go to the login page" must
+ * not fire before it has looked.
+ */
+const notLookedYet: State = { ...signedOut, isLoading: true };
+
 /** setTimeout's largest delay (about 24.8 days); longer ones fire at once. */
 const maxTimerDelayMs = 2 ** 31 - 1;
 
@@ -81,11 +101,36 @@ const pendingSignIns: TransactionStorage = {
 const AuthAgentContext = createContext<AuthAgentContextValue | null>(null);
 
 /**
+ * What the browser knows at a page load: the kept session (when the app opted
+ * in), and whether this load is a callback to finish. A kept session stays
+ * until a callback replaces it: a forged or stale callback link must not sign
+ * the user out.
+ */
+function pageState(persist: boolean, key: string, redirectUri: string): State {
+  const kept = persist ? readSession(window.sessionStorage, key) : null;
+  return { ...signedOut, ...kept, isLoading: isCallback(window.location.href, redirectUri) };
+}
+
+const subscribeToNothing = () => () => {};
+
+/**
+ * True on a server and while React hydrates server-rendered HTML: exactly the
+ * renders for which React takes `useSyncExternalStore`'s server snapshot. A
+ * page rendered in the browser alone reads its state on the first render, so
+ * it never shows a signed-out frame before a restored session.
+ */
+function useServerRendering(): boolean {
+  return useSyncExternalStore(subscribeToNothing, () => false, () => true);
+}
+
+/**
  * Makes "Sign in with Auth Agent" available below it: `useAuthAgent()` and
  * `<SignInWithAuthAgent>`. When the page is the redirect URI with a `code`
  * or `error`, it finishes the sign-in (state, PKCE, ID-token verification)
  * and removes those parameters from the address bar. It keeps the access
- * token fresh with the refresh token, before it expires.
+ * token fresh with the refresh token, before it expires. Rendered on a
+ * server, and while the browser hydrates that HTML, it is signed out and
+ * loading; it looks at sessionStorage and the address bar right after.
  *
  * The pending sign-in (state, nonce, PKCE verifier) is kept in
  * `sessionStorage`: the browser leaves the page for the issuer and comes
@@ -93,22 +138,43 @@ const AuthAgentContext = createContext<AuthAgentContextValue | null>(null);
  */
 export function AuthAgentProvider(props: AuthAgentProviderProps): ReactNode {
   const { issuer, clientId, redirectUri, scope, tokenStorage = "memory", navigate = assignLocation, refreshMarginMs = 60_000 } = props;
+  const fetcher = props.fetch;
   const client = useMemo(
-    () => new AuthAgentClient({ issuer, clientId, redirectUri, transactionStorage: pendingSignIns }),
-    [issuer, clientId, redirectUri],
+    () => new AuthAgentClient({ issuer, clientId, redirectUri, transactionStorage: pendingSignIns, ...(fetcher ? { fetch: fetcher } : {}) }),
+    [issuer, clientId, redirectUri, fetcher],
   );
   const key = storageKey(issuer, clientId);
   const persist = tokenStorage === "sessionStorage";
 
-  const [state, setState] = useState<State>(() => {
-    if (typeof window === "undefined") {
-      return signedOut; // Rendered on a server: the browser's first render takes over.
+  const serverRendering = useServerRendering();
+  const [state, setState] = useState<State>(() => (serverRendering ? notLookedYet : pageState(persist, key, redirectUri)));
+
+  // Hydrated from server HTML: now look at the page. This runs before the
+  // callback effect below removes the callback's parameters.
+  const lookAfterHydration = useRef(serverRendering);
+  useEffect(() => {
+    if (lookAfterHydration.current) {
+      lookAfterHydration.current = false;
+      setState(pageState(persist, key, redirectUri));
     }
-    // A kept session stays until a callback replaces it: a forged or stale
-    // callback link must not sign the user out.
-    const kept = persist ? readSession(window.sessionStorage, key) : null;
-    return { ...signedOut, ...kept, isLoading: isCallback(window.location.href, redirectUri) };
-  });
+  }, [persist, key, redirectUri]);
+
+  // False once the provider is gone for good (StrictMode's rehearsal unmount
+  // is followed by a remount, which sets it again).
+  const mounted = useRef(false);
+  useEffect(() => {
+    mounted.current = true;
+    return () => {
+      mounted.current = false;
+    };
+  }, []);
+
+  // Counts sign-outs: a sign-in that finishes after one belongs to a session
+  // the user has ended.
+  const signOuts = useRef(0);
+
+  // Set once signIn has sent the browser to the issuer: the page is leaving.
+  const leaving = useRef(false);
 
   // The session renewing the current tokens; replaced on every sign-in and
   // dropped on sign-out, so a refresh that finishes late for an old session
@@ -151,6 +217,17 @@ export function AuthAgentProvider(props: AuthAgentProviderProps): ReactNode {
     }
   }, []);
 
+  /** Revokes the refresh token, which ends its whole family at the issuer, and the access token, so it stops working at APIs at once. */
+  const revoke = useCallback(
+    async (tokens: Tokens) => {
+      if (tokens.refreshToken) {
+        await client.revoke(tokens.refreshToken, { clientId });
+      }
+      await client.revoke(tokens.accessToken, { clientId });
+    },
+    [client, clientId],
+  );
+
   // Finish a sign-in that came back to the redirect URI. The parameters are
   // removed at once: the code is single use, so a reload must not send it again.
   useEffect(() => {
@@ -159,14 +236,39 @@ export function AuthAgentProvider(props: AuthAgentProviderProps): ReactNode {
       return;
     }
     window.history.replaceState(window.history.state, "", withoutCallbackParams(href));
+    const signOutsBefore = signOuts.current;
+    const stillWanted = () => mounted.current && signOuts.current === signOutsBefore;
     client.handleCallback(href).then(
       ({ tokens, claims }) => {
+        if (!stillWanted()) {
+          // Signed out (or the provider gone) meanwhile: nobody holds these
+          // tokens now, so end them rather than leave them working.
+          revoke(tokens).catch(() => {});
+          return;
+        }
         startSession(tokens);
         setState({ tokens, user: claims ?? null, isLoading: false, error: null });
       },
-      (err: unknown) => setState((s) => ({ ...s, isLoading: false, error: asAuthAgentError(err) })),
+      (err: unknown) => {
+        if (stillWanted()) {
+          setState((s) => ({ ...s, isLoading: false, error: asAuthAgentError(err) }));
+        }
+      },
     );
-  }, [client, redirectUri, startSession]);
+  }, [client, redirectUri, startSession, revoke]);
+
+  // Back from the issuer's page, the browser may restore this page from its
+  // back/forward cache as it was left, loading: let the user start again.
+  useEffect(() => {
+    const shown = (event: PageTransitionEvent) => {
+      if (event.persisted && leaving.current) {
+        leaving.current = false;
+        setState((s) => ({ ...s, isLoading: false }));
+      }
+    };
+    window.addEventListener("pageshow", shown);
+    return () => window.removeEventListener("pageshow", shown);
+  }, []);
 
   // Renew the tokens shortly before they expire, and again after each renewal.
   useEffect(() => {
@@ -209,7 +311,9 @@ export function AuthAgentProvider(props: AuthAgentProviderProps): ReactNode {
         const requested = params.scope ?? scope;
         const request = await client.createSignInUrl({ ...params, ...(requested === undefined ? {} : { scope: requested }) });
         navigate(request.url);
-        setState((s) => ({ ...s, isLoading: false }));
+        // Still loading: the page is leaving for the issuer, and a button
+        // enabled meanwhile would start a second sign-in.
+        leaving.current = true;
       } catch (err) {
         setState((s) => ({ ...s, isLoading: false, error: asAuthAgentError(err) }));
       }
@@ -219,22 +323,19 @@ export function AuthAgentProvider(props: AuthAgentProviderProps): ReactNode {
 
   const signOut = useCallback(async () => {
     const tokens = sessionRef.current?.tokens ?? state.tokens;
+    signOuts.current++;
     sessionRef.current = null;
+    leaving.current = false;
     setState(signedOut);
     if (!tokens) {
       return;
     }
     try {
-      // Revoking the refresh token ends its whole family at the issuer; the
-      // access token is revoked too, so it stops working at APIs at once.
-      if (tokens.refreshToken) {
-        await client.revoke(tokens.refreshToken, { clientId });
-      }
-      await client.revoke(tokens.accessToken, { clientId });
+      await revoke(tokens);
     } catch (err) {
       setState((s) => ({ ...s, error: asAuthAgentError(err) }));
     }
-  }, [client, clientId, state.tokens]);
+  }, [revoke, state.tokens]);
 
   const getAccessToken = useCallback(async () => {
     const session = sessionRef.current;

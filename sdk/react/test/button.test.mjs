@@ -2,16 +2,26 @@
 // (nothing here reaches the network).
 import assert from "node:assert/strict";
 import { afterEach, describe, test } from "node:test";
-import { cleanup, fireEvent, render, screen, waitFor } from "@testing-library/react";
+import { act, cleanup, fireEvent, render, screen, waitFor } from "@testing-library/react";
 import React from "react";
 import { isCallback, withoutCallbackParams } from "../dist/callback.js";
 import { AuthAgentProvider, SignInWithAuthAgent, useAuthAgent } from "../dist/index.js";
-import { goTo, mount } from "./harness.mjs";
+import { discoveryOnly, goTo, mount } from "./harness.mjs";
 
 const h = React.createElement;
 // Never contacted: a click that reaches the network would fail the test by
 // calling navigate or setting an error.
 const props = { issuer: "http://127.0.0.1:9", clientId: "spa", redirectUri: "http://localhost:3000/callback" };
+const sessionKey = "authagent.session.http://127.0.0.1:9.spa";
+
+/** Lets the effects of the last render run. */
+const settle = () => act(async () => {});
+
+/** Keeps a session in sessionStorage as the provider would, its access token expiring `inMs` from now. */
+function keepSession(inMs, { refreshToken } = {}) {
+  const tokens = { accessToken: "at-1", tokenType: "Bearer", expiresIn: 3600, scope: "openid", expiresAt: Date.now() + inMs, refreshToken };
+  window.sessionStorage.setItem(sessionKey, JSON.stringify({ tokens, user: { sub: "agent-1" } }));
+}
 
 afterEach(() => {
   cleanup();
@@ -94,6 +104,30 @@ describe("SignInWithAuthAgent", () => {
     mount(props, h(SignInWithAuthAgent, { disabled: true }));
     assert.equal(screen.getByRole("button").disabled, true);
   });
+
+  test("while busy it keeps focus and its name, says aria-disabled, and ignores clicks", async () => {
+    let clicked = 0;
+    const { navigated } = mount({ ...props, fetch: discoveryOnly(props.issuer).fetch }, h(SignInWithAuthAgent, { onClick: () => clicked++ }));
+    const button = screen.getByRole("button", { name: "Sign in with Auth Agent" });
+    assert.equal(button.getAttribute("aria-disabled"), null);
+    button.focus();
+    fireEvent.click(button);
+    await waitFor(() => assert.equal(navigated.length, 1));
+    await settle();
+
+    // Leaving for the issuer: busy, yet still in the tab order and focused.
+    assert.equal(screen.getByRole("button", { name: "Sign in with Auth Agent" }), button);
+    assert.equal(button.getAttribute("aria-busy"), "true");
+    assert.equal(button.getAttribute("aria-disabled"), "true");
+    assert.equal(button.disabled, false);
+    assert.equal(button.tabIndex, 0);
+    assert.equal(document.activeElement, button);
+
+    fireEvent.click(button);
+    await settle();
+    assert.equal(navigated.length, 1, "a click while busy started another sign-in");
+    assert.equal(clicked, 1, "a click while busy reached onClick, as a disabled button's would not");
+  });
 });
 
 describe("useAuthAgent", () => {
@@ -125,10 +159,66 @@ describe("useAuthAgent", () => {
   });
 
   test("a restored session that is damaged counts as none and is dropped", () => {
-    window.sessionStorage.setItem("authagent.session.http://127.0.0.1:9.spa", "{not json");
+    window.sessionStorage.setItem(sessionKey, "{not json");
     const { latest } = mount({ ...props, tokenStorage: "sessionStorage" });
     assert.equal(latest().user, null);
-    assert.equal(window.sessionStorage.getItem("authagent.session.http://127.0.0.1:9.spa"), null);
+    assert.equal(window.sessionStorage.getItem(sessionKey), null);
+  });
+
+  test("a restored session still valid shows on the first render", () => {
+    keepSession(60_000);
+    const { seen } = mount({ ...props, tokenStorage: "sessionStorage" });
+    assert.equal(seen[0].user?.sub, "agent-1");
+    assert.equal(seen[0].accessToken, "at-1");
+    assert.equal(seen[0].isLoading, false);
+    assert.notEqual(window.sessionStorage.getItem(sessionKey), null);
+  });
+
+  test("a restored session that expired with no refresh token counts as none and is dropped", async () => {
+    keepSession(-1_000);
+    const { seen, latest } = mount({ ...props, tokenStorage: "sessionStorage" });
+    await settle();
+    assert.ok(
+      seen.every((s) => s.user === null && s.accessToken === null),
+      "an expired session with no way to renew it appeared signed in",
+    );
+    assert.equal(latest().error, null);
+    assert.equal(window.sessionStorage.getItem(sessionKey), null);
+  });
+
+  test("after navigating to the issuer it stays loading until the page comes back from the back/forward cache", async () => {
+    const { navigated, latest } = mount({ ...props, fetch: discoveryOnly(props.issuer).fetch });
+    fireEvent.click(screen.getByRole("button", { name: "Sign in with Auth Agent" }));
+    await waitFor(() => assert.equal(navigated.length, 1));
+    await settle();
+    assert.ok(navigated[0].startsWith(`${props.issuer}/oauth2/authorize?`), navigated[0]);
+    assert.equal(latest().isLoading, true, "the page is leaving: the button must stay busy");
+    assert.equal(latest().error, null);
+
+    // A first load of a page is not a return to this one.
+    act(() => window.dispatchEvent(new window.PageTransitionEvent("pageshow", { persisted: false })));
+    assert.equal(latest().isLoading, true);
+
+    // Back from the issuer, restored as it was left: the user can start again.
+    act(() => window.dispatchEvent(new window.PageTransitionEvent("pageshow", { persisted: true })));
+    assert.equal(latest().isLoading, false);
+    assert.equal(screen.getByRole("button", { name: "Sign in with Auth Agent" }).getAttribute("aria-disabled"), null);
+    fireEvent.click(screen.getByRole("button", { name: "Sign in with Auth Agent" }));
+    await waitFor(() => assert.equal(navigated.length, 2));
+  });
+
+  test("a navigate that throws ends the loading with the error", async () => {
+    const { latest } = mount({
+      ...props,
+      fetch: discoveryOnly(props.issuer).fetch,
+      navigate: () => {
+        throw new Error("navigation blocked");
+      },
+    });
+    fireEvent.click(screen.getByRole("button", { name: "Sign in with Auth Agent" }));
+    await waitFor(() => assert.equal(latest().error?.error, "client_error"));
+    assert.equal(latest().error.error_description, "navigation blocked");
+    assert.equal(latest().isLoading, false);
   });
 });
 

@@ -45,6 +45,39 @@ async function callGuarded(accessToken) {
   return { status: resp.status, agent };
 }
 
+/**
+ * A `fetch` for the provider's `fetch` prop: the real one, counting the
+ * authorization-code exchanges it carries. `exchanged` resolves to the first
+ * exchange's answer as the issuer sent it; with `hold`, that answer reaches
+ * the provider only after `release()`.
+ */
+function watchedFetch({ hold = false } = {}) {
+  let release;
+  const gate = new Promise((resolve) => (release = resolve));
+  let answered;
+  const exchanged = new Promise((resolve) => (answered = resolve));
+  const watch = {
+    exchanges: 0,
+    exchanged,
+    release,
+    fetch: async (url, init) => {
+      const exchange = init?.body instanceof URLSearchParams && init.body.get("grant_type") === "authorization_code";
+      if (exchange) {
+        watch.exchanges++;
+      }
+      const resp = await fetch(url, init);
+      if (exchange) {
+        answered(await resp.clone().json());
+        if (hold) {
+          await gate;
+        }
+      }
+      return resp;
+    },
+  };
+  return watch;
+}
+
 /** Clicks the sign-in button and resolves to the authorization URL the provider navigated to. */
 async function clickSignIn(navigated) {
   fireEvent.click(screen.getByRole("button", { name: "Sign in with Auth Agent" }));
@@ -151,13 +184,44 @@ describe("@authagent/react against a real issuer", { skip: issuer ? false : "AUT
   });
 
   test("under StrictMode (effects run twice) the code is exchanged once", async () => {
-    const { latest } = await signInThroughIssuer({}, { strict: true });
-    // A second exchange of the single-use code would fail and revoke what the first got.
-    await new Promise((r) => setTimeout(r, 200));
-    assert.equal(latest().error, null);
+    const watch = watchedFetch();
+    const { seen, latest } = await signInThroughIssuer({ fetch: watch.fetch }, { strict: true });
+    // Both runs of the effect happen at mount, so a second exchange would
+    // have been sent before the first one's answer and ID token were through.
+    assert.equal(watch.exchanges, 1);
+    // A second attempt refused (the pending sign-in is used once) would have shown an error, if only for a render.
+    assert.deepEqual(seen.filter((s) => s.error !== null).map((s) => s.error.error), []);
     assert.equal(window.location.href, redirectUri);
     assert.deepEqual(await callGuarded(latest().accessToken), { status: 200, agent: creds.agentId });
   });
+
+  for (const [what, end, shown] of [
+    ["signOut()", (page) => act(() => page.latest().signOut()), true],
+    ["the provider unmounts", () => cleanup(), false],
+  ]) {
+    test(`a code exchange that finishes after ${what} signs nobody in and its tokens are revoked`, async () => {
+      goTo("/");
+      const first = mount(props);
+      goTo(await agentClient.signIn(await clickSignIn(first.navigated), creds));
+      const watch = watchedFetch({ hold: true });
+      const back = mount({ ...props, fetch: watch.fetch });
+      const issued = await watch.exchanged; // The issuer has answered; the provider has not seen it yet.
+      assert.equal(back.latest().isLoading, true);
+      await end(back);
+      const ended = back.seen.length;
+      watch.release();
+
+      await waitFor(async () => assert.equal((await callGuarded(issued.access_token)).status, 401), waitLong);
+      await assert.rejects(agentClient.refresh(issued.refresh_token, { clientId }), { name: "AuthAgentError", error: "invalid_grant" });
+      await settle();
+      assert.deepEqual(back.seen.slice(ended).filter((s) => s.user !== null || s.accessToken !== null), [], "signed in after all");
+      if (shown) {
+        const { user, accessToken, isLoading, error } = back.latest();
+        assert.deepEqual({ user, accessToken, isLoading, error }, { user: null, accessToken: null, isLoading: false, error: null });
+        assert.equal(screen.getByTestId("user").textContent, "signed out");
+      }
+    });
+  }
 
   test("with tokenStorage=\"sessionStorage\" the tokens are kept, restored on a new page and removed on sign-out", async () => {
     const { latest } = await signInThroughIssuer({ tokenStorage: "sessionStorage" });

@@ -49,3 +49,26 @@ export function sessionStorageValues() {
   }
   return values;
 }
+
+/**
+ * A `fetch` for the provider's `fetch` prop that plays an issuer answering
+ * only its discovery document; every other request fails as an unreachable
+ * host would. `requests` lists every URL asked for. Enough for `signIn` to
+ * build an authorization URL without a server.
+ */
+export function discoveryOnly(issuer) {
+  const requests = [];
+  const fetch = async (url) => {
+    requests.push(String(url));
+    if (String(url) === `${issuer}/.well-known/openid-configuration`) {
+      return Response.json({
+        issuer,
+        authorization_endpoint: `${issuer}/oauth2/authorize`,
+        token_endpoint: `${issuer}/oauth2/token`,
+        jwks_uri: `${issuer}/.well-known/jwks.json`,
+      });
+    }
+    throw new TypeError("fetch failed");
+  };
+  return { fetch, requests };
+}
