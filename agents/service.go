@@ -39,6 +39,10 @@ type Config struct {
 	// Permissions fixes the permissions of the agents it names; it wins over
 	// what is stored, so an operator's configuration is the truth.
 	Permissions map[string][]string
+	// Memo remembers verified secrets; share one across the registries of
+	// successive configurations so a reload does not make every agent pay
+	// argon2id again. nil: the registry has its own.
+	Memo *VerifiedMemo
 }
 
 // Service is the agent registry.
@@ -47,7 +51,7 @@ type Service struct {
 	hasher *Hasher
 	cfg    Config
 	now    func() time.Time
-	cache  *verifiedCache
+	cache  *VerifiedMemo
 	// dummyHash is verified against for unknown agents so that they cost
 	// the same time as known ones.
 	dummyHash string
@@ -58,7 +62,11 @@ func NewService(repo Repository, hasher *Hasher, cfg Config, now func() time.Tim
 	if now == nil {
 		now = time.Now
 	}
-	s := &Service{repo: repo, hasher: hasher, cfg: cfg, now: now, cache: newVerifiedCache(now)}
+	memo := cfg.Memo
+	if memo == nil {
+		memo = NewVerifiedMemo(now)
+	}
+	s := &Service{repo: repo, hasher: hasher, cfg: cfg, now: now, cache: memo}
 	// Made now, not on the first unknown agent, so that no request pays for
 	// it and stands out by its timing.
 	s.dummyHash, _ = hasher.Hash(context.Background(), "unused-dummy-secret")
@@ -354,13 +362,15 @@ func (s *Service) effective(a *Agent) *Agent {
 // the agent did, perhaps in another process).
 func (s *Service) Forget(id string) { s.cache.forget(id) }
 
-// verifiedCache remembers recent successful verifications as a keyed hash of
+// VerifiedMemo remembers recent successful verifications as a keyed hash of
 // (stored hash, secret), so an agent authenticating in a loop does not pay
-// argon2id each time. The key is random per process, the entries expire
+// argon2id each time. One memo may serve several Services (the registries
+// of successive configurations across reloads): entries are by agent id and
+// match only the stored hash they were made for. The key is random per process, the entries expire
 // after verifiedTTL, the size is bounded, and an entry stops matching as
 // soon as the stored hash changes (it is read from the store on every
 // authentication), so it is never stale in a way that matters.
-type verifiedCache struct {
+type VerifiedMemo struct {
 	key     [32]byte
 	entries *cache.Cache[string, [32]byte]
 	now     func() time.Time
@@ -371,13 +381,17 @@ const (
 	verifiedMax = 10000
 )
 
-func newVerifiedCache(now func() time.Time) *verifiedCache {
-	c := &verifiedCache{entries: cache.New[string, [32]byte](verifiedMax, now), now: now}
+// NewVerifiedMemo returns an empty memo; now may be nil (time.Now).
+func NewVerifiedMemo(now func() time.Time) *VerifiedMemo {
+	if now == nil {
+		now = time.Now
+	}
+	c := &VerifiedMemo{entries: cache.New[string, [32]byte](verifiedMax, now), now: now}
 	_, _ = rand.Read(c.key[:])
 	return c
 }
 
-func (c *verifiedCache) mac(storedHash, secret string) [32]byte {
+func (c *VerifiedMemo) mac(storedHash, secret string) [32]byte {
 	m := hmac.New(sha256.New, c.key[:])
 	m.Write([]byte(storedHash))
 	m.Write([]byte{0})
@@ -387,17 +401,17 @@ func (c *verifiedCache) mac(storedHash, secret string) [32]byte {
 	return out
 }
 
-func (c *verifiedCache) match(id, storedHash, secret string) bool {
+func (c *VerifiedMemo) match(id, storedHash, secret string) bool {
 	want := c.mac(storedHash, secret)
 	got, ok := c.entries.Get(id)
 	return ok && hmac.Equal(got[:], want[:])
 }
 
-func (c *verifiedCache) remember(id, storedHash, secret string) {
+func (c *VerifiedMemo) remember(id, storedHash, secret string) {
 	c.entries.Put(id, c.mac(storedHash, secret), c.now().Add(verifiedTTL))
 }
 
-func (c *verifiedCache) forget(id string) { c.entries.Delete(id) }
+func (c *VerifiedMemo) forget(id string) { c.entries.Delete(id) }
 
 func btoi(b bool) int {
 	if b {

@@ -311,6 +311,13 @@ func upgradeStorageJSON(raw json.RawMessage) (json.RawMessage, bool, error) {
 // config, old and new during a reload, shares it.
 var hasher = agents.NewHasher(agents.DefaultArgon2, 0)
 
+// verifiedSecrets is the process's memo of verified agent secrets, shared
+// by every configuration: a reload keeps it, so agents authenticating in
+// a loop do not all pay argon2id again at once.
+var verifiedSecrets = agents.NewVerifiedMemo(nil)
+
+func init() { metrics.SetVerificationSource(hasher.Verifications) }
+
 // keyPublishDelay is how long a new signing key waits between being stored
 // and signing when several processes share the store: each reloads keys
 // every few seconds, so all publish it first.
@@ -371,7 +378,9 @@ func (a *App) start() (*appState, error) {
 	webhooks.SetEvents(bus)
 	keys.SetEvents(bus)
 	a.stopKeyMetrics = metrics.SetKeySource(keys.MetricState)
-	registry := agents.NewService(store, hasher, a.agentCfg, nil)
+	agentCfg := a.agentCfg
+	agentCfg.Memo = verifiedSecrets
+	registry := agents.NewService(store, hasher, agentCfg, nil)
 	a.stopSubs = store.revocations.Subscribe(func(c oauth.Change) {
 		if c.Kind == oauth.ChangeAgentUpdated || c.Kind == oauth.ChangeAgentRevoked {
 			registry.Forget(c.Key)

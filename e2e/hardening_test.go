@@ -370,3 +370,37 @@ func TestSlowBodiesTimeOut(t *testing.T) {
 		}
 	}
 }
+
+// TestReloadKeepsVerifiedSecrets: the memo of verified agent secrets
+// outlives a reload, so agents authenticating in a loop do not all pay
+// argon2id again after one (measured as argon2id verifications, not time).
+func TestReloadKeepsVerifiedSecrets(t *testing.T) {
+	c := newCaddy(t, "")
+	c.start("")
+	c.registerOK(t, "looping")
+	verifications := func() float64 {
+		return metric(c.scrape(t), "auth_agent_secret_hash_verifications_total", nil)
+	}
+	c.token(t, "looping", secret)
+	first := verifications()
+	if first < 1 {
+		t.Fatalf("no verification counted: %v", first)
+	}
+	c.token(t, "looping", secret)
+	if v := verifications(); v != first {
+		t.Fatalf("a repeated authentication ran argon2id: %v → %v", first, v)
+	}
+	for i := range 2 {
+		c.reload(fmt.Sprintf("\t\tcode_lifetime %ds", 50+i)) // a changed config: Caddy skips an identical one
+		c.token(t, "looping", secret)
+		if v := verifications(); v != first {
+			t.Fatalf("after a reload the memo was empty: %v → %v", first, v)
+		}
+	}
+	// A wrong secret is still verified, memo or not.
+	r := do(t, "POST", c.base()+"/api/agent-auth", nil, `{"agent_id":"looping","agent_secret":"Wrong-Secret-1!"}`)
+	wantError(t, r, 401, "invalid_client")
+	if v := verifications(); v != first+1 {
+		t.Fatalf("a wrong secret: %v → %v", first, v)
+	}
+}

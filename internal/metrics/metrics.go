@@ -9,6 +9,7 @@ package metrics
 import (
 	"errors"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -67,9 +68,26 @@ var (
 	}
 )
 
+// secretVerifications reads the process's count of argon2id verifications
+// (set once by the Caddy module: the hasher is process-wide).
+var secretVerifications = prometheus.NewCounterFunc(prometheus.CounterOpts{
+	Namespace: namespace, Name: "secret_hash_verifications_total",
+	Help: "Agent secrets verified with argon2id (authentications the memo of verified secrets did not answer).",
+}, func() float64 {
+	if f := verificationSource.Load(); f != nil {
+		return float64((*f)())
+	}
+	return 0
+})
+
+var verificationSource atomic.Pointer[func() uint64]
+
+// SetVerificationSource names where secret_hash_verifications_total is read.
+func SetVerificationSource(f func() uint64) { verificationSource.Store(&f) }
+
 var collectors = []prometheus.Collector{
 	tokensIssued, authentications, signins, guardDecisions, rateLimitRejections,
-	storageOperations, changeLag, webhookDeliveries, keys,
+	storageOperations, changeLag, webhookDeliveries, keys, secretVerifications,
 }
 
 // Register adds every metric to reg; registering on a registry that has
