@@ -3,6 +3,7 @@ package e2e
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -96,6 +97,23 @@ func TestRequestIDPhishing(t *testing.T) {
 	fake := do(t, "GET", c.base()+"/oauth2/authorize?"+q.Encode(), map[string]string{"Accept": "application/json"}, "")
 	if fake.status != 200 || fake.json["client_name"] != "Demo Site" || fake.json["verified"] != false || fake.json["redirect_host"] != "evil.example" {
 		t.Fatalf("a look-alike client: %d %s", fake.status, fake.body)
+	}
+	// Its sign-in page is no longer the real one's twin: it says where the
+	// browser returns and that the site named itself.
+	fakePage := do(t, "GET", c.base()+"/oauth2/authorize?"+q.Encode(), nil, "")
+	realPage := do(t, "GET", c.base()+"/oauth2/authorize?"+pkceQuery("demo-site", site.callback, "openid", nil).Encode(), nil, "")
+	if !strings.Contains(string(fakePage.body), `id="unverified"`) || !strings.Contains(string(fakePage.body), `<span id="redirect-host">evil.example</span>`) {
+		t.Fatalf("the look-alike's page:\n%s", fakePage.body)
+	}
+	if strings.Contains(string(realPage.body), `id="unverified"`) || !strings.Contains(string(realPage.body), `<span id="redirect-host">`+host+`</span>`) {
+		t.Fatalf("the real page:\n%s", realPage.body)
+	}
+	// Names that disguise themselves are refused at registration.
+	for _, name := range []string{"Demo\u0007Site", "Demo\nSite", "Demo \u202eetiS"} {
+		quoted, _ := json.Marshal(name)
+		r := do(t, "POST", c.base()+"/oauth2/register", nil,
+			fmt.Sprintf(`{"client_name":%s,"redirect_uris":["https://evil.example/callback"],"token_endpoint_auth_method":"none"}`, quoted))
+		wantError(t, r, 400, "invalid_client_metadata")
 	}
 }
 

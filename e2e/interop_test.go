@@ -220,6 +220,7 @@ func TestInteroperability(t *testing.T) {
 
 	t.Run("resource at the token endpoint narrows to what was authorized", func(t *testing.T) {
 		a, b := "https://a.example.com/api", "https://b.example.com/api"
+		// Granted openid, the tokens also name the issuer (for userinfo).
 		q := pkceQuery("demo-site", cb, "openid data:read", url.Values{"resource": {a, b}})
 		code := c.approve(t, c.authorizeJSON(t, q), "interop-agent")
 		redeem := func(extra url.Values) response {
@@ -235,7 +236,7 @@ func TestInteroperability(t *testing.T) {
 		if tok.status != 200 {
 			t.Fatalf("redeem for a: %d %s", tok.status, tok.body)
 		}
-		if aud := audOf(t, tok.str("access_token")); !slices.Equal(aud, []string{a}) {
+		if aud := audOf(t, tok.str("access_token")); !slices.Equal(aud, []string{a, c.base()}) {
 			t.Fatalf("aud %q, want [a]", aud)
 		}
 		refresh := func(rt string, resource ...string) response {
@@ -250,15 +251,15 @@ func TestInteroperability(t *testing.T) {
 		if next.status != 200 {
 			t.Fatalf("refresh for b: %d %s", next.status, next.body)
 		}
-		if aud := audOf(t, next.str("access_token")); !slices.Equal(aud, []string{b}) {
+		if aud := audOf(t, next.str("access_token")); !slices.Equal(aud, []string{b, c.base()}) {
 			t.Fatalf("aud %q, want [b]", aud)
 		}
 		all := refresh(next.str("refresh_token"))
-		if aud := audOf(t, all.str("access_token")); !slices.Equal(aud, []string{a, b}) {
+		if aud := audOf(t, all.str("access_token")); !slices.Equal(aud, []string{a, b, c.base()}) {
 			t.Fatalf("aud without resource %q, want both authorized", aud)
 		}
 		both := refresh(all.str("refresh_token"), b, a)
-		if aud := audOf(t, both.str("access_token")); both.status != 200 || !slices.Equal(aud, []string{b, a}) {
+		if aud := audOf(t, both.str("access_token")); both.status != 200 || !slices.Equal(aud, []string{b, a, c.base()}) {
 			t.Fatalf("resource repeated at the token endpoint: %d %s", both.status, both.body)
 		}
 		// A request naming no resource gets tokens for the issuer, and may

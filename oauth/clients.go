@@ -15,6 +15,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/authagent/caddy-authagent/agents"
 )
@@ -94,6 +96,24 @@ type ClientSpec struct {
 	IDTokenAlg string
 }
 
+// checkDisplayText refuses text shown to people (a client's name on the
+// sign-in page, in the agent's answers) that could disguise itself:
+// invalid UTF-8, control and format characters (BEL, line breaks, the
+// bidi overrides that reverse what follows), separators, private-use and
+// unassigned code points.
+func checkDisplayText(field, s string) error {
+	if !utf8.ValidString(s) {
+		return ErrInvalidRequest(field + " must be valid UTF-8")
+	}
+	for _, r := range s {
+		if unicode.In(r, unicode.Cc, unicode.Cf, unicode.Cs, unicode.Co, unicode.Zl, unicode.Zp) ||
+			!unicode.In(r, unicode.L, unicode.M, unicode.N, unicode.P, unicode.S, unicode.Zs) {
+			return ErrInvalidRequest(fmt.Sprintf("%s must not contain control, format or invisible characters (found U+%04X)", field, r))
+		}
+	}
+	return nil
+}
+
 // MinConfiguredSecret is the shortest client secret an operator may write.
 const MinConfiguredSecret = 32
 
@@ -109,6 +129,9 @@ func NewClient(spec ClientSpec, source string, now time.Time) (*Client, string, 
 	}
 	if len(spec.Name) > 128 {
 		return nil, "", ErrInvalidRequest("client_name must be at most 128 characters")
+	}
+	if err := checkDisplayText("client_name", spec.Name); err != nil {
+		return nil, "", err
 	}
 	name := spec.Name
 	if name == "" {

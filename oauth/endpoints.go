@@ -308,6 +308,9 @@ func (s *metadata) registerClient(w http.ResponseWriter, r *http.Request) (*Clie
 		Scopes: scopes, AnyScope: len(scopes) == 0, GrantTypes: grants, IDTokenAlg: md.IDTokenAlg,
 	}, ClientFromDynamic, s.now())
 	if err != nil {
+		if e := AsError(err); e.Code == "invalid_request" {
+			return nil, "", ErrInvalidClientMetadata(e.Description) // RFC 7591 §3.2.2
+		}
 		return nil, "", err
 	}
 	if err := s.clients.Create(r.Context(), c); err != nil {

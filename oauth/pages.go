@@ -151,6 +151,12 @@ type signInData struct {
 	// ClientHost is the host of a metadata-document client's URL; empty
 	// for other clients.
 	ClientHost string
+	// RedirectHost is where the browser returns after the sign-in.
+	RedirectHost string
+	// Verified is false for a client that named itself (dynamically
+	// registered, or described by its metadata document): another site
+	// could have registered the same name.
+	Verified   bool
 	Initial    string
 	Tone       int
 	Scopes     []scopeLine
@@ -187,20 +193,27 @@ func (s *authorizer) signInData(c *Client, p *authorizeParams, requestID, nonce 
 			"error": "access_denied", "error_description": description, "state": p.state, "iss": s.cfg.Issuer,
 		})
 	}
+	cancel := linkURL(back("The sign-in was cancelled in the browser."))
+	returns := ""
+	if cancel != "" { // a redirect a browser may follow: say where it goes
+		returns = redirectHost(p.redirectURI)
+	}
 	return signInData{
-		Nonce:      nonce,
-		ClientName: name,
-		ClientHost: host,
-		Initial:    initial(name),
-		Tone:       tone(name),
-		Scopes:     s.scopeLines(p.scopes),
-		RequestID:  requestID,
-		StatusPath: s.statusPath(),
-		ExpiresIn:  int64(s.cfg.RequestLifetime / time.Second),
-		CancelURL:  linkURL(back("The sign-in was cancelled in the browser.")),
-		ExpiredURL: string(linkURL(back("The sign-in request expired before an agent completed it."))),
-		FailedURL:  string(linkURL(back("The sign-in page lost contact with the identity provider."))),
-		IssuerHost: s.issuerHost(),
+		Nonce:        nonce,
+		ClientName:   name,
+		ClientHost:   host,
+		RedirectHost: returns,
+		Verified:     c.Source == ClientFromConfig || c.Source == ClientFromAdmin,
+		Initial:      initial(name),
+		Tone:         tone(name),
+		Scopes:       s.scopeLines(p.scopes),
+		RequestID:    requestID,
+		StatusPath:   s.statusPath(),
+		ExpiresIn:    int64(s.cfg.RequestLifetime / time.Second),
+		CancelURL:    linkURL(back("The sign-in was cancelled in the browser.")),
+		ExpiredURL:   string(linkURL(back("The sign-in request expired before an agent completed it."))),
+		FailedURL:    string(linkURL(back("The sign-in page lost contact with the identity provider."))),
+		IssuerHost:   s.issuerHost(),
 	}
 }
 

@@ -250,3 +250,35 @@ func TestErrorPage(t *testing.T) {
 		t.Error("the error page needs no script")
 	}
 }
+
+func TestSignInPageMarksSelfRegisteredClients(t *testing.T) {
+	a := newPageAuthorizer(pageIssuer)
+	p := &authorizeParams{redirectURI: "https://App.example:8443/cb", state: "s", scopes: []string{"openid"}}
+	for source, unverified := range map[string]bool{
+		ClientFromConfig: false, ClientFromAdmin: false, ClientFromDynamic: true, ClientFromDocument: true,
+	} {
+		c := &Client{ID: "c1", Name: "Demo Site", Source: source}
+		if source == ClientFromDocument {
+			c.ID = "https://app.example/client.json"
+		}
+		_, page := renderSignIn(t, a, c, p)
+		if got := strings.Contains(page, `id="unverified"`); got != unverified {
+			t.Errorf("%s: unverified mark %v, want %v", source, got, unverified)
+		}
+		if !strings.Contains(page, `<span id="redirect-host">app.example:8443</span>`) {
+			t.Errorf("%s: the redirect host is not shown", source)
+		}
+	}
+}
+
+func TestClientNamesCannotDisguise(t *testing.T) {
+	for _, name := range []string{"Demo\aSite", "Demo\nSite", "Demo \u202eetiS", "Demo\u200bSite", "Demo\u2028Site", "Demo\ue000", "\xffDemo"} {
+		_, _, err := NewClient(ClientSpec{ID: "c1", Name: name, Public: true, RedirectURIs: []string{"https://app.example/cb"}}, ClientFromDynamic, t0)
+		if err == nil || AsError(err).Status != 400 {
+			t.Errorf("client_name %q: %v", name, err)
+		}
+	}
+	if _, _, err := NewClient(ClientSpec{ID: "c1", Name: "Démo Site — 2", Public: true, RedirectURIs: []string{"https://app.example/cb"}}, ClientFromDynamic, t0); err != nil {
+		t.Errorf("an ordinary name: %v", err)
+	}
+}
