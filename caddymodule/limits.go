@@ -22,7 +22,9 @@ type RateLimitConfig struct {
 	// Failed agent authentications per client IP and per agent id
 	// (successes never count). Default: 10/m.
 	Authentication string `json:"authentication,omitempty"`
-	// Refresh-token grants per client. Default: 60/h.
+	// Refresh-token grants per refresh family (one sign-in of one agent at
+	// one client); each client also has a ceiling of 1000 times this, a
+	// flood guard. Default: 60/h.
 	Refresh string `json:"refresh,omitempty"`
 	// New authorization requests (sign-ins started at /oauth2/authorize)
 	// per client IP. Default: 60/m.
@@ -42,6 +44,10 @@ type RateLimitConfig struct {
 	AuthenticationOnStoreError string `json:"authentication_on_store_error,omitempty"`
 	APIOnStoreError            string `json:"api_on_store_error,omitempty"`
 }
+
+// refreshClientFactor sets a client's refresh ceiling from the per-family
+// budget.
+const refreshClientFactor = 1000
 
 // Default budgets (SPEC §7).
 const (
@@ -177,6 +183,11 @@ func buildLimits(c *RateLimitConfig, repl *caddy.Replacer, log *zap.Logger) (*ra
 		if on {
 			*b.dst = store.Budget(b.name, limit, period)
 		}
+	}
+	if limit, period, on, _ := parseRate(cfg.Refresh); on {
+		// The per-client ceiling: far above one family's budget, only a
+		// guard against a flood through many sign-ins.
+		limits.RefreshClient = store.Budget("refresh_client", limit*refreshClientFactor, period)
 	}
 	return limits, key, nil
 }

@@ -422,3 +422,43 @@ func TestReloadKeepsVerifiedSecrets(t *testing.T) {
 		t.Fatalf("a wrong secret: %v → %v", first, v)
 	}
 }
+
+// TestRefreshBudgetPerSignIn: the refresh budget is one sign-in's (its
+// refresh family), so one agent refreshing through a public client — any
+// MCP client — does not lock every other agent of that client out.
+func TestRefreshBudgetPerSignIn(t *testing.T) {
+	site := newWebsite(t)
+	c := newCaddy(t, "")
+	c.start(oauthOpts(site.callback, "\t\trate_limit {\n\t\t\trefresh 3/h\n\t\t}"))
+	signIn := func(agent string) string {
+		c.registerOK(t, agent)
+		q := pkceQuery("spa", site.callback, "openid profile", nil)
+		code := c.approve(t, c.authorizeJSON(t, q), agent)
+		r := c.formCall(t, "/oauth2/token", "", "", url.Values{"grant_type": {"authorization_code"}, "code": {code},
+			"redirect_uri": {site.callback}, "code_verifier": {verifier}, "client_id": {"spa"}})
+		if r.status != 200 {
+			t.Fatalf("sign-in of %s: %d %s", agent, r.status, r.body)
+		}
+		return r.str("refresh_token")
+	}
+	refresh := func(rt string) response {
+		return c.formCall(t, "/oauth2/token", "", "", url.Values{"grant_type": {"refresh_token"}, "refresh_token": {rt}, "client_id": {"spa"}})
+	}
+	busy, quiet := signIn("busy-agent"), signIn("quiet-agent")
+	for i := range 3 {
+		r := refresh(busy)
+		if r.status != 200 || r.header.Get("X-RateLimit-Limit") != "3" || r.header.Get("X-RateLimit-Remaining") != fmt.Sprint(2-i) {
+			t.Fatalf("refresh %d: %d %v %s", i, r.status, r.header, r.body)
+		}
+		busy = r.str("refresh_token")
+	}
+	r := refresh(busy)
+	wantError(t, r, 429, "rate_limit_exceeded")
+	if r.header.Get("Retry-After") == "" {
+		t.Fatal("429 without Retry-After")
+	}
+	// The other agent of the same public client refreshes as usual.
+	if r := refresh(quiet); r.status != 200 || r.header.Get("X-RateLimit-Remaining") != "2" {
+		t.Fatalf("another agent of the client: %d %v %s", r.status, r.header, r.body)
+	}
+}

@@ -129,13 +129,6 @@ func (s *tokenEndpoint) handleToken(w http.ResponseWriter, r *http.Request) erro
 	if err != nil {
 		return err
 	}
-	if grant == GrantRefreshToken {
-		// Checked now, charged only for a refresh that succeeds: junk
-		// refresh tokens cannot spend a public client's budget.
-		if err := s.limits.PeekRefresh(r.Context(), w, c.id()); err != nil {
-			return err
-		}
-	}
 	if c.client != nil && !c.client.AllowsGrant(grant) {
 		return ErrUnauthorizedClient("this client may not use the " + grant + " grant")
 	}
@@ -144,9 +137,7 @@ func (s *tokenEndpoint) handleToken(w http.ResponseWriter, r *http.Request) erro
 	case GrantAuthorizationCode:
 		resp, err = s.grantAuthorizationCode(r.Context(), c.client, params)
 	case GrantRefreshToken:
-		if resp, err = s.grantRefreshToken(r.Context(), c.client, params); err == nil {
-			_ = s.limits.TakeRefresh(r.Context(), w, c.id())
-		}
+		resp, err = s.grantRefreshToken(r.Context(), w, c.client, params)
 	case GrantClientCredentials:
 		resp, err = s.grantClientCredentials(r.Context(), c, params)
 	case GrantTokenExchange:
@@ -350,7 +341,7 @@ var errRefreshReuse = ErrInvalidGrant("the refresh token was already used; its w
 // and its successor stored in one compare-and-swap, so of two concurrent
 // uses exactly one succeeds, and presenting a rotated one revokes the
 // family.
-func (s *tokenEndpoint) grantRefreshToken(ctx context.Context, client *Client, params url.Values) (*tokenResponse, error) {
+func (s *tokenEndpoint) grantRefreshToken(ctx context.Context, w http.ResponseWriter, client *Client, params url.Values) (*tokenResponse, error) {
 	rt := params.Get("refresh_token")
 	if rt == "" || len(rt) > 256 {
 		return nil, ErrInvalidRequest("refresh_token is required")
@@ -371,6 +362,12 @@ func (s *tokenEndpoint) grantRefreshToken(ctx context.Context, client *Client, p
 	}
 	if s.revocations.FamilyRevoked(g.Family) {
 		return nil, ErrInvalidGrant("the refresh token was revoked")
+	}
+	// The budget is the family's (one sign-in), checked now and charged
+	// only once the refresh succeeded: junk or spent tokens cost nothing,
+	// and one busy agent never spends another's budget.
+	if err := s.limits.PeekRefresh(ctx, w, client.ID, g.Family); err != nil {
+		return nil, err
 	}
 	a, err := s.activeAgent(ctx, g.AgentID, g.AuthTime)
 	if err != nil {
@@ -393,6 +390,8 @@ func (s *tokenEndpoint) grantRefreshToken(ctx context.Context, client *Client, p
 		return nil, s.refreshReused(ctx, client, g)
 	case errors.Is(err, ErrNotFound):
 		return nil, ErrInvalidGrant("the refresh token is invalid or expired")
+	case err == nil:
+		_ = s.limits.TakeRefresh(ctx, w, client.ID, g.Family)
 	}
 	return resp, err
 }

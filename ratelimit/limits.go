@@ -61,8 +61,11 @@ type Limits struct {
 	// FailedAuth counts failed authentications, per client IP and per agent
 	// id; successes never count.
 	FailedAuth Limiter
-	// Refresh counts refresh-token grants per client.
-	Refresh Limiter
+	// Refresh counts refresh-token grants per refresh family (one sign-in
+	// of one agent at one client); RefreshClient is a far larger ceiling
+	// per client, only a guard against a flood through many families.
+	Refresh       Limiter
+	RefreshClient Limiter
 	// Authorization counts new authorization requests (sign-ins started
 	// at /oauth2/authorize) per client IP: each is a stored record, and
 	// the endpoint needs no credentials.
@@ -338,20 +341,25 @@ func (l *Limits) TakeAuthorization(ctx context.Context, w http.ResponseWriter, i
 	return l.Take(ctx, w, l.Authorization, "authorization", IPKey(ip), l.AuthFailOpen)
 }
 
-// PeekRefresh refuses a refresh for a client whose budget is spent;
-// TakeRefresh charges a refresh that succeeded.
-func (l *Limits) PeekRefresh(ctx context.Context, w http.ResponseWriter, clientID string) error {
+// PeekRefresh refuses a refresh of family (at clientID) whose budget, or
+// whose client's ceiling, is spent; TakeRefresh charges a refresh that
+// succeeded. The headers tell where the family stands.
+func (l *Limits) PeekRefresh(ctx context.Context, w http.ResponseWriter, clientID, family string) error {
 	if l == nil {
 		return nil
 	}
-	return l.Peek(ctx, w, l.Refresh, "refresh", "client:"+clientID, l.AuthFailOpen)
+	if err := l.Peek(ctx, nil, l.RefreshClient, "refresh_client", "client:"+clientID, l.AuthFailOpen); err != nil {
+		return err
+	}
+	return l.Peek(ctx, w, l.Refresh, "refresh", "family:"+family, l.AuthFailOpen)
 }
 
-// TakeRefresh charges one successful refresh to the client; a store
-// failure never undoes the refresh that already happened.
-func (l *Limits) TakeRefresh(ctx context.Context, w http.ResponseWriter, clientID string) error {
+// TakeRefresh charges one successful refresh to its family and its
+// client; a store failure never undoes the refresh that already happened.
+func (l *Limits) TakeRefresh(ctx context.Context, w http.ResponseWriter, clientID, family string) error {
 	if l == nil {
 		return nil
 	}
-	return l.Take(ctx, w, l.Refresh, "refresh", "client:"+clientID, true)
+	_ = l.Take(ctx, nil, l.RefreshClient, "refresh_client", "client:"+clientID, true)
+	return l.Take(ctx, w, l.Refresh, "refresh", "family:"+family, true)
 }

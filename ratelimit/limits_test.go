@@ -133,3 +133,33 @@ var errDown = errors.New("down")
 func (failing) Take(context.Context, string) (Status, error) { return Status{}, errDown }
 func (failing) Peek(context.Context, string) (Status, error) { return Status{}, errDown }
 func (failing) Refund(context.Context, string) error         { return errDown }
+
+func TestRefreshPerFamily(t *testing.T) {
+	store := NewMemoryStore()
+	defer store.Close()
+	ctx := context.Background()
+	l := &Limits{Refresh: store.Budget("refresh", 2, time.Hour), RefreshClient: store.Budget("refresh_client", 3, time.Hour)}
+	refresh := func(family string) error {
+		if err := l.PeekRefresh(ctx, httptest.NewRecorder(), "mcp-client", family); err != nil {
+			return err
+		}
+		return l.TakeRefresh(ctx, httptest.NewRecorder(), "mcp-client", family)
+	}
+	for i := range 2 {
+		if err := refresh("a"); err != nil {
+			t.Fatalf("family a, refresh %d: %v", i, err)
+		}
+	}
+	var ex *Exceeded
+	if err := refresh("a"); !errors.As(err, &ex) {
+		t.Fatalf("family a past its budget: %v", err)
+	}
+	// Another agent's sign-in at the same client has its own budget…
+	if err := refresh("b"); err != nil {
+		t.Fatalf("family b: %v", err)
+	}
+	// …until the client's ceiling, a flood guard, is reached.
+	if err := refresh("c"); !errors.As(err, &ex) {
+		t.Fatalf("past the client's ceiling: %v", err)
+	}
+}
