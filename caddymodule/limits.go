@@ -19,8 +19,11 @@ import (
 type RateLimitConfig struct {
 	// Registrations per client IP. Default: 5/h.
 	Registration string `json:"registration,omitempty"`
-	// Failed agent authentications per client IP and per agent id
-	// (successes never count). Default: 10/m.
+	// Failed agent authentications per client IP and per (agent id,
+	// client IP) (successes never count); each agent also has ceilings
+	// against guessing from many addresses (10x this per window, 50x per
+	// 10 windows, 200x per 60), which spare the addresses it signed in from
+	// in the last day. Default: 10/m.
 	Authentication string `json:"authentication,omitempty"`
 	// Refresh-token grants per refresh family (one sign-in of one agent at
 	// one client); each client also has a ceiling of 1000 times this, a
@@ -44,6 +47,10 @@ type RateLimitConfig struct {
 	AuthenticationOnStoreError string `json:"authentication_on_store_error,omitempty"`
 	APIOnStoreError            string `json:"api_on_store_error,omitempty"`
 }
+
+// agentCeilings set an agent's failed-authentication ceilings from the
+// per-address budget: times the limit, in periods times its window.
+var agentCeilings = []struct{ times, periods int64 }{{10, 1}, {50, 10}, {200, 60}}
 
 // refreshClientFactor sets a client's refresh ceiling from the per-family
 // budget.
@@ -183,6 +190,18 @@ func buildLimits(c *RateLimitConfig, repl *caddy.Replacer, log *zap.Logger) (*ra
 		if on {
 			*b.dst = store.Budget(b.name, limit, period)
 		}
+	}
+	if limit, period, on, _ := parseRate(cfg.Authentication); on {
+		// Failures per agent from every address together: ceilings far
+		// above the per-address budget, in longer windows each (100/m,
+		// 500/10m, 2000/h by default), so sustained distributed guessing
+		// is locked out longer and longer; addresses the agent signed in
+		// from in the last day are exempt.
+		for i, tier := range agentCeilings {
+			limits.FailedAuthAgent = append(limits.FailedAuthAgent,
+				store.Budget(fmt.Sprintf("authentication_agent_%d", i+1), limit*tier.times, period*time.Duration(tier.periods)))
+		}
+		limits.KnownAddresses = store.Budget("known_addresses", 1<<40, 24*time.Hour)
 	}
 	if limit, period, on, _ := parseRate(cfg.Refresh); on {
 		// The per-client ceiling: far above one family's budget, only a

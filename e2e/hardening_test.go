@@ -462,3 +462,76 @@ func TestRefreshBudgetPerSignIn(t *testing.T) {
 		t.Fatalf("another agent of the client: %d %v %s", r.status, r.header, r.body)
 	}
 }
+
+// TestNoTargetedLockout: failures from one address lock that address out,
+// never the agent from its own; guessing from many addresses meets the
+// agent's ceiling (audited, counted), which still spares the addresses the
+// agent signed in from.
+func TestNoTargetedLockout(t *testing.T) {
+	c := newCaddy(t, "")
+	c.start("\t\trate_limit {\n\t\t\tauthentication 3/m\n\t\t}") // agent ceiling: 30/m
+	c.registerOK(t, "target")
+	auth := func(from, secret string) *http.Response {
+		body := fmt.Sprintf(`{"agent_id":"target","agent_secret":%q}`, secret)
+		resp, err := fromAddress(from).Post(c.base()+"/api/agent-auth", "application/json", strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return resp
+	}
+	if r := auth("127.0.0.60", secret); r.StatusCode != 200 {
+		t.Fatalf("the agent from its own address: %d", r.StatusCode)
+	}
+	// One attacker address: locked out after 3 failures…
+	for i := range 3 {
+		if r := auth("127.0.0.50", "Wrong-Secret-1!"); r.StatusCode != 401 {
+			t.Fatalf("guess %d: %d", i, r.StatusCode)
+		}
+	}
+	if r := auth("127.0.0.50", "Wrong-Secret-1!"); r.StatusCode != 429 {
+		t.Fatalf("the attacker past its budget: %d", r.StatusCode)
+	}
+	// …while the agent signs in from any other address.
+	if r := auth("127.0.0.61", secret); r.StatusCode != 200 {
+		t.Fatalf("the agent from another address after the attacker's guesses: %d", r.StatusCode)
+	}
+	// Eleven addresses, three guesses each: the agent's ceiling (30) holds.
+	refused := 0
+	for a := 70; a <= 80; a++ {
+		for range 3 {
+			switch r := auth(fmt.Sprintf("127.0.0.%d", a), "Wrong-Secret-1!"); r.StatusCode {
+			case 401:
+			case 429:
+				refused++
+				if r.Header.Get("Retry-After") == "" {
+					t.Fatal("429 without Retry-After")
+				}
+			default:
+				t.Fatalf("distributed guess: %d", r.StatusCode)
+			}
+		}
+	}
+	// 30 failures fit in the ceiling: the first attacker's 3 and 27 of
+	// these (successes are refunded, refused attempts not counted); the
+	// other 6 wait.
+	if refused != 6 {
+		t.Fatalf("the agent's ceiling refused only %d of 33 distributed guesses", refused)
+	}
+	// Addresses the agent signed in from still work; a new one waits.
+	for _, known := range []string{"127.0.0.60", "127.0.0.61"} {
+		if r := auth(known, secret); r.StatusCode != 200 {
+			t.Fatalf("the agent from its known address %s: %d", known, r.StatusCode)
+		}
+	}
+	if r := auth("127.0.0.90", secret); r.StatusCode != 429 {
+		t.Fatalf("a new address while the agent is under attack: %d", r.StatusCode)
+	}
+	if v := metric(c.scrape(t), "auth_agent_ratelimit_rejections_total", map[string]string{"budget": "authentication_agent"}); v < 3 {
+		t.Fatalf("rejections by the agent's ceiling: %v", v)
+	}
+	if !strings.Contains(c.log.String(), `"agent.authentication_throttled"`) {
+		t.Fatal("no agent.authentication_throttled audit event")
+	}
+}

@@ -18,12 +18,15 @@ import (
 
 // Event types. The audit log's `event` field is one of these.
 const (
-	AgentRegistered      = "agent.registered"
-	AgentUpdated         = "agent.updated"  // profile, secret, permissions or enabled again
-	AgentDisabled        = "agent.disabled" // by an operator
-	AgentDeleted         = "agent.deleted"
-	AgentAuthenticated   = "agent.authenticated"
-	AgentAuthFailed      = "agent.authentication_failed"
+	AgentRegistered    = "agent.registered"
+	AgentUpdated       = "agent.updated"  // profile, secret, permissions or enabled again
+	AgentDisabled      = "agent.disabled" // by an operator
+	AgentDeleted       = "agent.deleted"
+	AgentAuthenticated = "agent.authenticated"
+	AgentAuthFailed    = "agent.authentication_failed"
+	// AgentAuthThrottled: an agent's failures from many addresses reached
+	// its ceiling; other addresses than its known ones wait.
+	AgentAuthThrottled   = "agent.authentication_throttled"
 	ClientAuthFailed     = "client.authentication_failed"
 	SigninCompleted      = "signin.completed" // an agent approved a sign-in request
 	TokenIssued          = "token.issued"

@@ -146,7 +146,7 @@ func (s *agentAPI) handleAgentAuth(w http.ResponseWriter, r *http.Request) error
 	if err != nil {
 		return err
 	}
-	try, err := s.limits.ChargeAttempt(r.Context(), w, ratelimit.ClientIP(r), req.AgentID)
+	try, err := s.chargeAttempt(w, r, req.AgentID)
 	if err != nil {
 		return err
 	}
@@ -236,7 +236,7 @@ func (s *agentAPI) handleProfile(w http.ResponseWriter, r *http.Request) error {
 	if req.AgentSecret != nil {
 		// Changing the secret checks the current one: the same lock-out as
 		// authentication, so a stolen token cannot guess it.
-		if try, err = s.limits.ChargeAttempt(r.Context(), w, ratelimit.ClientIP(r), a.ID); err != nil {
+		if try, err = s.chargeAttempt(w, r, a.ID); err != nil {
 			return err
 		}
 	}

@@ -2,6 +2,8 @@ package oauth
 
 import (
 	"context"
+	"errors"
+	"go.uber.org/zap"
 	"net/http"
 
 	"github.com/authagent/caddy-authagent/agents"
@@ -87,6 +89,21 @@ func (p *provider) agentAuthFailed(r *http.Request, id string) {
 	p.events.Publish(r.Context(), events.AgentAuthFailed, map[string]any{
 		"agent_id": eventID(id), "reason": failInvalidCredentials, "endpoint": r.URL.Path, "remote_ip": ratelimit.ClientIP(r),
 	})
+}
+
+// chargeAttempt charges an authentication attempt of agentID to the
+// failed-authentication budgets; a refusal because the agent itself is
+// being guessed at from many addresses is an audit event.
+func (p *provider) chargeAttempt(w http.ResponseWriter, r *http.Request, agentID string) (*ratelimit.Attempt, error) {
+	try, err := p.limits.ChargeAttempt(r.Context(), w, ratelimit.ClientIP(r), agentID)
+	var ex *ratelimit.Exceeded
+	if errors.As(err, &ex) && ex.Budget == ratelimit.BudgetAgentCeiling {
+		p.log.Warn("failed authentications of one agent from many addresses reached its ceiling", zap.String("agent_id", eventID(agentID)))
+		p.events.Publish(r.Context(), events.AgentAuthThrottled, map[string]any{
+			"agent_id": eventID(agentID), "endpoint": r.URL.Path, "remote_ip": ratelimit.ClientIP(r), "retry_after": ex.RetryAfter,
+		})
+	}
+	return try, err
 }
 
 // clientAuthFailed records a failed authentication of the client id.

@@ -13,7 +13,6 @@ import (
 	"github.com/authagent/caddy-authagent/agents"
 	"github.com/authagent/caddy-authagent/events"
 	"github.com/authagent/caddy-authagent/internal/metrics"
-	"github.com/authagent/caddy-authagent/ratelimit"
 )
 
 // maxExchangeDepth bounds chains of exchanges (each adds a jti segment).
@@ -78,7 +77,7 @@ func (p *provider) authenticateCaller(ctx context.Context, w http.ResponseWriter
 		return caller{}, err
 	}
 	if allowAgents && creds.secret != "" {
-		try, err := p.limits.ChargeAttempt(ctx, w, ratelimit.ClientIP(r), creds.id)
+		try, err := p.chargeAttempt(w, r, creds.id)
 		if err != nil {
 			return caller{}, err
 		}

@@ -43,6 +43,9 @@ type Limiter interface {
 // Exceeded is the error of a spent budget: answer 429 with Retry-After.
 type Exceeded struct {
 	RetryAfter int64 // seconds, at least 1
+	// Budget is the spent budget's name (registration, authentication,
+	// authentication_agent, …).
+	Budget string
 }
 
 func (e *Exceeded) Error() string {
@@ -58,9 +61,18 @@ var ErrUnavailable = errors.New("the rate limiter is unavailable; retry later")
 type Limits struct {
 	// Registration counts registrations per client IP.
 	Registration Limiter
-	// FailedAuth counts failed authentications, per client IP and per agent
-	// id; successes never count.
+	// FailedAuth counts failed authentications per client IP and per
+	// (agent id, client IP); successes never count. One address cannot
+	// lock an agent out of anyone else's.
 	FailedAuth Limiter
+	// FailedAuthAgent are the ceilings of failures per agent id from every
+	// address together, against distributed guessing: far above FailedAuth
+	// and in longer and longer windows (100/m, 500/10m, 2000/h by default),
+	// so sustained guessing is locked out for longer each time. Addresses
+	// the agent authenticated from lately (KnownAddresses) are exempt: a
+	// lock-out is never one an outsider can impose on the agent itself.
+	FailedAuthAgent []Limiter
+	KnownAddresses  Limiter
 	// Refresh counts refresh-token grants per refresh family (one sign-in
 	// of one agent at one client); RefreshClient is a far larger ceiling
 	// per client, only a guard against a flood through many families.
@@ -122,8 +134,13 @@ func IPKey(ip string) string {
 
 // exceeded is the refusal of a request because budget is spent.
 func (l *Limits) exceeded(budget string, st Status) error {
+	return l.exceededAs(budget, st)
+}
+
+// exceededAs is exceeded, naming the budget in the error.
+func (l *Limits) exceededAs(budget string, st Status) error {
 	metrics.RateLimitRejected(budget)
-	return &Exceeded{RetryAfter: max(st.Reset-time.Now().Unix(), 1)}
+	return &Exceeded{RetryAfter: max(st.Reset-time.Now().Unix(), 1), Budget: budget}
 }
 
 // setHeaders tells the caller where it stands. It runs on every limited
@@ -199,14 +216,24 @@ func (l *Limits) storeFailure(name string, err error, failOpen bool) error {
 }
 
 // Attempt is one authentication attempt charged in advance to the
-// failed-authentication budgets of the caller's IP and of the agent id:
-// charging before the secret is checked means a burst of parallel guesses
-// cannot all slip in under the limit. Succeeded gives the charge back, so
-// successes never count.
+// failed-authentication budgets (the caller's IP, the agent id from that
+// IP, and the agent's ceilings): charging before the secret is checked
+// means a burst of parallel guesses cannot all slip in under the limit.
+// Succeeded gives the charge back, so successes never count.
 type Attempt struct {
-	l    *Limits
-	keys []string
+	l       *Limits
+	charged []charge
+	known   string // the KnownAddresses key to mark on success
 }
+
+type charge struct {
+	lim Limiter
+	key string
+}
+
+// BudgetAgentCeiling names the refusal of an attempt because the agent
+// itself is being guessed at from many addresses.
+const BudgetAgentCeiling = "authentication_agent"
 
 // ChargeAttempt charges an attempt, or refuses it (*Exceeded) when a budget
 // is already spent, before any hashing happens. agentID may be empty.
@@ -215,46 +242,89 @@ func (l *Limits) ChargeAttempt(ctx context.Context, w http.ResponseWriter, ip, a
 		return nil, nil
 	}
 	a := &Attempt{l: l}
-	var worst Status
-	for i, key := range failureKeys(ip, agentID) {
-		st, err := l.FailedAuth.Take(ctx, key)
+	take := func(lim Limiter, key string) (Status, error) {
+		st, err := lim.Take(ctx, key)
 		if err != nil {
-			a.Succeeded(ctx)
-			return nil, l.storeFailure("authentication", err, l.AuthFailOpen)
+			a.refund(ctx)
+			return st, l.storeFailure("authentication", err, l.AuthFailOpen)
 		}
-		a.keys = append(a.keys, key)
+		a.charged = append(a.charged, charge{lim, key})
+		return st, nil
+	}
+	var worst Status
+	ipKey := IPKey(ip)
+	keys := []string{ipKey}
+	if agentID != "" && len(agentID) <= 128 {
+		keys = append(keys, "agent:"+agentID+"|"+ipKey)
+	}
+	for i, key := range keys {
+		st, err := take(l.FailedAuth, key)
+		if err != nil {
+			return nil, err
+		}
 		if i == 0 || st.Remaining < worst.Remaining || st.Reached {
 			worst = st
 		}
 	}
 	setHeaders(w, worst)
 	if worst.Reached {
-		// A lock-out lasts until the window of the exhausted budget ends.
+		// A lock-out lasts until the window of the exhausted budget ends;
+		// refused attempts do not extend it.
+		a.refund(ctx)
 		return nil, l.exceeded("authentication", worst)
+	}
+	if len(keys) == 2 && len(l.FailedAuthAgent) > 0 {
+		a.known = "known:" + agentID + "|" + ipKey
+		if !l.isKnown(ctx, a.known) {
+			for _, lim := range l.FailedAuthAgent {
+				st, err := take(lim, "agent:"+agentID)
+				if err != nil {
+					return nil, err
+				}
+				if st.Reached {
+					a.refund(ctx)
+					return nil, l.exceededAs(BudgetAgentCeiling, st)
+				}
+			}
+		}
 	}
 	return a, nil
 }
 
-// Succeeded gives the charge back: the credentials were right. It does
-// nothing on a nil Attempt.
+// refund gives back what the attempt charged.
+func (a *Attempt) refund(ctx context.Context) {
+	for _, c := range a.charged {
+		if err := c.lim.Refund(ctx, c.key); err != nil {
+			_ = a.l.storeFailure("authentication", err, true)
+		}
+	}
+	a.charged = nil
+}
+
+// isKnown reports whether the agent authenticated from this address in
+// the KnownAddresses window.
+func (l *Limits) isKnown(ctx context.Context, key string) bool {
+	if l.KnownAddresses == nil {
+		return false
+	}
+	st, err := l.KnownAddresses.Peek(ctx, key)
+	return err == nil && st.Remaining < st.Limit
+}
+
+// Succeeded gives the charge back: the credentials were right; the
+// address becomes one the agent is known to use. It does nothing on a nil
+// Attempt.
 func (a *Attempt) Succeeded(ctx context.Context) {
 	if a == nil {
 		return
 	}
-	for _, key := range a.keys {
-		if err := a.l.FailedAuth.Refund(ctx, key); err != nil {
+	a.refund(ctx)
+	if a.known != "" && a.l.KnownAddresses != nil {
+		if _, err := a.l.KnownAddresses.Take(ctx, a.known); err != nil {
 			_ = a.l.storeFailure("authentication", err, true)
 		}
+		a.known = ""
 	}
-	a.keys = nil
-}
-
-func failureKeys(ip, agentID string) []string {
-	keys := []string{IPKey(ip)}
-	if agentID != "" && len(agentID) <= 128 {
-		keys = append(keys, "agent:"+agentID)
-	}
-	return keys
 }
 
 // TakeAPI charges one authenticated API call to the agent (the IdP's

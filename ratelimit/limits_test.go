@@ -3,6 +3,7 @@ package ratelimit
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http/httptest"
 	"testing"
 	"time"
@@ -47,8 +48,9 @@ func TestChargeAttempt(t *testing.T) {
 	if !errors.As(err, &ex) || ex.RetryAfter < 1 || w.Header().Get("X-RateLimit-Remaining") != "0" {
 		t.Fatalf("fourth failure from the IP: %v %v", err, w.Header())
 	}
-	if _, err := l.ChargeAttempt(ctx, httptest.NewRecorder(), "192.0.2.2", "bot"); !errors.As(err, &ex) {
-		t.Fatalf("the agent's budget is spent too: %v", err)
+	// Failures from one address never lock the agent out of another.
+	if _, err := l.ChargeAttempt(ctx, httptest.NewRecorder(), "192.0.2.2", "bot"); err != nil {
+		t.Fatalf("the agent from another address: %v", err)
 	}
 	if _, err := l.ChargeAttempt(ctx, httptest.NewRecorder(), "192.0.2.2", "fresh"); err != nil {
 		t.Fatalf("another IP and agent: %v", err)
@@ -161,5 +163,45 @@ func TestRefreshPerFamily(t *testing.T) {
 	// …until the client's ceiling, a flood guard, is reached.
 	if err := refresh("c"); !errors.As(err, &ex) {
 		t.Fatalf("past the client's ceiling: %v", err)
+	}
+}
+
+// Guesses at one agent from many addresses meet its ceilings, longer each
+// tier; an address the agent signed in from lately is exempt.
+func TestAgentCeilings(t *testing.T) {
+	ctx := context.Background()
+	store := NewMemoryStore()
+	defer store.Close()
+	l := &Limits{
+		FailedAuth:      store.Budget("authentication", 2, time.Minute),
+		FailedAuthAgent: []Limiter{store.Budget("authentication_agent_1", 4, time.Minute), store.Budget("authentication_agent_2", 6, time.Hour)},
+		KnownAddresses:  store.Budget("known_addresses", 1<<30, 24*time.Hour),
+	}
+	// The agent signs in from its own address.
+	a, err := l.ChargeAttempt(ctx, nil, "198.51.100.7", "target")
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.Succeeded(ctx)
+	// Four addresses guess once each: the first ceiling is spent.
+	var ex *Exceeded
+	for i := range 5 {
+		_, err := l.ChargeAttempt(ctx, nil, fmt.Sprintf("203.0.113.%d", i), "target")
+		if i < 4 && err != nil {
+			t.Fatalf("guess %d: %v", i, err)
+		}
+		if i == 4 && (!errors.As(err, &ex) || ex.Budget != BudgetAgentCeiling) {
+			t.Fatalf("past the agent's ceiling: %v", err)
+		}
+	}
+	// The agent's own address still gets in.
+	if a, err := l.ChargeAttempt(ctx, nil, "198.51.100.7", "target"); err != nil {
+		t.Fatalf("the agent's own address: %v", err)
+	} else {
+		a.Succeeded(ctx)
+	}
+	// Another agent is untouched.
+	if _, err := l.ChargeAttempt(ctx, nil, "203.0.113.9", "bystander"); err != nil {
+		t.Fatalf("another agent: %v", err)
 	}
 }
