@@ -199,6 +199,11 @@ type ClientConfig struct {
 	// The algorithm of the client's ID tokens: RS256 (default), ES256 or
 	// EdDSA.
 	IDTokenAlg string `json:"id_token_signed_response_alg,omitempty"`
+	// A resource server (an API, or another Caddy's agent_guard with
+	// `introspect`) may introspect every token of this issuer; other
+	// clients learn only about their own tokens and those naming them in
+	// aud. Confidential clients only.
+	ResourceServer bool `json:"resource_server,omitempty"`
 }
 
 // AgentConfig fixes an agent's settings.
@@ -471,7 +476,7 @@ func (a *App) buildClients(repl *caddy.Replacer) ([]*oauth.Client, error) {
 		}
 		c, _, err := oauth.NewClient(oauth.ClientSpec{
 			ID: id, Name: cc.Name, Secret: secret, Public: cc.Public, RedirectURIs: cc.RedirectURIs,
-			Scopes: cc.Scopes, GrantTypes: cc.GrantTypes, IDTokenAlg: cc.IDTokenAlg,
+			Scopes: cc.Scopes, GrantTypes: cc.GrantTypes, IDTokenAlg: cc.IDTokenAlg, ResourceServer: cc.ResourceServer,
 		}, oauth.ClientFromConfig, time.Now())
 		if err != nil {
 			return nil, fmt.Errorf("auth_agent: client %q: %s", id, oauth.AsError(err).Description)

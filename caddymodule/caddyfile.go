@@ -45,6 +45,7 @@ func init() {
 //			scopes <scope...>
 //			grant_types <grant...>
 //			id_token_alg RS256|ES256|EdDSA
+//			resource_server        # may introspect every token
 //		}
 //		dynamic_client_registration off|open|token <token>
 //		code_lifetime <duration>
@@ -404,10 +405,15 @@ func (a *App) unmarshalClient(d *caddyfile.Dispenser) error {
 				return d.Errf("client %s: id_token_alg takes one of RS256, ES256, EdDSA", id)
 			}
 			cc.IDTokenAlg = args[0]
+		case "resource_server":
+			if len(args) != 0 {
+				return d.Errf("client %s: resource_server takes no value", id)
+			}
+			cc.ResourceServer = true
 		default:
 			return d.Errf("client %s: unknown setting %q", id, setting)
 		}
-		if len(args) == 0 && setting != "public" {
+		if len(args) == 0 && setting != "public" && setting != "resource_server" {
 			return d.Errf("client %s: %s needs a value", id, setting)
 		}
 	}

@@ -400,7 +400,10 @@ func TestGuardRemoteIssuerDownAtStart(t *testing.T) {
 func TestGuardRemoteCaddyIdP(t *testing.T) {
 	site := newWebsite(t)
 	idp := newCaddy(t, "")
-	idp.start(oauthOpts(site.callback, "\t\taccess_token_alg RS256"))
+	// The gateway introspects as a resource server of the IdP: an ordinary
+	// client learns only about its own tokens.
+	gateway := "\t\tclient gateway {\n\t\t\tsecret " + clientSecret + "\n\t\t\tgrant_types client_credentials\n\t\t\tresource_server\n\t\t}\n"
+	idp.start(oauthOpts(site.callback, gateway+"\t\taccess_token_alg RS256"))
 	idp.registerOK(t, "remote-agent")
 
 	up := newUpstream(t)
@@ -411,7 +414,7 @@ func TestGuardRemoteCaddyIdP(t *testing.T) {
 		issuer %s
 		scopes data:read
 		key_refresh_interval 1s
-		introspect demo-site %s
+		introspect gateway %s
 	}`, idp.base(), clientSecret), up.URL)
 	gw.start("")
 
@@ -421,7 +424,7 @@ func TestGuardRemoteCaddyIdP(t *testing.T) {
 	}
 	// Rotation at the IdP: a new signing key (here: a new algorithm) is
 	// picked up on its first unknown kid.
-	idp.reload(oauthOpts(site.callback, "\t\taccess_token_alg ES256"))
+	idp.reload(oauthOpts(site.callback, gateway+"\t\taccess_token_alg ES256"))
 	time.Sleep(1100 * time.Millisecond)
 	rotated := idp.token(t, "remote-agent", secret)
 	if h, _ := decodeJWT(t, rotated); h["alg"] != "ES256" {

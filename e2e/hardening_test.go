@@ -233,7 +233,7 @@ func TestAmbiguousRequestsRefused(t *testing.T) {
 func TestAudienceAtUserinfoAndIntrospection(t *testing.T) {
 	site := newWebsite(t)
 	c := newCaddy(t, "")
-	c.start(oauthOpts(site.callback, ""))
+	c.start(oauthOpts(site.callback, "\t\tclient api-gateway {\n\t\t\tsecret "+clientSecret+"\n\t\t\tgrant_types client_credentials\n\t\t\tresource_server\n\t\t}"))
 	c.registerOK(t, "aud-agent")
 	const api = "https://api.example"
 	other := strings.Repeat("z", 32)
@@ -272,6 +272,13 @@ func TestAudienceAtUserinfoAndIntrospection(t *testing.T) {
 		r := c.formCall(t, "/oauth2/introspect", "other-site", other, url.Values{"token": {tok}})
 		if r.status != 200 || r.json["active"] != false || len(r.json) != 1 {
 			t.Errorf("other-site introspected demo-site's %s token: %s", name, r.body)
+		}
+	}
+	// A resource server of the configuration checks whatever is presented
+	// to it.
+	for _, tok := range []string{at, self} {
+		if active("api-gateway", clientSecret, tok) != true {
+			t.Error("the resource server does not learn about a token presented to it")
 		}
 	}
 	named := c.tokenCall(t, "demo-site", clientSecret, url.Values{

@@ -94,6 +94,9 @@ type ClientSpec struct {
 	// which OpenID Connect requires every client to accept), ES256 or
 	// EdDSA.
 	IDTokenAlg string
+	// ResourceServer: see Client.ResourceServer; only for configured,
+	// confidential clients.
+	ResourceServer bool
 }
 
 // checkDisplayText refuses text shown to people (a client's name on the
@@ -183,10 +186,13 @@ func NewClient(spec ClientSpec, source string, now time.Time) (*Client, string, 
 	if slices.Contains(grants, GrantAuthorizationCode) && len(spec.RedirectURIs) == 0 {
 		return nil, "", ErrInvalidRedirectURI("the authorization_code grant needs at least one redirect URI")
 	}
+	if spec.ResourceServer && (source != ClientFromConfig || spec.Public) {
+		return nil, "", ErrInvalidClientMetadata("only a confidential client of the configuration may be a resource server")
+	}
 	c := &Client{
 		ID: spec.ID, Name: name, Public: spec.Public, RedirectURIs: slices.Clone(spec.RedirectURIs),
 		Scopes: slices.Clone(scopes), GrantTypes: slices.Compact(slices.Clone(grants)), IDTokenAlg: spec.IDTokenAlg,
-		Source: source, CreatedAt: now.UTC(),
+		ResourceServer: spec.ResourceServer, Source: source, CreatedAt: now.UTC(),
 	}
 	var generated string
 	switch {

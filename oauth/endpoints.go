@@ -53,8 +53,12 @@ func (s *tokenInfo) handleIntrospect(w http.ResponseWriter, r *http.Request) err
 		return ErrInvalidRequest("token is required")
 	}
 	// A caller learns about a token issued to it, or an access token
-	// whose aud names it (RFC 7662 §4); any other looks inactive to it.
-	mayKnow := func(clientID string, aud []string) bool { return clientID == c.id() || slices.Contains(aud, c.id()) }
+	// whose aud names it (RFC 7662 §4); any other looks inactive to it —
+	// unless the operator made the caller a resource server, which checks
+	// the tokens presented to it, whoever they were issued to.
+	mayKnow := func(clientID string, aud []string) bool {
+		return clientID == c.id() || slices.Contains(aud, c.id()) || (c.client != nil && c.client.ResourceServer)
+	}
 	inactive := map[string]any{"active": false}
 	if claims, err := s.tokens.VerifyAccessToken(r.Context(), tok, ""); err == nil {
 		if !mayKnow(claims.ClientID, claims.Audience) || s.revocations.Revoked(claims) || !s.subjectActive(r.Context(), claims) {

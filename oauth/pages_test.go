@@ -282,3 +282,19 @@ func TestClientNamesCannotDisguise(t *testing.T) {
 		t.Errorf("an ordinary name: %v", err)
 	}
 }
+
+func TestOnlyConfiguredClientsAreResourceServers(t *testing.T) {
+	spec := ClientSpec{ID: "rs", Secret: strings.Repeat("s", 32), GrantTypes: []string{GrantClientCredentials}, ResourceServer: true}
+	if c, _, err := NewClient(spec, ClientFromConfig, t0); err != nil || !c.ResourceServer {
+		t.Fatalf("a configured resource server: %v", err)
+	}
+	for _, source := range []string{ClientFromAdmin, ClientFromDynamic} {
+		if _, _, err := NewClient(spec, source, t0); err == nil {
+			t.Errorf("%s client became a resource server", source)
+		}
+	}
+	spec.Public, spec.Secret = true, ""
+	if _, _, err := NewClient(spec, ClientFromConfig, t0); err == nil {
+		t.Error("a public resource server")
+	}
+}

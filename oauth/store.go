@@ -68,8 +68,13 @@ type Client struct {
 	// IDTokenAlg signs the client's ID tokens (its
 	// id_token_signed_response_alg); empty means RS256.
 	IDTokenAlg string
-	Source     string // ClientFromConfig, ClientFromAdmin, ClientFromDynamic or ClientFromDocument
-	CreatedAt  time.Time
+	// ResourceServer lets the client introspect every token of this
+	// issuer (an API, or another Caddy's agent_guard, checking tokens
+	// presented to it); other clients learn only about their own tokens
+	// and those naming them in aud. Only the configuration sets it.
+	ResourceServer bool
+	Source         string // ClientFromConfig, ClientFromAdmin, ClientFromDynamic or ClientFromDocument
+	CreatedAt      time.Time
 }
 
 // ClientStore keeps the clients made at run time (admin API, dynamic
