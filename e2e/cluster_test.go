@@ -290,6 +290,33 @@ func TestCluster(t *testing.T) {
 		}
 	})
 
+	t.Run("a permission removed at a is refused at b", func(t *testing.T) {
+		cl.a.registerOK(t, "narrowed-agent")
+		if r := cl.a.admin(t, "PATCH", "/auth_agent/agents/narrowed-agent", `{"permissions":["data:read","data:write"]}`); r.status != 200 {
+			t.Fatalf("grant at a: %d %s", r.status, r.body)
+		}
+		tok := cl.a.token(t, "narrowed-agent", secret) // profile data:read data:write
+		if r := do(t, "GET", cl.api+"/x", bearer(tok), ""); r.status != 200 {
+			t.Fatalf("b's guard before: %d %s", r.status, r.body)
+		}
+		if r := cl.a.admin(t, "PATCH", "/auth_agent/agents/narrowed-agent", `{"permissions":["data:write"]}`); r.status != 200 {
+			t.Fatalf("narrow at a: %d %s", r.status, r.body)
+		}
+		eventually(t, propagation, "b's guard refuses a token with a removed permission", func() string {
+			if r := do(t, "GET", cl.api+"/x", bearer(tok), ""); r.status != 401 {
+				return fmt.Sprintf("%d", r.status)
+			}
+			return ""
+		})
+		eventually(t, propagation, "b's introspection says inactive", func() string {
+			r := cl.b.formCall(t, "/oauth2/introspect", "narrowed-agent", secret, url.Values{"token": {tok}})
+			if r.json["active"] != false {
+				return string(r.body)
+			}
+			return ""
+		})
+	})
+
 	t.Run("an agent disabled at b is refused at a", func(t *testing.T) {
 		cl.b.registerOK(t, "disabled-agent")
 		tok := cl.a.token(t, "disabled-agent", secret) // a remembers the verified secret

@@ -88,6 +88,11 @@ func (ad *Admin) UpdateAgent(ctx context.Context, id string, u agents.AdminUpdat
 	} else {
 		err = ad.p.agentUpdated(ctx, id)
 	}
+	if err == nil && u.Permissions != nil && !disabling {
+		// Tokens issued before carry what the agent held then: those with
+		// a permission taken away stop working.
+		err = ad.p.agentPermissionsSet(ctx, a)
+	}
 	if err != nil {
 		return nil, err
 	}

@@ -2,6 +2,7 @@ package oauth
 
 import (
 	"context"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -32,6 +33,7 @@ type Revocations struct {
 	seq    uint64               // the last change read from the log
 	jtis   map[string]time.Time // jti → when its entry can be dropped
 	agents map[string]agentRevocation
+	perms  map[string][]agentPermissions // each change, until its tokens expired
 	fams   map[string]time.Time // family → when its entry can be dropped
 	subs   map[int]func(Change)
 	nextID int
@@ -46,6 +48,13 @@ type agentRevocation struct {
 	before, until time.Time
 }
 
+// agentPermissions are an agent's permissions as an operator set them at
+// before: its older tokens may carry no other API scope.
+type agentPermissions struct {
+	before, until time.Time
+	allowed       []string
+}
+
 // NewRevocations returns an empty view of log; call Sync to fill it.
 func NewRevocations(log ChangeLog, now func() time.Time, zlog *zap.Logger) *Revocations {
 	if now == nil {
@@ -54,7 +63,7 @@ func NewRevocations(log ChangeLog, now func() time.Time, zlog *zap.Logger) *Revo
 	if zlog == nil {
 		zlog = zap.NewNop()
 	}
-	return &Revocations{log: log, now: now, zap: zlog, jtis: map[string]time.Time{}, agents: map[string]agentRevocation{},
+	return &Revocations{log: log, now: now, zap: zlog, jtis: map[string]time.Time{}, agents: map[string]agentRevocation{}, perms: map[string][]agentPermissions{},
 		fams: map[string]time.Time{}, subs: map[int]func(Change){}, own: map[uint64]struct{}{}}
 }
 
@@ -177,6 +186,14 @@ func (v *Revocations) apply(c Change) {
 		if cur, ok := v.agents[c.Key]; !ok || c.Before.After(cur.before) {
 			v.agents[c.Key] = agentRevocation{before: c.Before, until: c.Expires}
 		}
+	case ChangeAgentPermissions:
+		// Every change is kept (until its tokens expired): a permission
+		// given back later does not bring an earlier token back.
+		id, allowed, _ := strings.Cut(c.Key, " ")
+		p := agentPermissions{before: c.Before, until: c.Expires, allowed: strings.Fields(allowed)}
+		if !slices.ContainsFunc(v.perms[id], func(q agentPermissions) bool { return q.before.Equal(p.before) }) {
+			v.perms[id] = append(v.perms[id], p)
+		}
 	}
 	subs := make([]func(Change), 0, len(v.subs))
 	for _, fn := range v.subs {
@@ -208,6 +225,14 @@ func (v *Revocations) sweep() {
 			delete(v.agents, k)
 		}
 	}
+	for k, ps := range v.perms {
+		ps = slices.DeleteFunc(ps, func(p agentPermissions) bool { return now.After(p.until) })
+		if len(ps) == 0 {
+			delete(v.perms, k)
+		} else {
+			v.perms[k] = ps
+		}
+	}
 }
 
 // Revoked reports whether the token is void: its id, or anything it
@@ -234,6 +259,19 @@ func (v *Revocations) Revoked(c *AccessClaims) bool {
 	}
 	if r, ok := v.agents[c.Subject]; ok && c.IssuedAt != nil && !c.IssuedAt.After(r.before) {
 		return true
+	}
+	if ps := v.perms[c.Subject]; len(ps) > 0 && c.IssuedAt != nil {
+		scopes := c.Scopes()
+		for _, p := range ps {
+			if c.IssuedAt.After(p.before) {
+				continue
+			}
+			for _, sc := range scopes {
+				if !slices.Contains(IdentityScopes, sc) && !slices.Contains(p.allowed, sc) {
+					return true // a permission the operator has taken away since
+				}
+			}
+		}
 	}
 	return false
 }

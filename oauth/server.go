@@ -401,5 +401,14 @@ func (p *provider) agentUpdated(ctx context.Context, id string) error {
 	return p.revocations.Record(ctx, Change{Kind: ChangeAgentUpdated, Key: id, Expires: p.now().Add(agentChangeRetention)})
 }
 
+// agentPermissionsSet tells every process the agent's permissions as the
+// operator just set them: its earlier tokens that carry another API scope
+// stop working (within a poll interval elsewhere, at once here).
+func (p *provider) agentPermissionsSet(ctx context.Context, a *agents.Agent) error {
+	now := p.now()
+	return p.revocations.Record(ctx, Change{Kind: ChangeAgentPermissions, Key: strings.Join(append([]string{a.ID}, a.Permissions...), " "),
+		Before: now, Expires: now.Add(p.tokens.Lifetime() + verifyLeeway)})
+}
+
 // Revocations is the server's view of the change log.
 func (s *Server) Revocations() *Revocations { return s.revocations }

@@ -272,6 +272,12 @@ const (
 	ChangeAgentRevoked = "agent_revoked"
 	// ChangeAgentUpdated says agent Key changed: caches of it are stale.
 	ChangeAgentUpdated = "agent_updated"
+	// ChangeAgentPermissions says an operator set the permissions of an
+	// agent: Key is the agent id and its permissions after the change,
+	// space-separated (neither may contain a space). A token of the agent
+	// issued at or before Before that carries an API scope outside them is
+	// void. Processes that do not know the kind ignore it.
+	ChangeAgentPermissions = "agent_permissions"
 )
 
 // Change is one entry of the change log: a revocation, or news that an
