@@ -247,3 +247,24 @@ func TestGenerateSecret(t *testing.T) {
 		seen[s] = true
 	}
 }
+
+func FuzzValidateSecret(f *testing.F) {
+	for _, s := range []string{"Test123456!", "Aa1!      ", "Password1!", "Ｔｅｓｔ１２３４５６！", "Aa1\u200b\u200b\u200b\u200b\u200b\u200b\u200b"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		if len(s) > 1024 {
+			return
+		}
+		if agents.ValidateSecret("agent_secret", s) != nil {
+			return
+		}
+		n := agents.NormalizeSecret(s)
+		if agents.NormalizeSecret(n) != n {
+			t.Fatalf("normalising %q twice changes it", s)
+		}
+		if agents.ValidateSecret("agent_secret", n) != nil {
+			t.Fatalf("%q is accepted but its normal form is not", s)
+		}
+	})
+}

@@ -1,6 +1,7 @@
 package caddymodule
 
 import (
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"strings"
@@ -9,6 +10,7 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
 	"github.com/caddyserver/caddy/v2/caddytest"
 )
 
@@ -150,13 +152,43 @@ func TestValidate(t *testing.T) {
 	}
 }
 
+// FuzzCaddyfile adapts Caddyfiles the way `caddy adapt` does (the lexer,
+// the global options, the directives), seeded with the golden files: no
+// input may panic or produce JSON that does not decode back into the app.
 func FuzzCaddyfile(f *testing.F) {
-	f.Add("auth_agent {\n issuer https://a.example\n agent ab1 {\n permissions x y\n }\n}")
-	f.Add("auth_agent {\n registration token t\n storage memory\n}")
+	golden, _ := filepath.Glob("testdata/*.caddyfiletest")
+	for _, file := range golden {
+		b, err := os.ReadFile(file)
+		if err != nil {
+			f.Fatal(err)
+		}
+		in, _, _ := strings.Cut(string(b), "----------")
+		f.Add(in)
+	}
+	f.Add("{\n auth_agent {\n issuer https://a.example\n agent ab1 {\n permissions x y\n }\n }\n}")
+	f.Add("{\n auth_agent {\n registration token t\n storage memory\n }\n}\n:8080 {\n agent_guard {\n scopes a\n }\n}")
+	f.Add("{\n auth_agent {\n rate_limit {\n authorization 5/m\n }\n body_timeout 3s\n client c {\n secret " + strings.Repeat("s", 32) + "\n resource_server\n grant_types client_credentials\n }\n }\n}")
+	f.Add("{\n auth_agent {\n\"unterminated\n}")
+	adapter := caddyfile.Adapter{ServerType: httpcaddyfile.ServerType{}}
 	f.Fuzz(func(t *testing.T, input string) {
-		d := caddyfile.NewTestDispenser(input)
-		a := new(App)
-		if a.UnmarshalCaddyfile(d) == nil {
+		if strings.Contains(input, "import") {
+			return // reads files: not this parser's input
+		}
+		out, _, err := adapter.Adapt([]byte(input), nil)
+		if err != nil {
+			return
+		}
+		var cfg struct {
+			Apps map[string]json.RawMessage `json:"apps"`
+		}
+		if err := json.Unmarshal(out, &cfg); err != nil {
+			t.Fatalf("the adapter wrote JSON that does not decode: %v\n%s", err, out)
+		}
+		if raw, ok := cfg.Apps["auth_agent"]; ok {
+			var a App
+			if err := json.Unmarshal(raw, &a); err != nil {
+				t.Fatalf("the auth_agent app does not decode: %v\n%s", err, raw)
+			}
 			_ = a.Validate()
 		}
 	})

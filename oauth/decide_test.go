@@ -296,3 +296,20 @@ func TestNarrowResources(t *testing.T) {
 		}
 	}
 }
+
+func FuzzApprovalExpectation(f *testing.F) {
+	for _, s := range []string{"https://app.example/cb", "app.example:8443", "com.example.app:/cb", "[::1]:80", "http://[::1]:8080/x", "a b", ""} {
+		f.Add("site", s)
+	}
+	req := &AuthRequest{ClientID: "site", RedirectURI: "https://app.example/cb", ExpiresAt: t0.Add(time.Minute)}
+	agent := &agents.Agent{ID: "bot"}
+	f.Fuzz(func(t *testing.T, clientID, redirect string) {
+		e, err := parseApprovalExpectation(clientID, redirect)
+		if err != nil {
+			return
+		}
+		if decideApproval(req, agent, t0, e) == nil && (clientID != "" && clientID != "site" || e.redirectHost != "" && e.redirectHost != "app.example") {
+			t.Fatalf("approved for %q %q (host %q)", clientID, redirect, e.redirectHost)
+		}
+	})
+}
