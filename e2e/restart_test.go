@@ -3,16 +3,13 @@ package e2e
 import (
 	"fmt"
 	"io/fs"
-	"net"
 	"net/http"
 	"net/http/cookiejar"
 	"net/url"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 )
 
 // TestSignInSurvivesKill9: the agent approves a sign-in, Caddy is killed
@@ -65,52 +62,7 @@ func TestSignInSurvivesKill9(t *testing.T) {
 // TestValidateWhileRunning: `caddy validate` of Caddyfile.example succeeds
 // while a Caddy runs it on the same storage, and creates no file.
 func TestValidateWhileRunning(t *testing.T) {
-	for _, port := range []string{"8080", "8081", "2019"} {
-		l, err := net.Listen("tcp", "localhost:"+port)
-		if err != nil {
-			if os.Getenv("CI") == "true" {
-				t.Fatalf("Caddyfile.example's port %s is taken: %v", port, err)
-			}
-			t.Skipf("Caddyfile.example's port %s is taken: %v", port, err)
-		}
-		l.Close()
-	}
-	dir := t.TempDir()
-	example, err := os.ReadFile("../Caddyfile.example")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(dir, "Caddyfile.example"), example, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	env := append(os.Environ(), "HOME="+dir, "XDG_DATA_HOME="+filepath.Join(dir, "data-home"), "XDG_CONFIG_HOME="+filepath.Join(dir, "config-home"))
-	run := exec.Command(caddyBin, "run", "--config", "Caddyfile.example")
-	run.Dir, run.Env = dir, env
-	log := new(syncBuffer)
-	run.Stdout, run.Stderr = log, log
-	if err := run.Start(); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() { _ = run.Wait(); close(done) }()
-	t.Cleanup(func() {
-		_ = run.Process.Kill()
-		<-done
-	})
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		resp, err := http.Get("http://localhost:8080/.well-known/jwks.json")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == 200 {
-				break
-			}
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("Caddyfile.example did not start:\n%s", log)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	dir, env := runExample(t)
 	if r := do(t, "POST", "http://localhost:8080/api/register-agent", nil, registerBody("example-agent", secret)); r.status != 201 {
 		t.Fatalf("register: %d %s", r.status, r.body)
 	}

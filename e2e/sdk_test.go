@@ -349,7 +349,7 @@ func TestSDKQuickStarts(t *testing.T) {
 		if err := os.WriteFile(script, []byte(code), 0o600); err != nil {
 			t.Fatal(err)
 		}
-		runExample(t)
+		_, _ = runExample(t)
 		out, err := exec.Command(node, script).CombinedOutput()
 		if err != nil || !strings.Contains(string(out), "data:read") {
 			t.Fatalf("the quick start: %v\n%s", err, out)
@@ -358,7 +358,7 @@ func TestSDKQuickStarts(t *testing.T) {
 	t.Run("python", func(t *testing.T) {
 		py := pytest(t)
 		code := readmeBlock(t, filepath.Join("..", "sdk", "python", "README.md"), "python")
-		runExample(t)
+		_, _ = runExample(t)
 		// authorization_url is what a website gives the agent: here, one
 		// for Caddyfile.example's demo-site.
 		website := "authorization_url = " + strconv.Quote("http://localhost:8080/oauth2/authorize?response_type=code&client_id=demo-site"+
@@ -388,8 +388,9 @@ func readmeBlock(t *testing.T, path, lang string) string {
 }
 
 // runExample runs Caddy on Caddyfile.example, as README's first command
-// does, in a directory of its own, until the test ends.
-func runExample(t *testing.T) {
+// does, in a directory of its own, until the test ends; it returns that
+// directory and the process's environment.
+func runExample(t *testing.T) (dir string, env []string) {
 	t.Helper()
 	for _, port := range []string{"8080", "8081", "2019"} {
 		l, err := net.Listen("tcp", "localhost:"+port)
@@ -401,7 +402,7 @@ func runExample(t *testing.T) {
 		}
 		l.Close()
 	}
-	dir := t.TempDir()
+	dir = t.TempDir()
 	example, err := os.ReadFile("../Caddyfile.example")
 	if err != nil {
 		t.Fatal(err)
@@ -409,9 +410,9 @@ func runExample(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(dir, "Caddyfile.example"), example, 0o600); err != nil {
 		t.Fatal(err)
 	}
+	env = append(os.Environ(), "HOME="+dir, "XDG_DATA_HOME="+filepath.Join(dir, "data-home"), "XDG_CONFIG_HOME="+filepath.Join(dir, "config-home"))
 	run := exec.Command(caddyBin, "run", "--config", "Caddyfile.example")
-	run.Dir = dir
-	run.Env = append(os.Environ(), "HOME="+dir, "XDG_DATA_HOME="+filepath.Join(dir, "data-home"), "XDG_CONFIG_HOME="+filepath.Join(dir, "config-home"))
+	run.Dir, run.Env = dir, env
 	log := new(syncBuffer)
 	run.Stdout, run.Stderr = log, log
 	if err := run.Start(); err != nil {
@@ -433,7 +434,7 @@ func runExample(t *testing.T) {
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == 200 {
-				return
+				return dir, env
 			}
 		}
 		if time.Now().After(deadline) {
