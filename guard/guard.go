@@ -151,15 +151,17 @@ func hasScope(scope, s string) bool {
 
 // audienceOK reports whether a token meant for aud may be used here: with
 // a Resource, aud must contain it (RFC 8707); without one, aud must name
-// this site's origin or the issuer, so a token meant for another service
-// never works here (MCP requires audience validation).
+// this site's origin, or be the issuer alone (a token issued without
+// resource), so a token meant for another service never works here (MCP
+// requires audience validation) — also one that names the issuer beside
+// its resources, as a token granted openid does for userinfo.
 func (g *Guard) audienceOK(aud []string, r *http.Request) bool {
 	if g.Resource != "" {
 		return slices.Contains(aud, g.Resource)
 	}
 	// The issuer first: it is what a token names by default, and the
 	// site's origin takes building.
-	if slices.Contains(aud, g.Verifier.Issuer()) {
+	if len(aud) == 1 && aud[0] == g.Verifier.Issuer() {
 		return true
 	}
 	origin, ok := siteOrigin(r)

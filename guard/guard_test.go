@@ -89,10 +89,14 @@ func TestGuardAudienceWithoutResource(t *testing.T) {
 		"another scheme":            {"http://api.example.com", "api.example.com", "10.0.0.1:443", true, false},
 		"a port it did not come on": {"https://api.example.com:8443", "api.example.com:8443", "10.0.0.1:443", true, false},
 		"a path of the origin":      {"https://api.example.com/mcp", "api.example.com", "10.0.0.1:443", true, false},
+		// A token for another service that also names the issuer (granted
+		// openid, for userinfo) is that service's, not this one's.
+		"another service and the issuer": {"https://other.example.com " + issuer, "api.example.com", "10.0.0.1:443", true, false},
+		"this origin and the issuer":     {"https://api.example.com " + issuer, "api.example.com", "10.0.0.1:443", true, true},
 	} {
 		grant := oauth.AccessGrant{Subject: "bot", ClientID: "bot"}
 		if tc.aud != "" {
-			grant.Audience = []string{tc.aud}
+			grant.Audience = strings.Fields(tc.aud)
 		}
 		tok, _ := tokens.IssueAccessToken(grant)
 		r := httptest.NewRequest("GET", "/", nil)

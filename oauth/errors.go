@@ -50,10 +50,10 @@ func ErrNotFoundPath(desc string) *Error   { return newError("invalid_request", 
 func ErrConflict(desc string) *Error       { return newError("invalid_request", 409, desc) }
 func ErrTooLarge(desc string) *Error       { return newError("invalid_request", 413, desc) }
 
-// ErrRequestTimeout answers a body that did not arrive in time; the
-// connection is closed after it.
+// ErrRequestTimeout answers a body that did not arrive in time (the
+// server closes an HTTP/1 connection after it: its read failed).
 func ErrRequestTimeout(desc string) *Error {
-	return newError("invalid_request", 408, desc).WithHeader("Connection", "close")
+	return newError("invalid_request", 408, desc)
 }
 func ErrInvalidClient(desc string) *Error { return newError("invalid_client", 401, desc) }
 func ErrInvalidGrant(desc string) *Error  { return newError("invalid_grant", 400, desc) }

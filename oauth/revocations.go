@@ -34,7 +34,7 @@ type Revocations struct {
 	jtis   map[string]time.Time // jti → when its entry can be dropped
 	agents map[string]agentRevocation
 	perms  map[string][]agentPermissions // each change, until its tokens expired
-	fams   map[string]time.Time // family → when its entry can be dropped
+	fams   map[string]time.Time          // family → when its entry can be dropped
 	subs   map[int]func(Change)
 	nextID int
 	// own are the changes this process recorded and has applied already,

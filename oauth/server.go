@@ -187,6 +187,16 @@ func (s *Server) Handles(path string) bool {
 
 // ServeHTTP dispatches to the endpoint for the request's path.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.Body != nil && r.Body != http.NoBody {
+		// A body that trickles in holds a connection and a goroutine for
+		// as long as the client likes (Caddy sets no read timeout by
+		// default): past the deadline a read fails, and the answer is 408.
+		// It is set before any answer, 404 and 405 too, and stays after
+		// the handler: net/http drains an unread body before it answers
+		// (so a trickling one must still time out) and clears the
+		// deadline itself before reading the next request.
+		_ = http.NewResponseController(w).SetReadDeadline(time.Now().Add(s.cfg.BodyTimeout))
+	}
 	rt, ok := s.routes[r.URL.Path]
 	if !ok {
 		WriteError(w, ErrNotFoundPath("no endpoint at "+r.URL.Path))
@@ -199,15 +209,6 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if !allowed {
 		WriteError(w, ErrMethodNotAllowed(rt.methods...))
 		return
-	}
-	if r.Body != nil && r.Body != http.NoBody {
-		// A body that trickles in holds a connection and a goroutine for
-		// as long as the client likes (Caddy sets no read timeout by
-		// default): past the deadline a read fails, and the answer is 408.
-		rc := http.NewResponseController(w)
-		if rc.SetReadDeadline(time.Now().Add(s.cfg.BodyTimeout)) == nil {
-			defer rc.SetReadDeadline(time.Time{})
-		}
 	}
 	if err := rt.handle(w, r); err != nil {
 		s.Fail(w, r, err)
