@@ -7,6 +7,7 @@ import (
 	"reflect"
 	"strings"
 	"sync"
+	"unicode"
 )
 
 // Strict JSON keys. encoding/json lets the last of two equal keys win and
@@ -46,7 +47,7 @@ func objectKeys(body []byte) ([]string, error) {
 func checkKeys(keys, known []string) error {
 	folded := make(map[string]string, len(keys)+len(known))
 	for _, f := range known {
-		folded[strings.ToLower(f)] = f
+		folded[foldKey(f)] = f
 	}
 	seen := make(map[string]bool, len(keys))
 	for _, k := range keys {
@@ -54,13 +55,32 @@ func checkKeys(keys, known []string) error {
 			return ErrInvalidRequest("field " + strconvQuote(k) + " is given more than once")
 		}
 		seen[k] = true
-		lower := strings.ToLower(k)
-		if other, ok := folded[lower]; ok && other != k {
+		fk := foldKey(k)
+		if other, ok := folded[fk]; ok && other != k {
 			return ErrInvalidRequest("field " + strconvQuote(k) + " differs from " + strconvQuote(other) + " only in case: field names are case-sensitive")
 		}
-		folded[lower] = k
+		folded[fk] = k
 	}
 	return nil
+}
+
+// foldKey folds s the way encoding/json matches field names (Unicode simple
+// case folding, as bytes.EqualFold): each rune becomes the smallest of its
+// folding orbit, so "agent_ſecret" (long s) and "AGENT_SECRET" fold like
+// "agent_secret".
+func foldKey(s string) string {
+	var b strings.Builder
+	b.Grow(len(s))
+	for _, r := range s {
+		min := r
+		for f := unicode.SimpleFold(r); f != r; f = unicode.SimpleFold(f) {
+			if f < min {
+				min = f
+			}
+		}
+		b.WriteRune(min)
+	}
+	return b.String()
 }
 
 // jsonFields lists the JSON names of the fields of v's struct type (v a

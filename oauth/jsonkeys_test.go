@@ -57,3 +57,25 @@ func TestReadParamsStrictKeys(t *testing.T) {
 		}
 	}
 }
+
+// Keys encoding/json would match to a field by Unicode simple folding are
+// refused too (long s, Kelvin sign), so no two readings differ.
+func TestDecodeJSONFoldedKeys(t *testing.T) {
+	type body struct {
+		Secret string `json:"agent_secret"`
+		Key    string `json:"key"`
+	}
+	for _, in := range []string{
+		`{"agent_secret":"a","agent_ſecret":"b"}`,
+		`{"agent_ſecret":"b"}`,
+		`{"\u212aey":"k"}`,
+		`{"KEY":"k"}`,
+	} {
+		r := httptest.NewRequest("POST", "/", strings.NewReader(in))
+		r.Header.Set("Content-Type", "application/json")
+		var b body
+		if err := DecodeJSON(httptest.NewRecorder(), r, 1024, &b); err == nil || !strings.Contains(err.Error(), "only in case") {
+			t.Errorf("%s: %v (decoded %+v)", in, err, b)
+		}
+	}
+}
