@@ -568,16 +568,19 @@ func TestNoTargetedLockout(t *testing.T) {
 // checks another instance within 2 s); tokens without it, and new ones,
 // work.
 func TestPermissionRemovalIsImmediate(t *testing.T) {
+	site := newWebsite(t)
 	up := newUpstream(t)
 	c := newCaddy(t, "")
 	apiPort := freePort(t)
 	api := fmt.Sprintf("http://127.0.0.1:%d", apiPort)
 	c.sites = guardedSite(apiPort, "\tagent_guard {\n\t\tscopes data:write\n\t}\n", up.URL)
-	c.start("")
+	c.start(oauthOpts(site.callback, ""))
 	c.registerOK(t, "narrowed")
 	if r := c.admin(t, "PATCH", "/auth_agent/agents/narrowed", `{"permissions":["data:read","data:write"]}`); r.status != 200 {
 		t.Fatalf("grant: %d %s", r.status, r.body)
 	}
+	// A code approved before the change and redeemed after it.
+	code := c.codeFor(t, map[string]string{"redirect_uri": site.callback, "scope": "openid data:read data:write"}, "narrowed")
 	both := c.token(t, "narrowed", secret) // profile data:read data:write
 	writeOnly := do(t, "POST", c.base()+"/api/agent-auth", nil, fmt.Sprintf(`{"agent_id":"narrowed","agent_secret":%q,"scope":"data:write"}`, secret)).str("access_token")
 	for _, tok := range []string{both, writeOnly} {
@@ -589,6 +592,9 @@ func TestPermissionRemovalIsImmediate(t *testing.T) {
 		t.Fatalf("narrow: %d %s", r.status, r.body)
 	}
 	wantError(t, do(t, "GET", api+"/x", bearer(both), ""), 401, "invalid_token")
+	if r := c.redeem(t, code, site.callback); r.status != 200 || r.str("scope") != "openid data:write" {
+		t.Fatalf("a code approved before the change grants %q (%d %s)", r.str("scope"), r.status, r.body)
+	}
 	self := url.Values{"token": {both}}
 	if r := c.formCall(t, "/oauth2/introspect", "narrowed", secret, self); r.json["active"] != false {
 		t.Fatalf("introspection of a token with a removed permission: %s", r.body)
@@ -602,10 +608,10 @@ func TestPermissionRemovalIsImmediate(t *testing.T) {
 	// Given back, the permission makes new tokens work; the old token
 	// stays void. (Tokens say when they were issued to the second, so a
 	// token issued in the second of a change counts as issued before it.)
-	time.Sleep(time.Until(time.Now().Truncate(time.Second).Add(1100 * time.Millisecond)))
 	if r := c.admin(t, "PATCH", "/auth_agent/agents/narrowed", `{"permissions":["data:read","data:write"]}`); r.status != 200 {
 		t.Fatalf("grant again: %d %s", r.status, r.body)
 	}
+	time.Sleep(time.Until(time.Now().Truncate(time.Second).Add(1100 * time.Millisecond)))
 	if r := do(t, "GET", api+"/x", bearer(c.token(t, "narrowed", secret)), ""); r.status != 200 {
 		t.Fatalf("a new token after the grant: %d %s", r.status, r.body)
 	}

@@ -51,6 +51,7 @@ type agentRevocation struct {
 // agentPermissions are an agent's permissions as an operator set them at
 // before: its older tokens may carry no other API scope.
 type agentPermissions struct {
+	seq           uint64 // the change's: applying it again changes nothing
 	before, until time.Time
 	allowed       []string
 }
@@ -188,10 +189,21 @@ func (v *Revocations) apply(c Change) {
 		}
 	case ChangeAgentPermissions:
 		// Every change is kept (until its tokens expired): a permission
-		// given back later does not bring an earlier token back.
+		// given back later does not bring an earlier token back. A later
+		// change ends what an earlier one covers (Before includes a slack
+		// past the change), so tokens issued after it answer to it alone.
 		id, allowed, _ := strings.Cut(c.Key, " ")
-		p := agentPermissions{before: c.Before, until: c.Expires, allowed: strings.Fields(allowed)}
-		if !slices.ContainsFunc(v.perms[id], func(q agentPermissions) bool { return q.before.Equal(p.before) }) {
+		p := agentPermissions{seq: c.Seq, before: c.Before, until: c.Expires, allowed: strings.Fields(allowed)}
+		if !slices.ContainsFunc(v.perms[id], func(q agentPermissions) bool { return q.seq == p.seq }) {
+			at := c.At
+			if at.IsZero() || at.After(c.Before) {
+				at = c.Before
+			}
+			for i := range v.perms[id] {
+				if q := &v.perms[id][i]; q.before.After(at) && q.before.Before(p.before) {
+					q.before = at
+				}
+			}
 			v.perms[id] = append(v.perms[id], p)
 		}
 	}

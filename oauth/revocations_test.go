@@ -26,7 +26,8 @@ func (m *memLog) ChangesSince(_ context.Context, after uint64, _ int) ([]Change,
 
 func TestRevokedByPermissionChanges(t *testing.T) {
 	now := t0
-	v := NewRevocations(&memLog{}, func() time.Time { return now }, nil)
+	log := &memLog{}
+	v := NewRevocations(log, func() time.Time { return now }, nil)
 	token := func(iat time.Time, scope string) *AccessClaims {
 		return &AccessClaims{RegisteredClaims: jwt.RegisteredClaims{Subject: "bot", IssuedAt: jwt.NewNumericDate(iat)}, Scope: scope}
 	}
@@ -59,6 +60,13 @@ func TestRevokedByPermissionChanges(t *testing.T) {
 	}
 	if v.Revoked(token(t0.Add(2*time.Minute), "data:read")) {
 		t.Error("a token issued after the permission came back")
+	}
+	// Read back from the log (as every Sync does), the changes apply once.
+	for _, c := range log.changes {
+		v.apply(c)
+	}
+	if len(v.perms["bot"]) != 2 || v.Revoked(token(t0.Add(2*time.Minute), "data:read")) {
+		t.Errorf("applying the changes again altered the view: %+v", v.perms["bot"])
 	}
 	// Entries go once their tokens have expired.
 	now = t0.Add(2 * time.Hour)

@@ -406,10 +406,18 @@ func (p *provider) agentUpdated(ctx context.Context, id string) error {
 // operator just set them: its earlier tokens that carry another API scope
 // stop working (within a poll interval elsewhere, at once here).
 func (p *provider) agentPermissionsSet(ctx context.Context, a *agents.Agent) error {
-	now := p.now()
+	// Tokens issued a little after the change count as earlier too: one
+	// whose request read the agent before the change (and then waited for
+	// argon2id) carries the old permissions.
+	before := p.now().Add(permissionChangeSlack)
 	return p.revocations.Record(ctx, Change{Kind: ChangeAgentPermissions, Key: strings.Join(append([]string{a.ID}, a.Permissions...), " "),
-		Before: now, Expires: now.Add(p.tokens.Lifetime() + verifyLeeway)})
+		Before: before, Expires: before.Add(p.tokens.Lifetime() + verifyLeeway)})
 }
+
+// permissionChangeSlack is how long after a permission change tokens are
+// still checked against it: longer than a request takes from reading the
+// agent to signing its token.
+const permissionChangeSlack = 10 * time.Second
 
 // Revocations is the server's view of the change log.
 func (s *Server) Revocations() *Revocations { return s.revocations }
