@@ -26,8 +26,9 @@ type RateLimitConfig struct {
 	// in the last day. Default: 10/m.
 	Authentication string `json:"authentication,omitempty"`
 	// Refresh-token grants per refresh family (one sign-in of one agent at
-	// one client); each client also has a ceiling of 1000 times this, a
-	// flood guard. Default: 60/h.
+	// one client); each agent at a client has a ceiling of 10 times this
+	// over all its sign-ins, and each client one of 1000 times, a flood
+	// guard. Default: 60/h.
 	Refresh string `json:"refresh,omitempty"`
 	// New authorization requests (sign-ins started at /oauth2/authorize)
 	// per client IP. Default: 60/m.
@@ -52,9 +53,12 @@ type RateLimitConfig struct {
 // per-address budget: times the limit, in periods times its window.
 var agentCeilings = []struct{ times, periods int64 }{{10, 1}, {50, 10}, {200, 60}}
 
-// refreshClientFactor sets a client's refresh ceiling from the per-family
-// budget.
-const refreshClientFactor = 1000
+// refreshClientFactor and refreshAgentFactor set a client's refresh
+// ceiling, and an agent's at one client, from the per-family budget.
+const (
+	refreshClientFactor = 1000
+	refreshAgentFactor  = 10
+)
 
 // Default budgets (SPEC §7).
 const (
@@ -207,6 +211,7 @@ func buildLimits(c *RateLimitConfig, repl *caddy.Replacer, log *zap.Logger) (*ra
 		// The per-client ceiling: far above one family's budget, only a
 		// guard against a flood through many sign-ins.
 		limits.RefreshClient = store.Budget("refresh_client", limit*refreshClientFactor, period)
+		limits.RefreshAgent = store.Budget("refresh_agent", limit*refreshAgentFactor, period)
 	}
 	return limits, key, nil
 }

@@ -370,7 +370,7 @@ func (s *tokenEndpoint) grantRefreshToken(ctx context.Context, w http.ResponseWr
 	// The budget is the family's (one sign-in), checked now and charged
 	// only once the refresh succeeded: junk or spent tokens cost nothing,
 	// and one busy agent never spends another's budget.
-	if err := s.limits.PeekRefresh(ctx, w, client.ID, g.Family); err != nil {
+	if err := s.limits.PeekRefresh(ctx, w, client.ID, g.AgentID, g.Family); err != nil {
 		return nil, err
 	}
 	a, err := s.activeAgent(ctx, g.AgentID, g.AuthTime)
@@ -395,7 +395,7 @@ func (s *tokenEndpoint) grantRefreshToken(ctx context.Context, w http.ResponseWr
 	case errors.Is(err, ErrNotFound):
 		return nil, ErrInvalidGrant("the refresh token is invalid or expired")
 	case err == nil:
-		_ = s.limits.TakeRefresh(ctx, w, client.ID, g.Family)
+		_ = s.limits.TakeRefresh(ctx, w, client.ID, g.AgentID, g.Family)
 	}
 	return resp, err
 }

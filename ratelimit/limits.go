@@ -74,9 +74,12 @@ type Limits struct {
 	FailedAuthAgent []Limiter
 	KnownAddresses  Limiter
 	// Refresh counts refresh-token grants per refresh family (one sign-in
-	// of one agent at one client); RefreshClient is a far larger ceiling
-	// per client, only a guard against a flood through many families.
+	// of one agent at one client). RefreshAgent is a larger ceiling per
+	// (client, agent), against one agent refreshing through many sign-ins;
+	// RefreshClient a far larger one per client, only a flood guard that
+	// one agent cannot fill alone.
 	Refresh       Limiter
+	RefreshAgent  Limiter
 	RefreshClient Limiter
 	// Authorization counts new authorization requests (sign-ins started
 	// at /oauth2/authorize) per client IP: each is a stored record, and
@@ -411,14 +414,18 @@ func (l *Limits) TakeAuthorization(ctx context.Context, w http.ResponseWriter, i
 	return l.Take(ctx, w, l.Authorization, "authorization", IPKey(ip), l.AuthFailOpen)
 }
 
-// PeekRefresh refuses a refresh of family (at clientID) whose budget, or
-// whose client's ceiling, is spent; TakeRefresh charges a refresh that
-// succeeded. The headers tell where the family stands.
-func (l *Limits) PeekRefresh(ctx context.Context, w http.ResponseWriter, clientID, family string) error {
+// PeekRefresh refuses a refresh of family (of agentID at clientID) whose
+// budget, or whose agent's or client's ceiling, is spent; TakeRefresh
+// charges a refresh that succeeded. The headers tell where the family
+// stands.
+func (l *Limits) PeekRefresh(ctx context.Context, w http.ResponseWriter, clientID, agentID, family string) error {
 	if l == nil {
 		return nil
 	}
 	if err := l.Peek(ctx, nil, l.RefreshClient, "refresh_client", "client:"+clientID, l.AuthFailOpen); err != nil {
+		return err
+	}
+	if err := l.Peek(ctx, nil, l.RefreshAgent, "refresh_agent", "client:"+clientID+"|agent:"+agentID, l.AuthFailOpen); err != nil {
 		return err
 	}
 	return l.Peek(ctx, w, l.Refresh, "refresh", "family:"+family, l.AuthFailOpen)
@@ -426,10 +433,11 @@ func (l *Limits) PeekRefresh(ctx context.Context, w http.ResponseWriter, clientI
 
 // TakeRefresh charges one successful refresh to its family and its
 // client; a store failure never undoes the refresh that already happened.
-func (l *Limits) TakeRefresh(ctx context.Context, w http.ResponseWriter, clientID, family string) error {
+func (l *Limits) TakeRefresh(ctx context.Context, w http.ResponseWriter, clientID, agentID, family string) error {
 	if l == nil {
 		return nil
 	}
 	_ = l.Take(ctx, nil, l.RefreshClient, "refresh_client", "client:"+clientID, true)
+	_ = l.Take(ctx, nil, l.RefreshAgent, "refresh_agent", "client:"+clientID+"|agent:"+agentID, true)
 	return l.Take(ctx, w, l.Refresh, "refresh", "family:"+family, true)
 }

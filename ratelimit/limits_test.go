@@ -142,10 +142,10 @@ func TestRefreshPerFamily(t *testing.T) {
 	ctx := context.Background()
 	l := &Limits{Refresh: store.Budget("refresh", 2, time.Hour), RefreshClient: store.Budget("refresh_client", 3, time.Hour)}
 	refresh := func(family string) error {
-		if err := l.PeekRefresh(ctx, httptest.NewRecorder(), "mcp-client", family); err != nil {
+		if err := l.PeekRefresh(ctx, httptest.NewRecorder(), "mcp-client", "agent-"+family, family); err != nil {
 			return err
 		}
-		return l.TakeRefresh(ctx, httptest.NewRecorder(), "mcp-client", family)
+		return l.TakeRefresh(ctx, httptest.NewRecorder(), "mcp-client", "agent-"+family, family)
 	}
 	for i := range 2 {
 		if err := refresh("a"); err != nil {
@@ -203,5 +203,32 @@ func TestAgentCeilings(t *testing.T) {
 	// Another agent is untouched.
 	if _, err := l.ChargeAttempt(ctx, nil, "203.0.113.9", "bystander"); err != nil {
 		t.Fatalf("another agent: %v", err)
+	}
+}
+
+// One agent refreshing through many sign-ins meets its own ceiling at the
+// client long before the client's, which it cannot fill alone.
+func TestRefreshAgentCeiling(t *testing.T) {
+	store := NewMemoryStore()
+	defer store.Close()
+	ctx := context.Background()
+	l := &Limits{Refresh: store.Budget("refresh", 2, time.Hour), RefreshAgent: store.Budget("refresh_agent", 4, time.Hour), RefreshClient: store.Budget("refresh_client", 100, time.Hour)}
+	refresh := func(agent, family string) error {
+		if err := l.PeekRefresh(ctx, nil, "mcp-client", agent, family); err != nil {
+			return err
+		}
+		return l.TakeRefresh(ctx, nil, "mcp-client", agent, family)
+	}
+	for i := range 4 {
+		if err := refresh("greedy", fmt.Sprintf("f%d", i/2)); err != nil {
+			t.Fatalf("refresh %d: %v", i, err)
+		}
+	}
+	var ex *Exceeded
+	if err := refresh("greedy", "f9"); !errors.As(err, &ex) || ex.Budget != "refresh_agent" {
+		t.Fatalf("a fresh sign-in of the same agent past its ceiling: %v", err)
+	}
+	if err := refresh("other", "g1"); err != nil {
+		t.Fatalf("another agent of the client: %v", err)
 	}
 }
