@@ -23,7 +23,8 @@ type RateLimitConfig struct {
 	// client IP) (successes never count); each agent also has ceilings
 	// against guessing from many addresses (10x this per window, 50x per
 	// 10 windows, 200x per 60), which spare the addresses it signed in from
-	// in the last day. Default: 10/m.
+	// today or yesterday and leave every other one a try per 10 windows.
+	// Default: 10/m.
 	Authentication string `json:"authentication,omitempty"`
 	// Refresh-token grants per refresh family (one sign-in of one agent at
 	// one client); each agent at a client has a ceiling of 10 times this
@@ -200,12 +201,14 @@ func buildLimits(c *RateLimitConfig, repl *caddy.Replacer, log *zap.Logger) (*ra
 		// above the per-address budget, in longer windows each (100/m,
 		// 500/10m, 2000/h by default), so sustained distributed guessing
 		// is locked out longer and longer; addresses the agent signed in
-		// from in the last day are exempt.
+		// from today or yesterday are exempt, and any other gets one try
+		// per 10 windows.
 		for i, tier := range agentCeilings {
 			limits.FailedAuthAgent = append(limits.FailedAuthAgent,
 				store.Budget(fmt.Sprintf("authentication_agent_%d", i+1), limit*tier.times, period*time.Duration(tier.periods)))
 		}
-		limits.KnownAddresses = store.Budget("known_addresses", 1<<40, 24*time.Hour)
+		limits.KnownAddresses = store.Budget("known_addresses", 1<<40, 48*time.Hour)
+		limits.CeilingTries = store.Budget("authentication_ceiling_tries", 1, 10*period)
 	}
 	if limit, period, on, _ := parseRate(cfg.Refresh); on {
 		// The per-client ceiling: far above one family's budget, only a

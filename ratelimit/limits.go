@@ -69,10 +69,15 @@ type Limits struct {
 	// address together, against distributed guessing: far above FailedAuth
 	// and in longer and longer windows (100/m, 500/10m, 2000/h by default),
 	// so sustained guessing is locked out for longer each time. Addresses
-	// the agent authenticated from lately (KnownAddresses) are exempt: a
-	// lock-out is never one an outsider can impose on the agent itself.
+	// the agent authenticated from today or yesterday (KnownAddresses) are
+	// exempt, and every other one keeps a try now and then (CeilingTries):
+	// a lock-out is never one an outsider can impose on the agent itself.
 	FailedAuthAgent []Limiter
 	KnownAddresses  Limiter
+	// CeilingTries lets an unknown address one attempt per window at an
+	// agent whose ceiling is reached: a real agent on a new address still
+	// gets in eventually, and guessing stays at one try per address.
+	CeilingTries Limiter
 	// Refresh counts refresh-token grants per refresh family (one sign-in
 	// of one agent at one client). RefreshAgent is a larger ceiling per
 	// (client, agent), against one agent refreshing through many sign-ins;
@@ -277,14 +282,18 @@ func (l *Limits) ChargeAttempt(ctx context.Context, w http.ResponseWriter, ip, a
 		return nil, l.exceeded("authentication", worst)
 	}
 	if len(keys) == 2 && len(l.FailedAuthAgent) > 0 {
-		a.known = "known:" + agentID + "|" + ipKey
-		if !l.isKnown(ctx, a.known) {
+		known := knownKeys(agentID, ipKey, time.Now())
+		a.known = known[0]
+		if !l.isKnown(ctx, known) {
 			for _, lim := range l.FailedAuthAgent {
 				st, err := take(lim, "agent:"+agentID)
 				if err != nil {
 					return nil, err
 				}
 				if st.Reached {
+					if l.ceilingTry(ctx, "try:"+agentID+"|"+ipKey) {
+						break
+					}
 					a.refund(ctx)
 					return nil, l.exceededAs(BudgetAgentCeiling, st)
 				}
@@ -304,14 +313,36 @@ func (a *Attempt) refund(ctx context.Context) {
 	a.charged = nil
 }
 
-// isKnown reports whether the agent authenticated from this address in
-// the KnownAddresses window.
-func (l *Limits) isKnown(ctx context.Context, key string) bool {
+// knownKeys are the KnownAddresses keys of today and yesterday (UTC): a
+// success marks today's, and either makes the address known, so it stays
+// known for a day or two after the agent's last success there.
+func knownKeys(agentID, ipKey string, now time.Time) [2]string {
+	base := "known:" + agentID + "|" + ipKey + "|"
+	return [2]string{base + now.UTC().Format("20060102"), base + now.UTC().AddDate(0, 0, -1).Format("20060102")}
+}
+
+// isKnown reports whether the agent authenticated from this address today
+// or yesterday.
+func (l *Limits) isKnown(ctx context.Context, keys [2]string) bool {
 	if l.KnownAddresses == nil {
 		return false
 	}
-	st, err := l.KnownAddresses.Peek(ctx, key)
-	return err == nil && st.Remaining < st.Limit
+	for _, key := range keys {
+		if st, err := l.KnownAddresses.Peek(ctx, key); err == nil && st.Remaining < st.Limit {
+			return true
+		}
+	}
+	return false
+}
+
+// ceilingTry reports whether this address may still try once at an agent
+// whose ceiling is reached (and spends that try).
+func (l *Limits) ceilingTry(ctx context.Context, key string) bool {
+	if l.CeilingTries == nil {
+		return false
+	}
+	st, err := l.CeilingTries.Take(ctx, key)
+	return err == nil && !st.Reached
 }
 
 // Succeeded gives the charge back: the credentials were right; the

@@ -175,7 +175,8 @@ func TestAgentCeilings(t *testing.T) {
 	l := &Limits{
 		FailedAuth:      store.Budget("authentication", 2, time.Minute),
 		FailedAuthAgent: []Limiter{store.Budget("authentication_agent_1", 4, time.Minute), store.Budget("authentication_agent_2", 6, time.Hour)},
-		KnownAddresses:  store.Budget("known_addresses", 1<<30, 24*time.Hour),
+		KnownAddresses:  store.Budget("known_addresses", 1<<30, 48*time.Hour),
+		CeilingTries:    store.Budget("ceiling_tries", 1, 10*time.Minute),
 	}
 	// The agent signs in from its own address.
 	a, err := l.ChargeAttempt(ctx, nil, "198.51.100.7", "target")
@@ -183,22 +184,38 @@ func TestAgentCeilings(t *testing.T) {
 		t.Fatal(err)
 	}
 	a.Succeeded(ctx)
-	// Four addresses guess once each: the first ceiling is spent.
+	// Four addresses guess once each: the first ceiling is spent. A fifth
+	// has its one try past it, and no second.
 	var ex *Exceeded
 	for i := range 5 {
-		_, err := l.ChargeAttempt(ctx, nil, fmt.Sprintf("203.0.113.%d", i), "target")
-		if i < 4 && err != nil {
+		if _, err := l.ChargeAttempt(ctx, nil, fmt.Sprintf("203.0.113.%d", i), "target"); err != nil {
 			t.Fatalf("guess %d: %v", i, err)
 		}
-		if i == 4 && (!errors.As(err, &ex) || ex.Budget != BudgetAgentCeiling) {
-			t.Fatalf("past the agent's ceiling: %v", err)
-		}
+	}
+	if _, err := l.ChargeAttempt(ctx, nil, "203.0.113.4", "target"); !errors.As(err, &ex) || ex.Budget != BudgetAgentCeiling {
+		t.Fatalf("past the agent's ceiling: %v", err)
 	}
 	// The agent's own address still gets in.
 	if a, err := l.ChargeAttempt(ctx, nil, "198.51.100.7", "target"); err != nil {
 		t.Fatalf("the agent's own address: %v", err)
 	} else {
 		a.Succeeded(ctx)
+	}
+	// A new address still gets one try (here right: it gets in, and is
+	// known from now on); another new one that guesses wrong gets no second.
+	if a, err := l.ChargeAttempt(ctx, nil, "198.51.100.8", "target"); err != nil {
+		t.Fatalf("a new address of the agent's: %v", err)
+	} else {
+		a.Succeeded(ctx)
+	}
+	if _, err := l.ChargeAttempt(ctx, nil, "198.51.100.8", "target"); err != nil {
+		t.Fatalf("the address it just signed in from: %v", err)
+	}
+	if _, err := l.ChargeAttempt(ctx, nil, "203.0.113.50", "target"); err != nil {
+		t.Fatalf("a guesser's one try: %v", err)
+	}
+	if _, err := l.ChargeAttempt(ctx, nil, "203.0.113.50", "target"); !errors.As(err, &ex) || ex.Budget != BudgetAgentCeiling {
+		t.Fatalf("a guesser's second try: %v", err)
 	}
 	// Another agent is untouched.
 	if _, err := l.ChargeAttempt(ctx, nil, "203.0.113.9", "bystander"); err != nil {
