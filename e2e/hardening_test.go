@@ -282,6 +282,9 @@ func TestAudienceAtUserinfoAndIntrospection(t *testing.T) {
 			t.Error("the resource server does not learn about a token presented to it")
 		}
 	}
+	if active("api-gateway", clientSecret, grant.str("refresh_token")) != false {
+		t.Error("the resource server learns about another client's refresh token")
+	}
 	named := c.tokenCall(t, "demo-site", clientSecret, url.Values{
 		"grant_type": {"urn:ietf:params:oauth:grant-type:token-exchange"}, "subject_token": {at},
 		"subject_token_type": {"urn:ietf:params:oauth:token-type:access_token"}, "audience": {"other-site"},

@@ -15,6 +15,8 @@ import (
 	"strings"
 	"time"
 
+	"golang.org/x/net/idna"
+
 	"github.com/authagent/caddy-authagent/agents"
 	"github.com/authagent/caddy-authagent/events"
 	"github.com/authagent/caddy-authagent/internal/metrics"
@@ -343,6 +345,11 @@ func canonicalHost(scheme, hostport string) string {
 		host, port = h, p
 	}
 	host = strings.TrimSuffix(strings.ToLower(strings.Trim(host, "[]")), ".")
+	if a, err := idna.Lookup.ToASCII(host); err == nil {
+		// Punycode: a look-alike name (a Cyrillic е for an e) shows as
+		// what it is, and compares by what it resolves as.
+		host = a
+	}
 	if (scheme == "https" && port == "443") || (scheme == "http" && port == "80") {
 		port = ""
 	}

@@ -80,6 +80,9 @@ func TestRequestStatusAndApproval(t *testing.T) {
 		{"https://app.example:8443/cb", "https://app.example/cb", false},
 		{"http://[::1]:8080/cb", "[::1]:8080", true},
 		{"http://[::1]:8080/cb", "http://[::1]:9090/cb", false},
+		// A look-alike (Cyrillic е) is its punycode, never the real name.
+		{"https://d\u0435mo.example/cb", "demo.example", false},
+		{"https://d\u0435mo.example/cb", "https://d\u0435mo.example/x", true},
 	} {
 		r := *req
 		r.RedirectURI = c.registered

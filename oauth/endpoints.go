@@ -55,13 +55,14 @@ func (s *tokenInfo) handleIntrospect(w http.ResponseWriter, r *http.Request) err
 	// A caller learns about a token issued to it, or an access token
 	// whose aud names it (RFC 7662 §4); any other looks inactive to it —
 	// unless the operator made the caller a resource server, which checks
-	// the tokens presented to it, whoever they were issued to.
-	mayKnow := func(clientID string, aud []string) bool {
-		return clientID == c.id() || slices.Contains(aud, c.id()) || (c.client != nil && c.client.ResourceServer)
+	// the access tokens presented to it, whoever they were issued to
+	// (never refresh tokens: those are only their client's business).
+	mayKnow := func(clientID string, aud []string, access bool) bool {
+		return clientID == c.id() || slices.Contains(aud, c.id()) || (access && c.client != nil && c.client.ResourceServer)
 	}
 	inactive := map[string]any{"active": false}
 	if claims, err := s.tokens.VerifyAccessToken(r.Context(), tok, ""); err == nil {
-		if !mayKnow(claims.ClientID, claims.Audience) || s.revocations.Revoked(claims) || !s.subjectActive(r.Context(), claims) {
+		if !mayKnow(claims.ClientID, claims.Audience, true) || s.revocations.Revoked(claims) || !s.subjectActive(r.Context(), claims) {
 			WriteJSON(w, http.StatusOK, inactive)
 			return nil
 		}
@@ -79,7 +80,7 @@ func (s *tokenInfo) handleIntrospect(w http.ResponseWriter, r *http.Request) err
 	if len(tok) <= 256 {
 		g, err := s.store.GetRefresh(r.Context(), tokenHash(tok))
 		switch {
-		case err == nil && mayKnow(g.ClientID, nil) && !g.Rotated && !s.revocations.FamilyRevoked(g.Family) && s.now().Before(g.ExpiresAt):
+		case err == nil && mayKnow(g.ClientID, nil, false) && !g.Rotated && !s.revocations.FamilyRevoked(g.Family) && s.now().Before(g.ExpiresAt):
 			WriteJSON(w, http.StatusOK, map[string]any{
 				"active": true, "token_type": "refresh_token", "scope": strings.Join(g.Scopes, " "),
 				"client_id": g.ClientID, "sub": g.AgentID, "iss": s.cfg.Issuer, "exp": g.ExpiresAt.Unix(),

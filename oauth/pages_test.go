@@ -298,3 +298,12 @@ func TestOnlyConfiguredClientsAreResourceServers(t *testing.T) {
 		t.Error("a public resource server")
 	}
 }
+
+func TestSignInPageShowsLookAlikeHostsAsPunycode(t *testing.T) {
+	a := newPageAuthorizer(pageIssuer)
+	c := &Client{ID: "c1", Name: "Demo", Source: ClientFromDynamic}
+	_, page := renderSignIn(t, a, c, &authorizeParams{redirectURI: "https://d\u0435mo.example/cb", state: "s", scopes: []string{"openid"}})
+	if !strings.Contains(page, `<span id="redirect-host">xn--dmo-`) {
+		t.Errorf("a look-alike host is not shown as punycode:\n%s", page)
+	}
+}
