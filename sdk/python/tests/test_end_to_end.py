@@ -210,9 +210,9 @@ def test_expired_sign_in_request() -> None:
 
 
 def test_rate_limited() -> None:
-    """The server runs with `authentication 3/m` (per address and per agent
-    id): failures past it are refused with 429 and the budget's headers.
-    Last, as it spends this address's budget."""
+    """The server runs with `authentication 3/m` (per address, and per
+    agent and address): failures past it are refused with 429 and the
+    budget's headers. Last, as it spends this address's budget."""
     client = AuthAgentClient(ISSUER)
     client.register_agent(agent_id="py-limited", agent_secret=SECRET, model_name="m", owner_name="O", owner_email="o@example.com")
     last = None
