@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"syscall"
@@ -187,13 +188,30 @@ func (c *caddy) tryStart(opts string) error {
 		resp, err := http.Get(c.base() + "/.well-known/jwks.json")
 		if err == nil {
 			resp.Body.Close()
-			if resp.StatusCode == 200 {
+			if resp.StatusCode == 200 && c.sitesListening() {
 				return nil
 			}
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
 	return fmt.Errorf("caddy did not answer within 20s")
+}
+
+// siteAddress finds the loopback addresses of the extra sites.
+var siteAddress = regexp.MustCompile(`http://(127\.0\.0\.1:\d+)`)
+
+// sitesListening reports whether every extra site accepts connections:
+// Caddy starts its servers one after another, so the IdP's answering does
+// not mean a guarded API's listener is up yet.
+func (c *caddy) sitesListening() bool {
+	for _, m := range siteAddress.FindAllStringSubmatch(c.sites, -1) {
+		conn, err := net.DialTimeout("tcp", m[1], time.Second)
+		if err != nil {
+			return false
+		}
+		conn.Close()
+	}
+	return true
 }
 
 // kill9 ends Caddy with SIGKILL: no cleanup, no flush.
