@@ -142,11 +142,6 @@ func IPKey(ip string) string {
 
 // exceeded is the refusal of a request because budget is spent.
 func (l *Limits) exceeded(budget string, st Status) error {
-	return l.exceededAs(budget, st)
-}
-
-// exceededAs is exceeded, naming the budget in the error.
-func (l *Limits) exceededAs(budget string, st Status) error {
 	metrics.RateLimitRejected(budget)
 	return &Exceeded{RetryAfter: max(st.Reset-time.Now().Unix(), 1), Budget: budget}
 }
@@ -295,7 +290,7 @@ func (l *Limits) ChargeAttempt(ctx context.Context, w http.ResponseWriter, ip, a
 						break
 					}
 					a.refund(ctx)
-					return nil, l.exceededAs(BudgetAgentCeiling, st)
+					return nil, l.exceeded(BudgetAgentCeiling, st)
 				}
 			}
 		}
