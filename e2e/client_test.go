@@ -23,11 +23,8 @@ import (
 // agent meets.
 func TestGoClient(t *testing.T) {
 	site := newWebsite(t)
-	up := newUpstream(t)
 	c := newCaddy(t, "")
-	apiPort := freePort(t)
-	api := "http://127.0.0.1:" + strconv.Itoa(apiPort)
-	c.sites = guardedSite(apiPort, "\tagent_guard {\n\t\tscopes data:read\n\t}\n", up.URL)
+	api := c.guardAPI(t, "\tagent_guard {\n\t\tscopes data:read\n\t}\n")
 	c.start(oauthOpts(site.callback, "\t\trequest_lifetime 10s"))
 	ctx := context.Background()
 	ac := client.New(c.base())

@@ -51,6 +51,17 @@ func newUpstream(t *testing.T) *upstream {
 	return u
 }
 
+// guardAPI puts an API behind guards (agent_guard blocks) in c's config,
+// proxying to a new upstream that echoes what it was told, and returns the
+// API's URL.
+func (c *caddy) guardAPI(t *testing.T, guards string) string {
+	t.Helper()
+	up := newUpstream(t)
+	port := freePort(t)
+	c.sites = guardedSite(port, guards, up.URL)
+	return fmt.Sprintf("http://127.0.0.1:%d", port)
+}
+
 // guardedSite renders an API site: guard blocks, then the proxy.
 func guardedSite(port int, guards, upstreamURL string) string {
 	return fmt.Sprintf(`

@@ -584,11 +584,8 @@ func TestNoTargetedLockout(t *testing.T) {
 // work.
 func TestPermissionRemovalIsImmediate(t *testing.T) {
 	site := newWebsite(t)
-	up := newUpstream(t)
 	c := newCaddy(t, "")
-	apiPort := freePort(t)
-	api := fmt.Sprintf("http://127.0.0.1:%d", apiPort)
-	c.sites = guardedSite(apiPort, "\tagent_guard {\n\t\tscopes data:write\n\t}\n", up.URL)
+	api := c.guardAPI(t, "\tagent_guard {\n\t\tscopes data:write\n\t}\n")
 	c.start(oauthOpts(site.callback, ""))
 	c.registerOK(t, "narrowed")
 	if r := c.admin(t, "PATCH", "/auth_agent/agents/narrowed", `{"permissions":["data:read","data:write"]}`); r.status != 200 {

@@ -79,11 +79,10 @@ var (
 func newSDKWorld(t *testing.T) *sdkWorld {
 	t.Helper()
 	node := requireNodeSDK(t)
-	up := newUpstream(t)
 	c := newCaddy(t, "")
-	sitePort, apiPort := freePort(t), freePort(t)
+	sitePort := freePort(t)
 	site := "http://127.0.0.1:" + strconv.Itoa(sitePort)
-	c.sites = guardedSite(apiPort, "\tagent_guard {\n\t\tscopes data:read\n\t}\n", up.URL)
+	api := c.guardAPI(t, "\tagent_guard {\n\t\tscopes data:read\n\t}\n")
 	c.start(fmt.Sprintf(`		default_permissions data:read
 		request_lifetime 10s
 		rate_limit {
@@ -104,7 +103,7 @@ func newSDKWorld(t *testing.T) *sdkWorld {
 	startSite(t, node, sitePort, c.base())
 	return &sdkWorld{caddy: c, site: site, env: append(os.Environ(),
 		"AUTHAGENT_ISSUER="+c.base(),
-		fmt.Sprintf("AUTHAGENT_GUARDED_URL=http://127.0.0.1:%d", apiPort),
+		"AUTHAGENT_GUARDED_URL="+api,
 		"AUTHAGENT_SITE_URL="+site,
 		"AUTHAGENT_CLIENT_ID=demo-site",
 		"AUTHAGENT_CLIENT_SECRET="+clientSecret,

@@ -353,6 +353,16 @@ func TestWebhooks(t *testing.T) {
 			return ""
 		})
 
+		// The receiver has the delivery before the dispatcher records its
+		// answer: wait for the records too.
+		eventually(t, 10*time.Second, "every delivery recorded as delivered", func() string {
+			for _, d := range c.adminDeliveries(t) {
+				if d["state"] != "delivered" {
+					return fmt.Sprintf("%v", d)
+				}
+			}
+			return ""
+		})
 		ds := c.adminDeliveries(t)
 		var keyDelivery map[string]any
 		for _, d := range ds {
