@@ -318,7 +318,7 @@ func requester(c *Client, redirectURI string) map[string]any {
 		"client_id":     c.ID,
 		"client_name":   name,
 		"redirect_host": redirectHost(redirectURI),
-		"verified":      c.Source == ClientFromConfig || c.Source == ClientFromAdmin,
+		"verified":      c.Verified(),
 	}
 }
 

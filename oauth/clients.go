@@ -46,6 +46,11 @@ const (
 	ClientFromDocument = "metadata_document"
 )
 
+// Verified reports whether an operator defined the client (configuration
+// or admin API); a dynamically registered or metadata-document client
+// names itself, so its name proves nothing.
+func (c *Client) Verified() bool { return c.Source == ClientFromConfig || c.Source == ClientFromAdmin }
+
 // IdentityScopes are the scopes about the agent itself.
 var IdentityScopes = []string{ScopeOpenID, ScopeProfile, ScopeEmail, ScopePermissions}
 

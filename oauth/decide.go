@@ -82,7 +82,7 @@ func decideApproval(req *AuthRequest, a *agents.Agent, now time.Time, expect app
 		return ErrInvalidRequest(fmt.Sprintf("this sign-in request returns to %q, not %q: it was not approved", redirectHost(req.RedirectURI), expect.redirectHost))
 	}
 	for _, sc := range req.Scopes {
-		if !slices.Contains(IdentityScopes, sc) && !slices.Contains(a.Permissions, sc) {
+		if !permits(a.Permissions, sc) {
 			return ErrInvalidScope("the agent does not have permission " + sc)
 		}
 	}
@@ -125,9 +125,7 @@ func decideRefresh(g *RefreshGrant, clientID, requested string, a *agents.Agent,
 	if err != nil {
 		return nil, err
 	}
-	return slices.DeleteFunc(slices.Clone(scopes), func(sc string) bool {
-		return !slices.Contains(IdentityScopes, sc) && !slices.Contains(a.Permissions, sc)
-	}), nil
+	return heldScopes(scopes, a), nil
 }
 
 // narrowScope applies a requested scope to what was granted: a subset, or
@@ -199,7 +197,18 @@ func clientSubject(c *Client) exchangeSubject { return exchangeSubject{holds: c.
 // agentHolds reports whether agent a may hold scope sc: any identity
 // scope, and the API scopes of its permissions.
 func agentHolds(a *agents.Agent) func(string) bool {
-	return func(sc string) bool { return slices.Contains(IdentityScopes, sc) || slices.Contains(a.Permissions, sc) }
+	return func(sc string) bool { return permits(a.Permissions, sc) }
+}
+
+// permits reports whether an agent with permissions perms may hold scope
+// sc: any identity scope, and the API scopes among its permissions.
+func permits(perms []string, sc string) bool {
+	return slices.Contains(IdentityScopes, sc) || slices.Contains(perms, sc)
+}
+
+// heldScopes is the part of scopes agent a may hold now.
+func heldScopes(scopes []string, a *agents.Agent) []string {
+	return slices.DeleteFunc(slices.Clone(scopes), func(sc string) bool { return !permits(a.Permissions, sc) })
 }
 
 // decideExchange decides what token actor may get for q.subject: only a

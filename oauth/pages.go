@@ -203,7 +203,7 @@ func (s *authorizer) signInData(c *Client, p *authorizeParams, requestID, nonce 
 		ClientName:   name,
 		ClientHost:   host,
 		RedirectHost: returns,
-		Verified:     c.Source == ClientFromConfig || c.Source == ClientFromAdmin,
+		Verified:     c.Verified(),
 		Initial:      initial(name),
 		Tone:         tone(name),
 		Scopes:       s.scopeLines(p.scopes),

@@ -279,7 +279,7 @@ func (v *Revocations) Revoked(c *AccessClaims) bool {
 				continue
 			}
 			for _, sc := range scopes {
-				if !slices.Contains(IdentityScopes, sc) && !slices.Contains(p.allowed, sc) {
+				if !permits(p.allowed, sc) {
 					return true // a permission the operator has taken away since
 				}
 			}

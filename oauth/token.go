@@ -206,9 +206,7 @@ func (s *tokenEndpoint) grantAuthorizationCode(ctx context.Context, client *Clie
 	}
 	// The agent's permissions now, not when it approved: one an operator
 	// took away meanwhile is not granted (as a refresh does).
-	scopes := slices.DeleteFunc(slices.Clone(g.Scopes), func(sc string) bool {
-		return !slices.Contains(IdentityScopes, sc) && !slices.Contains(a.Permissions, sc)
-	})
+	scopes := heldScopes(g.Scopes, a)
 	resp, err := s.issue(ctx, issueRequest{
 		client: client, agent: a, scopes: scopes, resources: g.Resources, audience: audience, model: g.ModelName,
 		authTime: g.AuthTime, nonce: g.Nonce, refresh: refresh, jti: plan.ID, notAfter: exp, family: family,
