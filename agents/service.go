@@ -178,11 +178,16 @@ func GenerateSecret() (string, error) {
 // Authenticate checks an agent's credentials. Unknown agents, wrong secrets
 // and disabled agents all give ErrInvalidCredentials after the same work.
 func (s *Service) Authenticate(ctx context.Context, id, secret string) (*Agent, error) {
+	normalized := NormalizeSecret(secret)
 	a, err := s.repo.GetAgent(ctx, id)
 	if errors.Is(err, ErrNotFound) || (err == nil && id == "") {
 		// The same work as for a known agent with a wrong secret: one
 		// verification, two when the secret changes under normalisation.
-		for range 1 + btoi(NormalizeSecret(secret) != secret) {
+		verifications := 1
+		if normalized != secret {
+			verifications = 2
+		}
+		for range verifications {
 			if _, err := s.hasher.Verify(ctx, secret, s.dummyHash); err != nil && ctx.Err() != nil {
 				return nil, ctx.Err()
 			}
@@ -192,7 +197,6 @@ func (s *Service) Authenticate(ctx context.Context, id, secret string) (*Agent, 
 	if err != nil {
 		return nil, err
 	}
-	normalized := NormalizeSecret(secret)
 	if !s.cache.match(a.ID, a.SecretHash, normalized) {
 		ok, err := s.hasher.Verify(ctx, normalized, a.SecretHash)
 		if err == nil && !ok && normalized != secret {
@@ -366,10 +370,11 @@ func (s *Service) Forget(id string) { s.cache.forget(id) }
 // (stored hash, secret), so an agent authenticating in a loop does not pay
 // argon2id each time. One memo may serve several Services (the registries
 // of successive configurations across reloads): entries are by agent id and
-// match only the stored hash they were made for. The key is random per process, the entries expire
-// after verifiedTTL, the size is bounded, and an entry stops matching as
-// soon as the stored hash changes (it is read from the store on every
-// authentication), so it is never stale in a way that matters.
+// match only the stored hash they were made for. The key is random per
+// process, the entries expire after verifiedTTL, the size is bounded, and
+// an entry stops matching as soon as the stored hash changes (it is read
+// from the store on every authentication), so it is never stale in a way
+// that matters.
 type VerifiedMemo struct {
 	key     [32]byte
 	entries *cache.Cache[string, [32]byte]
@@ -412,10 +417,3 @@ func (c *VerifiedMemo) remember(id, storedHash, secret string) {
 }
 
 func (c *VerifiedMemo) forget(id string) { c.entries.Delete(id) }
-
-func btoi(b bool) int {
-	if b {
-		return 1
-	}
-	return 0
-}
