@@ -68,6 +68,10 @@ func (ad *Admin) UpdateAgent(ctx context.Context, id string, u agents.AdminUpdat
 	}
 	disabling := u.Disabled != nil && *u.Disabled
 	if disabling {
+		// An unknown agent is a 404 that records nothing.
+		if _, err := ad.Agent(ctx, id); err != nil {
+			return nil, err
+		}
 		// Before the change, so that no crash between the two writes leaves
 		// a disabled agent's tokens working at the guards, which read only
 		// the revocations…

@@ -2,6 +2,7 @@ package oauth_test
 
 import (
 	"context"
+	"errors"
 	"encoding/json"
 	"fmt"
 	"net/http/httptest"
@@ -272,5 +273,27 @@ func TestDisableVoidsRefreshTokens(t *testing.T) {
 	rec := s.form("/oauth2/token", url.Values{"grant_type": {"refresh_token"}, "refresh_token": {tokens["refresh_token"].(string)}})
 	if rec.Code != 400 || !strings.Contains(rec.Body.String(), "invalid_grant") {
 		t.Fatalf("a refresh token from before the agent was disabled: %d %s", rec.Code, rec.Body)
+	}
+}
+
+// Disabling an agent that does not exist is a 404 that records nothing:
+// no revocation waits for an agent registered later with that id.
+func TestDisablingAnUnknownAgentRecordsNothing(t *testing.T) {
+	s := newServerAt(t, cheapParams, nil)
+	ctx := context.Background()
+	before, err := s.store.ChangesSince(ctx, 0, 1000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	disabled := true
+	if _, err := s.Admin().UpdateAgent(ctx, "nobody", agents.AdminUpdate{Disabled: &disabled}); !errors.Is(err, oauth.ErrNotFound) {
+		t.Fatalf("disabling an unknown agent: %v", err)
+	}
+	after, err := s.store.ChangesSince(ctx, 0, 1000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(after) != len(before) {
+		t.Fatalf("the refusal recorded %d changes", len(after)-len(before))
 	}
 }
