@@ -328,8 +328,12 @@ func (s *metadata) registerClient(w http.ResponseWriter, r *http.Request) (*Clie
 // hash); secret, when not empty, is a generated secret shown once.
 func ClientMetadata(c *Client, secret string) map[string]any {
 	method := c.AuthMethod()
+	redirects := c.RedirectURIs
+	if redirects == nil {
+		redirects = []string{} // a client without redirects (client_credentials only)
+	}
 	v := map[string]any{
-		"client_id": c.ID, "client_name": c.Name, "redirect_uris": c.RedirectURIs, "grant_types": c.GrantTypes,
+		"client_id": c.ID, "client_name": c.Name, "redirect_uris": redirects, "grant_types": c.GrantTypes,
 		"response_types": []string{"code"}, "token_endpoint_auth_method": method,
 		"client_id_issued_at": c.CreatedAt.Unix(), "id_token_signed_response_alg": c.IDTokenSigningAlg(),
 	}
