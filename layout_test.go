@@ -15,19 +15,20 @@ const module = "github.com/authagent/caddy-authagent/"
 // caddymodule (Caddy glue) → every room; storage → the interfaces it
 // implements (oauth, agents, events); guard (the resource server) → oauth
 // for the shared types; oauth (the authorization server) → agents,
-// ratelimit, events; agents, ratelimit, events and internal/… → nothing
-// of ours but internal/…. Only caddymodule imports Caddy, only storage
+// ratelimit, events, api (the documents it serves); agents, ratelimit,
+// events and internal/… → nothing of ours but internal/…, api → nothing. Only caddymodule imports Caddy, only storage
 // imports Badger, and only ratelimit imports the limiter and Redis.
 var allowedImports = map[string][]string{
 	"caddymodule": {"oauth", "agents", "storage", "guard", "ratelimit", "events", "internal"},
 	"storage":     {"oauth", "agents", "events"},
 	"guard":       {"oauth", "internal"},
-	"oauth":       {"agents", "ratelimit", "events", "internal"},
+	"oauth":       {"agents", "ratelimit", "events", "internal", "api"},
 	"agents":      {"internal"},
 	"ratelimit":   {"internal"},
 	"events":      {"internal"},
 	"internal":    {"internal"},
 	"client":      {}, // the Go SDK: the standard library only
+	"api":         {}, // the API's documents (and their generator)
 }
 
 var exclusiveImports = map[string]string{

@@ -19,8 +19,12 @@ import (
 type tokenInfo struct{ *provider }
 
 // metadata serves what describes the server and registers clients:
-// discovery, the key set and RFC 7591 registration.
-type metadata struct{ *provider }
+// discovery, the key set, the API's description and RFC 7591
+// registration.
+type metadata struct {
+	*provider
+	docs *apiDocs
+}
 
 // handleUserinfo is GET|POST /oauth2/userinfo: the claims the token's
 // scopes release. The token must carry openid.

@@ -151,7 +151,7 @@ func NewServer(cfg Config, d Deps) *Server {
 	}
 	p := &provider{cfg: cfg, agents: d.Agents, keys: d.Keys, tokens: d.Tokens, clients: NewClients(d.Clients, d.Store, docs),
 		store: d.Store, codeKey: d.CodeKey, revocations: d.Revocations, limits: d.Limits, events: d.Events, log: d.Log, now: d.Now}
-	agentAPI, authz, token, info, meta := &agentAPI{p}, &authorizer{p}, &tokenEndpoint{p}, &tokenInfo{p}, &metadata{p}
+	agentAPI, authz, token, info, meta := &agentAPI{p}, &authorizer{p}, &tokenEndpoint{p}, &tokenInfo{p}, &metadata{p, newAPIDocs(cfg.Issuer)}
 	get, post := http.MethodGet, http.MethodPost
 	discovery := route{[]string{get, http.MethodHead}, meta.handleDiscovery}
 	s := &Server{provider: p, admin: &Admin{p}}
@@ -160,6 +160,8 @@ func NewServer(cfg Config, d Deps) *Server {
 		"/api/agent-auth":                         {[]string{post}, agentAPI.handleAgentAuth},
 		"/api/agents/profile":                     {[]string{get, http.MethodPut}, agentAPI.handleProfile},
 		"/api/check-status":                       {[]string{get}, authz.handleCheckStatus},
+		"/api/openapi.json":                       {[]string{get, http.MethodHead}, meta.handleOpenAPI},
+		"/api/postman-collection.json":            {[]string{get, http.MethodHead}, meta.handlePostmanCollection},
 		"/oauth2/authorize":                       {[]string{get, post}, authz.handleAuthorize},
 		"/oauth2/token":                           {[]string{post}, token.handleToken},
 		"/oauth2/userinfo":                        {[]string{get, post}, info.handleUserinfo},
