@@ -300,7 +300,7 @@ func fromAddress(ip string) *http.Client {
 	d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(ip)}, Timeout: 5 * time.Second}
 	return &http.Client{
 		Timeout:       10 * time.Second,
-		Transport:     &http.Transport{DialContext: d.DialContext},
+		Transport:     contract.wrap(&http.Transport{DialContext: d.DialContext}),
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 	}
 }

@@ -38,8 +38,15 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, "building caddy:", err)
 		os.Exit(1)
 	}
+	if err := loadContract(); err != nil {
+		fmt.Fprintln(os.Stderr, "the API's documents:", err)
+		os.Exit(1)
+	}
 	code := m.Run()
 	os.RemoveAll(dir)
+	if !contract.report() && code == 0 {
+		code = 1
+	}
 	os.Exit(code)
 }
 
@@ -100,7 +107,10 @@ func newCaddy(t *testing.T, dir string) *caddy {
 	if dir == "" {
 		dir = t.TempDir()
 	}
-	return &caddy{t: t, dir: dir, httpPort: freePort(t), adminPort: freePort(t)}
+	c := &caddy{t: t, dir: dir, httpPort: freePort(t), adminPort: freePort(t)}
+	contract.watch(fmt.Sprintf("127.0.0.1:%d", c.httpPort), "api")
+	contract.watch(fmt.Sprintf("127.0.0.1:%d", c.adminPort), "admin")
+	return c
 }
 
 func (c *caddy) base() string { return fmt.Sprintf("http://127.0.0.1:%d", c.httpPort) }

@@ -38,7 +38,7 @@ func TestReloadKeepsAgents(t *testing.T) {
 	// this one does (a few times: each retry dials again). Keep-alive
 	// connections, as real clients hold, make such dials rare. Every
 	// request must end in a 200.
-	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 8}}
+	client := &http.Client{Transport: contract.wrap(&http.Transport{MaxIdleConnsPerHost: 8})}
 	defer client.CloseIdleConnections()
 	var failures, calls, resets atomic.Int64
 	var firstFailure atomic.Value

@@ -401,6 +401,10 @@ func runExample(t *testing.T) (dir string, env []string) {
 		}
 		l.Close()
 	}
+	for _, host := range []string{"localhost", "127.0.0.1"} {
+		contract.watch(host+":8080", "api")
+		contract.watch(host+":2019", "admin")
+	}
 	dir = t.TempDir()
 	example, err := os.ReadFile("../Caddyfile.example")
 	if err != nil {
