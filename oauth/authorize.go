@@ -14,6 +14,7 @@ import (
 	"net/url"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"golang.org/x/net/idna"
 
@@ -178,6 +179,10 @@ func (s *authorizer) parseAuthorize(client *Client, redirectURI string, q url.Va
 		return nil, ErrUnauthorizedClient("this client may not use the authorization code grant")
 	case len(p.state) > maxStateLength || len(p.nonce) > maxStateLength:
 		return nil, ErrInvalidRequest(fmt.Sprintf("state and nonce must be at most %d bytes", maxStateLength))
+	case !storableText(p.state) || !storableText(p.nonce):
+		// Refused here, as the client's error, whatever the store could
+		// hold (PostgreSQL holds neither NUL nor invalid UTF-8).
+		return nil, ErrInvalidRequest("state and nonce must be UTF-8 text without NUL")
 	case p.codeChallenge == "":
 		return nil, ErrInvalidRequest("PKCE is required: send code_challenge and code_challenge_method=S256")
 	case p.method != "S256":
@@ -211,6 +216,12 @@ func (s *authorizer) parseAuthorize(client *Client, redirectURI string, q url.Va
 		return nil, AsError(err)
 	}
 	return p, nil
+}
+
+// storableText reports whether s is UTF-8 without NUL: text every store
+// keeps as it is.
+func storableText(s string) bool {
+	return utf8.ValidString(s) && !strings.ContainsRune(s, 0)
 }
 
 // validPKCEValue checks the RFC 7636 alphabet.

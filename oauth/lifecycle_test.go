@@ -2,8 +2,8 @@ package oauth_test
 
 import (
 	"context"
-	"errors"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http/httptest"
 	"net/url"
@@ -295,5 +295,54 @@ func TestDisablingAnUnknownAgentRecordsNothing(t *testing.T) {
 	}
 	if len(after) != len(before) {
 		t.Fatalf("the refusal recorded %d changes", len(after)-len(before))
+	}
+}
+
+// state and nonce that no store could keep as text (NUL, invalid UTF-8)
+// are the client's error, sent back by redirect on every backend: nothing
+// is stored.
+func TestAuthorizeRefusesUnstorableStateAndNonce(t *testing.T) {
+	s := newServerAt(t, cheapParams, nil, siteClient(t))
+	for _, bad := range []map[string]string{{"state": "a\x00b"}, {"nonce": "\x00"}, {"state": "a\xffb"}, {"nonce": "\xc3"}} {
+		q := url.Values{
+			"response_type": {"code"}, "client_id": {"site"}, "redirect_uri": {testRedirect}, "scope": {"openid"},
+			"code_challenge": {testChallenge()}, "code_challenge_method": {"S256"},
+		}
+		for k, v := range bad {
+			q.Set(k, v)
+		}
+		rec := httptest.NewRecorder()
+		s.ServeHTTP(rec, httptest.NewRequest("GET", "/oauth2/authorize?"+q.Encode(), nil))
+		loc, _ := url.Parse(rec.Header().Get("Location"))
+		if rec.Code != 302 || loc.Query().Get("error") != "invalid_request" || len(rec.Result().Cookies()) != 0 {
+			t.Errorf("%q: %d %s", bad, rec.Code, rec.Header().Get("Location"))
+		}
+	}
+}
+
+// A subject token past its exp (within the verification leeway) does not
+// exchange: the result could not outlive it, so it would come out with
+// expires_in 0 or less.
+func TestExchangeRefusesAnExpiredSubject(t *testing.T) {
+	var mu sync.Mutex
+	now := time.Now()
+	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	s := newServerAt(t, cheapParams, clock, siteClient(t))
+	s.seedAgent(t, "exchanger")
+	subject := s.redeem(t, s.code(t, "exchanger"))["access_token"].(string)
+	exchange := func() *httptest.ResponseRecorder {
+		return s.form("/oauth2/token", url.Values{
+			"grant_type": {oauth.GrantTokenExchange}, "subject_token": {subject},
+			"subject_token_type": {oauth.TokenTypeAccessToken}, "scope": {"openid"},
+		})
+	}
+	if rec := exchange(); rec.Code != 200 {
+		t.Fatalf("a live subject: %d %s", rec.Code, rec.Body)
+	}
+	mu.Lock()
+	now = now.Add(time.Hour + 5*time.Second) // past exp, within the leeway
+	mu.Unlock()
+	if rec := exchange(); rec.Code != 400 || !strings.Contains(rec.Body.String(), "invalid_grant") {
+		t.Fatalf("an expired subject: %d %s", rec.Code, rec.Body)
 	}
 }

@@ -470,7 +470,10 @@ func (s *tokenEndpoint) grantTokenExchange(ctx context.Context, c caller, params
 		q.audience = append(q.audience, au)
 	}
 	claims, err := s.tokens.VerifyAccessToken(ctx, subject, "")
-	if err != nil {
+	// Verification allows a little clock skew past exp; an exchanged token
+	// never outlives its subject, so one that expired (or has less than a
+	// second left) would come out already expired.
+	if err != nil || claims.ExpiresAt.Sub(s.now()) < time.Second {
 		return nil, ErrInvalidGrant("subject_token is invalid or expired")
 	}
 	if err := checkExchangeSubject(claims, c.id()); err != nil {
