@@ -19,6 +19,10 @@ type Agent struct {
 	CreatedAt   time.Time `json:"created_at"`
 	UpdatedAt   time.Time `json:"updated_at"`
 	Disabled    bool      `json:"disabled"`
+	// JWKS, for an agent that holds keys instead of a secret, is its
+	// public keys (a JWK Set's JSON): it authenticates only with
+	// assertions they verify, and SecretHash is empty.
+	JWKS string `json:"jwks,omitempty"`
 }
 
 // Clone returns a deep copy, so callers may change the copy freely.

@@ -54,6 +54,18 @@ type Store interface {
 	CodeStore
 	RefreshStore
 	ChangeLog
+	ReplayStore
+}
+
+// ReplayStore records values that may be used once (the jti of a client
+// assertion, of a DPoP proof) until they expire, so that every process
+// sharing the store refuses a second use.
+type ReplayStore interface {
+	// UseOnce records key until until, or returns ErrExists when key is
+	// recorded and not yet expired. Of concurrent callers with one key,
+	// exactly one succeeds. An expired record is as good as none (and is
+	// swept).
+	UseOnce(ctx context.Context, key string, until time.Time) error
 }
 
 // Client is an OAuth client: a website, an app or an MCP client.
@@ -68,6 +80,11 @@ type Client struct {
 	// IDTokenAlg signs the client's ID tokens (its
 	// id_token_signed_response_alg); empty means RS256.
 	IDTokenAlg string
+	// JWKS is the client's public keys, a JWK Set's JSON, for
+	// private_key_jwt; JWKSURI is where they are fetched from instead.
+	// A client with either has no secret.
+	JWKS    string
+	JWKSURI string
 	// ResourceServer lets the client introspect every token of this
 	// issuer (an API, or another Caddy's agent_guard, checking tokens
 	// presented to it); other clients learn only about their own tokens

@@ -49,6 +49,9 @@ const (
 	// "refam/<family>/<hash>" with an empty value. Families never contain
 	// "/" (see checkFamily), so one family's prefix is no other's.
 	familyPrefix = "refam/"
+	// usedOncePrefix holds UseOnce's keys: "once/<key>", the value the
+	// time it is recorded until, with a Badger expiry to match.
+	usedOncePrefix = "once/"
 	// changePrefix is followed by the sequence number as 8 big-endian
 	// bytes, so key order is sequence order.
 	changePrefix = "chg/"
@@ -94,6 +97,7 @@ func secretKey(name string) []byte   { return []byte(secretPrefix + name) }
 func authReqKey(id string) []byte    { return []byte(authReqPrefix + id) }
 func codeKey(hash string) []byte     { return []byte(codePrefix + hash) }
 func refreshKey(hash string) []byte  { return []byte(refreshPrefix + hash) }
+func usedOnceKey(key string) []byte  { return []byte(usedOncePrefix + key) }
 func familyIndexPrefix(family string) []byte {
 	return []byte(familyPrefix + family + "/")
 }
@@ -1222,6 +1226,30 @@ func (b *Badger) RevokeFamily(ctx context.Context, family string) error {
 			return nil
 		}
 	}
+}
+
+// --- single-use keys ---
+
+// UseOnce records key until until, or returns oauth.ErrExists while key is
+// recorded and not expired, in one transaction under the key's lock (and
+// retried on a conflict), so of concurrent callers exactly one succeeds;
+// see oauth.ReplayStore. Badger's expiry drops the record once it is gone.
+func (b *Badger) UseOnce(ctx context.Context, key string, until time.Time) error {
+	if err := checkUseOnce(key, until); err != nil {
+		return err
+	}
+	rec := usedOnceRecord{Until: until}
+	k := usedOnceKey(key)
+	return b.updateKey(ctx, k, func(txn *badger.Txn) error {
+		old, _, err := readJSON[usedOnceRecord](txn, k, "use-once key")
+		if err != nil {
+			return err
+		}
+		if old != nil && !expired(old.Until, b.now()) {
+			return oauth.ErrExists
+		}
+		return writeJSON(txn, k, rec, b.expiryOf(rec.Until), "use-once key")
+	})
 }
 
 // --- change log ---

@@ -26,6 +26,9 @@ type agentRecord struct {
 	CreatedAt   time.Time `json:"created_at"`
 	UpdatedAt   time.Time `json:"updated_at"`
 	Disabled    bool      `json:"disabled"`
+	// JWKS is absent from agents written before agents could hold keys,
+	// and from agents that hold a secret.
+	JWKS string `json:"jwks,omitempty"`
 }
 
 func toAgentRecord(a *agents.Agent) agentRecord {
@@ -39,6 +42,7 @@ func toAgentRecord(a *agents.Agent) agentRecord {
 		CreatedAt:   a.CreatedAt,
 		UpdatedAt:   a.UpdatedAt,
 		Disabled:    a.Disabled,
+		JWKS:        a.JWKS,
 	}
 }
 
@@ -53,6 +57,7 @@ func (r agentRecord) agent() *agents.Agent {
 		CreatedAt:   r.CreatedAt,
 		UpdatedAt:   r.UpdatedAt,
 		Disabled:    r.Disabled,
+		JWKS:        r.JWKS,
 	}
 }
 
@@ -60,16 +65,21 @@ func (r agentRecord) agent() *agents.Agent {
 // previous layout kept under "rec/client/<id>", which migration copies as
 // it is.
 type clientRecord struct {
-	ID           string    `json:"client_id"`
-	Name         string    `json:"client_name"`
-	SecretHash   string    `json:"secret_sha256,omitempty"`
-	Public       bool      `json:"public,omitempty"`
-	RedirectURIs []string  `json:"redirect_uris"`
-	Scopes       []string  `json:"scopes"`
-	GrantTypes   []string  `json:"grant_types"`
-	IDTokenAlg   string    `json:"id_token_signed_response_alg,omitempty"`
-	Source       string    `json:"source"`
-	CreatedAt    time.Time `json:"created_at"`
+	ID           string   `json:"client_id"`
+	Name         string   `json:"client_name"`
+	SecretHash   string   `json:"secret_sha256,omitempty"`
+	Public       bool     `json:"public,omitempty"`
+	RedirectURIs []string `json:"redirect_uris"`
+	Scopes       []string `json:"scopes"`
+	GrantTypes   []string `json:"grant_types"`
+	IDTokenAlg   string   `json:"id_token_signed_response_alg,omitempty"`
+	// JWKS and JWKSURI (RFC 7591's names) are absent from clients written
+	// before clients could authenticate with keys, and from those that
+	// do not.
+	JWKS      string    `json:"jwks,omitempty"`
+	JWKSURI   string    `json:"jwks_uri,omitempty"`
+	Source    string    `json:"source"`
+	CreatedAt time.Time `json:"created_at"`
 }
 
 func toClientRecord(c *oauth.Client) clientRecord {
@@ -82,6 +92,8 @@ func toClientRecord(c *oauth.Client) clientRecord {
 		Scopes:       slices.Clone(c.Scopes),
 		GrantTypes:   slices.Clone(c.GrantTypes),
 		IDTokenAlg:   c.IDTokenAlg,
+		JWKS:         c.JWKS,
+		JWKSURI:      c.JWKSURI,
 		Source:       c.Source,
 		CreatedAt:    c.CreatedAt,
 	}
@@ -97,6 +109,8 @@ func (r clientRecord) client() *oauth.Client {
 		Scopes:       r.Scopes,
 		GrantTypes:   r.GrantTypes,
 		IDTokenAlg:   r.IDTokenAlg,
+		JWKS:         r.JWKS,
+		JWKSURI:      r.JWKSURI,
 		Source:       r.Source,
 		CreatedAt:    r.CreatedAt,
 	}
@@ -391,4 +405,11 @@ func toChangeRecord(c oauth.Change) changeRecord {
 
 func (r changeRecord) change() oauth.Change {
 	return oauth.Change{Seq: r.Seq, Kind: r.Kind, Key: r.Key, Before: r.Before, Expires: r.Expires, At: r.At}
+}
+
+// usedOnceRecord is stored under "once/<key>": the time UseOnce recorded
+// the key until, on the store's clock (Badger's own expiry, in whole
+// seconds of the real clock, only lets compaction drop it).
+type usedOnceRecord struct {
+	Until time.Time `json:"until"`
 }

@@ -115,6 +115,9 @@ func TestBadgerSurvivesReopen(t *testing.T) {
 	if err := b.CreateCode(ctx, "code", &oauth.CodeGrant{AgentID: "persist", ExpiresAt: exp}); err != nil {
 		t.Fatal(err)
 	}
+	if err := b.UseOnce(ctx, "jti", exp); err != nil {
+		t.Fatal(err)
+	}
 	var lastSeq uint64
 	for i := range 3 {
 		if lastSeq, err = b.AppendChange(ctx, oauth.Change{Kind: oauth.ChangeTokenRevoked, Key: strconv.Itoa(i), Expires: exp}); err != nil {
@@ -145,6 +148,9 @@ func TestBadgerSurvivesReopen(t *testing.T) {
 	}
 	if _, err := b.RedeemCode(ctx, "code", func(*oauth.CodeGrant) (oauth.Redemption, error) { return oauth.Redemption{}, nil }); err != nil {
 		t.Fatalf("code after reopen: %v", err)
+	}
+	if err := b.UseOnce(ctx, "jti", exp); !errors.Is(err, oauth.ErrExists) {
+		t.Fatalf("use-once key after reopen: %v, want ErrExists", err)
 	}
 	// The expiry survived the restart too.
 	if left := time.Until(nativeExpiryOf(t, b, refreshKey("rt"))); left <= 59*time.Minute || left > time.Hour+2*time.Second {
@@ -465,6 +471,12 @@ func TestBadgerHonoursContext(t *testing.T) {
 	if list, _ := b.ChangesSince(bg, 0, 0); len(list) != 0 {
 		t.Fatalf("a cancelled AppendChange wrote: %v", list)
 	}
+	if err := b.UseOnce(ctx, "k", exp); !errors.Is(err, context.Canceled) {
+		t.Fatalf("UseOnce with a cancelled context: %v", err)
+	}
+	if err := b.UseOnce(bg, "k", exp); err != nil {
+		t.Fatalf("a cancelled UseOnce recorded its key: %v", err)
+	}
 }
 
 func TestBadgerExpiryRoundsUp(t *testing.T) {
@@ -532,6 +544,14 @@ func TestBadgerNativeExpiry(t *testing.T) {
 	}
 	if after := nativeExpiryOf(t, b, authReqKey("r")); !after.Equal(before) {
 		t.Fatalf("approval moved the Badger expiry from %v to %v", before, after)
+	}
+	// A use-once key lives in Badger as long as it is recorded, so
+	// compaction drops it once it is gone.
+	if err := b.UseOnce(ctx, "jti", clock.Now().Add(5*time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	if left := time.Until(nativeExpiryOf(t, b, usedOnceKey("jti"))); left < 5*time.Minute || left > 5*time.Minute+3*time.Second {
+		t.Fatalf("use-once key lives %v in Badger, want 5m and a second or two", left)
 	}
 }
 
@@ -606,6 +626,84 @@ func TestBadgerRevokesLongFamily(t *testing.T) {
 	}
 }
 
+// TestBadgerRecordsWithoutKeys checks records written before agents and
+// clients could hold keys: they load with none, and records without keys
+// are still written without the new fields, so a build before them reads
+// what this one writes exactly as before.
+func TestBadgerRecordsWithoutKeys(t *testing.T) {
+	ctx := context.Background()
+	b := openTestBadger(t, BadgerOptions{Dir: t.TempDir()})
+	// As the build before keys wrote them.
+	oldAgent := `{"agent_id":"old-agent","secret_hash":"$argon2id$x","model_name":"m","owner_name":"Ada","owner_email":"ada@example.com",` +
+		`"permissions":["data:read"],"created_at":"2025-03-14T15:09:26.535897Z","updated_at":"2025-03-14T15:09:26.535897Z","disabled":false}`
+	oldClient := `{"client_id":"old-client","client_name":"App","secret_sha256":"abc","redirect_uris":["https://app/cb"],"scopes":["openid"],` +
+		`"grant_types":["authorization_code"],"id_token_signed_response_alg":"ES256","source":"admin","created_at":"2025-03-14T15:09:26.535897Z"}`
+	err := b.db.Update(func(txn *badger.Txn) error {
+		if err := txn.Set(agentKey("old-agent"), []byte(oldAgent)); err != nil {
+			return err
+		}
+		return txn.Set(clientKey("old-client"), []byte(oldClient))
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := b.GetAgent(ctx, "old-agent")
+	if err != nil || a.SecretHash != "$argon2id$x" || a.OwnerEmail != "ada@example.com" || a.JWKS != "" {
+		t.Fatalf("agent of the previous build: %+v, %v", a, err)
+	}
+	c, err := b.GetClient(ctx, "old-client")
+	if err != nil || c.SecretHash != "abc" || c.IDTokenAlg != "ES256" || c.JWKS != "" || c.JWKSURI != "" {
+		t.Fatalf("client of the previous build: %+v, %v", c, err)
+	}
+
+	// Rewritten unchanged, they are the same JSON.
+	if _, err := b.UpdateAgent(ctx, "old-agent", func(*agents.Agent) error { return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.UpdateClient(ctx, "old-client", func(*oauth.Client) error { return nil }); err != nil {
+		t.Fatal(err)
+	}
+	raw := func(key []byte) string {
+		t.Helper()
+		var v []byte
+		err := b.view(ctx, func(txn *badger.Txn) error {
+			item, err := txn.Get(key)
+			if err != nil {
+				return err
+			}
+			v, err = item.ValueCopy(nil)
+			return err
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(v)
+	}
+	if got := raw(agentKey("old-agent")); got != oldAgent {
+		t.Errorf("agent rewritten as\n%s\nwant\n%s", got, oldAgent)
+	}
+	if got := raw(clientKey("old-client")); got != oldClient {
+		t.Errorf("client rewritten as\n%s\nwant\n%s", got, oldClient)
+	}
+
+	// With keys, they carry them under RFC 7591's names.
+	if _, err := b.UpdateAgent(ctx, "old-agent", func(a *agents.Agent) error { a.SecretHash, a.JWKS = "", `{"keys":[]}`; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.UpdateClient(ctx, "old-client", func(c *oauth.Client) error {
+		c.SecretHash, c.JWKS, c.JWKSURI = "", `{"keys":[]}`, "https://app/jwks"
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if got := raw(agentKey("old-agent")); !strings.Contains(got, `"jwks":"{\"keys\":[]}"`) {
+		t.Errorf("agent with keys stored as %s", got)
+	}
+	if got := raw(clientKey("old-client")); !strings.Contains(got, `"jwks":"{\"keys\":[]}"`) || !strings.Contains(got, `"jwks_uri":"https://app/jwks"`) {
+		t.Errorf("client with keys stored as %s", got)
+	}
+}
+
 // TestBadgerRejectsNewerSchema refuses a database written by a later
 // layout rather than misreading it.
 func TestBadgerRejectsNewerSchema(t *testing.T) {
@@ -640,8 +738,8 @@ const helperDirEnv = "AUTH_AGENT_STORAGE_HELPER_DIR"
 
 // TestHelperProcessWrites is not a test on its own: TestBadgerSurvivesKill
 // runs the test binary again with only this test selected. It writes agents,
-// refresh tokens and changes from a few goroutines and prints each id once
-// its writes have returned, until it is killed.
+// refresh tokens, changes and use-once keys from a few goroutines and
+// prints each id once its writes have returned, until it is killed.
 func TestHelperProcessWrites(t *testing.T) {
 	dir := os.Getenv(helperDirEnv)
 	if dir == "" {
@@ -670,6 +768,10 @@ func TestHelperProcessWrites(t *testing.T) {
 				}
 				seq, err := b.AppendChange(ctx, oauth.Change{Kind: oauth.ChangeAgentUpdated, Key: id, Expires: time.Now().Add(time.Hour)})
 				if err != nil {
+					fmt.Fprintln(os.Stderr, err)
+					os.Exit(3)
+				}
+				if err := b.UseOnce(ctx, id, time.Now().Add(time.Hour)); err != nil {
 					fmt.Fprintln(os.Stderr, err)
 					os.Exit(3)
 				}
@@ -815,9 +917,12 @@ func TestBadgerSurvivesKill(t *testing.T) {
 		if changes[seq] != id {
 			lost = append(lost, fmt.Sprintf("change %d of %s: found %q", seq, id, changes[seq]))
 		}
+		if err := b.UseOnce(ctx, id, time.Now().Add(time.Hour)); !errors.Is(err, oauth.ErrExists) {
+			lost = append(lost, fmt.Sprintf("use-once key %s: %v", id, err))
+		}
 	}
 	if len(lost) > 0 {
 		t.Fatalf("%d acknowledged writes lost after kill -9, e.g. %v", len(lost), lost[:min(5, len(lost))])
 	}
-	t.Logf("%d acknowledged agent, refresh token and change triples all survived kill -9", len(written))
+	t.Logf("%d acknowledged agents, refresh tokens, changes and use-once keys all survived kill -9", len(written))
 }

@@ -39,6 +39,7 @@ var benchOps = []struct {
 	{"GetAgent", benchGetAgent},
 	{"RedeemCode", benchRedeemCode},
 	{"RotateRefresh", benchRotateRefresh},
+	{"UseOnceParallel", benchUseOnceParallel},
 	{"AppendChange", benchAppendChange},
 	{"ChangesSince", benchChangesSince},
 }
@@ -50,8 +51,11 @@ func BenchmarkBadgerCreateAgentParallel(b *testing.B) {
 func BenchmarkBadgerGetAgent(b *testing.B)      { benchGetAgent(b, benchBadger(b)) }
 func BenchmarkBadgerRedeemCode(b *testing.B)    { benchRedeemCode(b, benchBadger(b)) }
 func BenchmarkBadgerRotateRefresh(b *testing.B) { benchRotateRefresh(b, benchBadger(b)) }
-func BenchmarkBadgerAppendChange(b *testing.B)  { benchAppendChange(b, benchBadger(b)) }
-func BenchmarkBadgerChangesSince(b *testing.B)  { benchChangesSince(b, benchBadger(b)) }
+func BenchmarkBadgerUseOnceParallel(b *testing.B) {
+	benchUseOnceParallel(b, benchBadger(b))
+}
+func BenchmarkBadgerAppendChange(b *testing.B) { benchAppendChange(b, benchBadger(b)) }
+func BenchmarkBadgerChangesSince(b *testing.B) { benchChangesSince(b, benchBadger(b)) }
 
 func benchBadger(b *testing.B) *Badger { return openTestBadger(b, BadgerOptions{Dir: b.TempDir()}) }
 
@@ -182,6 +186,27 @@ func benchRotateRefresh(b *testing.B, s storagetest.Store) {
 			b.Fatal(err)
 		}
 	}
+}
+
+// benchUseOnceParallel measures recording the jtis of DPoP proofs and
+// client assertions, one durable write per request, from concurrent
+// requests that share fsyncs.
+func benchUseOnceParallel(b *testing.B, s storagetest.Store) {
+	ctx := context.Background()
+	until := time.Now().Add(5 * time.Minute)
+	var next atomic.Int64
+	b.ReportAllocs()
+	b.SetParallelism(8)
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			key := fmt.Sprintf("dpop:%064x", next.Add(1))
+			if err := s.UseOnce(ctx, key, until); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
 }
 
 // benchAppendChange measures a revocation's entry in the change log, which

@@ -39,6 +39,8 @@ type Memory struct {
 	refresh  map[string]*oauth.RefreshGrant
 	// families indexes refresh by family, so RevokeFamily need not scan.
 	families map[string]map[string]struct{}
+	// usedOnce holds UseOnce's keys with the time each is recorded until.
+	usedOnce map[string]time.Time
 	// changes is ordered by Seq; lastSeq is the number last handed out.
 	changes []oauth.Change
 	lastSeq uint64
@@ -65,6 +67,7 @@ func NewMemory(now func() time.Time) *Memory {
 		codes:    make(map[string]*oauth.CodeGrant),
 		refresh:  make(map[string]*oauth.RefreshGrant),
 		families: make(map[string]map[string]struct{}),
+		usedOnce: make(map[string]time.Time),
 		outbox:   newMemoryOutbox(),
 		stop:     make(chan struct{}),
 		done:     make(chan struct{}),
@@ -108,6 +111,11 @@ func (m *Memory) dropExpired() {
 	for h, g := range m.refresh {
 		if expired(g.ExpiresAt, now) {
 			m.deleteRefreshLocked(h, g)
+		}
+	}
+	for k, until := range m.usedOnce {
+		if expired(until, now) {
+			delete(m.usedOnce, k)
 		}
 	}
 	m.changes = slices.DeleteFunc(m.changes, func(c oauth.Change) bool { return expired(c.Expires, now) })
@@ -606,6 +614,27 @@ func (m *Memory) RevokeFamily(ctx context.Context, family string) error {
 		delete(m.refresh, hash)
 	}
 	delete(m.families, family)
+	return nil
+}
+
+// --- single-use keys ---
+
+// UseOnce records key until until under the store's lock, or returns
+// oauth.ErrExists while key is recorded and not expired; see
+// oauth.ReplayStore.
+func (m *Memory) UseOnce(ctx context.Context, key string, until time.Time) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if err := checkUseOnce(key, until); err != nil {
+		return err
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if old, ok := m.usedOnce[key]; ok && !expired(old, m.now()) {
+		return oauth.ErrExists
+	}
+	m.usedOnce[key] = until
 	return nil
 }
 

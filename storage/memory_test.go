@@ -42,6 +42,9 @@ func TestMemorySweepDropsExpired(t *testing.T) {
 		if _, err := m.AppendChange(ctx, oauth.Change{Kind: oauth.ChangeTokenRevoked, Key: id, Expires: short}); err != nil {
 			t.Fatal(err)
 		}
+		if err := m.UseOnce(ctx, id, short); err != nil {
+			t.Fatal(err)
+		}
 	}
 	if err := m.CreateAuthRequest(ctx, &oauth.AuthRequest{ID: "kept", ExpiresAt: long}); err != nil {
 		t.Fatal(err)
@@ -52,14 +55,17 @@ func TestMemorySweepDropsExpired(t *testing.T) {
 	if _, err := m.AppendChange(ctx, oauth.Change{Kind: oauth.ChangeTokenRevoked, Key: "kept", Expires: long}); err != nil {
 		t.Fatal(err)
 	}
+	if err := m.UseOnce(ctx, "kept", long); err != nil {
+		t.Fatal(err)
+	}
 	clock.Advance(2 * time.Second)
 	// Call the sweep directly rather than waiting a minute for the ticker.
 	m.dropExpired()
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if len(m.requests) != 1 || len(m.codes) != 0 || len(m.refresh) != 1 || len(m.families) != 1 || len(m.changes) != 1 {
-		t.Fatalf("after the sweep %d requests, %d codes, %d refresh tokens in %d families and %d changes are held, want 1, 0, 1, 1, 1",
-			len(m.requests), len(m.codes), len(m.refresh), len(m.families), len(m.changes))
+	if len(m.requests) != 1 || len(m.codes) != 0 || len(m.refresh) != 1 || len(m.families) != 1 || len(m.changes) != 1 || len(m.usedOnce) != 1 {
+		t.Fatalf("after the sweep %d requests, %d codes, %d refresh tokens in %d families, %d changes and %d use-once keys are held, want 1, 0, 1, 1, 1, 1",
+			len(m.requests), len(m.codes), len(m.refresh), len(m.families), len(m.changes), len(m.usedOnce))
 	}
 	if m.lastSeq != 3 {
 		t.Fatalf("the sweep reset the change sequence to %d", m.lastSeq)
@@ -105,6 +111,12 @@ func TestMemoryHonoursContext(t *testing.T) {
 	if list, _ := m.ChangesSince(context.Background(), 0, 0); len(list) != 0 {
 		t.Fatalf("a cancelled AppendChange wrote: %v", list)
 	}
+	if err := m.UseOnce(ctx, "k", time.Now().Add(time.Hour)); !errors.Is(err, context.Canceled) {
+		t.Fatalf("UseOnce with a cancelled context: %v", err)
+	}
+	if err := m.UseOnce(context.Background(), "k", time.Now().Add(time.Hour)); err != nil {
+		t.Fatalf("a cancelled UseOnce recorded its key: %v", err)
+	}
 }
 
 func TestMemoryNotShared(t *testing.T) {
@@ -143,6 +155,8 @@ func TestInvalidInputIsMarked(t *testing.T) {
 			"family with /":    s.CreateRefresh(ctx, "h", &oauth.RefreshGrant{Family: "a/b", ExpiresAt: exp}),
 			"rotate to itself": s.RotateRefresh(ctx, "h", "h", g),
 			"change kind":      func() error { _, err := s.AppendChange(ctx, oauth.Change{Key: "k", Expires: exp}); return err }(),
+			"empty once key":   s.UseOnce(ctx, "", exp),
+			"once expiry":      s.UseOnce(ctx, "k", time.Time{}),
 			"agent rename": func() error {
 				if err := s.CreateAgent(ctx, &agents.Agent{ID: "x"}); err != nil {
 					return err

@@ -273,7 +273,7 @@ func (p *Postgres) DeleteExpired(ctx context.Context) error {
 	ctx, cancel := p.op(ctx)
 	defer cancel()
 	now := p.now().UnixNano()
-	for _, table := range []string{"auth_requests", "codes", "refresh_tokens", "changes", "webhook_deliveries"} {
+	for _, table := range []string{"auth_requests", "codes", "refresh_tokens", "used_once", "changes", "webhook_deliveries"} {
 		if _, err := p.pool.Exec(ctx, "DELETE FROM "+table+" WHERE expires_ns <= $1", now); err != nil {
 			return p.fail(err)
 		}
@@ -440,14 +440,14 @@ func (p *Postgres) tx(ctx context.Context, fn func(ctx context.Context, tx pgx.T
 
 // --- agents ---
 
-const agentColumns = "id, secret_hash, model_name, owner_name, owner_email, permissions, created_ns, updated_ns, disabled"
+const agentColumns = "id, secret_hash, model_name, owner_name, owner_email, permissions, created_ns, updated_ns, disabled, jwks"
 
 func scanAgent(row pgx.Row) (*agents.Agent, error) {
 	var (
 		a                agents.Agent
 		created, updated *int64
 	)
-	if err := row.Scan(&a.ID, &a.SecretHash, &a.ModelName, &a.OwnerName, &a.OwnerEmail, &a.Permissions, &created, &updated, &a.Disabled); err != nil {
+	if err := row.Scan(&a.ID, &a.SecretHash, &a.ModelName, &a.OwnerName, &a.OwnerEmail, &a.Permissions, &created, &updated, &a.Disabled, &a.JWKS); err != nil {
 		return nil, err
 	}
 	a.CreatedAt, a.UpdatedAt = fromNS(created), fromNS(updated)
@@ -455,7 +455,7 @@ func scanAgent(row pgx.Row) (*agents.Agent, error) {
 }
 
 func agentArgs(a *agents.Agent) []any {
-	return []any{a.ID, a.SecretHash, a.ModelName, a.OwnerName, a.OwnerEmail, nonNil(a.Permissions), ns(a.CreatedAt), ns(a.UpdatedAt), a.Disabled}
+	return []any{a.ID, a.SecretHash, a.ModelName, a.OwnerName, a.OwnerEmail, nonNil(a.Permissions), ns(a.CreatedAt), ns(a.UpdatedAt), a.Disabled, a.JWKS}
 }
 
 // nonNil stores a nil list as an empty one (the columns are NOT NULL); it
@@ -477,7 +477,7 @@ func (p *Postgres) CreateAgent(ctx context.Context, a *agents.Agent) error {
 	}
 	ctx, cancel := p.op(ctx)
 	defer cancel()
-	_, err := p.pool.Exec(ctx, "INSERT INTO agents ("+agentColumns+") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)", agentArgs(a)...)
+	_, err := p.pool.Exec(ctx, "INSERT INTO agents ("+agentColumns+") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)", agentArgs(a)...)
 	if isUnique(err) {
 		return agents.ErrExists
 	}
@@ -520,7 +520,7 @@ func (p *Postgres) UpdateAgent(ctx context.Context, id string, fn func(*agents.A
 			return err
 		}
 		_, err = tx.Exec(ctx, `UPDATE agents SET secret_hash = $2, model_name = $3, owner_name = $4, owner_email = $5,
-			permissions = $6, created_ns = $7, updated_ns = $8, disabled = $9 WHERE id = $1`, agentArgs(a)...)
+			permissions = $6, created_ns = $7, updated_ns = $8, disabled = $9, jwks = $10 WHERE id = $1`, agentArgs(a)...)
 		out = a
 		return err
 	})
@@ -560,14 +560,14 @@ func (p *Postgres) ListAgents(ctx context.Context, after string, limit int) ([]*
 
 // --- clients ---
 
-const clientColumns = "id, name, secret_hash, public, redirect_uris, scopes, grant_types, source, created_ns, id_token_alg"
+const clientColumns = "id, name, secret_hash, public, redirect_uris, scopes, grant_types, source, created_ns, id_token_alg, jwks, jwks_uri"
 
 func scanClient(row pgx.Row) (*oauth.Client, error) {
 	var (
 		c       oauth.Client
 		created *int64
 	)
-	if err := row.Scan(&c.ID, &c.Name, &c.SecretHash, &c.Public, &c.RedirectURIs, &c.Scopes, &c.GrantTypes, &c.Source, &created, &c.IDTokenAlg); err != nil {
+	if err := row.Scan(&c.ID, &c.Name, &c.SecretHash, &c.Public, &c.RedirectURIs, &c.Scopes, &c.GrantTypes, &c.Source, &created, &c.IDTokenAlg, &c.JWKS, &c.JWKSURI); err != nil {
 		return nil, err
 	}
 	c.CreatedAt = fromNS(created)
@@ -575,7 +575,7 @@ func scanClient(row pgx.Row) (*oauth.Client, error) {
 }
 
 func clientArgs(c *oauth.Client) []any {
-	return []any{c.ID, c.Name, c.SecretHash, c.Public, nonNil(c.RedirectURIs), nonNil(c.Scopes), nonNil(c.GrantTypes), c.Source, ns(c.CreatedAt), c.IDTokenAlg}
+	return []any{c.ID, c.Name, c.SecretHash, c.Public, nonNil(c.RedirectURIs), nonNil(c.Scopes), nonNil(c.GrantTypes), c.Source, ns(c.CreatedAt), c.IDTokenAlg, c.JWKS, c.JWKSURI}
 }
 
 // CreateClient stores c, or returns oauth.ErrExists.
@@ -588,7 +588,7 @@ func (p *Postgres) CreateClient(ctx context.Context, c *oauth.Client) error {
 	}
 	ctx, cancel := p.op(ctx)
 	defer cancel()
-	_, err := p.pool.Exec(ctx, "INSERT INTO clients ("+clientColumns+") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)", clientArgs(c)...)
+	_, err := p.pool.Exec(ctx, "INSERT INTO clients ("+clientColumns+") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)", clientArgs(c)...)
 	if isUnique(err) {
 		return oauth.ErrExists
 	}
@@ -631,7 +631,8 @@ func (p *Postgres) UpdateClient(ctx context.Context, id string, fn func(*oauth.C
 			return err
 		}
 		_, err = tx.Exec(ctx, `UPDATE clients SET name = $2, secret_hash = $3, public = $4, redirect_uris = $5,
-			scopes = $6, grant_types = $7, source = $8, created_ns = $9, id_token_alg = $10 WHERE id = $1`, clientArgs(c)...)
+			scopes = $6, grant_types = $7, source = $8, created_ns = $9, id_token_alg = $10, jwks = $11,
+			jwks_uri = $12 WHERE id = $1`, clientArgs(c)...)
 		out = c
 		return err
 	})
@@ -1120,6 +1121,33 @@ func (p *Postgres) RevokeFamily(ctx context.Context, family string) error {
 		return err
 	})
 	return p.fail(err)
+}
+
+// --- single-use keys ---
+
+// UseOnce records key until until, or returns oauth.ErrExists while key is
+// recorded and not expired, in one statement that also replaces an expired
+// row: of concurrent callers, on any instance, the first to insert wins and
+// the others find its live row; see oauth.ReplayStore.
+func (p *Postgres) UseOnce(ctx context.Context, key string, until time.Time) error {
+	if err := checkUseOnce(key, until); err != nil {
+		return err
+	}
+	if err := checkStorable("use-once key", key); err != nil {
+		return err
+	}
+	ctx, cancel := p.op(ctx)
+	defer cancel()
+	tag, err := p.pool.Exec(ctx, `INSERT INTO used_once (key, expires_ns) VALUES ($1, $2)
+		ON CONFLICT (key) DO UPDATE SET expires_ns = $2 WHERE used_once.expires_ns <= $3`,
+		key, expiryNS(until), p.now().UnixNano())
+	if err != nil {
+		return p.fail(err)
+	}
+	if tag.RowsAffected() == 0 {
+		return oauth.ErrExists
+	}
+	return nil
 }
 
 // --- change log ---

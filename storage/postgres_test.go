@@ -151,6 +151,53 @@ func TestPostgres(t *testing.T) {
 		}
 	})
 
+	t.Run("MigratesClientsAndAgentsBeforeKeys", func(t *testing.T) {
+		// A database at schema 5 holds an agent and a client; the migration
+		// to keys gives them none, and an instance of the previous version
+		// (a rolling upgrade) still writes rows the new one reads.
+		ctx := context.Background()
+		dsn := newSchema(t)
+		conn, err := pgx.Connect(ctx, dsn)
+		if err != nil {
+			t.Fatal(err)
+		}
+		stmts := []string{"CREATE TABLE auth_agent_schema (version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"}
+		for v, name := range []string{"0001_initial", "0002_resources", "0003_id_token_alg", "0004_change_time", "0005_webhooks"} {
+			sql, err := postgresSchema.ReadFile("postgres_schema/" + name + ".sql")
+			if err != nil {
+				t.Fatal(err)
+			}
+			stmts = append(stmts, string(sql), fmt.Sprintf("INSERT INTO auth_agent_schema (version) VALUES (%d)", v+1))
+		}
+		const oldAgent = `INSERT INTO agents (id, secret_hash, model_name, owner_name, owner_email, permissions, created_ns, updated_ns, disabled)
+			VALUES ($1, 'hash', 'm', 'Ada', 'ada@example.com', '{data:read}', 1, 2, false)`
+		const oldClient = `INSERT INTO clients (id, name, secret_hash, public, redirect_uris, scopes, grant_types, source, created_ns, id_token_alg)
+			VALUES ($1, 'App', 'abc', false, '{https://app/cb}', '{openid}', '{authorization_code}', 'admin', 1, 'ES256')`
+		for _, stmt := range stmts {
+			if _, err := conn.Exec(ctx, stmt); err != nil {
+				t.Fatal(err)
+			}
+		}
+		must(t, func() error { _, err := conn.Exec(ctx, oldAgent, "before"); return err }())
+		must(t, func() error { _, err := conn.Exec(ctx, oldClient, "before"); return err }())
+		conn.Close(ctx)
+
+		p := open(t, dsn, nil)
+		must(t, func() error { _, err := p.pool.Exec(ctx, oldAgent, "during"); return err }())
+		must(t, func() error { _, err := p.pool.Exec(ctx, oldClient, "during"); return err }())
+		for _, id := range []string{"before", "during"} {
+			a, err := p.GetAgent(ctx, id)
+			if err != nil || a.SecretHash != "hash" || a.OwnerEmail != "ada@example.com" || a.JWKS != "" {
+				t.Errorf("agent %s: %+v, %v", id, a, err)
+			}
+			c, err := p.GetClient(ctx, id)
+			if err != nil || c.SecretHash != "abc" || c.IDTokenAlg != "ES256" || c.JWKS != "" || c.JWKSURI != "" {
+				t.Errorf("client %s: %+v, %v", id, c, err)
+			}
+		}
+		must(t, p.UseOnce(ctx, "jti", time.Now().Add(time.Hour)))
+	})
+
 	t.Run("RefusesNewerSchema", func(t *testing.T) {
 		dsn := newSchema(t)
 		p := open(t, dsn, nil)
@@ -210,6 +257,12 @@ func TestPostgres(t *testing.T) {
 		if list, err := p.ListAgents(ctx, "a\x00", 10); err != nil || len(list) != 0 {
 			t.Errorf("ListAgents after NUL: %v %v", list, err)
 		}
+		if err := p.UseOnce(ctx, "jti\x00", time.Now().Add(time.Hour)); !errors.Is(err, ErrInvalidInput) {
+			t.Errorf("UseOnce with NUL: %v", err)
+		}
+		if err := p.CreateAgent(ctx, &agents.Agent{ID: "keys", JWKS: "{\x00}"}); !errors.Is(err, ErrInvalidInput) {
+			t.Errorf("CreateAgent with NUL in its keys: %v", err)
+		}
 	})
 
 	t.Run("NotifiesAppends", func(t *testing.T) {
@@ -252,13 +305,15 @@ func TestPostgres(t *testing.T) {
 		if _, err := p.AppendChange(ctx, oauth.Change{Kind: oauth.ChangeTokenRevoked, Key: "j", Expires: short}); err != nil {
 			t.Fatal(err)
 		}
+		must(t, p.UseOnce(ctx, "jti", short))
+		must(t, p.UseOnce(ctx, "kept", short.Add(time.Hour)))
 		clock.Advance(2 * time.Second)
 		must(t, p.DeleteExpired(ctx))
 		var rows int
 		err := p.pool.QueryRow(ctx, `SELECT (SELECT count(*) FROM auth_requests) + (SELECT count(*) FROM codes)
-			+ (SELECT count(*) FROM refresh_tokens) + (SELECT count(*) FROM changes)`).Scan(&rows)
-		if err != nil || rows != 1 {
-			t.Fatalf("rows left after the sweep: %d (%v), want 1", rows, err)
+			+ (SELECT count(*) FROM refresh_tokens) + (SELECT count(*) FROM changes) + (SELECT count(*) FROM used_once)`).Scan(&rows)
+		if err != nil || rows != 2 {
+			t.Fatalf("rows left after the sweep: %d (%v), want 2", rows, err)
 		}
 	})
 

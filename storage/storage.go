@@ -1,6 +1,7 @@
 // Package storage holds the backends behind agents.Repository and
-// oauth.Store: Badger, the embedded database a running Caddy uses, and
-// Memory, for tests and throwaway setups. Both pass the same conformance
+// oauth.Store: Badger, the embedded database a running Caddy uses;
+// PostgreSQL, for several Caddy instances sharing one database; and
+// Memory, for tests and throwaway setups. All pass the same conformance
 // suite (storage/storagetest).
 package storage
 
@@ -34,17 +35,18 @@ type Backend interface {
 	Close() error
 }
 
-// Compile-time proof that both backends are complete.
+// Compile-time proof that every backend is complete.
 var (
 	_ Backend = (*Badger)(nil)
 	_ Backend = (*Memory)(nil)
+	_ Backend = (*Postgres)(nil)
 )
 
 // ErrInvalidInput is wrapped by the errors returned for arguments no backend
-// can store: a nil record or callback, an empty id, hash, name, family or
-// kind for something to be written, a missing expiry, or a callback that
-// tries to rename what it updates. These are programming errors in the
-// caller, so they are kept apart from the not found and exists errors.
+// can store: a nil record or callback, an empty id, hash, name, family,
+// kind or key for something to be written, a missing expiry, or a callback
+// that tries to rename what it updates. These are programming errors in
+// the caller, so they are kept apart from the not found and exists errors.
 //
 // Looking up, updating or deleting under an empty id is not invalid input:
 // nothing can be stored there, so those calls report not found (a client
@@ -230,6 +232,18 @@ func checkChange(c oauth.Change) error {
 		return err
 	}
 	return checkExpiry(c.Kind+" change", c.Expires)
+}
+
+// checkUseOnce rejects a key nothing could be recorded under, and a record
+// without an expiry. An until already past is not refused: such a record
+// is as good as none from the start, as oauth.ReplayStore says, and a
+// caller that records a value until it stops being accepted (a proof's
+// exp plus leeway) has nothing left to protect once that time has passed.
+func checkUseOnce(key string, until time.Time) error {
+	if err := checkID("use-once key", key); err != nil {
+		return err
+	}
+	return checkExpiry("use-once key", until)
 }
 
 // expired is the one expiry rule of both backends: a record whose expiry is

@@ -156,6 +156,11 @@ func (t *timed) RevokeFamily(ctx context.Context, family string) error {
 	return t.b.RevokeFamily(ctx, family)
 }
 
+func (t *timed) UseOnce(ctx context.Context, key string, until time.Time) error {
+	defer t.since("UseOnce", time.Now())
+	return t.b.UseOnce(ctx, key, until)
+}
+
 func (t *timed) AppendChange(ctx context.Context, c oauth.Change) (uint64, error) {
 	defer t.since("AppendChange", time.Now())
 	return t.b.AppendChange(ctx, c)

@@ -17,6 +17,7 @@ func RunAgents(t *testing.T, newStore NewStore) {
 		{"CreateDuplicate", testAgentDuplicate},
 		{"CreateInvalid", testAgentCreateInvalid},
 		{"Update", testAgentUpdate},
+		{"PublicKeys", testAgentKeys},
 		{"UpdateFnError", testAgentUpdateFnError},
 		{"UpdateCannotRename", testAgentUpdateRename},
 		{"Delete", testAgentDelete},
@@ -64,6 +65,7 @@ func agentDiff(got, want *agents.Agent) string {
 	d.time("CreatedAt", got.CreatedAt, want.CreatedAt)
 	d.time("UpdatedAt", got.UpdatedAt, want.UpdatedAt)
 	d.check("Disabled", got.Disabled == want.Disabled, got.Disabled, want.Disabled)
+	d.str("JWKS", got.JWKS, want.JWKS)
 	return d.String()
 }
 
@@ -161,6 +163,62 @@ func testAgentUpdate(t *testing.T, s Store, _ *Clock) {
 		t.Fatalf("UpdateAgent returned %s", d)
 	}
 	wantAgent(t, s, want)
+}
+
+// keyAgent returns an agent that holds keys instead of a secret.
+func keyAgent(id string) *agents.Agent {
+	a := sampleAgent(id)
+	a.SecretHash, a.JWKS = "", sampleJWKS
+	return a
+}
+
+// testAgentKeys checks that an agent's keys round-trip through every
+// operation, and that moving between a secret and keys leaves nothing of
+// the previous one.
+func testAgentKeys(t *testing.T, s Store, _ *Clock) {
+	want := map[string]*agents.Agent{"keys": keyAgent("keys"), "secret": sampleAgent("secret")}
+	for _, a := range want {
+		mustCreateAgent(t, s, a.Clone())
+	}
+	checkAll := func(when string) {
+		t.Helper()
+		for _, a := range want {
+			wantAgent(t, s, a)
+		}
+		list, err := s.ListAgents(ctx, "", 0)
+		if err != nil || len(list) != len(want) {
+			t.Fatalf("ListAgents %s: %d agents, %v", when, len(list), err)
+		}
+		for _, a := range list {
+			if d := agentDiff(a, want[a.ID]); d != "" {
+				t.Fatalf("listed agent %q differs %s: %s", a.ID, when, d)
+			}
+		}
+	}
+	checkAll("after create")
+
+	steps := []struct{ id, secret, jwks string }{
+		{"secret", "", sampleJWKS},                                 // a secret replaced by keys
+		{"keys", "$argon2id$v=19$m=65536,t=3,p=2$c2FsdA$bmV3", ""}, // keys replaced by a secret
+		{"secret", "", `{"keys":[]}`},                              // other keys
+	}
+	for _, step := range steps {
+		got, err := s.UpdateAgent(ctx, step.id, func(a *agents.Agent) error {
+			if d := agentDiff(a, want[step.id]); d != "" {
+				t.Errorf("fn saw %s", d)
+			}
+			a.SecretHash, a.JWKS = step.secret, step.jwks
+			return nil
+		})
+		if err != nil {
+			t.Fatalf("UpdateAgent(%q): %v", step.id, err)
+		}
+		want[step.id].SecretHash, want[step.id].JWKS = step.secret, step.jwks
+		if d := agentDiff(got, want[step.id]); d != "" {
+			t.Fatalf("UpdateAgent(%q) returned %s", step.id, d)
+		}
+		checkAll("after updating " + step.id)
+	}
 }
 
 func testAgentUpdateFnError(t *testing.T, s Store, _ *Clock) {

@@ -17,6 +17,7 @@ func RunClients(t *testing.T, newStore NewStore) {
 		{"CreateDuplicate", testClientDuplicate},
 		{"CreateInvalid", testClientCreateInvalid},
 		{"Update", testClientUpdate},
+		{"PublicKeys", testClientKeys},
 		{"UpdateFnError", testClientUpdateFnError},
 		{"UpdateCannotRename", testClientUpdateRename},
 		{"Delete", testClientDelete},
@@ -60,6 +61,8 @@ func clientDiff(got, want *oauth.Client) string {
 	d.strs("Scopes", got.Scopes, want.Scopes)
 	d.strs("GrantTypes", got.GrantTypes, want.GrantTypes)
 	d.str("IDTokenAlg", got.IDTokenAlg, want.IDTokenAlg)
+	d.str("JWKS", got.JWKS, want.JWKS)
+	d.str("JWKSURI", got.JWKSURI, want.JWKSURI)
 	d.str("Source", got.Source, want.Source)
 	d.time("CreatedAt", got.CreatedAt, want.CreatedAt)
 	return d.String()
@@ -172,6 +175,89 @@ func testClientUpdate(t *testing.T, s Store, _ *Clock) {
 		t.Fatalf("UpdateClient returned %s", d)
 	}
 	wantClient(t, s, want)
+}
+
+// sampleJWKS is a JWK Set as a client or agent registers it: indented,
+// its members in no canonical order, so a store that normalised the JSON
+// (PostgreSQL's jsonb, a decode and re-encode) would show.
+const sampleJWKS = `{"keys": [
+  {"kty": "EC", "crv": "P-256", "kid": "key-1", "use": "sig", "alg": "ES256",
+   "x": "f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU", "y": "x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0"},
+  {"kty":"OKP","crv":"Ed25519","kid":"key-2","x":"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"}
+]}`
+
+// keyClient returns a confidential client that authenticates with keys
+// (private_key_jwt) instead of a secret: with its keys, or the URL they
+// are fetched from.
+func keyClient(id, jwks, jwksURI string) *oauth.Client {
+	c := sampleClient(id)
+	c.SecretHash, c.JWKS, c.JWKSURI = "", jwks, jwksURI
+	return c
+}
+
+// testClientKeys checks that a client's keys, or their URL, round-trip
+// through every operation, and that moving between a secret, keys and a
+// URL leaves nothing of the previous one.
+func testClientKeys(t *testing.T, s Store, _ *Clock) {
+	const uri = "https://app.example.com/.well-known/jwks.json?v=2"
+	want := map[string]*oauth.Client{
+		"keys":   keyClient("keys", sampleJWKS, ""),
+		"keyuri": keyClient("keyuri", "", uri),
+		"secret": sampleClient("secret"),
+	}
+	for _, c := range want {
+		mustCreateClient(t, s, copyClient(c))
+	}
+	for _, c := range want {
+		wantClient(t, s, c)
+	}
+	list, err := s.ListClients(ctx, "", 0)
+	if err != nil || len(list) != len(want) {
+		t.Fatalf("ListClients: %q, %v", clientIDs(list), err)
+	}
+	for _, c := range list {
+		if d := clientDiff(c, want[c.ID]); d != "" {
+			t.Fatalf("listed client %q differs: %s", c.ID, d)
+		}
+	}
+
+	steps := []struct {
+		id           string
+		secret, jwks string
+		uri          string
+	}{
+		{"secret", "", sampleJWKS, ""},    // a secret replaced by keys
+		{"keys", "", "", uri},             // keys replaced by their URL
+		{"keyuri", "", sampleJWKS, ""},    // a URL replaced by keys
+		{"keys", "0a1b2c", "", ""},        // back to a secret
+		{"keyuri", "", `{"keys":[]}`, ""}, // other keys
+	}
+	for _, step := range steps {
+		got, err := s.UpdateClient(ctx, step.id, func(c *oauth.Client) error {
+			if d := clientDiff(c, want[step.id]); d != "" {
+				t.Errorf("fn saw %s", d)
+			}
+			c.SecretHash, c.JWKS, c.JWKSURI = step.secret, step.jwks, step.uri
+			return nil
+		})
+		if err != nil {
+			t.Fatalf("UpdateClient(%q): %v", step.id, err)
+		}
+		want[step.id].SecretHash, want[step.id].JWKS, want[step.id].JWKSURI = step.secret, step.jwks, step.uri
+		if d := clientDiff(got, want[step.id]); d != "" {
+			t.Fatalf("UpdateClient(%q) returned %s", step.id, d)
+		}
+		wantClient(t, s, want[step.id])
+	}
+	list, err = s.ListClients(ctx, "", 0)
+	if err != nil || len(list) != len(want) {
+		t.Fatalf("ListClients: %q, %v", clientIDs(list), err)
+	}
+	for _, c := range list {
+		if d := clientDiff(c, want[c.ID]); d != "" {
+			t.Fatalf("listed client %q differs after updates: %s", c.ID, d)
+		}
+	}
 }
 
 func testClientUpdateFnError(t *testing.T, s Store, _ *Clock) {

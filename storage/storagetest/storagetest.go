@@ -70,6 +70,7 @@ func Run(t *testing.T, newStore NewStore) {
 	t.Run("AuthRequests", func(t *testing.T) { RunAuthRequests(t, newStore) })
 	t.Run("Codes", func(t *testing.T) { RunCodes(t, newStore) })
 	t.Run("Refresh", func(t *testing.T) { RunRefresh(t, newStore) })
+	t.Run("Replay", func(t *testing.T) { RunReplay(t, newStore) })
 	t.Run("Changes", func(t *testing.T) { RunChanges(t, newStore) })
 	t.Run("Outbox", func(t *testing.T) { RunOutbox(t, newStore) })
 	t.Run("Separation", func(t *testing.T) { runCases(t, newStore, []testCase{{"SameIDsLiveApart", testSeparation}}) })
@@ -214,6 +215,7 @@ func testSeparation(t *testing.T, s Store, clock *Clock) {
 	mustCreateAuthRequest(t, s, sampleAuthRequest(id, clock))
 	mustCreateCode(t, s, id, sampleCodeGrant(clock))
 	mustCreateRefresh(t, s, id, sampleRefreshGrant(id, clock))
+	mustUseOnce(t, s, id, clock.Now().Add(time.Hour))
 	if _, err := s.SwapSigningKeys(ctx, 0, []oauth.StoredKey{sampleKey(id, 1)}); err != nil {
 		t.Fatal(err)
 	}
@@ -245,6 +247,7 @@ func testSeparation(t *testing.T, s Store, clock *Clock) {
 	if len(changes) != 1 || changes[0].Key != id {
 		t.Fatalf("change log after deleting other records: %+v", changes)
 	}
+	wantUsed(t, s, id, clock.Now().Add(time.Hour))
 	if _, err := s.GetAgent(ctx, id); !errors.Is(err, agents.ErrNotFound) {
 		t.Fatalf("GetAgent after delete: %v", err)
 	}
