@@ -83,12 +83,19 @@ type Registration struct {
 	// Permissions set by an operator (admin API); nil means the defaults.
 	// Agents registering themselves never set them.
 	Permissions []string
+	// JWKS, instead of a secret, makes an agent that holds keys: its
+	// public keys as a JWK Set's JSON, checked by the caller (this package
+	// keeps it as text). Such an agent has no secret.
+	JWKS string
 }
 
 // Validate checks every field and returns the first problem.
 func (r Registration) Validate() error {
 	if err := ValidateID(r.AgentID); err != nil {
 		return err
+	}
+	if r.AgentSecret != "" && r.JWKS != "" {
+		return invalid("agent_secret", "and jwks exclude each other: an agent holds a secret or keys")
 	}
 	if r.AgentSecret != "" {
 		if err := ValidateSecret("agent_secret", r.AgentSecret); err != nil {
@@ -126,16 +133,18 @@ func (s *Service) Register(ctx context.Context, reg Registration, trusted bool) 
 	} else if !errors.Is(err, ErrNotFound) {
 		return nil, "", err
 	}
-	secret := reg.AgentSecret
-	if secret == "" {
-		if secret, err = GenerateSecret(); err != nil {
+	var hash string
+	if reg.JWKS == "" {
+		secret := reg.AgentSecret
+		if secret == "" {
+			if secret, err = GenerateSecret(); err != nil {
+				return nil, "", err
+			}
+			generatedSecret = secret
+		}
+		if hash, err = s.hasher.Hash(ctx, NormalizeSecret(secret)); err != nil {
 			return nil, "", err
 		}
-		generatedSecret = secret
-	}
-	hash, err := s.hasher.Hash(ctx, NormalizeSecret(secret))
-	if err != nil {
-		return nil, "", err
 	}
 	now := s.now().UTC()
 	// Stored: the defaults. Fixed permissions apply through effective(), so
@@ -153,6 +162,7 @@ func (s *Service) Register(ctx context.Context, reg Registration, trusted bool) 
 		Permissions: append([]string{}, perms...),
 		CreatedAt:   now,
 		UpdatedAt:   now,
+		JWKS:        reg.JWKS,
 	}
 	if err := s.repo.CreateAgent(ctx, a); err != nil {
 		return nil, "", err
@@ -180,7 +190,9 @@ func GenerateSecret() (string, error) {
 func (s *Service) Authenticate(ctx context.Context, id, secret string) (*Agent, error) {
 	normalized := NormalizeSecret(secret)
 	a, err := s.repo.GetAgent(ctx, id)
-	if errors.Is(err, ErrNotFound) || (err == nil && id == "") {
+	// An agent that holds keys has no secret: any secret is as wrong as
+	// for an agent that does not exist, and costs as much.
+	if errors.Is(err, ErrNotFound) || (err == nil && (id == "" || a.SecretHash == "")) {
 		// The same work as for a known agent with a wrong secret: one
 		// verification, two when the secret changes under normalisation.
 		verifications := 1
@@ -316,6 +328,9 @@ func (s *Service) UpdateProfile(ctx context.Context, id string, u ProfileUpdate)
 type AdminUpdate struct {
 	Permissions *[]string
 	Disabled    *bool
+	// JWKS replaces the agent's keys (checked by the caller); an agent that
+	// held a secret holds keys from then on, and the secret is gone.
+	JWKS *string
 }
 
 // AdminUpdate applies an operator's change.
@@ -335,6 +350,30 @@ func (s *Service) AdminUpdate(ctx context.Context, id string, u AdminUpdate) (*A
 		if u.Disabled != nil {
 			a.Disabled = *u.Disabled
 		}
+		if u.JWKS != nil {
+			a.JWKS, a.SecretHash = *u.JWKS, ""
+		}
+		a.UpdatedAt = s.now().UTC()
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	if u.JWKS != nil {
+		s.cache.forget(id)
+	}
+	return s.effective(a), nil
+}
+
+// ReplaceKeys replaces the keys of an agent that holds keys, if they are
+// still current (the caller proved possession of one of current, read
+// before): a concurrent replacement makes it ErrSecretChanged.
+func (s *Service) ReplaceKeys(ctx context.Context, id, current, jwks string) (*Agent, error) {
+	a, err := s.repo.UpdateAgent(ctx, id, func(a *Agent) error {
+		if a.JWKS == "" || a.JWKS != current {
+			return ErrSecretChanged
+		}
+		a.JWKS = jwks
 		a.UpdatedAt = s.now().UTC()
 		return nil
 	})

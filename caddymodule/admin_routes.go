@@ -1,6 +1,7 @@
 package caddymodule
 
 import (
+	"encoding/json"
 	"errors"
 	"net/http"
 	"strconv"
@@ -122,12 +123,21 @@ func adminListAgents(ad *oauth.Admin, w http.ResponseWriter, r *http.Request) er
 }
 
 type adminCreateAgentRequest struct {
-	AgentID     string   `json:"agent_id"`
-	AgentSecret string   `json:"agent_secret"`
-	ModelName   string   `json:"model_name"`
-	OwnerName   string   `json:"owner_name"`
-	OwnerEmail  string   `json:"owner_email"`
-	Permissions []string `json:"permissions"`
+	AgentID     string          `json:"agent_id"`
+	AgentSecret string          `json:"agent_secret"`
+	ModelName   string          `json:"model_name"`
+	OwnerName   string          `json:"owner_name"`
+	OwnerEmail  string          `json:"owner_email"`
+	Permissions []string        `json:"permissions"`
+	JWKS        json.RawMessage `json:"jwks"`
+}
+
+// rawParam is a JSON field's text, "" when absent or null.
+func rawParam(raw json.RawMessage) string {
+	if len(raw) == 0 || string(raw) == "null" {
+		return ""
+	}
+	return string(raw)
 }
 
 func adminCreateAgent(ad *oauth.Admin, w http.ResponseWriter, r *http.Request) error {
@@ -137,7 +147,7 @@ func adminCreateAgent(ad *oauth.Admin, w http.ResponseWriter, r *http.Request) e
 	}
 	a, secret, err := ad.CreateAgent(r.Context(), agents.Registration{
 		AgentID: req.AgentID, AgentSecret: req.AgentSecret, ModelName: req.ModelName,
-		OwnerName: req.OwnerName, OwnerEmail: req.OwnerEmail, Permissions: req.Permissions,
+		OwnerName: req.OwnerName, OwnerEmail: req.OwnerEmail, Permissions: req.Permissions, JWKS: rawParam(req.JWKS),
 	})
 	if err != nil {
 		return err
@@ -157,8 +167,9 @@ func adminAgent(ad *oauth.Admin, w http.ResponseWriter, r *http.Request, id stri
 		return nil
 	case http.MethodPatch, http.MethodPut:
 		var req struct {
-			Permissions *[]string `json:"permissions"`
-			Disabled    *bool     `json:"disabled"`
+			Permissions *[]string       `json:"permissions"`
+			Disabled    *bool           `json:"disabled"`
+			JWKS        json.RawMessage `json:"jwks"`
 		}
 		if err := oauth.DecodeJSON(w, r, adminMaxBody, &req); err != nil {
 			return err
@@ -166,7 +177,11 @@ func adminAgent(ad *oauth.Admin, w http.ResponseWriter, r *http.Request, id stri
 		if req.Permissions != nil && *req.Permissions == nil {
 			*req.Permissions = []string{}
 		}
-		a, err := ad.UpdateAgent(r.Context(), id, agents.AdminUpdate{Permissions: req.Permissions, Disabled: req.Disabled})
+		u := agents.AdminUpdate{Permissions: req.Permissions, Disabled: req.Disabled}
+		if jwks := rawParam(req.JWKS); jwks != "" {
+			u.JWKS = &jwks
+		}
+		a, err := ad.UpdateAgent(r.Context(), id, u)
 		if err != nil {
 			return notFound(err, "agent", id)
 		}
@@ -220,20 +235,21 @@ func adminListClients(ad *oauth.Admin, w http.ResponseWriter, r *http.Request) e
 
 func adminCreateClient(ad *oauth.Admin, w http.ResponseWriter, r *http.Request) error {
 	var req struct {
-		ClientID     string   `json:"client_id"`
-		ClientName   string   `json:"client_name"`
-		Public       bool     `json:"public"`
-		RedirectURIs []string `json:"redirect_uris"`
-		Scopes       []string `json:"scopes"`
-		GrantTypes   []string `json:"grant_types"`
-		IDTokenAlg   string   `json:"id_token_signed_response_alg"`
+		ClientID     string          `json:"client_id"`
+		ClientName   string          `json:"client_name"`
+		Public       bool            `json:"public"`
+		RedirectURIs []string        `json:"redirect_uris"`
+		Scopes       []string        `json:"scopes"`
+		GrantTypes   []string        `json:"grant_types"`
+		IDTokenAlg   string          `json:"id_token_signed_response_alg"`
+		JWKS         json.RawMessage `json:"jwks"`
 	}
 	if err := oauth.DecodeJSON(w, r, adminMaxBody, &req); err != nil {
 		return err
 	}
 	c, secret, err := ad.CreateClient(r.Context(), oauth.ClientSpec{
 		ID: req.ClientID, Name: req.ClientName, Public: req.Public, RedirectURIs: req.RedirectURIs,
-		Scopes: req.Scopes, GrantTypes: req.GrantTypes, IDTokenAlg: req.IDTokenAlg,
+		Scopes: req.Scopes, GrantTypes: req.GrantTypes, IDTokenAlg: req.IDTokenAlg, JWKS: rawParam(req.JWKS),
 	})
 	if err != nil {
 		return err

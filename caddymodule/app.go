@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"os"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -204,6 +205,30 @@ type ClientConfig struct {
 	// clients learn only about their own tokens and those naming them in
 	// aud. Confidential clients only.
 	ResourceServer bool `json:"resource_server,omitempty"`
+	// The client's public keys (a JWK Set): it authenticates with
+	// private_key_jwt instead of a secret.
+	JWKS json.RawMessage `json:"jwks,omitempty"`
+	// A file holding the client's public keys (a JWK Set), read when the
+	// configuration loads; instead of JWKS.
+	JWKSFile string `json:"jwks_file,omitempty"`
+}
+
+// keySet is the client's public keys: inline, or read from jwks_file.
+func (cc *ClientConfig) keySet(repl *caddy.Replacer) (string, error) {
+	switch {
+	case len(cc.JWKS) > 0 && cc.JWKSFile != "":
+		return "", errors.New("jwks and jwks_file exclude each other")
+	case len(cc.JWKS) > 0:
+		return string(cc.JWKS), nil
+	case cc.JWKSFile != "":
+		path := repl.ReplaceAll(cc.JWKSFile, "")
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return "", fmt.Errorf("jwks_file: %v", err)
+		}
+		return string(b), nil
+	}
+	return "", nil
 }
 
 // AgentConfig fixes an agent's settings.
@@ -471,12 +496,16 @@ func (a *App) buildClients(repl *caddy.Replacer) ([]*oauth.Client, error) {
 			return nil, fmt.Errorf("auth_agent: client %q has no settings", id)
 		}
 		secret := repl.ReplaceAll(cc.Secret, "")
-		if !cc.Public && secret == "" {
-			return nil, fmt.Errorf("auth_agent: client %q needs a `secret` (at least %d characters) or `public`", id, oauth.MinConfiguredSecret)
+		jwks, err := cc.keySet(repl)
+		if err != nil {
+			return nil, fmt.Errorf("auth_agent: client %q: %v", id, err)
+		}
+		if !cc.Public && secret == "" && jwks == "" {
+			return nil, fmt.Errorf("auth_agent: client %q needs a `secret` (at least %d characters), keys (`jwks_file`) or `public`", id, oauth.MinConfiguredSecret)
 		}
 		c, _, err := oauth.NewClient(oauth.ClientSpec{
 			ID: id, Name: cc.Name, Secret: secret, Public: cc.Public, RedirectURIs: cc.RedirectURIs,
-			Scopes: cc.Scopes, GrantTypes: cc.GrantTypes, IDTokenAlg: cc.IDTokenAlg, ResourceServer: cc.ResourceServer,
+			Scopes: cc.Scopes, GrantTypes: cc.GrantTypes, IDTokenAlg: cc.IDTokenAlg, ResourceServer: cc.ResourceServer, JWKS: jwks,
 		}, oauth.ClientFromConfig, time.Now())
 		if err != nil {
 			return nil, fmt.Errorf("auth_agent: client %q: %s", id, oauth.AsError(err).Description)

@@ -46,6 +46,7 @@ func init() {
 //			grant_types <grant...>
 //			id_token_alg RS256|ES256|EdDSA
 //			resource_server        # may introspect every token
+//			jwks_file <path>       # public keys (a JWK Set): private_key_jwt, no secret
 //		}
 //		dynamic_client_registration off|open|token <token>
 //		code_lifetime <duration>
@@ -410,6 +411,11 @@ func (a *App) unmarshalClient(d *caddyfile.Dispenser) error {
 				return d.Errf("client %s: resource_server takes no value", id)
 			}
 			cc.ResourceServer = true
+		case "jwks_file":
+			if len(args) != 1 {
+				return d.Errf("client %s: jwks_file takes one path", id)
+			}
+			cc.JWKSFile = args[0]
 		default:
 			return d.Errf("client %s: unknown setting %q", id, setting)
 		}
@@ -419,6 +425,9 @@ func (a *App) unmarshalClient(d *caddyfile.Dispenser) error {
 	}
 	if cc.Public && cc.Secret != "" {
 		return d.Errf("client %s: a public client has no secret", id)
+	}
+	if cc.JWKSFile != "" && (cc.Public || cc.Secret != "") {
+		return d.Errf("client %s: a client with keys (jwks_file) has neither a secret nor is it public", id)
 	}
 	a.Clients[id] = cc
 	return nil

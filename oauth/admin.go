@@ -47,6 +47,13 @@ func (ad *Admin) Agent(ctx context.Context, id string) (*agents.Agent, error) {
 // the configuration reserves, and optionally its permissions. It returns
 // the generated secret when reg has none.
 func (ad *Admin) CreateAgent(ctx context.Context, reg agents.Registration) (*agents.Agent, string, error) {
+	if reg.JWKS != "" {
+		jwks, err := keySetParam([]byte(reg.JWKS))
+		if err != nil {
+			return nil, "", err
+		}
+		reg.JWKS = jwks
+	}
 	a, secret, err := ad.p.registerAgent(ctx, reg, true)
 	if err != nil {
 		return nil, "", err
@@ -63,8 +70,20 @@ func (ad *Admin) UpdateAgent(ctx context.Context, id string, u agents.AdminUpdat
 	if agents.ValidateID(id) != nil {
 		return nil, ErrNotFound
 	}
-	if u.Permissions == nil && u.Disabled == nil {
-		return nil, ErrInvalidRequest("nothing to change: give permissions and/or disabled")
+	if u.Permissions == nil && u.Disabled == nil && u.JWKS == nil {
+		return nil, ErrInvalidRequest("nothing to change: give permissions, disabled and/or jwks")
+	}
+	if u.JWKS != nil {
+		// New keys replace the agent's keys, or its secret: it holds keys
+		// from now on.
+		jwks, err := keySetParam([]byte(*u.JWKS))
+		if err != nil {
+			return nil, err
+		}
+		if jwks == "" {
+			return nil, ErrInvalidRequest("jwks must be a JWK Set of public keys")
+		}
+		u.JWKS = &jwks
 	}
 	disabling := u.Disabled != nil && *u.Disabled
 	if disabling {

@@ -2,9 +2,11 @@ package oauth
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"maps"
 	"net/http"
+	"net/url"
 	"slices"
 	"time"
 
@@ -20,15 +22,33 @@ import (
 type agentAPI struct{ *provider }
 
 type registerRequest struct {
-	AgentID     string `json:"agent_id"`
-	AgentSecret string `json:"agent_secret"`
-	ModelName   string `json:"model_name"`
-	OwnerName   string `json:"owner_name"`
-	OwnerEmail  string `json:"owner_email"`
+	AgentID     string          `json:"agent_id"`
+	AgentSecret string          `json:"agent_secret"`
+	ModelName   string          `json:"model_name"`
+	OwnerName   string          `json:"owner_name"`
+	OwnerEmail  string          `json:"owner_email"`
+	JWKS        json.RawMessage `json:"jwks"`
 }
 
-func (r registerRequest) registration() agents.Registration {
-	return agents.Registration{AgentID: r.AgentID, AgentSecret: r.AgentSecret, ModelName: r.ModelName, OwnerName: r.OwnerName, OwnerEmail: r.OwnerEmail}
+func (r registerRequest) registration() (agents.Registration, error) {
+	jwks, err := keySetParam(r.JWKS)
+	if err != nil {
+		return agents.Registration{}, err
+	}
+	return agents.Registration{AgentID: r.AgentID, AgentSecret: r.AgentSecret, ModelName: r.ModelName, OwnerName: r.OwnerName, OwnerEmail: r.OwnerEmail, JWKS: jwks}, nil
+}
+
+// keySetParam reads a jwks request field: absent or null is "", anything
+// else must be a JWK Set of public keys (stored compact).
+func keySetParam(raw json.RawMessage) (string, error) {
+	if len(raw) == 0 || string(raw) == "null" {
+		return "", nil
+	}
+	jwks, err := CompactKeySet(string(raw))
+	if err != nil {
+		return "", ErrInvalidRequest("jwks: " + err.Error())
+	}
+	return jwks, nil
 }
 
 // AgentView is an agent as the APIs show it: never the secret hash.
@@ -42,6 +62,11 @@ type AgentView struct {
 	UpdatedAt   time.Time `json:"updated_at"`
 	Disabled    bool      `json:"disabled,omitempty"`
 	AgentSecret string    `json:"agent_secret,omitempty"`
+	// TokenEndpointAuthMethod is how the agent authenticates:
+	// client_secret_post (its secret) or private_key_jwt (its keys, whose
+	// ids Kids lists).
+	TokenEndpointAuthMethod string   `json:"token_endpoint_auth_method"`
+	Kids                    []string `json:"kids,omitempty"`
 }
 
 // ViewAgent returns the API view of a; secret, when not empty, is the
@@ -51,10 +76,18 @@ func ViewAgent(a *agents.Agent, secret string) AgentView {
 	if perms == nil {
 		perms = []string{}
 	}
-	return AgentView{
+	v := AgentView{
 		AgentID: a.ID, ModelName: a.ModelName, OwnerName: a.OwnerName, OwnerEmail: a.OwnerEmail,
 		Permissions: perms, CreatedAt: a.CreatedAt, UpdatedAt: a.UpdatedAt, Disabled: a.Disabled, AgentSecret: secret,
+		TokenEndpointAuthMethod: AuthSecretPost,
 	}
+	if a.JWKS != "" {
+		v.TokenEndpointAuthMethod, v.Kids = AuthPrivateKeyJWT, []string{}
+		if keys, err := ParseClientKeys([]byte(a.JWKS)); err == nil {
+			v.Kids = keys.Kids()
+		}
+	}
+	return v
 }
 
 func (s *agentAPI) handleRegister(w http.ResponseWriter, r *http.Request) error {
@@ -93,7 +126,11 @@ func (s *agentAPI) decodeAndRegister(w http.ResponseWriter, r *http.Request) (*a
 	if err := DecodeJSON(w, r, s.cfg.MaxBody, &req); err != nil {
 		return nil, "", err
 	}
-	return s.registerAgent(r.Context(), req.registration(), s.cfg.RegistrationMode == RegistrationToken)
+	reg, err := req.registration()
+	if err != nil {
+		return nil, "", err
+	}
+	return s.registerAgent(r.Context(), reg, s.cfg.RegistrationMode == RegistrationToken)
 }
 
 // registerAgent creates an agent (for /api/register-agent and the admin
@@ -120,6 +157,29 @@ type agentAuthRequest struct {
 	// this client returning to this host.
 	ClientID    string `json:"client_id"`
 	RedirectURI string `json:"redirect_uri"`
+	// An agent with keys authenticates with an assertion instead of
+	// agent_secret (private_key_jwt; agent_id may then be left out).
+	ClientAssertionType string `json:"client_assertion_type"`
+	ClientAssertion     string `json:"client_assertion"`
+}
+
+// credentials are the agent's proof of identity in the request: its secret
+// or an assertion.
+func (req agentAuthRequest) credentials() (clientCredentials, error) {
+	if req.ClientAssertion == "" && req.ClientAssertionType == "" {
+		if req.AgentID == "" || req.AgentSecret == "" {
+			return clientCredentials{}, ErrInvalidRequest("agent_id and agent_secret (or client_assertion) are required")
+		}
+		return clientCredentials{id: req.AgentID, secret: req.AgentSecret}, nil
+	}
+	if req.AgentSecret != "" {
+		return clientCredentials{}, ErrInvalidRequest("use one client authentication method, not two")
+	}
+	params := url.Values{"client_assertion_type": {req.ClientAssertionType}, "client_assertion": {req.ClientAssertion}}
+	if req.AgentID != "" {
+		params.Set("client_id", req.AgentID)
+	}
+	return readClientAssertion(&http.Request{Header: http.Header{}}, params)
 }
 
 func (s *agentAPI) handleAgentAuth(w http.ResponseWriter, r *http.Request) error {
@@ -127,8 +187,9 @@ func (s *agentAPI) handleAgentAuth(w http.ResponseWriter, r *http.Request) error
 	if err := DecodeJSON(w, r, s.cfg.MaxBody, &req); err != nil {
 		return err
 	}
-	if req.AgentID == "" || req.AgentSecret == "" {
-		return ErrInvalidRequest("agent_id and agent_secret are required")
+	creds, err := req.credentials()
+	if err != nil {
+		return err
 	}
 	if req.ModelName != "" {
 		if err := agents.ValidateModelName(req.ModelName); err != nil {
@@ -146,19 +207,10 @@ func (s *agentAPI) handleAgentAuth(w http.ResponseWriter, r *http.Request) error
 	if err != nil {
 		return err
 	}
-	try, err := s.chargeAttempt(w, r, req.AgentID)
+	a, err := s.authenticateAgent(w, r, creds)
 	if err != nil {
 		return err
 	}
-	a, err := s.agents.Authenticate(r.Context(), req.AgentID, req.AgentSecret)
-	if errors.Is(err, agents.ErrInvalidCredentials) {
-		s.agentAuthFailed(r, req.AgentID)
-	}
-	if err != nil {
-		return registryError(err)
-	}
-	try.Succeeded(r.Context())
-	s.authSucceeded(r, authAgentSecret, a)
 	if req.RequestID != "" {
 		to, ar, err := (&authorizer{s.provider}).approve(r.Context(), req.RequestID, a, req.ModelName, expect)
 		if err != nil {
@@ -199,6 +251,73 @@ func (s *agentAPI) handleAgentAuth(w http.ResponseWriter, r *http.Request) error
 		"expires_in":   tok.ExpiresIn,
 		"scope":        tok.Scope,
 	})
+	return nil
+}
+
+// authenticateAgent checks an agent's secret or assertion, charged to the
+// failed-authentication budgets.
+func (s *agentAPI) authenticateAgent(w http.ResponseWriter, r *http.Request, creds clientCredentials) (*agents.Agent, error) {
+	if creds.assertion != "" {
+		return s.authenticateAgentAssertion(r.Context(), w, r, creds)
+	}
+	try, err := s.chargeAttempt(w, r, creds.id)
+	if err != nil {
+		return nil, err
+	}
+	a, err := s.agents.Authenticate(r.Context(), creds.id, creds.secret)
+	if errors.Is(err, agents.ErrInvalidCredentials) {
+		s.agentAuthFailed(r, creds.id)
+	}
+	if err != nil {
+		return nil, registryError(err)
+	}
+	try.Succeeded(r.Context())
+	s.authSucceeded(r, authAgentSecret, a)
+	return a, nil
+}
+
+type keysRequest struct {
+	JWKS                json.RawMessage `json:"jwks"`
+	AgentID             string          `json:"agent_id"`
+	ClientAssertionType string          `json:"client_assertion_type"`
+	ClientAssertion     string          `json:"client_assertion"`
+}
+
+// handleKeys is PUT /api/agents/keys: an agent that holds keys replaces
+// them, proving possession of one it holds now with an assertion (a bearer
+// token alone never changes keys: it may have leaked).
+func (s *agentAPI) handleKeys(w http.ResponseWriter, r *http.Request) error {
+	var req keysRequest
+	if err := DecodeJSON(w, r, s.cfg.MaxBody, &req); err != nil {
+		return err
+	}
+	jwks, err := keySetParam(req.JWKS)
+	if err != nil {
+		return err
+	}
+	if jwks == "" {
+		return ErrInvalidRequest("jwks is required: the agent's new public keys")
+	}
+	if req.ClientAssertion == "" {
+		return ErrInvalidClient("a client_assertion signed by one of the agent's current keys is required")
+	}
+	creds, err := agentAuthRequest{AgentID: req.AgentID, ClientAssertionType: req.ClientAssertionType, ClientAssertion: req.ClientAssertion}.credentials()
+	if err != nil {
+		return err
+	}
+	a, err := s.authenticateAgentAssertion(r.Context(), w, r, creds)
+	if err != nil {
+		return err
+	}
+	updated, err := s.agents.ReplaceKeys(r.Context(), a.ID, a.JWKS, jwks)
+	if err != nil {
+		return registryError(err)
+	}
+	s.log.Info("agent replaced its keys", zap.String("agent_id", a.ID))
+	view := agentView(updated)
+	view["changed"] = []string{"jwks"}
+	s.events.Publish(r.Context(), events.AgentUpdated, withBy(view, "self"))
+	writeData(w, http.StatusOK, ViewAgent(updated, ""))
 	return nil
 }
 

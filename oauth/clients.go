@@ -75,10 +75,22 @@ func (c *Client) IDTokenSigningAlg() string {
 
 // AuthMethod is the token endpoint authentication the client uses.
 func (c *Client) AuthMethod() string {
-	if c.Public {
+	switch {
+	case c.Public:
 		return AuthNone
+	case c.JWKS != "":
+		return AuthPrivateKeyJWT
 	}
 	return AuthSecretBasic
+}
+
+// Keys are the client's public keys for private_key_jwt; nil for a client
+// without.
+func (c *Client) Keys() (ClientKeys, error) {
+	if c.JWKS == "" {
+		return nil, nil
+	}
+	return ParseClientKeys([]byte(c.JWKS))
 }
 
 // ClientSpec is what a client is made from (configuration, the admin API
@@ -102,6 +114,9 @@ type ClientSpec struct {
 	// ResourceServer: see Client.ResourceServer; only for configured,
 	// confidential clients.
 	ResourceServer bool
+	// JWKS, a JWK Set's JSON, makes a confidential client that
+	// authenticates with private_key_jwt: it has no secret.
+	JWKS string
 }
 
 // checkDisplayText refuses text shown to people (a client's name on the
@@ -203,6 +218,14 @@ func NewClient(spec ClientSpec, source string, now time.Time) (*Client, string, 
 	switch {
 	case spec.Public && spec.Secret != "":
 		return nil, "", ErrInvalidClientMetadata("a public client has no secret")
+	case spec.JWKS != "" && (spec.Public || spec.Secret != ""):
+		return nil, "", ErrInvalidClientMetadata("a client with keys (jwks) has neither a secret nor is it public")
+	case spec.JWKS != "":
+		jwks, err := CompactKeySet(spec.JWKS)
+		if err != nil {
+			return nil, "", ErrInvalidClientMetadata("jwks: " + err.Error())
+		}
+		c.JWKS = jwks
 	case spec.Public:
 	case spec.Secret == "":
 		generated = randomToken(32)

@@ -179,25 +179,27 @@ func (s *tokenInfo) handleRevoke(w http.ResponseWriter, r *http.Request) error {
 func (s *metadata) handleDiscovery(w http.ResponseWriter, r *http.Request) error {
 	iss := s.cfg.Issuer
 	doc := map[string]any{
-		"issuer":                                        iss,
-		"authorization_endpoint":                        iss + "/oauth2/authorize",
-		"token_endpoint":                                iss + "/oauth2/token",
-		"userinfo_endpoint":                             iss + "/oauth2/userinfo",
-		"introspection_endpoint":                        iss + "/oauth2/introspect",
-		"revocation_endpoint":                           iss + "/oauth2/revoke",
-		"jwks_uri":                                      iss + "/.well-known/jwks.json",
-		"agent_registration_endpoint":                   iss + "/api/register-agent",
-		"agent_auth_endpoint":                           iss + "/api/agent-auth",
-		"response_types_supported":                      []string{"code"},
-		"response_modes_supported":                      []string{"query"},
-		"grant_types_supported":                         []string{GrantAuthorizationCode, GrantRefreshToken, GrantClientCredentials, GrantTokenExchange},
-		"subject_types_supported":                       []string{"public"},
-		"id_token_signing_alg_values_supported":         SupportedAlgs,
-		"code_challenge_methods_supported":              []string{"S256"},
-		"token_endpoint_auth_methods_supported":         []string{AuthSecretBasic, AuthSecretPost, AuthNone},
-		"introspection_endpoint_auth_methods_supported": []string{AuthSecretBasic, AuthSecretPost},
-		"revocation_endpoint_auth_methods_supported":    []string{AuthSecretBasic, AuthSecretPost},
-		"scopes_supported":                              IdentityScopes,
+		"issuer":                                                   iss,
+		"authorization_endpoint":                                   iss + "/oauth2/authorize",
+		"token_endpoint":                                           iss + "/oauth2/token",
+		"userinfo_endpoint":                                        iss + "/oauth2/userinfo",
+		"introspection_endpoint":                                   iss + "/oauth2/introspect",
+		"revocation_endpoint":                                      iss + "/oauth2/revoke",
+		"jwks_uri":                                                 iss + "/.well-known/jwks.json",
+		"agent_registration_endpoint":                              iss + "/api/register-agent",
+		"agent_auth_endpoint":                                      iss + "/api/agent-auth",
+		"response_types_supported":                                 []string{"code"},
+		"response_modes_supported":                                 []string{"query"},
+		"grant_types_supported":                                    []string{GrantAuthorizationCode, GrantRefreshToken, GrantClientCredentials, GrantTokenExchange},
+		"subject_types_supported":                                  []string{"public"},
+		"id_token_signing_alg_values_supported":                    SupportedAlgs,
+		"code_challenge_methods_supported":                         []string{"S256"},
+		"token_endpoint_auth_methods_supported":                    []string{AuthSecretBasic, AuthSecretPost, AuthPrivateKeyJWT, AuthNone},
+		"introspection_endpoint_auth_methods_supported":            []string{AuthSecretBasic, AuthSecretPost, AuthPrivateKeyJWT},
+		"revocation_endpoint_auth_methods_supported":               []string{AuthSecretBasic, AuthSecretPost, AuthPrivateKeyJWT, AuthNone},
+		"introspection_endpoint_auth_signing_alg_values_supported": AssertionAlgs,
+		"revocation_endpoint_auth_signing_alg_values_supported":    AssertionAlgs,
+		"scopes_supported":                                         IdentityScopes,
 		"claims_supported": []string{"sub", "iss", "aud", "exp", "iat", "auth_time", "nonce", "at_hash",
 			"name", "agent_id", "model_name", "email", "email_verified", "permissions"},
 		"prompt_values_supported":                          []string{"none", "login", "consent"},
@@ -206,7 +208,7 @@ func (s *metadata) handleDiscovery(w http.ResponseWriter, r *http.Request) error
 		"request_parameter_supported":                      false,
 		"request_uri_parameter_supported":                  false,
 		"claims_parameter_supported":                       false,
-		"token_endpoint_auth_signing_alg_values_supported": []string{AlgRS256},
+		"token_endpoint_auth_signing_alg_values_supported": AssertionAlgs,
 		"client_id_metadata_document_supported":            s.cfg.ClientIDMetadataDocuments,
 	}
 	if s.cfg.DynamicRegistration != DynamicRegistrationOff {
@@ -238,6 +240,8 @@ type clientMetadata struct {
 	GrantTypes              []string `json:"grant_types"`
 	ResponseTypes           []string `json:"response_types"`
 	Scope                   string   `json:"scope"`
+	// JWKS holds the keys of a private_key_jwt client.
+	JWKS json.RawMessage `json:"jwks"`
 }
 
 // handleClientRegistration is POST /oauth2/register (RFC 7591).
@@ -286,12 +290,21 @@ func (s *metadata) registerClient(w http.ResponseWriter, r *http.Request) (*Clie
 		}
 	}
 	public := false
+	var jwks string
 	switch md.TokenEndpointAuthMethod {
 	case "", AuthSecretBasic, AuthSecretPost:
 	case AuthNone:
 		public = true
+	case AuthPrivateKeyJWT:
+		if len(md.JWKS) == 0 || string(md.JWKS) == "null" {
+			return nil, "", ErrInvalidClientMetadata("private_key_jwt needs jwks: the client's public keys")
+		}
+		jwks = string(md.JWKS)
 	default:
 		return nil, "", ErrInvalidClientMetadata("unsupported token_endpoint_auth_method")
+	}
+	if jwks == "" && len(md.JWKS) > 0 && string(md.JWKS) != "null" {
+		return nil, "", ErrInvalidClientMetadata("jwks goes with token_endpoint_auth_method private_key_jwt")
 	}
 	scopes, err := ParseScope(md.Scope)
 	if err != nil {
@@ -314,7 +327,7 @@ func (s *metadata) registerClient(w http.ResponseWriter, r *http.Request) (*Clie
 	// what it gets.
 	c, secret, err := NewClient(ClientSpec{
 		ID: "dyn_" + randomToken(16), Name: md.ClientName, Public: public, RedirectURIs: md.RedirectURIs,
-		Scopes: scopes, AnyScope: len(scopes) == 0, GrantTypes: grants, IDTokenAlg: md.IDTokenAlg,
+		Scopes: scopes, AnyScope: len(scopes) == 0, GrantTypes: grants, IDTokenAlg: md.IDTokenAlg, JWKS: jwks,
 	}, ClientFromDynamic, s.now())
 	if err != nil {
 		if e := AsError(err); e.Code == "invalid_request" {
@@ -344,11 +357,14 @@ func ClientMetadata(c *Client, secret string) map[string]any {
 	if !c.AnyScope() {
 		v["scope"] = strings.Join(c.Scopes, " ")
 	}
-	if !c.Public {
+	if c.SecretHash != "" {
 		v["client_secret_expires_at"] = 0
 	}
 	if secret != "" {
 		v["client_secret"] = secret
+	}
+	if c.JWKS != "" {
+		v["jwks"] = json.RawMessage(c.JWKS)
 	}
 	if !slices.Contains(c.GrantTypes, GrantAuthorizationCode) {
 		v["response_types"] = []string{}

@@ -498,9 +498,10 @@ func publicJWK(k *signingKey) (map[string]string, error) {
 	return jwk, nil
 }
 
-// ParseJWK reads a public signing key from a JWK: RSA (2048 bits or more),
-// EC P-256 or Ed25519. The algorithm is the JWK's alg, or the one its type
-// implies; a key is only ever used with that algorithm.
+// ParseJWK reads a public signing key from a JWK: RSA (2048 bits or more;
+// RS256, or PS256 when its alg says so), EC P-256 or Ed25519. The algorithm
+// is the JWK's alg, or the one its type implies; a key is only ever used
+// with that algorithm.
 func ParseJWK(jwk map[string]any) (PublicKey, error) {
 	str := func(k string) string { s, _ := jwk[k].(string); return s }
 	b64 := func(k string) ([]byte, error) { return base64.RawURLEncoding.DecodeString(str(k)) }
@@ -515,10 +516,13 @@ func ParseJWK(jwk map[string]any) (PublicKey, error) {
 		if err1 != nil || err2 != nil || len(n) < 256 || len(e) == 0 || len(e) > 4 {
 			return PublicKey{}, errors.New("bad RSA key")
 		}
-		if alg != "" && alg != AlgRS256 {
+		if alg == "" {
+			alg = AlgRS256
+		}
+		if alg != AlgRS256 && alg != AlgPS256 {
 			return PublicKey{}, errors.New("unsupported algorithm")
 		}
-		return PublicKey{Alg: AlgRS256, Key: &rsa.PublicKey{N: new(big.Int).SetBytes(n), E: int(new(big.Int).SetBytes(e).Int64())}}, nil
+		return PublicKey{Alg: alg, Key: &rsa.PublicKey{N: new(big.Int).SetBytes(n), E: int(new(big.Int).SetBytes(e).Int64())}}, nil
 	case "EC":
 		x, err1 := b64("x")
 		y, err2 := b64("y")

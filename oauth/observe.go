@@ -23,9 +23,11 @@ const (
 	authClientSecretPost  = "client_secret_post"
 	authNone              = "none" // a public client, identified only
 	authAgentSecret       = "agent_secret"
+	authPrivateKeyJWT     = AuthPrivateKeyJWT
 
 	failUnknownClient      = "unknown_client"
 	failWrongSecret        = "wrong_secret"
+	failBadAssertion       = "bad_assertion"       // a client's private_key_jwt assertion did not verify
 	failSecretNotAllowed   = "secret_not_allowed"  // a public client sent one
 	failInvalidCredentials = "invalid_credentials" // an agent: unknown, wrong secret or disabled, alike
 )

@@ -80,11 +80,16 @@ func single(v url.Values, key string) (string, error) {
 type clientCredentials struct {
 	id, secret string
 	basic      bool
+	// assertion is a private_key_jwt client assertion (RFC 7523 §2.2).
+	assertion string
 }
 
-// readClientCredentials takes client_secret_basic or client_secret_post
-// (never both) or a bare client_id (none).
+// readClientCredentials takes client_secret_basic, client_secret_post or
+// private_key_jwt (one of them), or a bare client_id (none).
 func readClientCredentials(r *http.Request, params url.Values) (clientCredentials, error) {
+	if params.Has("client_assertion") || params.Has("client_assertion_type") {
+		return readClientAssertion(r, params)
+	}
 	if h := r.Header.Get("Authorization"); h != "" {
 		scheme, rest, _ := strings.Cut(h, " ")
 		if !strings.EqualFold(scheme, "Basic") {
@@ -118,4 +123,30 @@ func readClientCredentials(r *http.Request, params url.Values) (clientCredential
 		return clientCredentials{}, ErrInvalidClient("client authentication is required")
 	}
 	return clientCredentials{id: id, secret: params.Get("client_secret")}, nil
+}
+
+// readClientAssertion takes private_key_jwt: client_assertion_type,
+// client_assertion and, optionally, client_id (else the assertion's iss
+// names the client, whose keys then verify it).
+func readClientAssertion(r *http.Request, params url.Values) (clientCredentials, error) {
+	assertion := params.Get("client_assertion")
+	switch {
+	case params.Get("client_assertion_type") != ClientAssertionType:
+		return clientCredentials{}, ErrInvalidRequest("client_assertion_type must be " + ClientAssertionType)
+	case assertion == "":
+		return clientCredentials{}, ErrInvalidRequest("client_assertion is required with client_assertion_type")
+	case r.Header.Get("Authorization") != "" || params.Get("client_secret") != "":
+		return clientCredentials{}, ErrInvalidRequest("use one client authentication method, not two")
+	case len(assertion) > maxJWKSBytes:
+		return clientCredentials{}, ErrInvalidClient("client_assertion is too long")
+	}
+	id := params.Get("client_id")
+	if id == "" {
+		iss, err := assertionSubject(assertion)
+		if err != nil {
+			return clientCredentials{}, ErrInvalidClient(err.Error())
+		}
+		id = iss
+	}
+	return clientCredentials{id: id, assertion: assertion}, nil
 }

@@ -159,6 +159,7 @@ func NewServer(cfg Config, d Deps) *Server {
 		"/api/register-agent":                     {[]string{post}, agentAPI.handleRegister},
 		"/api/agent-auth":                         {[]string{post}, agentAPI.handleAgentAuth},
 		"/api/agents/profile":                     {[]string{get, http.MethodPut}, agentAPI.handleProfile},
+		"/api/agents/keys":                        {[]string{http.MethodPut}, agentAPI.handleKeys},
 		"/api/check-status":                       {[]string{get}, authz.handleCheckStatus},
 		"/api/openapi.json":                       {[]string{get, http.MethodHead}, meta.handleOpenAPI},
 		"/api/postman-collection.json":            {[]string{get, http.MethodHead}, meta.handlePostmanCollection},

@@ -47,6 +47,9 @@ func (p *provider) authenticateCaller(ctx context.Context, w http.ResponseWriter
 	if err != nil {
 		return caller{}, err
 	}
+	if creds.assertion != "" {
+		return p.authenticateAssertion(ctx, w, r, creds, allowAgents)
+	}
 	fail := func() error {
 		if creds.basic {
 			return basicFailure("client authentication failed")
@@ -95,6 +98,90 @@ func (p *provider) authenticateCaller(ctx context.Context, w http.ResponseWriter
 	}
 	p.clientAuthFailed(r, creds.id, failUnknownClient)
 	return caller{}, fail()
+}
+
+// authenticateAssertion checks a private_key_jwt assertion: of a client
+// with keys, or, with allowAgents, of an agent with keys where no client
+// has that id. Every failure is the same invalid_client.
+func (p *provider) authenticateAssertion(ctx context.Context, w http.ResponseWriter, r *http.Request, creds clientCredentials, allowAgents bool) (caller, error) {
+	failed := ErrInvalidClient("client authentication failed")
+	c, err := p.clients.Get(ctx, creds.id)
+	switch {
+	case err == nil:
+		keys, kerr := c.Keys()
+		if kerr != nil || keys == nil {
+			p.clientAuthFailed(r, creds.id, failBadAssertion)
+			return caller{}, failed
+		}
+		if err := p.checkAssertion(ctx, creds, keys, r.URL.Path); err != nil {
+			if AsError(err).Status >= 500 {
+				return caller{}, err
+			}
+			p.clientAuthFailed(r, creds.id, failBadAssertion)
+			return caller{}, failed
+		}
+		p.authSucceeded(r, authPrivateKeyJWT, nil)
+		return caller{client: c}, nil
+	case !errors.Is(err, ErrNotFound):
+		return caller{}, err
+	case !allowAgents:
+		p.clientAuthFailed(r, creds.id, failUnknownClient)
+		return caller{}, failed
+	}
+	a, err := p.authenticateAgentAssertion(ctx, w, r, creds)
+	if err != nil {
+		return caller{}, err
+	}
+	return caller{agent: a}, nil
+}
+
+// authenticateAgentAssertion checks an agent's assertion: charged to the
+// failed-authentication budgets like a secret, and an unknown, disabled or
+// secret-holding agent fails like a bad signature.
+func (p *provider) authenticateAgentAssertion(ctx context.Context, w http.ResponseWriter, r *http.Request, creds clientCredentials) (*agents.Agent, error) {
+	try, err := p.chargeAttempt(w, r, creds.id)
+	if err != nil {
+		return nil, err
+	}
+	a, err := p.agents.Get(ctx, creds.id)
+	if err != nil && !errors.Is(err, agents.ErrNotFound) {
+		return nil, registryError(err)
+	}
+	var keys ClientKeys
+	if err == nil && !a.Disabled && a.JWKS != "" {
+		keys, _ = ParseClientKeys([]byte(a.JWKS))
+	}
+	if keys == nil {
+		p.agentAuthFailed(r, creds.id)
+		return nil, ErrInvalidClient("client authentication failed")
+	}
+	if err := p.checkAssertion(ctx, creds, keys, r.URL.Path); err != nil {
+		if AsError(err).Status >= 500 {
+			return nil, err
+		}
+		p.agentAuthFailed(r, creds.id)
+		return nil, ErrInvalidClient("client authentication failed")
+	}
+	try.Succeeded(ctx)
+	p.authSucceeded(r, authPrivateKeyJWT, a)
+	return a, nil
+}
+
+// checkAssertion verifies creds' assertion against keys and records its
+// jti in the store until it expires, so no process accepts it twice. Its
+// aud must name the issuer or the endpoint it is sent to.
+func (p *provider) checkAssertion(ctx context.Context, creds clientCredentials, keys ClientKeys, path string) error {
+	a, err := verifyAssertion(creds.assertion, creds.id, keys, []string{p.cfg.Issuer, p.cfg.Issuer + path}, p.now())
+	if err != nil {
+		return ErrInvalidClient(err.Error())
+	}
+	switch err := p.store.UseOnce(ctx, a.replayKey(), a.exp.Add(assertionSkew)); {
+	case errors.Is(err, ErrExists):
+		return ErrInvalidClient("client_assertion was used before")
+	case err != nil:
+		return err
+	}
+	return nil
 }
 
 // tokenResponse is RFC 6749 §5.1 (plus RFC 8693's issued_token_type).
