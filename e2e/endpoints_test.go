@@ -227,7 +227,10 @@ func TestAgentEndpoints(t *testing.T) {
 		if r.status != 200 || r.str("agent_id") != "test_agent" || r.str("owner_email") != "test@example.com" {
 			t.Fatalf("got %d %s", r.status, r.body)
 		}
-		if strings.Contains(string(r.body), "argon2") || strings.Contains(string(r.body), "secret") {
+		// No secret material: neither the secret, nor its hash, nor a field
+		// holding either; only how the agent authenticates.
+		if d := r.data(); strings.Contains(string(r.body), "argon2") || strings.Contains(string(r.body), secret) ||
+			d["agent_secret"] != nil || d["secret_hash"] != nil || d["token_endpoint_auth_method"] != "client_secret_post" || len(d) != 8 {
 			t.Fatalf("profile leaks secret material: %s", r.body)
 		}
 

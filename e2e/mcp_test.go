@@ -70,6 +70,24 @@ func newMCPServer(t *testing.T) *mcpServer {
 	return m
 }
 
+// guardMCP puts upstream behind agent_guard (scope mcp:tools, its URL the
+// required resource) on a site of c, and returns that resource.
+func (c *caddy) guardMCP(t *testing.T, upstream *mcpServer) string {
+	t.Helper()
+	port := freePort(t)
+	resource := fmt.Sprintf("http://127.0.0.1:%d/mcp", port)
+	c.sites = fmt.Sprintf(`
+http://127.0.0.1:%d {
+	agent_guard {
+		scopes mcp:tools
+		resource %s
+	}
+	reverse_proxy %s
+}
+`, port, resource, strings.TrimPrefix(upstream.URL, "http://"))
+	return resource
+}
+
 // callsBy returns the recorded tool calls the guard attributed to clientID.
 func (m *mcpServer) callsBy(clientID string) []http.Header {
 	m.mu.Lock()
@@ -194,17 +212,7 @@ func TestMCPTypeScriptSDK(t *testing.T) {
 	}
 
 	c := newCaddy(t, "")
-	mcpPort := freePort(t)
-	resource := fmt.Sprintf("http://127.0.0.1:%d/mcp", mcpPort)
-	c.sites = fmt.Sprintf(`
-http://127.0.0.1:%d {
-	agent_guard {
-		scopes mcp:tools
-		resource %s
-	}
-	reverse_proxy %s
-}
-`, mcpPort, resource, strings.TrimPrefix(upstream.URL, "http://"))
+	resource := c.guardMCP(t, upstream)
 	c.extraEnv = []string{"SSL_CERT_FILE=" + certFile}
 	const agentID = "mcp-agent"
 	c.start(fmt.Sprintf(`		dynamic_client_registration open
@@ -217,7 +225,7 @@ http://127.0.0.1:%d {
 	if r := c.admin(t, "POST", "/auth_agent/agents", fmt.Sprintf(`{"agent_id":%q,"agent_secret":%q,"model_name":"claude","owner_name":"Test User","owner_email":"test@example.com"}`, agentID, secret)); r.status != 201 {
 		t.Fatalf("create %s: %d %s", agentID, r.status, r.body)
 	}
-	prmURL := fmt.Sprintf("http://127.0.0.1:%d/.well-known/oauth-protected-resource/mcp", mcpPort)
+	prmURL := strings.Replace(resource, "/mcp", "/.well-known/oauth-protected-resource/mcp", 1)
 
 	for _, mode := range []string{"dcr-scope", "dcr-no-scope", "cimd"} {
 		t.Run(mode, func(t *testing.T) {
