@@ -13,6 +13,7 @@ package client
 import (
 	"bytes"
 	"context"
+	"crypto"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -54,10 +55,29 @@ func New(issuer string, opts ...Option) *Client {
 	return c
 }
 
-// Credentials are an agent's id and secret.
+// Credentials are an agent's id and its secret, or, for an agent that
+// holds a key instead, the key (and its id): the client then signs an
+// assertion for each authentication and never sends a secret.
 type Credentials struct {
 	AgentID     string
 	AgentSecret string
+	// Key is the agent's private key (ECDSA P-256, Ed25519 or RSA), whose
+	// public half it registered (PublicJWKS); KeyID is its kid.
+	Key   crypto.Signer
+	KeyID string
+}
+
+// authFields are the credentials as /api/agent-auth takes them, for a
+// request to the endpoint at path.
+func (c *Client) authFields(creds Credentials, path string) (map[string]string, error) {
+	if creds.Key == nil {
+		return map[string]string{"agent_id": creds.AgentID, "agent_secret": creds.AgentSecret}, nil
+	}
+	a, err := assertion(creds.Key, creds.KeyID, creds.AgentID, c.issuer+path, c.now())
+	if err != nil {
+		return nil, &Error{Code: "invalid_request", Description: err.Error()}
+	}
+	return map[string]string{"agent_id": creds.AgentID, "client_assertion_type": ClientAssertionType, "client_assertion": a}, nil
 }
 
 // Registration is a new agent. Without AgentSecret the issuer generates
@@ -68,6 +88,9 @@ type Registration struct {
 	ModelName   string `json:"model_name"`
 	OwnerName   string `json:"owner_name"`
 	OwnerEmail  string `json:"owner_email"`
+	// JWKS, instead of a secret, registers an agent that holds keys: its
+	// public keys (PublicJWKS). Such an agent has no secret.
+	JWKS json.RawMessage `json:"jwks,omitempty"`
 }
 
 // Agent is an agent's profile.
@@ -82,6 +105,11 @@ type Agent struct {
 	// AgentSecret is set only by RegisterAgent, when the issuer generated
 	// the secret: keep it, it is never shown again.
 	AgentSecret string `json:"agent_secret,omitempty"`
+	// TokenEndpointAuthMethod is how the agent authenticates:
+	// client_secret_post (a secret) or private_key_jwt (keys, whose ids
+	// Kids lists).
+	TokenEndpointAuthMethod string   `json:"token_endpoint_auth_method,omitempty"`
+	Kids                    []string `json:"kids,omitempty"`
 }
 
 // Token is an access token (and, from a refresh, its successor refresh
@@ -173,7 +201,10 @@ func (c *Client) RegisterAgent(ctx context.Context, reg Registration) (*Agent, e
 // Authenticate gets an access token for the agent itself, with the scopes
 // given (all its permissions and openid profile when none are).
 func (c *Client) Authenticate(ctx context.Context, creds Credentials, scopes ...string) (*Token, error) {
-	body := map[string]string{"agent_id": creds.AgentID, "agent_secret": creds.AgentSecret}
+	body, err := c.authFields(creds, "/api/agent-auth")
+	if err != nil {
+		return nil, err
+	}
 	if len(scopes) > 0 {
 		body["scope"] = strings.Join(scopes, " ")
 	}
@@ -283,7 +314,11 @@ func (c *Client) ApproveFor(ctx context.Context, requestID string, creds Credent
 	var done struct {
 		RedirectTo string `json:"redirect_to"`
 	}
-	body := map[string]string{"agent_id": creds.AgentID, "agent_secret": creds.AgentSecret, "request_id": requestID}
+	body, err := c.authFields(creds, "/api/agent-auth")
+	if err != nil {
+		return "", err
+	}
+	body["request_id"] = requestID
 	if expect.ClientID != "" {
 		body["client_id"] = expect.ClientID
 	}
@@ -300,16 +335,18 @@ func (c *Client) ApproveFor(ctx context.Context, requestID string, creds Credent
 }
 
 // ClientAuth is who calls the token, revocation and introspection
-// endpoints: an OAuth client (ClientSecret empty for a public one), or an
-// agent as itself (its id and secret).
+// endpoints: an OAuth client (ClientSecret empty for a public one; Key for
+// one that holds a key, private_key_jwt), or an agent as itself.
 type ClientAuth struct {
 	ClientID     string
 	ClientSecret string
+	Key          crypto.Signer
+	KeyID        string
 }
 
 // AgentAuth is the agent calling as its own client.
 func AgentAuth(creds Credentials) ClientAuth {
-	return ClientAuth{ClientID: creds.AgentID, ClientSecret: creds.AgentSecret}
+	return ClientAuth{ClientID: creds.AgentID, ClientSecret: creds.AgentSecret, Key: creds.Key, KeyID: creds.KeyID}
 }
 
 // Refresh trades a refresh token for new tokens (the old refresh token is
@@ -414,6 +451,14 @@ func (c *Client) callAPI(ctx context.Context, method, path, bearer string, body,
 // authentication (HTTP Basic, or client_id alone for a public client) and
 // decodes the answer into out (nil: a body is not read).
 func (c *Client) callForm(ctx context.Context, path string, form url.Values, auth ClientAuth, out any) error {
+	if auth.Key != nil {
+		a, err := assertion(auth.Key, auth.KeyID, auth.ClientID, c.issuer+path, c.now())
+		if err != nil {
+			return &Error{Code: "invalid_request", Description: err.Error()}
+		}
+		form.Set("client_assertion_type", ClientAssertionType)
+		form.Set("client_assertion", a)
+	}
 	if auth.ClientSecret == "" {
 		form.Set("client_id", auth.ClientID)
 	}

@@ -2,7 +2,14 @@ package e2e
 
 import (
 	"context"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/ed25519"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/rsa"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -159,4 +166,70 @@ func asClientError(t *testing.T, err error) *client.Error {
 		t.Fatalf("not a *client.Error: %v", err)
 	}
 	return e
+}
+
+// TestGoClientWithAKey: an agent that holds a key and no secret, through
+// the Go client — registers its public key, authenticates and signs in to
+// a website with assertions, introspects and revokes its token as its own
+// client, and replaces a leaked secret never: it has none.
+func TestGoClientWithAKey(t *testing.T) {
+	site := newWebsite(t)
+	c := newCaddy(t, "")
+	c.start(oauthOpts(site.callback, ""))
+	ctx := context.Background()
+	ac := client.New(c.base())
+	for _, key := range []crypto.Signer{ecKey(t), edKey(t), rsaKey(t)} {
+		id := fmt.Sprintf("keyed-%T", key.Public())
+		id = strings.NewReplacer("*", "", ".", "-").Replace(id)
+		jwks, err := client.PublicJWKS(key, id+"-1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		a, err := ac.RegisterAgent(ctx, client.Registration{AgentID: id, ModelName: "m", OwnerEmail: "o@example.com", JWKS: jwks})
+		if err != nil || a.AgentSecret != "" || a.TokenEndpointAuthMethod != "private_key_jwt" || len(a.Kids) != 1 {
+			t.Fatalf("%s: RegisterAgent with a key: %+v %v", id, a, err)
+		}
+		creds := client.Credentials{AgentID: id, Key: key, KeyID: id + "-1"}
+		tok, err := ac.Authenticate(ctx, creds)
+		if err != nil || !tok.Valid(time.Minute) {
+			t.Fatalf("%s: Authenticate with a key: %v", id, err)
+		}
+		if in, err := ac.Introspect(ctx, tok.AccessToken, client.AgentAuth(creds)); err != nil || !in.Active || in.Subject != id {
+			t.Fatalf("%s: Introspect with a key: %+v %v", id, in, err)
+		}
+		authURL := c.authorizeURL(map[string]string{"redirect_uri": site.callback, "scope": "openid profile"})
+		if redirect, err := ac.SignIn(ctx, authURL, creds); err != nil || !strings.Contains(redirect, "code=") {
+			t.Fatalf("%s: SignIn with a key: %q %v", id, redirect, err)
+		}
+		if err := ac.Revoke(ctx, tok.AccessToken, client.AgentAuth(creds)); err != nil {
+			t.Fatalf("%s: Revoke with a key: %v", id, err)
+		}
+		if _, err := ac.Authenticate(ctx, client.Credentials{AgentID: id, AgentSecret: secret}); !client.IsCode(err, "invalid_client") {
+			t.Fatalf("%s: a secret for an agent with a key: %v", id, err)
+		}
+	}
+}
+
+func ecKey(t *testing.T) crypto.Signer {
+	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
+}
+
+func edKey(t *testing.T) crypto.Signer {
+	_, k, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
+}
+
+func rsaKey(t *testing.T) crypto.Signer {
+	k, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
 }

@@ -275,6 +275,19 @@ func TestCluster(t *testing.T) {
 		}
 	})
 
+	t.Run("a client assertion used at a is refused at b", func(t *testing.T) {
+		key := newECPair(t, "cluster-1")
+		if r := do(t, "POST", cl.a.base()+"/api/register-agent", nil, fmt.Sprintf(`{"agent_id":"keyed-agent","model_name":"m","owner_email":"a@example.com","jwks":%s}`, key.set())); r.status != 201 {
+			t.Fatalf("register with keys at a: %d %s", r.status, r.body)
+		}
+		assertion := key.assertion(t, "keyed-agent", cl.a.issuer, nil)
+		form := url.Values{"grant_type": {"client_credentials"}, "client_assertion_type": {"urn:ietf:params:oauth:client-assertion-type:jwt-bearer"}, "client_assertion": {assertion}}
+		if r := cl.a.formCall(t, "/oauth2/token", "", "", form); r.status != 200 {
+			t.Fatalf("the assertion at a: %d %s", r.status, r.body)
+		}
+		wantError(t, cl.b.formCall(t, "/oauth2/token", "", "", form), 401, "invalid_client")
+	})
+
 	t.Run("revocation reaches the other instance", func(t *testing.T) {
 		cl.a.registerOK(t, "revoked-agent")
 		code := cl.a.agentSignIn(t, cl.a.authorizeURL(map[string]string{"redirect_uri": cb, "scope": "openid profile data:read"}), "revoked-agent", secret).Query().Get("code")

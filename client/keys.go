@@ -1,0 +1,122 @@
+package client
+
+import (
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/ed25519"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math/big"
+	"time"
+)
+
+// An agent can hold a key instead of a secret: it registers the public key
+// (Registration.JWKS, from PublicJWKS) and authenticates with assertions it
+// signs (Credentials.Key), RFC 7523 private_key_jwt. The private key never
+// leaves the agent.
+
+// ClientAssertionType is the client_assertion_type of private_key_jwt.
+const ClientAssertionType = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+
+// assertionLifetime is how long an assertion is valid (the issuer takes at
+// most 5 minutes).
+const assertionLifetime = time.Minute
+
+// PublicJWKS is the JWK Set holding key's public half, for
+// Registration.JWKS: an ECDSA P-256 (ES256), Ed25519 (EdDSA) or RSA key of
+// 2048 bits or more (RS256), with kid as its key id.
+func PublicJWKS(key crypto.Signer, kid string) (json.RawMessage, error) {
+	jwk, _, err := publicJWK(key)
+	if err != nil {
+		return nil, err
+	}
+	if kid != "" {
+		jwk["kid"] = kid
+	}
+	return json.Marshal(map[string]any{"keys": []any{jwk}})
+}
+
+// publicJWK is key's public JWK and the algorithm it signs with.
+func publicJWK(key crypto.Signer) (map[string]any, string, error) {
+	b64 := base64.RawURLEncoding.EncodeToString
+	switch pub := key.Public().(type) {
+	case *ecdsa.PublicKey:
+		if pub.Curve != elliptic.P256() {
+			return nil, "", errors.New("client: an ECDSA key must be P-256")
+		}
+		raw, err := pub.ECDH()
+		if err != nil {
+			return nil, "", err
+		}
+		b := raw.Bytes()
+		return map[string]any{"kty": "EC", "crv": "P-256", "x": b64(b[1:33]), "y": b64(b[33:]), "alg": "ES256", "use": "sig"}, "ES256", nil
+	case ed25519.PublicKey:
+		return map[string]any{"kty": "OKP", "crv": "Ed25519", "x": b64(pub), "alg": "EdDSA", "use": "sig"}, "EdDSA", nil
+	case *rsa.PublicKey:
+		if pub.N.BitLen() < 2048 {
+			return nil, "", errors.New("client: an RSA key must have at least 2048 bits")
+		}
+		return map[string]any{"kty": "RSA", "n": b64(pub.N.Bytes()), "e": b64(big.NewInt(int64(pub.E)).Bytes()), "alg": "RS256", "use": "sig"}, "RS256", nil
+	}
+	return nil, "", fmt.Errorf("client: unsupported key type %T", key.Public())
+}
+
+// assertion signs a client assertion of id for the endpoint at aud.
+func assertion(key crypto.Signer, kid, id, aud string, now time.Time) (string, error) {
+	_, alg, err := publicJWK(key)
+	if err != nil {
+		return "", err
+	}
+	jti := make([]byte, 16)
+	if _, err := rand.Read(jti); err != nil {
+		return "", err
+	}
+	header := map[string]string{"alg": alg, "typ": "JWT"}
+	if kid != "" {
+		header["kid"] = kid
+	}
+	claims := map[string]any{"iss": id, "sub": id, "aud": aud, "iat": now.Unix(),
+		"exp": now.Add(assertionLifetime).Unix(), "jti": base64.RawURLEncoding.EncodeToString(jti)}
+	return signJWT(key, alg, header, claims)
+}
+
+// signJWT is a compact JWS of claims (RFC 7515), signed with alg.
+func signJWT(key crypto.Signer, alg string, header map[string]string, claims map[string]any) (string, error) {
+	h, err := json.Marshal(header)
+	if err != nil {
+		return "", err
+	}
+	c, err := json.Marshal(claims)
+	if err != nil {
+		return "", err
+	}
+	b64 := base64.RawURLEncoding.EncodeToString
+	input := b64(h) + "." + b64(c)
+	var sig []byte
+	switch alg {
+	case "EdDSA":
+		sig, err = key.Sign(rand.Reader, []byte(input), crypto.Hash(0))
+	case "ES256":
+		sum := sha256.Sum256([]byte(input))
+		r, s, serr := ecdsa.Sign(rand.Reader, key.(*ecdsa.PrivateKey), sum[:])
+		if serr != nil {
+			return "", serr
+		}
+		sig = append(r.FillBytes(make([]byte, 32)), s.FillBytes(make([]byte, 32))...) // RFC 7518 §3.4: R || S
+	case "RS256":
+		sum := sha256.Sum256([]byte(input))
+		sig, err = key.Sign(rand.Reader, sum[:], crypto.SHA256)
+	default:
+		return "", fmt.Errorf("client: unsupported algorithm %s", alg)
+	}
+	if err != nil {
+		return "", err
+	}
+	return input + "." + b64(sig), nil
+}
