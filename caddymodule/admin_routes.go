@@ -243,13 +243,14 @@ func adminCreateClient(ad *oauth.Admin, w http.ResponseWriter, r *http.Request) 
 		GrantTypes   []string        `json:"grant_types"`
 		IDTokenAlg   string          `json:"id_token_signed_response_alg"`
 		JWKS         json.RawMessage `json:"jwks"`
+		JWKSURI      string          `json:"jwks_uri"`
 	}
 	if err := oauth.DecodeJSON(w, r, adminMaxBody, &req); err != nil {
 		return err
 	}
 	c, secret, err := ad.CreateClient(r.Context(), oauth.ClientSpec{
 		ID: req.ClientID, Name: req.ClientName, Public: req.Public, RedirectURIs: req.RedirectURIs,
-		Scopes: req.Scopes, GrantTypes: req.GrantTypes, IDTokenAlg: req.IDTokenAlg, JWKS: rawParam(req.JWKS),
+		Scopes: req.Scopes, GrantTypes: req.GrantTypes, IDTokenAlg: req.IDTokenAlg, JWKS: rawParam(req.JWKS), JWKSURI: req.JWKSURI,
 	})
 	if err != nil {
 		return err

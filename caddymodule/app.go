@@ -211,6 +211,9 @@ type ClientConfig struct {
 	// A file holding the client's public keys (a JWK Set), read when the
 	// configuration loads; instead of JWKS.
 	JWKSFile string `json:"jwks_file,omitempty"`
+	// Where the client publishes its public keys (https, or http on a
+	// loopback address), fetched when needed; instead of JWKS.
+	JWKSURI string `json:"jwks_uri,omitempty"`
 }
 
 // keySet is the client's public keys: inline, or read from jwks_file.
@@ -500,12 +503,13 @@ func (a *App) buildClients(repl *caddy.Replacer) ([]*oauth.Client, error) {
 		if err != nil {
 			return nil, fmt.Errorf("auth_agent: client %q: %v", id, err)
 		}
-		if !cc.Public && secret == "" && jwks == "" {
-			return nil, fmt.Errorf("auth_agent: client %q needs a `secret` (at least %d characters), keys (`jwks_file`) or `public`", id, oauth.MinConfiguredSecret)
+		jwksURI := repl.ReplaceAll(cc.JWKSURI, "")
+		if !cc.Public && secret == "" && jwks == "" && jwksURI == "" {
+			return nil, fmt.Errorf("auth_agent: client %q needs a `secret` (at least %d characters), keys (`jwks_file`, `jwks_uri`) or `public`", id, oauth.MinConfiguredSecret)
 		}
 		c, _, err := oauth.NewClient(oauth.ClientSpec{
 			ID: id, Name: cc.Name, Secret: secret, Public: cc.Public, RedirectURIs: cc.RedirectURIs,
-			Scopes: cc.Scopes, GrantTypes: cc.GrantTypes, IDTokenAlg: cc.IDTokenAlg, ResourceServer: cc.ResourceServer, JWKS: jwks,
+			Scopes: cc.Scopes, GrantTypes: cc.GrantTypes, IDTokenAlg: cc.IDTokenAlg, ResourceServer: cc.ResourceServer, JWKS: jwks, JWKSURI: jwksURI,
 		}, oauth.ClientFromConfig, time.Now())
 		if err != nil {
 			return nil, fmt.Errorf("auth_agent: client %q: %s", id, oauth.AsError(err).Description)

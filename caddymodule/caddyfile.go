@@ -47,6 +47,7 @@ func init() {
 //			id_token_alg RS256|ES256|EdDSA
 //			resource_server        # may introspect every token
 //			jwks_file <path>       # public keys (a JWK Set): private_key_jwt, no secret
+//			jwks_uri <url>         # or where the client publishes them
 //		}
 //		dynamic_client_registration off|open|token <token>
 //		code_lifetime <duration>
@@ -411,11 +412,15 @@ func (a *App) unmarshalClient(d *caddyfile.Dispenser) error {
 				return d.Errf("client %s: resource_server takes no value", id)
 			}
 			cc.ResourceServer = true
-		case "jwks_file":
+		case "jwks_file", "jwks_uri":
 			if len(args) != 1 {
-				return d.Errf("client %s: jwks_file takes one path", id)
+				return d.Errf("client %s: %s takes one value", id, setting)
 			}
-			cc.JWKSFile = args[0]
+			if setting == "jwks_file" {
+				cc.JWKSFile = args[0]
+			} else {
+				cc.JWKSURI = args[0]
+			}
 		default:
 			return d.Errf("client %s: unknown setting %q", id, setting)
 		}
@@ -426,8 +431,11 @@ func (a *App) unmarshalClient(d *caddyfile.Dispenser) error {
 	if cc.Public && cc.Secret != "" {
 		return d.Errf("client %s: a public client has no secret", id)
 	}
-	if cc.JWKSFile != "" && (cc.Public || cc.Secret != "") {
-		return d.Errf("client %s: a client with keys (jwks_file) has neither a secret nor is it public", id)
+	if (cc.JWKSFile != "" || cc.JWKSURI != "") && (cc.Public || cc.Secret != "") {
+		return d.Errf("client %s: a client with keys (jwks_file, jwks_uri) has neither a secret nor is it public", id)
+	}
+	if cc.JWKSFile != "" && cc.JWKSURI != "" {
+		return d.Errf("client %s: jwks_file and jwks_uri exclude each other", id)
 	}
 	a.Clients[id] = cc
 	return nil

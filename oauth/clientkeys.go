@@ -142,6 +142,17 @@ type assertion struct {
 	exp     time.Time
 }
 
+// assertionKid reads the kid of an assertion's header, unverified ("" when
+// it has none or is no JWT).
+func assertionKid(raw string) string {
+	tok, _, err := jwt.NewParser().ParseUnverified(raw, jwt.MapClaims{})
+	if err != nil {
+		return ""
+	}
+	kid, _ := tok.Header["kid"].(string)
+	return kid
+}
+
 // assertionSubject reads iss of an assertion without verifying it, to know
 // whose keys verify it when the request names no client_id.
 func assertionSubject(raw string) (string, error) {

@@ -11,9 +11,11 @@ import (
 	"encoding/json"
 	"fmt"
 	"math/big"
+	"net/http"
 	"net/http/httptest"
 	"net/url"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -308,5 +310,77 @@ func TestAgentReplacesKeys(t *testing.T) {
 	}
 	if auth(k1) != 401 || auth(k2) != 200 {
 		t.Fatalf("after the replacement: old key %d, new key %d", auth(k1), auth(k2))
+	}
+}
+
+// TestClientKeysAtJWKSURI: a client that publishes its keys is fetched
+// once, again for a new kid only after a minute has passed since the last
+// fetch, and a set that cannot be fetched fails the authentication, fast.
+func TestClientKeysAtJWKSURI(t *testing.T) {
+	k1, k2, k9 := newTestKey(t, "EC", "k1", ""), newTestKey(t, "OKP", "k2", ""), newTestKey(t, "EC", "k9", "")
+	var mu sync.Mutex
+	published, fetches := keySet(t, k1), 0
+	jwksSrv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		defer mu.Unlock()
+		fetches++
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write([]byte(published))
+	}))
+	defer jwksSrv.Close()
+	now := time.Now()
+	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	svc, _, err := oauth.NewClient(oauth.ClientSpec{ID: "svc", JWKSURI: jwksSrv.URL + "/jwks.json", GrantTypes: []string{oauth.GrantClientCredentials}, Scopes: []string{"data:read"}}, oauth.ClientFromConfig, now)
+	if err != nil || svc.AuthMethod() != oauth.AuthPrivateKeyJWT {
+		t.Fatalf("a client with a jwks_uri: %v", err)
+	}
+	s := newServerAt(t, cheapParams, clock, svc)
+	grant := func(k testKey) int {
+		v := url.Values{"grant_type": {"client_credentials"}, "client_assertion_type": {oauth.ClientAssertionType},
+			"client_assertion": {k.sign(t, nil, assertionClaims("svc", issuer, clock()))}}
+		req := httptest.NewRequest("POST", "/oauth2/token", strings.NewReader(v.Encode()))
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		rec := httptest.NewRecorder()
+		s.ServeHTTP(rec, req)
+		return rec.Code
+	}
+	count := func() int { mu.Lock(); defer mu.Unlock(); return fetches }
+	if grant(k1) != 200 || grant(k1) != 200 || count() != 1 {
+		t.Fatalf("k1: fetched %d times", count())
+	}
+	mu.Lock()
+	published = keySet(t, k1, k2) // the client rotates
+	mu.Unlock()
+	if grant(k2) != 401 || grant(k9) != 401 || count() != 1 {
+		t.Fatalf("a new kid within the minute: fetched %d times", count())
+	}
+	mu.Lock()
+	now = now.Add(61 * time.Second)
+	mu.Unlock()
+	if grant(k2) != 200 || count() != 2 {
+		t.Fatalf("k2 after a minute: fetched %d times", count())
+	}
+	if grant(k9) != 401 || grant(k9) != 401 || count() != 2 {
+		t.Fatalf("an unknown kid right after a fetch: fetched %d times", count())
+	}
+	jwksSrv.Close()
+	mu.Lock()
+	now = now.Add(10 * time.Minute) // the cached set expired; the server is gone
+	mu.Unlock()
+	start := time.Now()
+	if grant(k1) != 401 || time.Since(start) > 6*time.Second {
+		t.Fatalf("with the key set unreachable: not a quick 401 (%v)", time.Since(start))
+	}
+	// A self-registered client's jwks_uri must be https (and is fetched
+	// from public addresses only); an operator's may be http on loopback.
+	for uri, operator := range map[string]bool{"https://app.example.com/jwks.json": false, "http://127.0.0.1:8443/jwks.json": true, "https://keys.example.com/": true} {
+		if err := oauth.CheckJWKSURI(uri, operator); err != nil {
+			t.Errorf("%s (operator %v): %v", uri, operator, err)
+		}
+	}
+	for uri, operator := range map[string]bool{"http://127.0.0.1:8443/jwks.json": false, "http://keys.example.com/jwks.json": true, "https://user:pw@keys.example.com/jwks.json": true, "https://keys.example.com/jwks.json#x": false, "ftp://keys.example.com/jwks.json": true} {
+		if err := oauth.CheckJWKSURI(uri, operator); err == nil {
+			t.Errorf("%s (operator %v) accepted", uri, operator)
+		}
 	}
 }

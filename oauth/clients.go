@@ -78,14 +78,14 @@ func (c *Client) AuthMethod() string {
 	switch {
 	case c.Public:
 		return AuthNone
-	case c.JWKS != "":
+	case c.JWKS != "" || c.JWKSURI != "":
 		return AuthPrivateKeyJWT
 	}
 	return AuthSecretBasic
 }
 
-// Keys are the client's public keys for private_key_jwt; nil for a client
-// without.
+// Keys are the client's registered public keys for private_key_jwt; nil
+// for a client without (or one that publishes them at its JWKSURI).
 func (c *Client) Keys() (ClientKeys, error) {
 	if c.JWKS == "" {
 		return nil, nil
@@ -115,8 +115,10 @@ type ClientSpec struct {
 	// confidential clients.
 	ResourceServer bool
 	// JWKS, a JWK Set's JSON, makes a confidential client that
-	// authenticates with private_key_jwt: it has no secret.
-	JWKS string
+	// authenticates with private_key_jwt: it has no secret. JWKSURI is
+	// where the client publishes that set instead.
+	JWKS    string
+	JWKSURI string
 }
 
 // checkDisplayText refuses text shown to people (a client's name on the
@@ -218,8 +220,15 @@ func NewClient(spec ClientSpec, source string, now time.Time) (*Client, string, 
 	switch {
 	case spec.Public && spec.Secret != "":
 		return nil, "", ErrInvalidClientMetadata("a public client has no secret")
-	case spec.JWKS != "" && (spec.Public || spec.Secret != ""):
-		return nil, "", ErrInvalidClientMetadata("a client with keys (jwks) has neither a secret nor is it public")
+	case (spec.JWKS != "" || spec.JWKSURI != "") && (spec.Public || spec.Secret != ""):
+		return nil, "", ErrInvalidClientMetadata("a client with keys (jwks, jwks_uri) has neither a secret nor is it public")
+	case spec.JWKS != "" && spec.JWKSURI != "":
+		return nil, "", ErrInvalidClientMetadata("jwks and jwks_uri exclude each other")
+	case spec.JWKSURI != "":
+		if err := CheckJWKSURI(spec.JWKSURI, source == ClientFromConfig || source == ClientFromAdmin); err != nil {
+			return nil, "", ErrInvalidClientMetadata(err.Error())
+		}
+		c.JWKSURI = spec.JWKSURI
 	case spec.JWKS != "":
 		jwks, err := CompactKeySet(spec.JWKS)
 		if err != nil {

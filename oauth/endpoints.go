@@ -240,8 +240,10 @@ type clientMetadata struct {
 	GrantTypes              []string `json:"grant_types"`
 	ResponseTypes           []string `json:"response_types"`
 	Scope                   string   `json:"scope"`
-	// JWKS holds the keys of a private_key_jwt client.
-	JWKS json.RawMessage `json:"jwks"`
+	// JWKS holds the keys of a private_key_jwt client, or JWKSURI says
+	// where it publishes them.
+	JWKS    json.RawMessage `json:"jwks"`
+	JWKSURI string          `json:"jwks_uri"`
 }
 
 // handleClientRegistration is POST /oauth2/register (RFC 7591).
@@ -296,15 +298,17 @@ func (s *metadata) registerClient(w http.ResponseWriter, r *http.Request) (*Clie
 	case AuthNone:
 		public = true
 	case AuthPrivateKeyJWT:
-		if len(md.JWKS) == 0 || string(md.JWKS) == "null" {
-			return nil, "", ErrInvalidClientMetadata("private_key_jwt needs jwks: the client's public keys")
+		if (len(md.JWKS) == 0 || string(md.JWKS) == "null") && md.JWKSURI == "" {
+			return nil, "", ErrInvalidClientMetadata("private_key_jwt needs jwks or jwks_uri: the client's public keys")
 		}
-		jwks = string(md.JWKS)
+		if string(md.JWKS) != "null" {
+			jwks = string(md.JWKS)
+		}
 	default:
 		return nil, "", ErrInvalidClientMetadata("unsupported token_endpoint_auth_method")
 	}
-	if jwks == "" && len(md.JWKS) > 0 && string(md.JWKS) != "null" {
-		return nil, "", ErrInvalidClientMetadata("jwks goes with token_endpoint_auth_method private_key_jwt")
+	if md.TokenEndpointAuthMethod != AuthPrivateKeyJWT && ((len(md.JWKS) > 0 && string(md.JWKS) != "null") || md.JWKSURI != "") {
+		return nil, "", ErrInvalidClientMetadata("jwks and jwks_uri go with token_endpoint_auth_method private_key_jwt")
 	}
 	scopes, err := ParseScope(md.Scope)
 	if err != nil {
@@ -327,7 +331,7 @@ func (s *metadata) registerClient(w http.ResponseWriter, r *http.Request) (*Clie
 	// what it gets.
 	c, secret, err := NewClient(ClientSpec{
 		ID: "dyn_" + randomToken(16), Name: md.ClientName, Public: public, RedirectURIs: md.RedirectURIs,
-		Scopes: scopes, AnyScope: len(scopes) == 0, GrantTypes: grants, IDTokenAlg: md.IDTokenAlg, JWKS: jwks,
+		Scopes: scopes, AnyScope: len(scopes) == 0, GrantTypes: grants, IDTokenAlg: md.IDTokenAlg, JWKS: jwks, JWKSURI: md.JWKSURI,
 	}, ClientFromDynamic, s.now())
 	if err != nil {
 		if e := AsError(err); e.Code == "invalid_request" {
@@ -365,6 +369,9 @@ func ClientMetadata(c *Client, secret string) map[string]any {
 	}
 	if c.JWKS != "" {
 		v["jwks"] = json.RawMessage(c.JWKS)
+	}
+	if c.JWKSURI != "" {
+		v["jwks_uri"] = c.JWKSURI
 	}
 	if !slices.Contains(c.GrantTypes, GrantAuthorizationCode) {
 		v["response_types"] = []string{}

@@ -93,6 +93,7 @@ type provider struct {
 	keys        *KeyManager
 	tokens      *Tokens
 	clients     *Clients
+	remoteKeys  *RemoteKeySets // clients' keys published at their jwks_uri
 	store       Store
 	codeKey     []byte
 	revocations *Revocations
@@ -149,7 +150,8 @@ func NewServer(cfg Config, d Deps) *Server {
 	if cfg.ClientIDMetadataDocuments {
 		docs = NewClientDocuments(cfg.ClientIDMetadataHosts, d.Log.Named("client_documents"), d.Now)
 	}
-	p := &provider{cfg: cfg, agents: d.Agents, keys: d.Keys, tokens: d.Tokens, clients: NewClients(d.Clients, d.Store, docs),
+	remoteKeys := NewRemoteKeySets(cfg.ClientIDMetadataHosts, d.Log.Named("client_keys"), d.Now)
+	p := &provider{cfg: cfg, remoteKeys: remoteKeys, agents: d.Agents, keys: d.Keys, tokens: d.Tokens, clients: NewClients(d.Clients, d.Store, docs),
 		store: d.Store, codeKey: d.CodeKey, revocations: d.Revocations, limits: d.Limits, events: d.Events, log: d.Log, now: d.Now}
 	agentAPI, authz, token, info, meta := &agentAPI{p}, &authorizer{p}, &tokenEndpoint{p}, &tokenInfo{p}, &metadata{p, newAPIDocs(cfg.Issuer)}
 	get, post := http.MethodGet, http.MethodPost

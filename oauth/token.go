@@ -108,7 +108,7 @@ func (p *provider) authenticateAssertion(ctx context.Context, w http.ResponseWri
 	c, err := p.clients.Get(ctx, creds.id)
 	switch {
 	case err == nil:
-		keys, kerr := c.Keys()
+		keys, kerr := p.clientKeys(ctx, c, creds.assertion)
 		if kerr != nil || keys == nil {
 			p.clientAuthFailed(r, creds.id, failBadAssertion)
 			return caller{}, failed
@@ -133,6 +133,15 @@ func (p *provider) authenticateAssertion(ctx context.Context, w http.ResponseWri
 		return caller{}, err
 	}
 	return caller{agent: a}, nil
+}
+
+// clientKeys are the keys that verify c's assertion: registered, or
+// fetched from its jwks_uri (again when the assertion's kid is new).
+func (p *provider) clientKeys(ctx context.Context, c *Client, assertion string) (ClientKeys, error) {
+	if c.JWKSURI == "" {
+		return c.Keys()
+	}
+	return p.remoteKeys.Keys(ctx, c.JWKSURI, c.Verified(), assertionKid(assertion))
 }
 
 // authenticateAgentAssertion checks an agent's assertion: charged to the
