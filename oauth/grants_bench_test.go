@@ -1,7 +1,9 @@
 package oauth_test
 
 import (
+	"net/http/httptest"
 	"net/url"
+	"strings"
 	"testing"
 	"time"
 
@@ -78,5 +80,58 @@ func BenchmarkTokenExchange(b *testing.B) {
 		if rec := s.form("/oauth2/token", form); rec.Code != 200 {
 			b.Fatalf("%d %s", rec.Code, rec.Body)
 		}
+	}
+}
+
+// BenchmarkClientAuthentication is client_credentials with each way a
+// client authenticates, side by side in one run: a generated secret
+// (client_secret_basic) against private_key_jwt with ES256 and EdDSA
+// assertions (each fresh: its jti is recorded once; signing it is the
+// client's work, done before the timer starts). ES256 access tokens, the
+// memory store.
+func BenchmarkClientAuthentication(b *testing.B) {
+	for _, method := range []string{"client_secret_basic", "private_key_jwt ES256", "private_key_jwt EdDSA"} {
+		b.Run(method, func(b *testing.B) {
+			spec := oauth.ClientSpec{ID: "svc", GrantTypes: []string{oauth.GrantClientCredentials}, Scopes: []string{"data:read"}}
+			var key testKey
+			switch method {
+			case "private_key_jwt ES256":
+				key = newTestKey(b, "EC", "k", "")
+			case "private_key_jwt EdDSA":
+				key = newTestKey(b, "OKP", "k", "")
+			}
+			if key.private != nil {
+				spec.JWKS = keySet(b, key)
+			}
+			svc, secret, err := oauth.NewClient(spec, oauth.ClientFromConfig, time.Now())
+			if err != nil {
+				b.Fatal(err)
+			}
+			store := storage.NewMemory(nil)
+			b.Cleanup(func() { store.Close() })
+			s := newServerAlg(b, store, agents.DefaultArgon2, nil, oauth.AlgES256, svc)
+			forms := make([]url.Values, b.N)
+			for i := range forms {
+				forms[i] = url.Values{"grant_type": {"client_credentials"}, "scope": {"data:read"}}
+				if key.private != nil {
+					forms[i].Set("client_assertion_type", oauth.ClientAssertionType)
+					forms[i].Set("client_assertion", key.sign(b, nil, assertionClaims("svc", issuer, time.Now())))
+				}
+			}
+			b.ReportAllocs()
+			b.ResetTimer()
+			for i := range b.N {
+				req := httptest.NewRequest("POST", "/oauth2/token", strings.NewReader(forms[i].Encode()))
+				req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+				if key.private == nil {
+					req.SetBasicAuth("svc", secret)
+				}
+				rec := httptest.NewRecorder()
+				s.ServeHTTP(rec, req)
+				if rec.Code != 200 {
+					b.Fatalf("%d %s", rec.Code, rec.Body)
+				}
+			}
+		})
 	}
 }
