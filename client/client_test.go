@@ -2,11 +2,20 @@ package client
 
 import (
 	"context"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
 	"fmt"
+	"io"
+	"math/big"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 )
 
 // Answers that are not the API's (a proxy's error page, a redirect away)
@@ -69,6 +78,39 @@ func TestTokenNeverPrintsItself(t *testing.T) {
 	for _, s := range []string{fmt.Sprint(tok), fmt.Sprintf("%v %+v %#v %s", tok, tok, tok, tok)} {
 		if strings.Contains(s, "secret-") {
 			t.Fatalf("printed: %s", s)
+		}
+	}
+}
+
+// kmsSigner is a crypto.Signer that is not an *ecdsa.PrivateKey, as a KMS
+// or HSM key is.
+type kmsSigner struct{ key *ecdsa.PrivateKey }
+
+func (k kmsSigner) Public() crypto.PublicKey { return k.key.Public() }
+func (k kmsSigner) Sign(r io.Reader, digest []byte, opts crypto.SignerOpts) ([]byte, error) {
+	return k.key.Sign(r, digest, opts)
+}
+
+// An ES256 assertion from any crypto.Signer verifies: R || S of 32 bytes
+// each, over the JWS signing input.
+func TestAssertionFromAnySigner(t *testing.T) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 50; i++ { // short r or s (leading zero bytes) come up now and then
+		jws, err := assertion(kmsSigner{key}, "k1", "agent", "https://auth.example.com", time.Now())
+		if err != nil {
+			t.Fatal(err)
+		}
+		parts := strings.Split(jws, ".")
+		sig, err := base64.RawURLEncoding.DecodeString(parts[2])
+		if err != nil || len(sig) != 64 {
+			t.Fatalf("signature of %d bytes: %v", len(sig), err)
+		}
+		sum := sha256.Sum256([]byte(parts[0] + "." + parts[1]))
+		if !ecdsa.Verify(&key.PublicKey, sum[:], new(big.Int).SetBytes(sig[:32]), new(big.Int).SetBytes(sig[32:])) {
+			t.Fatal("the assertion's signature does not verify")
 		}
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/sha256"
+	"encoding/asn1"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -103,12 +104,18 @@ func signJWT(key crypto.Signer, alg string, header map[string]string, claims map
 	case "EdDSA":
 		sig, err = key.Sign(rand.Reader, []byte(input), crypto.Hash(0))
 	case "ES256":
+		// Any crypto.Signer (a KMS or HSM key too) signs ASN.1 DER;
+		// JWS wants R || S, 32 bytes each (RFC 7518 §3.4).
 		sum := sha256.Sum256([]byte(input))
-		r, s, serr := ecdsa.Sign(rand.Reader, key.(*ecdsa.PrivateKey), sum[:])
+		der, serr := key.Sign(rand.Reader, sum[:], crypto.SHA256)
 		if serr != nil {
 			return "", serr
 		}
-		sig = append(r.FillBytes(make([]byte, 32)), s.FillBytes(make([]byte, 32))...) // RFC 7518 §3.4: R || S
+		var rs struct{ R, S *big.Int }
+		if rest, aerr := asn1.Unmarshal(der, &rs); aerr != nil || len(rest) > 0 || rs.R == nil || rs.S == nil || rs.R.BitLen() > 256 || rs.S.BitLen() > 256 {
+			return "", errors.New("client: the ECDSA signer's signature is not an ASN.1 (r, s) pair")
+		}
+		sig = append(rs.R.FillBytes(make([]byte, 32)), rs.S.FillBytes(make([]byte, 32))...)
 	case "RS256":
 		sum := sha256.Sum256([]byte(input))
 		sig, err = key.Sign(rand.Reader, sum[:], crypto.SHA256)

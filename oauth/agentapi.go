@@ -258,7 +258,7 @@ func (s *agentAPI) handleAgentAuth(w http.ResponseWriter, r *http.Request) error
 // failed-authentication budgets.
 func (s *agentAPI) authenticateAgent(w http.ResponseWriter, r *http.Request, creds clientCredentials) (*agents.Agent, error) {
 	if creds.assertion != "" {
-		return s.authenticateAgentAssertion(r.Context(), w, r, creds)
+		return s.authenticateAgentAssertion(r.Context(), w, r, creds, nil)
 	}
 	try, err := s.chargeAttempt(w, r, creds.id)
 	if err != nil {
@@ -305,7 +305,9 @@ func (s *agentAPI) handleKeys(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	a, err := s.authenticateAgentAssertion(r.Context(), w, r, creds)
+	// Only an assertion made for this endpoint: one captured on its way
+	// to get a token (aud the issuer) must not replace the keys for good.
+	a, err := s.authenticateAgentAssertion(r.Context(), w, r, creds, []string{s.cfg.Issuer + r.URL.Path})
 	if err != nil {
 		return err
 	}

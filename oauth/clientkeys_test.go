@@ -1,6 +1,7 @@
 package oauth_test
 
 import (
+	"context"
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/ed25519"
@@ -107,12 +108,32 @@ func TestParseClientKeys(t *testing.T) {
 		"not a set":      `[` + mustJSON(ec.jwk) + `]`,
 		"bad key":        `{"keys":[{"kty":"EC","crv":"P-256","x":"AA","y":"AA"}]}`,
 		"encryption key": `{"keys":[` + strings.Replace(mustJSON(ec.jwk), `{`, `{"use":"enc",`, 1) + `]}`,
+		"RSA 1024 bits":  `{"keys":[` + mustJSON(rsaJWK(1024, 65537, false)) + `]}`,
+		"RSA 8192 bits":  `{"keys":[` + mustJSON(rsaJWK(8192, 65537, false)) + `]}`,
+		"RSA huge e":     `{"keys":[` + mustJSON(rsaJWK(2048, 0x7fffffff, false)) + `]}`,
+		"RSA even e":     `{"keys":[` + mustJSON(rsaJWK(2048, 65536, false)) + `]}`,
+		"RSA padded n":   `{"keys":[` + mustJSON(rsaJWK(2040, 65537, true)) + `]}`,
 		"too large":      `{"keys":[` + strings.Repeat(" ", 16<<10) + `]}`,
 	} {
 		if _, err := oauth.ParseClientKeys([]byte(raw)); err == nil {
 			t.Errorf("%s: accepted", name)
 		}
 	}
+}
+
+// rsaJWK is an RSA public JWK with an odd modulus of bits bits (random,
+// not a real key: parsing is what is tested) and exponent e; padded
+// prefixes zero bytes to n until it is 256 bytes long.
+func rsaJWK(bits, e int, padded bool) map[string]any {
+	n := make([]byte, (bits+7)/8)
+	_, _ = rand.Read(n)
+	n[0] |= 0x80
+	n[len(n)-1] |= 1
+	for padded && len(n) < 256 {
+		n = append([]byte{0}, n...)
+	}
+	b64 := base64.RawURLEncoding.EncodeToString
+	return map[string]any{"kty": "RSA", "n": b64(n), "e": b64(big.NewInt(int64(e)).Bytes())}
 }
 
 func mustJSON(v any) string {
@@ -174,7 +195,8 @@ func TestAgentAssertions(t *testing.T) {
 		{"iss another agent", ec.sign(t, nil, claims(func(c jwt.MapClaims) { c["iss"] = "other" })), 401},
 		{"sub another agent", ec.sign(t, nil, claims(func(c jwt.MapClaims) { c["sub"] = "other" })), 401},
 		{"aud another server", ec.sign(t, nil, claims(func(c jwt.MapClaims) { c["aud"] = "https://other.example.com" })), 401},
-		{"aud another endpoint", ec.sign(t, nil, claims(func(c jwt.MapClaims) { c["aud"] = issuer + "/oauth2/token" })), 401},
+		{"aud the token endpoint", ec.sign(t, nil, claims(func(c jwt.MapClaims) { c["aud"] = issuer + "/oauth2/token" })), 200},
+		{"aud another endpoint", ec.sign(t, nil, claims(func(c jwt.MapClaims) { c["aud"] = issuer + "/oauth2/revoke" })), 401},
 		{"no exp", ec.sign(t, nil, claims(func(c jwt.MapClaims) { delete(c, "exp") })), 401},
 		{"expired", ec.sign(t, nil, claims(func(c jwt.MapClaims) { c["exp"] = now.Add(-2 * time.Minute).Unix() })), 401},
 		{"exp an hour ahead", ec.sign(t, nil, claims(func(c jwt.MapClaims) { c["exp"] = now.Add(time.Hour).Unix() })), 401},
@@ -298,6 +320,14 @@ func TestAgentReplacesKeys(t *testing.T) {
 		"client_assertion": k1.sign(t, nil, assertionClaims("rotator", issuer, now))}); rec.Code != 400 {
 		t.Fatalf("a private key: %d %s", rec.Code, rec.Body)
 	}
+	// An assertion made to get a token (aud the issuer, or the token
+	// endpoint) does not replace keys: only one made for this endpoint.
+	for _, aud := range []string{issuer, issuer + "/oauth2/token"} {
+		if rec := put(map[string]any{"jwks": newKeys, "client_assertion_type": oauth.ClientAssertionType,
+			"client_assertion": k1.sign(t, nil, assertionClaims("rotator", aud, now))}); rec.Code != 401 {
+			t.Fatalf("an assertion for %s: %d %s", aud, rec.Code, rec.Body)
+		}
+	}
 	rec := put(map[string]any{"jwks": newKeys, "client_assertion_type": oauth.ClientAssertionType,
 		"client_assertion": k1.sign(t, nil, assertionClaims("rotator", issuer+"/api/agents/keys", now))})
 	if rec.Code != 200 || !strings.Contains(rec.Body.String(), `"kids":["k2"]`) {
@@ -382,5 +412,53 @@ func TestClientKeysAtJWKSURI(t *testing.T) {
 		if err := oauth.CheckJWKSURI(uri, operator); err == nil {
 			t.Errorf("%s (operator %v) accepted", uri, operator)
 		}
+	}
+}
+
+// An operator's change to a client with keys keeps its keys (the
+// re-validation used to drop them, and the client could no longer
+// authenticate).
+func TestAdminChangeKeepsClientKeys(t *testing.T) {
+	ctx := context.Background()
+	s := newServerAt(t, cheapParams, nil)
+	k := newTestKey(t, "EC", "job-1", "")
+	if _, secret, err := s.Admin().CreateClient(ctx, oauth.ClientSpec{ID: "job", JWKS: keySet(t, k), GrantTypes: []string{oauth.GrantClientCredentials}, Scopes: []string{"data:read"}}); err != nil || secret != "" {
+		t.Fatalf("create a client with keys: %q %v", secret, err)
+	}
+	name := "Renamed job"
+	c, err := s.Admin().UpdateClient(ctx, "job", oauth.ClientPatch{Name: &name})
+	if err != nil || c.AuthMethod() != oauth.AuthPrivateKeyJWT || c.SecretHash != "" || c.JWKS == "" {
+		t.Fatalf("after a change: %+v %v", c, err)
+	}
+	v := url.Values{"grant_type": {"client_credentials"}, "client_assertion_type": {oauth.ClientAssertionType},
+		"client_assertion": {k.sign(t, nil, assertionClaims("job", issuer, time.Now()))}}
+	req := httptest.NewRequest("POST", "/oauth2/token", strings.NewReader(v.Encode()))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	rec := httptest.NewRecorder()
+	s.ServeHTTP(rec, req)
+	if rec.Code != 200 {
+		t.Fatalf("the key after a change: %d %s", rec.Code, rec.Body)
+	}
+}
+
+// A self-registered client naming an operator's jwks_uri cannot spoil the
+// operator's cached set: the two are fetched, and cached, apart.
+func TestRemoteKeySetsKeepOperatorsApart(t *testing.T) {
+	k := newTestKey(t, "EC", "op-1", "")
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write([]byte(keySet(t, k)))
+	}))
+	defer srv.Close()
+	r := oauth.NewRemoteKeySets(nil, nil, nil)
+	ctx := context.Background()
+	if keys, err := r.Keys(ctx, srv.URL, true, "op-1"); err != nil || len(keys) != 1 {
+		t.Fatalf("the operator's set: %v", err)
+	}
+	if _, err := r.Keys(ctx, srv.URL, false, "unknown"); err == nil {
+		t.Fatal("a self-registered client fetched from a loopback address")
+	}
+	if keys, err := r.Keys(ctx, srv.URL, true, "op-1"); err != nil || len(keys) != 1 {
+		t.Fatalf("the operator's set after the other's failure: %v", err)
 	}
 }

@@ -535,11 +535,13 @@ func (cs *Clients) Update(ctx context.Context, id string, fn func(*Client) error
 		if err := fn(c); err != nil {
 			return err
 		}
-		// Re-validate with the rules for new clients; the secret is kept
-		// (a stand-in satisfies the check, its hash is put back below).
+		// Re-validate with the rules for new clients; the keys or the
+		// secret are kept (a stand-in secret satisfies the check, its hash
+		// is put back below).
 		spec := ClientSpec{ID: c.ID, Name: c.Name, Public: c.Public, RedirectURIs: c.RedirectURIs, Scopes: c.Scopes,
-			AnyScope: anyScope && len(c.Scopes) == 0, GrantTypes: c.GrantTypes, IDTokenAlg: c.IDTokenAlg}
-		if !c.Public {
+			AnyScope: anyScope && len(c.Scopes) == 0, GrantTypes: c.GrantTypes, IDTokenAlg: c.IDTokenAlg,
+			JWKS: c.JWKS, JWKSURI: c.JWKSURI}
+		if !c.Public && c.JWKS == "" && c.JWKSURI == "" {
 			spec.Secret = strings.Repeat("x", MinConfiguredSecret)
 		}
 		checked, _, err := NewClient(spec, c.Source, c.CreatedAt)

@@ -513,8 +513,16 @@ func ParseJWK(jwk map[string]any) (PublicKey, error) {
 	case "RSA":
 		n, err1 := b64("n")
 		e, err2 := b64("e")
-		if err1 != nil || err2 != nil || len(n) < 256 || len(e) == 0 || len(e) > 4 {
+		if err1 != nil || err2 != nil || len(n) == 0 || n[0] == 0 || len(e) == 0 || e[0] == 0 {
 			return PublicKey{}, errors.New("bad RSA key")
+		}
+		// 2048 to 4096 bits, odd, with a public exponent of 3 to 65537: a
+		// verification then costs what it should (a huge modulus or
+		// exponent makes each one cost a CPU for a long time).
+		bits := new(big.Int).SetBytes(n).BitLen()
+		exp := new(big.Int).SetBytes(e)
+		if bits < 2048 || bits > 4096 || n[len(n)-1]&1 == 0 || exp.BitLen() > 17 || exp.Int64() < 3 || exp.Int64() > 65537 || exp.Bit(0) == 0 {
+			return PublicKey{}, errors.New("an RSA key must have 2048 to 4096 bits and a public exponent from 3 to 65537")
 		}
 		if alg == "" {
 			alg = AlgRS256

@@ -93,17 +93,24 @@ func CheckJWKSURI(uri string, operator bool) error {
 // Keys returns the set at uri, fetched again when it holds no key kid
 // names and the last fetch is more than a minute old.
 func (r *RemoteKeySets) Keys(ctx context.Context, uri string, operator bool, kid string) (ClientKeys, error) {
-	set, ok := r.cache.Get(uri)
+	// An operator's set and a self-registered client's are fetched by
+	// different rules: never one from the other's cache (a client that
+	// registered an operator's URL must not make its fetch fail).
+	key := "client:" + uri
+	if operator {
+		key = "operator:" + uri
+	}
+	set, ok := r.cache.Get(key)
 	stale := !ok || (kid != "" && set.err == nil && !set.has(kid) && r.now().Sub(set.fetched) >= remoteKeysRefetch)
 	if stale {
-		v, _, _ := r.group.Do(uri, func() (any, error) {
+		v, _, _ := r.group.Do(key, func() (any, error) {
 			s := r.fetch(ctx, uri, operator)
 			ttl := remoteKeysTTL
 			if s.err != nil {
 				ttl = remoteKeysFailureTTL
 				r.log.Warn("fetching a client's key set", zap.String("jwks_uri", uri), zap.Error(s.err))
 			}
-			r.cache.Put(uri, s, r.now().Add(ttl))
+			r.cache.Put(key, s, r.now().Add(ttl))
 			return s, nil
 		})
 		set = v.(remoteKeySet)

@@ -128,7 +128,7 @@ func (p *provider) authenticateAssertion(ctx context.Context, w http.ResponseWri
 		p.clientAuthFailed(r, creds.id, failUnknownClient)
 		return caller{}, failed
 	}
-	a, err := p.authenticateAgentAssertion(ctx, w, r, creds)
+	a, err := p.authenticateAgentAssertion(ctx, w, r, creds, nil)
 	if err != nil {
 		return caller{}, err
 	}
@@ -146,8 +146,9 @@ func (p *provider) clientKeys(ctx context.Context, c *Client, assertion string) 
 
 // authenticateAgentAssertion checks an agent's assertion: charged to the
 // failed-authentication budgets like a secret, and an unknown, disabled or
-// secret-holding agent fails like a bad signature.
-func (p *provider) authenticateAgentAssertion(ctx context.Context, w http.ResponseWriter, r *http.Request, creds clientCredentials) (*agents.Agent, error) {
+// secret-holding agent fails like a bad signature. audiences are the aud
+// values accepted (nil: those of checkAssertion).
+func (p *provider) authenticateAgentAssertion(ctx context.Context, w http.ResponseWriter, r *http.Request, creds clientCredentials, audiences []string) (*agents.Agent, error) {
 	try, err := p.chargeAttempt(w, r, creds.id)
 	if err != nil {
 		return nil, err
@@ -164,7 +165,11 @@ func (p *provider) authenticateAgentAssertion(ctx context.Context, w http.Respon
 		p.agentAuthFailed(r, creds.id)
 		return nil, ErrInvalidClient("client authentication failed")
 	}
-	if err := p.checkAssertion(ctx, creds, keys, r.URL.Path); err != nil {
+	check := func() error { return p.checkAssertion(ctx, creds, keys, r.URL.Path) }
+	if audiences != nil {
+		check = func() error { return p.checkAssertionFor(ctx, creds, keys, audiences) }
+	}
+	if err := check(); err != nil {
 		if AsError(err).Status >= 500 {
 			return nil, err
 		}
@@ -178,9 +183,15 @@ func (p *provider) authenticateAgentAssertion(ctx context.Context, w http.Respon
 
 // checkAssertion verifies creds' assertion against keys and records its
 // jti in the store until it expires, so no process accepts it twice. Its
-// aud must name the issuer or the endpoint it is sent to.
+// aud must name the issuer, the token endpoint (RFC 7523 clients send
+// that everywhere) or the endpoint it is sent to.
 func (p *provider) checkAssertion(ctx context.Context, creds clientCredentials, keys ClientKeys, path string) error {
-	a, err := verifyAssertion(creds.assertion, creds.id, keys, []string{p.cfg.Issuer, p.cfg.Issuer + path}, p.now())
+	return p.checkAssertionFor(ctx, creds, keys, []string{p.cfg.Issuer, p.cfg.Issuer + "/oauth2/token", p.cfg.Issuer + path})
+}
+
+// checkAssertionFor is checkAssertion with the audiences accepted.
+func (p *provider) checkAssertionFor(ctx context.Context, creds clientCredentials, keys ClientKeys, audiences []string) error {
+	a, err := verifyAssertion(creds.assertion, creds.id, keys, audiences, p.now())
 	if err != nil {
 		return ErrInvalidClient(err.Error())
 	}
