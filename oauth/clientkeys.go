@@ -36,9 +36,11 @@ const (
 	maxAssertionLifetime = 5 * time.Minute
 	// assertionSkew is the clock difference tolerated on iat and exp.
 	assertionSkew = 60 * time.Second
-	// maxClientKeys and maxJWKSBytes bound a registered key set.
-	maxClientKeys = 16
-	maxJWKSBytes  = 16 << 10
+	// maxClientKeys and maxJWKSBytes bound a registered key set,
+	// maxAssertionBytes an assertion.
+	maxClientKeys     = 16
+	maxJWKSBytes      = 16 << 10
+	maxAssertionBytes = 16 << 10
 )
 
 // clientKey is one public key of a client or an agent, with the algorithms

@@ -137,7 +137,7 @@ func readClientAssertion(r *http.Request, params url.Values) (clientCredentials,
 		return clientCredentials{}, ErrInvalidRequest("client_assertion is required with client_assertion_type")
 	case r.Header.Get("Authorization") != "" || params.Get("client_secret") != "":
 		return clientCredentials{}, ErrInvalidRequest("use one client authentication method, not two")
-	case len(assertion) > maxJWKSBytes:
+	case len(assertion) > maxAssertionBytes:
 		return clientCredentials{}, ErrInvalidClient("client_assertion is too long")
 	}
 	id := params.Get("client_id")
