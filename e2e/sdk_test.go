@@ -329,46 +329,81 @@ print(p["name"], p["version"])`
 }
 
 // TestSDKQuickStarts runs the quick starts of sdk/js/README.md and
-// sdk/python/README.md as written, each against a fresh Caddy on
+// sdk/python/README.md as written — the first of each, and the one of "An
+// agent with a key, no secret" — each against a fresh Caddy on
 // Caddyfile.example (its ports, its issuer http://localhost:8080).
 func TestSDKQuickStarts(t *testing.T) {
+	jsReadme := filepath.Join(sdkDir, "js", "README.md")
+	pyReadme := filepath.Join("..", "sdk", "python", "README.md")
 	t.Run("js", func(t *testing.T) {
-		node := requireNodeSDK(t)
-		code := readmeBlock(t, filepath.Join(sdkDir, "js", "README.md"), "js")
-		dir := t.TempDir()
-		// The script imports "@authagent/sdk" as an installed package would be.
-		if err := os.MkdirAll(filepath.Join(dir, "node_modules", "@authagent"), 0o755); err != nil {
-			t.Fatal(err)
-		}
-		abs, _ := filepath.Abs(filepath.Join(sdkDir, "js"))
-		if err := os.Symlink(abs, filepath.Join(dir, "node_modules", "@authagent", "sdk")); err != nil {
-			t.Fatal(err)
-		}
-		script := filepath.Join(dir, "quickstart.mjs")
-		if err := os.WriteFile(script, []byte(code), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		_, _ = runExample(t)
-		out, err := exec.Command(node, script).CombinedOutput()
-		if err != nil || !strings.Contains(string(out), "data:read") {
-			t.Fatalf("the quick start: %v\n%s", err, out)
-		}
+		runJSQuickStart(t, readmeBlock(t, jsReadme, "js"))
+	})
+	t.Run("js with a key", func(t *testing.T) {
+		runJSQuickStart(t, readmeBlockUnder(t, jsReadme, keyedQuickStart, "js"))
 	})
 	t.Run("python", func(t *testing.T) {
-		py := pytest(t)
-		code := readmeBlock(t, filepath.Join("..", "sdk", "python", "README.md"), "python")
-		_, _ = runExample(t)
-		// authorization_url is what a website gives the agent: here, one
-		// for Caddyfile.example's demo-site.
-		website := "authorization_url = " + strconv.Quote("http://localhost:8080/oauth2/authorize?response_type=code&client_id=demo-site"+
-			"&redirect_uri=http%3A%2F%2Flocalhost%3A3000%2Fcallback&scope=openid+profile&state=s-1"+
-			"&code_challenge=E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM&code_challenge_method=S256") + "\n"
-		cmd := exec.Command(py, "-c", website+code+"\nassert redirect.startswith('http://localhost:3000/callback?'), redirect\n")
-		cmd.Env = append(os.Environ(), "PYTHONPATH="+filepath.Join("..", "sdk", "python", "src"), "PYTHONDONTWRITEBYTECODE=1")
-		if out, err := cmd.CombinedOutput(); err != nil || !strings.Contains(string(out), "data:read") {
-			t.Fatalf("the quick start: %v\n%s", err, out)
-		}
+		runPythonQuickStart(t, pytest(t), readmeBlock(t, pyReadme, "python"))
 	})
+	t.Run("python with a key", func(t *testing.T) {
+		py := pytest(t)
+		// The SDK takes a signing function; its quick start signs with the
+		// cryptography package (Debian's python3-cryptography), which the
+		// SDK does not depend on.
+		if exec.Command(py, "-c", "import cryptography").Run() != nil {
+			if os.Getenv("CI") == "true" {
+				t.Fatal("CI=true but the cryptography package is missing (.ci/run installs Debian's python3-cryptography)")
+			}
+			t.Skip("the quick start with a key uses the cryptography package: install Debian's python3-cryptography")
+		}
+		runPythonQuickStart(t, py, readmeBlockUnder(t, pyReadme, keyedQuickStart, "python"))
+	})
+}
+
+// keyedQuickStart is the heading of the SDK READMEs' quick start of an
+// agent that holds a key.
+const keyedQuickStart = "## An agent with a key, no secret"
+
+// runJSQuickStart runs a JavaScript quick start against Caddyfile.example;
+// it must print the agent's data:read.
+func runJSQuickStart(t *testing.T, code string) {
+	t.Helper()
+	node := requireNodeSDK(t)
+	dir := t.TempDir()
+	// The script imports "@authagent/sdk" as an installed package would be.
+	if err := os.MkdirAll(filepath.Join(dir, "node_modules", "@authagent"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	abs, _ := filepath.Abs(filepath.Join(sdkDir, "js"))
+	if err := os.Symlink(abs, filepath.Join(dir, "node_modules", "@authagent", "sdk")); err != nil {
+		t.Fatal(err)
+	}
+	script := filepath.Join(dir, "quickstart.mjs")
+	if err := os.WriteFile(script, []byte(code), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, _ = runExample(t)
+	out, err := exec.Command(node, script).CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "data:read") {
+		t.Fatalf("the quick start: %v\n%s", err, out)
+	}
+}
+
+// runPythonQuickStart runs a Python quick start against
+// Caddyfile.example, given the authorization_url of a website; it must
+// print the agent's data:read and leave the website's callback in redirect.
+func runPythonQuickStart(t *testing.T, py, code string) {
+	t.Helper()
+	_, _ = runExample(t)
+	// authorization_url is what a website gives the agent: here, one
+	// for Caddyfile.example's demo-site.
+	website := "authorization_url = " + strconv.Quote("http://localhost:8080/oauth2/authorize?response_type=code&client_id=demo-site"+
+		"&redirect_uri=http%3A%2F%2Flocalhost%3A3000%2Fcallback&scope=openid+profile&state=s-1"+
+		"&code_challenge=E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM&code_challenge_method=S256") + "\n"
+	cmd := exec.Command(py, "-c", website+code+"\nassert redirect.startswith('http://localhost:3000/callback?'), redirect\n")
+	cmd.Env = append(os.Environ(), "PYTHONPATH="+filepath.Join("..", "sdk", "python", "src"), "PYTHONDONTWRITEBYTECODE=1")
+	if out, err := cmd.CombinedOutput(); err != nil || !strings.Contains(string(out), "data:read") {
+		t.Fatalf("the quick start: %v\n%s", err, out)
+	}
 }
 
 // readmeBlock is the first fenced block of lang in a README.
@@ -378,7 +413,27 @@ func readmeBlock(t *testing.T, path, lang string) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, rest, ok := strings.Cut(string(b), "```"+lang+"\n")
+	return fencedBlock(t, path, string(b), lang)
+}
+
+// readmeBlockUnder is the first fenced block of lang after the line
+// heading in a README.
+func readmeBlockUnder(t *testing.T, path, heading, lang string) string {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, rest, ok := strings.Cut(string(b), "\n"+heading+"\n")
+	if !ok {
+		t.Fatalf("%s has no heading %q", path, heading)
+	}
+	return fencedBlock(t, path, rest, lang)
+}
+
+func fencedBlock(t *testing.T, path, text, lang string) string {
+	t.Helper()
+	_, rest, ok := strings.Cut(text, "```"+lang+"\n")
 	code, _, ok2 := strings.Cut(rest, "```")
 	if !ok || !ok2 {
 		t.Fatalf("%s has no %s block", path, lang)

@@ -1,5 +1,6 @@
 import { AuthAgentError, ErrorCodes, rateLimitOf, retryAfterOf } from "./errors.js";
 import { type IDTokenClaims, type JWK, randomString, s256, verifyIDToken } from "./jose.js";
+import { type JWKSet, clientAssertion, clientAssertionType } from "./keys.js";
 import { TokenSession } from "./session.js";
 import { type TokenResponse, Tokens } from "./tokens.js";
 
@@ -39,19 +40,45 @@ export interface AuthAgentClientOptions {
 }
 
 /** An agent's id and secret. */
-export interface Credentials {
+export interface SecretCredentials {
   agentId: string;
   agentSecret: string;
+  privateKey?: undefined;
+  keyId?: undefined;
 }
 
-/** A new agent. Without `agentSecret` the issuer generates one, returned once. */
-export interface Registration {
+/**
+ * An agent's id and private key, its public key registered (`jwks`): each
+ * request carries a new assertion signed with the key (`private_key_jwt`),
+ * so nothing the agent sends can be replayed. The key never leaves Web
+ * Crypto, and need not be extractable.
+ */
+export interface KeyCredentials {
   agentId: string;
-  agentSecret?: string;
+  /** ECDSA P-256, Ed25519 or RSA of 2048 to 4096 bits (see `generateKeyPair`). */
+  privateKey: CryptoKey;
+  /** The `kid` the key was registered with; without it the issuer tries each registered key of the algorithm. */
+  keyId?: string | undefined;
+  agentSecret?: undefined;
+}
+
+/** How an agent proves who it is: its secret, or a key it holds. */
+export type Credentials = SecretCredentials | KeyCredentials;
+
+/** The agent's own fields of a registration. */
+export interface RegistrationFields {
+  agentId: string;
   modelName: string;
   ownerName: string;
   ownerEmail: string;
 }
+
+/**
+ * A new agent: with `agentSecret`, or with `jwks` (its public keys; it then
+ * has no secret and authenticates with `KeyCredentials`), or with neither
+ * (the issuer generates a secret, returned once).
+ */
+export type Registration = RegistrationFields & ({ agentSecret?: string; jwks?: undefined } | { jwks: JWKSet; agentSecret?: undefined });
 
 /** An agent's profile. */
 export interface Agent {
@@ -64,6 +91,10 @@ export interface Agent {
   updatedAt: string | undefined;
   /** Only from `registerAgent`, when the issuer generated the secret: keep it, it is never shown again. */
   agentSecret: string | undefined;
+  /** How the agent authenticates: `client_secret_post` (a secret) or `private_key_jwt` (keys). */
+  tokenEndpointAuthMethod: string;
+  /** The `kid`s of its registered keys ("" for a key without one); empty for an agent with a secret. */
+  kids: string[];
 }
 
 /** Fields of the profile to change; a new secret needs the current one. */
@@ -75,11 +106,15 @@ export interface ProfileUpdate {
   currentAgentSecret?: string;
 }
 
-/** Who calls the token, revocation and introspection endpoints: a website's client (no secret for a public one), or an agent as itself (its id and secret). */
-export interface ClientAuth {
-  clientId: string;
-  clientSecret?: string | undefined;
-}
+/**
+ * Who calls the token, revocation and introspection endpoints: a website's
+ * client (no secret for a public one), or an agent as itself (its id and
+ * secret, or its key). Every method that takes it also takes an agent's
+ * `Credentials`.
+ */
+export type ClientAuth =
+  | { clientId: string; clientSecret?: string | undefined; privateKey?: undefined; keyId?: undefined }
+  | { clientId: string; privateKey: CryptoKey; keyId?: string | undefined; clientSecret?: undefined };
 
 /** RFC 7662's answer. */
 export interface Introspection {
@@ -186,23 +221,40 @@ export class AuthAgentClient {
 
   // ---- the agent side ----
 
-  /** Registers a new agent (`POST /api/register-agent`). */
+  /** Registers a new agent (`POST /api/register-agent`), with a secret or with public keys (`jwks`, from `publicJWKS`). */
   async registerAgent(reg: Registration): Promise<Agent> {
-    const body: Record<string, string> = {
+    const body: Record<string, unknown> = {
       agent_id: reg.agentId,
       model_name: reg.modelName,
       owner_name: reg.ownerName,
       owner_email: reg.ownerEmail,
     };
+    if (reg.agentSecret !== undefined && reg.jwks !== undefined) {
+      throw new TypeError("registerAgent: agentSecret or jwks, not both");
+    }
     if (reg.agentSecret !== undefined) {
       body.agent_secret = reg.agentSecret;
+    }
+    if (reg.jwks !== undefined) {
+      body.jwks = reg.jwks;
     }
     return agentOf(await this.callAPI("POST", "/api/register-agent", { body }));
   }
 
+  /**
+   * Replaces the keys of an agent that holds keys (`PUT /api/agents/keys`)
+   * with `jwks`, proving possession of a key it holds now (`creds`; a token
+   * alone never changes keys). Keys left out of `jwks` stop working at once:
+   * to rotate without a gap, include the old key, switch, then replace again.
+   */
+  async replaceKeys(jwks: JWKSet, creds: KeyCredentials): Promise<Agent> {
+    const body: Record<string, unknown> = { jwks, ...(await this.agentFields(creds, "/api/agents/keys")) };
+    return agentOf(await this.callAPI("PUT", "/api/agents/keys", { body }));
+  }
+
   /** Gets an access token for the agent itself (`POST /api/agent-auth`); scope defaults to `profile` and the agent's permissions. */
   async authenticate(creds: Credentials & { scope?: string | string[]; resource?: string }): Promise<Tokens> {
-    const body: Record<string, string> = { agent_id: creds.agentId, agent_secret: creds.agentSecret };
+    const body = await this.agentFields(creds, "/api/agent-auth");
     if (creds.scope !== undefined) {
       body.scope = joinScope(creds.scope);
     }
@@ -259,7 +311,7 @@ export class AuthAgentClient {
    * request unless it is for that client (and redirect URI).
    */
   async approve(requestId: string, creds: Credentials, expect?: { clientId?: string; redirectUri?: string }): Promise<string> {
-    const body: Record<string, string> = { agent_id: creds.agentId, agent_secret: creds.agentSecret, request_id: requestId };
+    const body: Record<string, string> = { ...(await this.agentFields(creds, "/api/agent-auth")), request_id: requestId };
     if (expect?.clientId !== undefined) {
       body.client_id = expect.clientId;
     }
@@ -302,18 +354,18 @@ export class AuthAgentClient {
   }
 
   /** Trades a refresh token for new tokens; the old refresh token is spent, keep the new one. */
-  async refresh(refreshToken: string, auth: ClientAuth): Promise<Tokens> {
+  async refresh(refreshToken: string, auth: ClientAuth | Credentials): Promise<Tokens> {
     const data = await this.callForm("token_endpoint", "/oauth2/token", { grant_type: "refresh_token", refresh_token: refreshToken }, auth);
     return Tokens.fromResponse(tokenResponseOf(data), Date.now());
   }
 
   /** Revokes an access or refresh token the caller holds (RFC 7009); an unknown token is no error. */
-  async revoke(token: string, auth: ClientAuth): Promise<void> {
+  async revoke(token: string, auth: ClientAuth | Credentials): Promise<void> {
     await this.callForm("revocation_endpoint", "/oauth2/revoke", { token }, auth);
   }
 
   /** Asks whether a token the caller holds is active (RFC 7662). */
-  async introspect(token: string, auth: ClientAuth): Promise<Introspection> {
+  async introspect(token: string, auth: ClientAuth | Credentials): Promise<Introspection> {
     const data = await this.callForm("introspection_endpoint", "/oauth2/introspect", { token }, auth);
     if (!isRecord(data) || typeof data.active !== "boolean") {
       throw new AuthAgentError({ error: ErrorCodes.response, error_description: "no active member in the introspection answer" });
@@ -349,7 +401,7 @@ export class AuthAgentClient {
    * (as `auth`) before they expire; `onTokens` sees each new set (the refresh
    * token rotates, so persist it if you persist tokens).
    */
-  session(tokens: Tokens, auth: ClientAuth, options?: { refreshMarginMs?: number; onTokens?: (tokens: Tokens) => void }): TokenSession {
+  session(tokens: Tokens, auth: ClientAuth | Credentials, options?: { refreshMarginMs?: number; onTokens?: (tokens: Tokens) => void }): TokenSession {
     return new TokenSession(
       async (current) => {
         if (!current?.refreshToken) {
@@ -520,8 +572,21 @@ export class AuthAgentClient {
     return find(this.jwks.keys);
   }
 
+  /** The agent's proof of identity for the `/api/*` endpoint at `path`: `agent_id` and `agent_secret`, or a new assertion for that endpoint. */
+  private async agentFields(creds: Credentials, path: string): Promise<Record<string, string>> {
+    const auth = clientAuthOf(creds);
+    if (auth.privateKey === undefined) {
+      return { agent_id: creds.agentId, agent_secret: auth.clientSecret ?? "" };
+    }
+    return {
+      agent_id: creds.agentId,
+      client_assertion_type: clientAssertionType,
+      client_assertion: await clientAssertion({ clientId: creds.agentId, audience: this.issuer + path, privateKey: auth.privateKey, keyId: auth.keyId }),
+    };
+  }
+
   /** Calls an `/api/*` endpoint and resolves to the `data` of its envelope. */
-  private async callAPI(method: string, path: string, o: { bearer?: string; body?: Record<string, string> }): Promise<unknown> {
+  private async callAPI(method: string, path: string, o: { bearer?: string; body?: Record<string, unknown> }): Promise<unknown> {
     const headers: Record<string, string> = { Accept: "application/json" };
     if (o.body !== undefined) {
       headers["Content-Type"] = "application/json";
@@ -541,18 +606,27 @@ export class AuthAgentClient {
     return env.data;
   }
 
-  /** Posts an RFC form to an `/oauth2/*` endpoint with client authentication (HTTP Basic, or `client_id` alone for a public client). */
-  private async callForm(endpoint: keyof ProviderMetadata, fallbackPath: string, form: Record<string, string>, auth: ClientAuth): Promise<unknown> {
+  /**
+   * Posts an RFC form to an `/oauth2/*` endpoint with client
+   * authentication: HTTP Basic, a new assertion for that endpoint
+   * (`private_key_jwt`), or `client_id` alone for a public client.
+   */
+  private async callForm(endpoint: keyof ProviderMetadata, fallbackPath: string, form: Record<string, string>, who: ClientAuth | Credentials): Promise<unknown> {
+    const auth = clientAuthOf(who);
     const headers: Record<string, string> = { Accept: "application/json", "Content-Type": "application/x-www-form-urlencoded" };
     const body = new URLSearchParams(form);
-    if (auth.clientSecret) {
+    const meta = this.metadata ? await this.metadata.catch(() => undefined) : undefined;
+    const target = meta && typeof meta[endpoint] === "string" ? (meta[endpoint] as string) : this.issuer + fallbackPath;
+    if (auth.privateKey !== undefined) {
+      body.set("client_id", auth.clientId);
+      body.set("client_assertion_type", clientAssertionType);
+      body.set("client_assertion", await clientAssertion({ clientId: auth.clientId, audience: target, privateKey: auth.privateKey, keyId: auth.keyId }));
+    } else if (auth.clientSecret) {
       // RFC 6749 §2.3.1: both parts form-encoded before Basic.
       headers.Authorization = `Basic ${btoa(`${formEncode(auth.clientId)}:${formEncode(auth.clientSecret)}`)}`;
     } else {
       body.set("client_id", auth.clientId);
     }
-    const meta = this.metadata ? await this.metadata.catch(() => undefined) : undefined;
-    const target = meta && typeof meta[endpoint] === "string" ? (meta[endpoint] as string) : this.issuer + fallbackPath;
     const resp = await this.send(target, { method: "POST", headers, body, redirect: "manual" });
     return decode(resp, endpoint === "revocation_endpoint");
   }
@@ -608,6 +682,15 @@ async function decode(resp: Response, emptyOK = false): Promise<unknown> {
   return data;
 }
 
+/** A client's or an agent's credentials as one shape; a secret and a key together are a TypeError. */
+function clientAuthOf(who: ClientAuth | Credentials): { clientId: string; clientSecret?: string | undefined; privateKey?: CryptoKey | undefined; keyId?: string | undefined } {
+  const auth = "agentId" in who ? { clientId: who.agentId, clientSecret: who.agentSecret, privateKey: who.privateKey, keyId: who.keyId } : who;
+  if (auth.privateKey !== undefined && auth.clientSecret !== undefined) {
+    throw new TypeError("credentials hold a secret or a private key, not both");
+  }
+  return auth;
+}
+
 function isRecord(v: unknown): v is Record<string, unknown> {
   return typeof v === "object" && v !== null && !Array.isArray(v);
 }
@@ -641,6 +724,8 @@ function agentOf(data: unknown): Agent {
     createdAt: str(data.created_at) ?? "",
     updatedAt: str(data.updated_at),
     agentSecret: str(data.agent_secret),
+    tokenEndpointAuthMethod: str(data.token_endpoint_auth_method) ?? "",
+    kids: Array.isArray(data.kids) ? data.kids.filter((k): k is string => typeof k === "string") : [],
   };
 }
 

@@ -5,7 +5,9 @@
  * The agent side: `registerAgent`, `authenticate`, `signIn` (answer a
  * website's "Sign in with Auth Agent" without a browser), profile,
  * `refresh`, `revoke`, `introspect`, and `agentSession` for a token that
- * renews itself. The website side: `createSignInUrl` and `handleCallback`.
+ * renews itself — with a secret, or with a key the agent holds
+ * (`generateKeyPair`, `publicJWKS`, `replaceKeys`). The website side:
+ * `createSignInUrl` and `handleCallback`.
  */
 export {
   type Agent,
@@ -15,9 +17,12 @@ export {
   type ClientAuth,
   type Credentials,
   type Introspection,
+  type KeyCredentials,
   type ProfileUpdate,
   type ProviderMetadata,
   type Registration,
+  type RegistrationFields,
+  type SecretCredentials,
   type SignInOptions,
   type SignInRequest,
   type SignInResult,
@@ -25,5 +30,16 @@ export {
 } from "./client.js";
 export { AuthAgentError, type AuthAgentErrorInit, ErrorCodes, type RateLimit } from "./errors.js";
 export { type IDTokenClaims, type JWK, supportedAlgorithms } from "./jose.js";
+export {
+  type AssertionOptions,
+  clientAssertion,
+  clientAssertionType,
+  generateKeyPair,
+  type JWKSet,
+  type KeyAlgorithm,
+  keyAlgorithm,
+  publicJWK,
+  publicJWKS,
+} from "./keys.js";
 export { TokenSession } from "./session.js";
 export { type TokenResponse, Tokens } from "./tokens.js";

@@ -1,6 +1,19 @@
 // Compiled (not run) by `npm test`: the published types serve a strict
 // TypeScript consumer, and misuse is a type error.
-import { type Agent, AuthAgentClient, AuthAgentError, type SignInResult, Tokens } from "@authagent/sdk";
+import {
+  type Agent,
+  AuthAgentClient,
+  AuthAgentError,
+  type Credentials,
+  type Introspection,
+  type JWKSet,
+  type KeyCredentials,
+  type SignInResult,
+  Tokens,
+  clientAssertion,
+  generateKeyPair,
+  publicJWKS,
+} from "@authagent/sdk";
 
 export async function agent(issuer: string): Promise<string> {
   const client = new AuthAgentClient({ issuer });
@@ -12,6 +25,34 @@ export async function agent(issuer: string): Promise<string> {
   // @ts-expect-error: the profile has no such field
   await client.updateProfile(t.accessToken, { nickname: "x" });
   return redirect + t.expiresAt.toFixed();
+}
+
+export async function keyedAgent(issuer: string): Promise<string> {
+  const client = new AuthAgentClient({ issuer });
+  const pair: CryptoKeyPair = await generateKeyPair({ algorithm: "EdDSA" });
+  const jwks: JWKSet = await publicJWKS(pair, "k-1");
+  const a: Agent = await client.registerAgent({ agentId: "k", jwks, modelName: "m", ownerName: "O", ownerEmail: "o@example.com" });
+  const creds: KeyCredentials = { agentId: a.agentId, privateKey: pair.privateKey, keyId: a.kids[0] };
+  const t: Tokens = await client.authenticate({ ...creds, scope: "data:read" });
+  const redirect: string = await client.signIn("https://auth.example/oauth2/authorize", creds);
+  const i: Introspection = await client.introspect(t.accessToken, creds);
+  await client.revoke(t.accessToken, { clientId: "k", privateKey: pair.privateKey });
+  const any: Credentials = Math.random() > 0.5 ? creds : { agentId: "s", agentSecret: "secret" };
+  await client.agentSession(any).getAccessToken();
+  const next = await generateKeyPair();
+  const after: Agent = await client.replaceKeys(await publicJWKS(next), creds);
+  const assertion: string = await clientAssertion({ clientId: "k", audience: issuer, privateKey: pair.privateKey });
+  // @ts-expect-error: a secret or a key, not both
+  await client.authenticate({ agentId: "k", agentSecret: "s", privateKey: pair.privateKey });
+  // @ts-expect-error: registration takes a secret or keys, not both
+  await client.registerAgent({ agentId: "k", agentSecret: "s", jwks, modelName: "m", ownerName: "O", ownerEmail: "o@example.com" });
+  // @ts-expect-error: only a key proves possession of the keys it replaces
+  await client.replaceKeys(jwks, { agentId: "k", agentSecret: "s" });
+  // @ts-expect-error: the key is a CryptoKey, not a JWK
+  await client.authenticate({ agentId: "k", privateKey: jwks.keys[0] });
+  // @ts-expect-error: only signing algorithms assertions take
+  await generateKeyPair({ algorithm: "HS256" });
+  return redirect + i.active + after.tokenEndpointAuthMethod + assertion;
 }
 
 export async function website(issuer: string, callback: URL): Promise<string | undefined> {

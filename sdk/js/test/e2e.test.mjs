@@ -4,11 +4,11 @@
 // addresses in the environment; run alone, they skip.
 
 import assert from "node:assert/strict";
-import { describe, test } from "node:test";
+import { before, describe, test } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
 import { inspect } from "node:util";
 
-import { AuthAgentClient, AuthAgentError, ErrorCodes } from "../dist/index.js";
+import { AuthAgentClient, AuthAgentError, ErrorCodes, generateKeyPair, publicJWK, publicJWKS } from "../dist/index.js";
 
 const env = process.env;
 const ISSUER = env.AUTHAGENT_ISSUER ?? "";
@@ -40,6 +40,12 @@ async function rejects(promise, check) {
 }
 
 describe("against a real Caddy", { skip }, () => {
+  // The rate-limit test's agent, registered before any authentication fails
+  // (a registration is refused too once this address's budget is spent).
+  before(async () => {
+    await register(new AuthAgentClient({ issuer: ISSUER }), "js-limited");
+  });
+
   test("the agent's side: register, authenticate, profile", async () => {
     const client = new AuthAgentClient({ issuer: ISSUER });
     const agent = await register(client, "js-agent");
@@ -249,10 +255,74 @@ describe("against a real Caddy", { skip }, () => {
     });
   });
 
+  // Next to last: its two failed authentications come at its end, and with
+  // the errors test's one they are this address's whole budget (3/m), after
+  // which nothing from this address authenticates or registers for the rest
+  // of the minute; only the rate-limit test, which wants it spent, follows.
+  test("an agent with a key, no secret: register, authenticate, sign in, introspect, revoke, replace its keys", async () => {
+    const client = new AuthAgentClient({ issuer: ISSUER });
+    const pair = await generateKeyPair();
+    const agent = await client.registerAgent({ agentId: "js-keyed", jwks: await publicJWKS(pair, "js-keyed-1"), modelName: "js-model", ownerName: "JS Owner", ownerEmail: "js@example.com" });
+    assert.equal(agent.tokenEndpointAuthMethod, "private_key_jwt");
+    assert.deepEqual(agent.kids, ["js-keyed-1"]);
+    assert.equal(agent.agentSecret, undefined, "an agent with keys gets no secret");
+    const creds = { agentId: "js-keyed", privateKey: pair.privateKey, keyId: "js-keyed-1" };
+
+    // Every call signs a new assertion: the same credentials work again and again.
+    const tokens = await client.authenticate(creds);
+    assert.deepEqual(tokens.scopes(), ["profile", "data:read"]);
+    assert.equal(await guardedStatus(tokens.accessToken), 200);
+    assert.equal((await client.authenticate({ ...creds, scope: "data:read" })).scope, "data:read");
+    const profile = await client.getProfile(tokens.accessToken);
+    assert.equal(profile.tokenEndpointAuthMethod, "private_key_jwt");
+    assert.deepEqual(profile.kids, ["js-keyed-1"]);
+    const session = client.agentSession(creds, { refreshMarginMs: 2 * 3600_000 });
+    assert.equal((await session.fetch(`${GUARDED}/x`)).status, 200);
+    const first = await session.getAccessToken();
+    assert.notEqual(await session.getAccessToken(), first, "each renewal signs a new assertion");
+
+    // Sign in to the tiny website (the confidential demo-site) with the key.
+    const login = await fetch(`${SITE}/login?scope=openid+profile+email`, { redirect: "manual" });
+    assert.equal(login.status, 302);
+    const redirect = await client.signIn(login.headers.get("Location"), creds);
+    const done = await fetch(redirect, { headers: { Cookie: login.headers.get("Set-Cookie").split(";")[0] } });
+    const body = await done.json();
+    assert.equal(done.status, 200, JSON.stringify(body));
+    assert.equal(body.sub, "js-keyed");
+    assert.equal(body.claims.email, "js@example.com");
+
+    // Introspection and revocation as itself: the agent's credentials (or
+    // the same as a client's) sign assertions for those endpoints.
+    assert.equal((await client.introspect(tokens.accessToken, creds)).active, true);
+    await client.revoke(tokens.accessToken, { clientId: "js-keyed", privateKey: pair.privateKey, keyId: "js-keyed-1" });
+    assert.equal((await client.introspect(tokens.accessToken, creds)).active, false);
+    assert.equal(await guardedStatus(tokens.accessToken), 401);
+
+    // Replace the keys (an Ed25519 key and a PS256 one), proving possession
+    // of the current key; the new keys work, with or without a kid.
+    const ed = await generateKeyPair({ algorithm: "EdDSA" });
+    const ps = await generateKeyPair({ algorithm: "PS256" });
+    const replaced = await client.replaceKeys({ keys: [await publicJWK(ed, "js-keyed-2"), await publicJWK(ps, "js-keyed-3")] }, creds);
+    assert.deepEqual(replaced.kids, ["js-keyed-2", "js-keyed-3"]);
+    assert.equal(replaced.tokenEndpointAuthMethod, "private_key_jwt");
+    const next = { agentId: "js-keyed", privateKey: ed.privateKey, keyId: "js-keyed-2" };
+    assert.equal(await guardedStatus((await client.authenticate(next)).accessToken), 200);
+    assert.equal((await client.introspect((await client.authenticate({ agentId: "js-keyed", privateKey: ps.privateKey })).accessToken, next)).sub, "js-keyed");
+
+    // The replaced key no longer works, and no secret ever does.
+    await rejects(client.authenticate(creds), (e) => {
+      assert.equal(e.error, "invalid_client");
+      assert.equal(e.status, 401);
+    });
+    await rejects(client.authenticate({ agentId: "js-keyed", agentSecret: SECRET }), (e) => {
+      assert.equal(e.error, "invalid_client");
+      assert.equal(e.status, 401);
+    });
+  });
+
   // Last: it spends this address's budget of failed authentications.
   test("rate-limited: a 429 with its headers (the server runs with authentication 3/m)", async () => {
     const client = new AuthAgentClient({ issuer: ISSUER });
-    await register(client, "js-limited");
     let last;
     for (let i = 0; i < 5 && last?.status !== 429; i++) {
       await rejects(client.authenticate({ agentId: "js-limited", agentSecret: "Wrong-Secret-1!" }), (e) => {

@@ -5,7 +5,7 @@ import assert from "node:assert/strict";
 import { describe, test } from "node:test";
 import { inspect } from "node:util";
 
-import { AuthAgentClient, AuthAgentError, ErrorCodes, Tokens } from "../dist/index.js";
+import { AuthAgentClient, AuthAgentError, clientAssertion, ErrorCodes, generateKeyPair, keyAlgorithm, publicJWK, publicJWKS, Tokens } from "../dist/index.js";
 import { base64url, s256, verifyIDToken } from "../dist/jose.js";
 
 const enc = new TextEncoder();
@@ -184,5 +184,196 @@ describe("errors read from answers", () => {
   test("a bad issuer is a TypeError at construction", () => {
     assert.throws(() => new AuthAgentClient({ issuer: "auth.example" }), TypeError);
     assert.throws(() => new AuthAgentClient({ issuer: "ftp://auth.example" }), TypeError);
+  });
+});
+
+describe("an agent with a key, no secret", () => {
+  const ISSUER = "https://auth.example";
+  const decode = (part) => JSON.parse(Buffer.from(part, "base64url").toString());
+  const parts = (jwt) => {
+    const [h, p, s] = jwt.split(".");
+    return { header: decode(h), claims: decode(p), input: enc.encode(`${h}.${p}`), signature: Buffer.from(s, "base64url") };
+  };
+  const verifyParams = {
+    ES256: [{ name: "ECDSA", namedCurve: "P-256" }, { name: "ECDSA", hash: "SHA-256" }],
+    EdDSA: [{ name: "Ed25519" }, { name: "Ed25519" }],
+    RS256: [{ name: "RSASSA-PKCS1-v1_5", hash: "SHA-256" }, { name: "RSASSA-PKCS1-v1_5" }],
+    PS256: [{ name: "RSA-PSS", hash: "SHA-256" }, { name: "RSA-PSS", saltLength: 32 }],
+  };
+  /** Verifies a JWT with the registered public JWK, as the issuer would. */
+  const verifies = async (jwt, jwk) => {
+    const { header, input, signature } = parts(jwt);
+    const [imp, ver] = verifyParams[header.alg];
+    const { kid: _k, alg: _a, use: _u, ...material } = jwk;
+    return crypto.subtle.verify(ver, await crypto.subtle.importKey("jwk", material, imp, false, ["verify"]), signature, input);
+  };
+
+  /** A client whose fetch records each request and answers what `reply` says. */
+  const recording = (reply = () => ({ success: true, data: { access_token: "at", token_type: "Bearer", expires_in: 3600, scope: "profile" } })) => {
+    const seen = [];
+    const client = new AuthAgentClient({
+      issuer: ISSUER,
+      fetch: async (url, init) => {
+        const body = init.body === undefined ? undefined : init.body instanceof URLSearchParams ? Object.fromEntries(init.body) : JSON.parse(init.body);
+        seen.push({ url: String(url), method: init.method, headers: init.headers, body });
+        const answer = reply(String(url));
+        return new Response(answer === undefined ? "" : JSON.stringify(answer), { status: 200, headers: { "Content-Type": "application/json" } });
+      },
+    });
+    return { client, seen };
+  };
+
+  test("generateKeyPair: ES256 by default, the private key not extractable; publicJWKS holds the public members only", async () => {
+    const pair = await generateKeyPair();
+    assert.equal(keyAlgorithm(pair.privateKey), "ES256");
+    assert.equal(pair.privateKey.extractable, false);
+    await assert.rejects(crypto.subtle.exportKey("jwk", pair.privateKey));
+    const jwks = await publicJWKS(pair, "bot-1");
+    assert.deepEqual(Object.keys(jwks.keys[0]).sort(), ["alg", "crv", "kid", "kty", "use", "x", "y"]);
+    assert.equal(jwks.keys[0].kid, "bot-1");
+    assert.equal(jwks.keys[0].alg, "ES256");
+    assert.equal(jwks.keys[0].use, "sig");
+    // From the public key alone, and without a kid.
+    assert.equal((await publicJWK(pair.publicKey)).kid, undefined);
+    // An extractable private key gives its public half, never d.
+    const open = await generateKeyPair({ algorithm: "EdDSA", extractable: true });
+    assert.deepEqual(Object.keys(await publicJWK(open.privateKey)).sort(), ["alg", "crv", "kty", "use", "x"]);
+    await assert.rejects(publicJWK(pair.privateKey), TypeError);
+    for (const alg of ["RS256", "PS256"]) {
+      const rsa = await generateKeyPair({ algorithm: alg });
+      assert.deepEqual(Object.keys(await publicJWK(rsa)).sort(), ["alg", "e", "kty", "n", "use"]);
+    }
+    await assert.rejects(generateKeyPair({ algorithm: "HS256" }), TypeError);
+  });
+
+  for (const alg of ["ES256", "EdDSA", "RS256", "PS256"]) {
+    test(`an assertion signed with ${alg} verifies with the public key and carries the claims`, async () => {
+      const pair = await generateKeyPair({ algorithm: alg });
+      const [jwk] = (await publicJWKS(pair, `k-${alg}`)).keys;
+      const now = Date.now();
+      const a = await clientAssertion({ clientId: "bot", audience: `${ISSUER}/oauth2/token`, privateKey: pair.privateKey, keyId: `k-${alg}` });
+      assert.ok(await verifies(a, jwk), "the signature verifies");
+      const { header, claims } = parts(a);
+      assert.deepEqual(header, { alg, typ: "JWT", kid: `k-${alg}` });
+      assert.equal(claims.iss, "bot");
+      assert.equal(claims.sub, "bot");
+      assert.equal(claims.aud, `${ISSUER}/oauth2/token`);
+      assert.ok(Math.abs(claims.iat - now / 1000) < 5);
+      assert.equal(claims.exp - claims.iat, 60);
+      assert.ok(typeof claims.jti === "string" && claims.jti.length >= 22);
+      const other = await generateKeyPair({ algorithm: alg });
+      assert.equal(await verifies(a, (await publicJWKS(other)).keys[0]), false, "another key does not verify it");
+    });
+  }
+
+  test("an ES256 signature is the JWS form r || s (64 bytes), as another verifier than Web Crypto reads it", async () => {
+    const { createPublicKey, verify } = await import("node:crypto");
+    const pair = await generateKeyPair();
+    const jwk = (await publicJWKS(pair)).keys[0];
+    for (let i = 0; i < 5; i++) {
+      const { input, signature } = parts(await clientAssertion({ clientId: "bot", audience: ISSUER, privateKey: pair.privateKey }));
+      assert.equal(signature.length, 64);
+      assert.ok(verify("sha256", input, { key: createPublicKey({ key: jwk, format: "jwk" }), dsaEncoding: "ieee-p1363" }, signature));
+    }
+  });
+
+  test("keys assertions cannot use are a TypeError", async () => {
+    const p384 = await crypto.subtle.generateKey({ name: "ECDSA", namedCurve: "P-384" }, false, ["sign", "verify"]);
+    await assert.rejects(clientAssertion({ clientId: "bot", audience: ISSUER, privateKey: p384.privateKey }), TypeError);
+    const small = await crypto.subtle.generateKey({ name: "RSASSA-PKCS1-v1_5", modulusLength: 1024, publicExponent: new Uint8Array([1, 0, 1]), hash: "SHA-256" }, false, ["sign", "verify"]);
+    await assert.rejects(clientAssertion({ clientId: "bot", audience: ISSUER, privateKey: small.privateKey }), /2048/);
+    const hmac = await crypto.subtle.generateKey({ name: "HMAC", hash: "SHA-256" }, false, ["sign"]);
+    await assert.rejects(clientAssertion({ clientId: "bot", audience: ISSUER, privateKey: hmac }), TypeError);
+    const pair = await generateKeyPair();
+    await assert.rejects(clientAssertion({ clientId: "bot", audience: ISSUER, privateKey: pair.publicKey }), TypeError);
+  });
+
+  test("every request carries a new assertion for its endpoint, never a secret", async () => {
+    const pair = await generateKeyPair();
+    const [jwk] = (await publicJWKS(pair, "bot-1")).keys;
+    const creds = { agentId: "bot", privateKey: pair.privateKey, keyId: "bot-1" };
+    const { client, seen } = recording((url) =>
+      url.endsWith("/oauth2/revoke") ? undefined
+      : url.endsWith("/oauth2/introspect") ? { active: true }
+      : url.endsWith("/oauth2/token") ? { access_token: "at", token_type: "Bearer", expires_in: 3600, refresh_token: "rt" }
+      : { success: true, data: { access_token: "at", token_type: "Bearer", expires_in: 3600, agent_id: "bot", redirect_to: "https://site.example/cb?code=c" } },
+    );
+    await client.authenticate({ ...creds, scope: ["data:read"] });
+    await client.authenticate(creds);
+    await client.approve("req-1", creds, { clientId: "site" });
+    await client.introspect("at", creds);
+    await client.revoke("at", creds);
+    await client.refresh("rt", { clientId: "bot", privateKey: pair.privateKey, keyId: "bot-1" });
+    await client.replaceKeys({ keys: [jwk] }, creds);
+    const session = client.agentSession(creds);
+    await session.getAccessToken();
+
+    const want = [
+      ["/api/agent-auth", "POST"],
+      ["/api/agent-auth", "POST"],
+      ["/api/agent-auth", "POST"],
+      ["/oauth2/introspect", "POST"],
+      ["/oauth2/revoke", "POST"],
+      ["/oauth2/token", "POST"],
+      ["/api/agents/keys", "PUT"],
+      ["/api/agent-auth", "POST"],
+    ];
+    assert.deepEqual(seen.map((r) => [r.url.slice(ISSUER.length), r.method]), want);
+    const jtis = new Set();
+    for (const r of seen) {
+      assert.equal(r.headers.Authorization, undefined, r.url);
+      assert.equal(r.body.agent_secret, undefined, r.url);
+      assert.equal(r.body.client_secret, undefined, r.url);
+      assert.equal(r.body.client_assertion_type, "urn:ietf:params:oauth:client-assertion-type:jwt-bearer");
+      assert.equal(r.body.agent_id ?? r.body.client_id, "bot");
+      const a = r.body.client_assertion;
+      assert.ok(await verifies(a, jwk), r.url);
+      const { header, claims } = parts(a);
+      assert.equal(header.kid, "bot-1");
+      assert.equal(claims.aud, r.url, "aud is the endpoint the assertion goes to");
+      assert.equal(claims.iss, "bot");
+      jtis.add(claims.jti);
+    }
+    assert.equal(jtis.size, seen.length, "a new jti each time");
+    assert.equal(seen[0].body.scope, "data:read");
+    assert.equal(seen[2].body.request_id, "req-1");
+    assert.equal(seen[2].body.client_id, "site");
+    assert.equal(seen[3].body.token, "at");
+    assert.equal(seen[5].body.grant_type, "refresh_token");
+    assert.deepEqual(seen[6].body.jwks, { keys: [jwk] });
+  });
+
+  test("the assertion's aud is the endpoint discovery names", async () => {
+    const pair = await generateKeyPair();
+    const discovery = { issuer: ISSUER, authorization_endpoint: `${ISSUER}/oauth2/authorize`, token_endpoint: `${ISSUER}/oauth2/token`, jwks_uri: `${ISSUER}/jwks`, introspection_endpoint: `${ISSUER}/oauth2/introspect-here` };
+    const { client, seen } = recording((url) => (url.endsWith("openid-configuration") ? discovery : { active: false }));
+    await client.discover();
+    await client.introspect("at", { agentId: "bot", privateKey: pair.privateKey });
+    assert.equal(seen[1].url, `${ISSUER}/oauth2/introspect-here`);
+    const { header, claims } = parts(seen[1].body.client_assertion);
+    assert.equal(claims.aud, `${ISSUER}/oauth2/introspect-here`);
+    assert.equal(header.kid, undefined, "no keyId, no kid: the issuer tries each key of the alg");
+  });
+
+  test("registration with public keys sends jwks and no secret", async () => {
+    const pair = await generateKeyPair({ algorithm: "EdDSA" });
+    const jwks = await publicJWKS(pair, "bot-1");
+    const { client, seen } = recording(() => ({ success: true, data: { agent_id: "bot", permissions: [], token_endpoint_auth_method: "private_key_jwt", kids: ["bot-1"] } }));
+    const agent = await client.registerAgent({ agentId: "bot", jwks, modelName: "m", ownerName: "O", ownerEmail: "o@example.com" });
+    assert.deepEqual(seen[0].body, { agent_id: "bot", model_name: "m", owner_name: "O", owner_email: "o@example.com", jwks });
+    assert.equal(agent.tokenEndpointAuthMethod, "private_key_jwt");
+    assert.deepEqual(agent.kids, ["bot-1"]);
+    await assert.rejects(client.registerAgent({ agentId: "bot", jwks, agentSecret: "s", modelName: "m", ownerName: "O", ownerEmail: "o@example.com" }), TypeError);
+  });
+
+  test("a secret and a key together are a TypeError, before any request", async () => {
+    const pair = await generateKeyPair();
+    const { client, seen } = recording();
+    const both = { agentId: "bot", agentSecret: "s", privateKey: pair.privateKey };
+    await assert.rejects(client.authenticate(both), TypeError);
+    await assert.rejects(client.approve("r", both), TypeError);
+    await assert.rejects(client.revoke("t", both), TypeError);
+    await assert.rejects(client.introspect("t", { clientId: "bot", clientSecret: "s", privateKey: pair.privateKey }), TypeError);
+    assert.equal(seen.length, 0);
   });
 });

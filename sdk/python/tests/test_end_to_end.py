@@ -19,7 +19,8 @@ import urllib.request
 
 import pytest
 
-from authagent import AuthAgentClient, AuthAgentError
+from authagent import AuthAgentClient, AuthAgentError, SigningKey
+from stdlib_rsa import RSAKey
 
 ISSUER = os.environ.get("AUTHAGENT_ISSUER", "")
 GUARDED = os.environ.get("AUTHAGENT_GUARDED_URL", "")
@@ -91,6 +92,34 @@ def verify_rs256(id_token: str) -> dict:
     return json.loads(unb64url(payload_b64))
 
 
+@pytest.fixture(scope="module", autouse=True)
+def limited_agent() -> None:
+    """test_rate_limited's agent, registered before any authentication
+    fails: once this address's budget of failures is spent, registrations
+    are refused too."""
+    AuthAgentClient(ISSUER).register_agent(
+        agent_id="py-limited", agent_secret=SECRET, model_name="m", owner_name="O", owner_email="o@example.com"
+    )
+
+
+class NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        return None
+
+
+def sign_in_to_the_js_website(sign_in, scope: str | None = None) -> dict:  # type: ignore[no-untyped-def]
+    """A browser opens the tiny website's /login (keeping its session
+    cookie); sign_in(authorization_url) answers as the agent; the browser
+    follows the redirect to /callback, where the website exchanges the code
+    and verifies the ID token, and shows what it got."""
+    browser = urllib.request.build_opener(NoRedirect, urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()))
+    with pytest.raises(urllib.error.HTTPError) as login:
+        browser.open(SITE + "/login" + ("?" + urllib.parse.urlencode({"scope": scope}) if scope else ""), timeout=10)
+    assert login.value.code == 302
+    with browser.open(sign_in(login.value.headers["Location"]), timeout=10) as resp:
+        return json.loads(resp.read())
+
+
 def guarded_status(token: str) -> int:
     req = urllib.request.Request(GUARDED + "/x", headers={"Authorization": "Bearer " + token})
     try:
@@ -147,19 +176,7 @@ def test_sign_in_to_the_js_website() -> None:
     code and verifies the ID token."""
     client = AuthAgentClient(ISSUER)
     client.register_agent(agent_id="py-js", agent_secret=SECRET, model_name="m", owner_name="O", owner_email="o@example.com")
-
-    class NoRedirect(urllib.request.HTTPRedirectHandler):
-        def redirect_request(self, *args, **kwargs):  # type: ignore[no-untyped-def]
-            return None
-
-    # The browser keeps the site's session cookie; the agent answers the sign-in.
-    browser = urllib.request.build_opener(NoRedirect, urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()))
-    with pytest.raises(urllib.error.HTTPError) as login:
-        browser.open(SITE + "/login", timeout=10)
-    assert login.value.code == 302
-    redirect = client.sign_in(login.value.headers["Location"], agent_id="py-js", agent_secret=SECRET)
-    with browser.open(redirect, timeout=10) as resp:
-        done = json.loads(resp.read())
+    done = sign_in_to_the_js_website(lambda url: client.sign_in(url, agent_id="py-js", agent_secret=SECRET))
     assert done["sub"] == "py-js" and "data:read" in done["scope"].split()
     assert guarded_status(done["access_token"]) == 200
     refreshed = client.refresh(done["refresh_token"], client_id=CLIENT_ID, client_secret=CLIENT_SECRET)
@@ -209,12 +226,59 @@ def test_expired_sign_in_request() -> None:
     assert late.value.error == "invalid_request" and late.value.status == 400
 
 
+def test_an_agent_with_a_key() -> None:
+    """An agent that holds a key (here an RSA key in plain Python,
+    tests/stdlib_rsa.py; agents use the cryptography package or a KMS) and
+    no secret. Next to last: its two failed authentications come at its
+    end, and with test_errors' one they spend this address's budget."""
+    client = AuthAgentClient(ISSUER)
+    key = RSAKey.generate().signing_key("py-keyed-1")
+    agent = client.register_agent(agent_id="py-keyed", jwks=key.jwks(), model_name="m", owner_name="O", owner_email="py@example.com")
+    assert agent.token_endpoint_auth_method == "private_key_jwt" and agent.kids == ["py-keyed-1"] and agent.agent_secret is None
+
+    # Each call signs a new assertion: the key works again and again.
+    token = client.authenticate(agent_id="py-keyed", key=key)
+    assert token.valid() and token.scope == "profile data:read"
+    assert guarded_status(token.access_token) == 200
+    assert client.authenticate(agent_id="py-keyed", key=key, scope="data:read").scope == "data:read"
+    assert client.get_profile(token.access_token).kids == ["py-keyed-1"]
+
+    done = sign_in_to_the_js_website(lambda url: client.sign_in(url, agent_id="py-keyed", key=key), "openid profile email")
+    assert done["sub"] == "py-keyed" and done["claims"]["email"] == "py@example.com"
+
+    # Introspection and revocation as itself.
+    assert client.introspect(token.access_token, client_id="py-keyed", key=key).active
+    client.revoke(token.access_token, client_id="py-keyed", key=key)
+    assert not client.introspect(token.access_token, client_id="py-keyed", key=key).active
+    assert guarded_status(token.access_token) == 401
+
+    # Replace the key, proving possession of the current one: with the
+    # cryptography package (when installed), an ECDSA P-256 key; else
+    # another RSA key.
+    try:
+        from cryptography.hazmat.primitives.asymmetric import ec
+
+        new_key = SigningKey.from_cryptography(ec.generate_private_key(ec.SECP256R1()), key_id="py-keyed-2")
+    except ImportError:
+        new_key = RSAKey.generate().signing_key("py-keyed-2")
+    replaced = client.replace_keys(new_key.jwks(), agent_id="py-keyed", key=key)
+    assert replaced.kids == ["py-keyed-2"] and replaced.token_endpoint_auth_method == "private_key_jwt"
+    assert guarded_status(client.authenticate(agent_id="py-keyed", key=new_key).access_token) == 200
+
+    # The replaced key no longer works, and no secret ever does.
+    with pytest.raises(AuthAgentError) as old:
+        client.authenticate(agent_id="py-keyed", key=key)
+    assert old.value.error == "invalid_client" and old.value.status == 401
+    with pytest.raises(AuthAgentError) as secret:
+        client.authenticate(agent_id="py-keyed", agent_secret=SECRET)
+    assert secret.value.error == "invalid_client" and secret.value.status == 401
+
+
 def test_rate_limited() -> None:
     """The server runs with `authentication 3/m` (per address, and per
     agent and address): failures past it are refused with 429 and the
     budget's headers. Last, as it spends this address's budget."""
     client = AuthAgentClient(ISSUER)
-    client.register_agent(agent_id="py-limited", agent_secret=SECRET, model_name="m", owner_name="O", owner_email="o@example.com")
     last = None
     for _ in range(4):
         with pytest.raises(AuthAgentError) as err:

@@ -5,16 +5,34 @@
     client = AuthAgentClient("https://auth.example.com")
     token = client.authenticate(agent_id="my-agent", agent_secret=secret)
     redirect = client.sign_in(authorization_url, agent_id="my-agent", agent_secret=secret)
+
+An agent can hold a key instead of a secret (private_key_jwt): register
+``key.jwks()`` and pass ``key=`` where a secret would go; see SigningKey.
 """
 
 from ._client import (
+    CLIENT_ASSERTION_TYPE,
     Agent,
     AuthAgentClient,
     AuthAgentError,
     Introspection,
     RateLimit,
+    SigningKey,
     Token,
+    client_assertion,
+    ecdsa_der_to_raw,
 )
 
-__all__ = ["Agent", "AuthAgentClient", "AuthAgentError", "Introspection", "RateLimit", "Token"]
+__all__ = [
+    "CLIENT_ASSERTION_TYPE",
+    "Agent",
+    "AuthAgentClient",
+    "AuthAgentError",
+    "Introspection",
+    "RateLimit",
+    "SigningKey",
+    "Token",
+    "client_assertion",
+    "ecdsa_der_to_raw",
+]
 __version__ = "0.1.0"

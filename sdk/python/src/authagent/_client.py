@@ -2,14 +2,182 @@ from __future__ import annotations
 
 import base64
 import json
+import secrets
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 _MAX_BODY = 1 << 20
+
+CLIENT_ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+"""The client_assertion_type of private_key_jwt (RFC 7523 §2.2)."""
+
+# The algorithms an assertion may be signed with (never none or HMAC).
+_ALGS = ("ES256", "EdDSA", "RS256", "PS256")
+# The JWK members of private or symmetric keys, never registered.
+_PRIVATE_MEMBERS = ("d", "p", "q", "dp", "dq", "qi", "oth", "k")
+# How long an assertion is good for (the issuer takes at most 5 minutes).
+_ASSERTION_LIFETIME = 60
+
+
+def _b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+@dataclass(frozen=True)
+class SigningKey:
+    """A private key the agent holds, as a signer: the agent registers its
+    public half (``jwks()``) and proves possession with a client assertion
+    it signs for each request (private_key_jwt), so it never sends a secret.
+
+    The standard library cannot sign with ECDSA or Ed25519, so the SDK takes
+    the signing as a function: ``sign(data) -> signature``, the JWS
+    signature (RFC 7518) of ``data`` with ``alg``:
+
+    - ``ES256``: ECDSA P-256 with SHA-256, the signature as r || s (64
+      bytes). Libraries and KMSs that return DER (``cryptography``, AWS KMS,
+      Google Cloud KMS) convert it with :func:`ecdsa_der_to_raw`.
+    - ``EdDSA``: Ed25519 (64 bytes).
+    - ``RS256`` / ``PS256``: RSA (2048 to 4096 bits, public exponent up to
+      65537) PKCS#1 v1.5 / PSS (salt of 32 bytes) with SHA-256.
+
+    ``public_jwk`` is the public key as a JWK (``kty``, ``crv``, ``x``,
+    ``y`` or ``n``, ``e``), needed for ``jwks()``; ``key_id`` is its
+    ``kid``. With the ``cryptography`` package,
+    :meth:`SigningKey.from_cryptography` builds all of it from a key."""
+
+    sign: Callable[[bytes], bytes] = field(repr=False)
+    alg: str = "ES256"
+    key_id: str | None = None
+    public_jwk: Mapping[str, Any] | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.alg not in _ALGS:
+            raise ValueError(f"SigningKey: alg must be one of {', '.join(_ALGS)}, not {self.alg!r}")
+        if not callable(self.sign):
+            raise TypeError("SigningKey: sign must be a function of bytes returning the signature")
+
+    def jwk(self) -> dict[str, Any]:
+        """The public JWK, with ``kid``, ``alg`` and ``use``, for registration."""
+        if self.public_jwk is None:
+            raise ValueError("SigningKey: no public_jwk to publish")
+        leaked = [m for m in _PRIVATE_MEMBERS if m in self.public_jwk]
+        if leaked:
+            raise ValueError(f"SigningKey: public_jwk holds the private member(s) {', '.join(leaked)}: publish the public key only")
+        jwk = {k: v for k, v in self.public_jwk.items() if k in ("kty", "crv", "x", "y", "n", "e")}
+        if self.key_id is not None:
+            jwk["kid"] = self.key_id
+        jwk["alg"] = self.alg
+        jwk["use"] = "sig"
+        return jwk
+
+    def jwks(self) -> dict[str, Any]:
+        """The JWK Set of this key's public half, for ``register_agent(jwks=)`` and ``replace_keys``."""
+        return {"keys": [self.jwk()]}
+
+    @classmethod
+    def from_cryptography(cls, private_key: Any, *, key_id: str | None = None, alg: str | None = None) -> SigningKey:
+        """A SigningKey of a private key of the ``cryptography`` package (not a
+        dependency of this SDK: it is imported here, when called): EC P-256
+        (ES256), Ed25519 (EdDSA) or RSA of 2048 to 4096 bits (RS256, or
+        ``alg="PS256"``)."""
+        from cryptography.hazmat.primitives import hashes, serialization
+        from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
+
+        def be(n: int, size: int | None = None) -> str:
+            return _b64url(n.to_bytes(size or (n.bit_length() + 7) // 8, "big"))
+
+        if isinstance(private_key, ec.EllipticCurvePrivateKey):
+            if private_key.curve.name != "secp256r1" or alg not in (None, "ES256"):
+                raise ValueError("SigningKey.from_cryptography: an EC key must be P-256 (ES256)")
+            nums = private_key.public_key().public_numbers()
+
+            def sign_ec(data: bytes) -> bytes:
+                return ecdsa_der_to_raw(private_key.sign(data, ec.ECDSA(hashes.SHA256())))
+
+            jwk = {"kty": "EC", "crv": "P-256", "x": be(nums.x, 32), "y": be(nums.y, 32)}
+            return cls(sign=sign_ec, alg="ES256", key_id=key_id, public_jwk=jwk)
+        if isinstance(private_key, ed25519.Ed25519PrivateKey):
+            if alg not in (None, "EdDSA"):
+                raise ValueError("SigningKey.from_cryptography: an Ed25519 key signs EdDSA")
+            raw = private_key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+            return cls(sign=private_key.sign, alg="EdDSA", key_id=key_id, public_jwk={"kty": "OKP", "crv": "Ed25519", "x": _b64url(raw)})
+        if isinstance(private_key, rsa.RSAPrivateKey):
+            if not 2048 <= private_key.key_size <= 4096 or private_key.public_key().public_numbers().e > 65537:
+                raise ValueError("SigningKey.from_cryptography: an RSA key must have 2048 to 4096 bits and a public exponent up to 65537")
+            alg = alg or "RS256"
+            if alg not in ("RS256", "PS256"):
+                raise ValueError("SigningKey.from_cryptography: an RSA key signs RS256 or PS256")
+            pad = padding.PSS(mgf=padding.MGF1(hashes.SHA256()), salt_length=32) if alg == "PS256" else padding.PKCS1v15()
+            nums_rsa = private_key.public_key().public_numbers()
+
+            def sign_rsa(data: bytes) -> bytes:
+                return private_key.sign(data, pad, hashes.SHA256())
+
+            return cls(sign=sign_rsa, alg=alg, key_id=key_id, public_jwk={"kty": "RSA", "n": be(nums_rsa.n), "e": be(nums_rsa.e)})
+        raise TypeError(f"SigningKey.from_cryptography: unsupported key {type(private_key).__name__} (EC P-256, Ed25519 or RSA)")
+
+
+def ecdsa_der_to_raw(der: bytes, size: int = 32) -> bytes:
+    """Converts a DER ECDSA signature (``SEQUENCE { r INTEGER, s INTEGER }``,
+    what ``cryptography`` and cloud KMSs return) into the JWS form r || s,
+    each ``size`` bytes (32 for P-256)."""
+
+    def fail() -> ValueError:
+        return ValueError("not a DER ECDSA signature")
+
+    def length(i: int) -> tuple[int, int]:
+        if i >= len(der):
+            raise fail()
+        n = der[i]
+        if n < 0x80:
+            return n, i + 1
+        count = n & 0x7F
+        if count == 0 or count > 2 or i + 1 + count > len(der):
+            raise fail()
+        return int.from_bytes(der[i + 1 : i + 1 + count], "big"), i + 1 + count
+
+    if len(der) < 8 or der[0] != 0x30:
+        raise fail()
+    total, i = length(1)
+    if i + total != len(der):
+        raise fail()
+    out = b""
+    for _ in range(2):
+        if i >= len(der) or der[i] != 0x02:
+            raise fail()
+        n, i = length(i + 1)
+        value = int.from_bytes(der[i : i + n], "big")
+        i += n
+        if n == 0 or i > len(der) or value.bit_length() > 8 * size:
+            raise fail()
+        out += value.to_bytes(size, "big")
+    if i != len(der):
+        raise fail()
+    return out
+
+
+def client_assertion(key: SigningKey, *, client_id: str, audience: str, lifetime: int = _ASSERTION_LIFETIME) -> str:
+    """Signs a client assertion (RFC 7523 §2.2): header ``alg``, ``typ`` and
+    ``kid``; claims ``iss`` = ``sub`` = client_id, ``aud``, ``iat``, ``exp``
+    (``lifetime`` seconds later) and a random ``jti``, so it works once. The
+    client makes one for each request; this is for sending one elsewhere."""
+    header: dict[str, str] = {"alg": key.alg, "typ": "JWT"}
+    if key.key_id is not None:
+        header["kid"] = key.key_id
+    now = int(time.time())
+    claims = {"iss": client_id, "sub": client_id, "aud": audience, "iat": now, "exp": now + lifetime, "jti": secrets.token_urlsafe(18)}
+    signing_input = _b64url(json.dumps(header, separators=(",", ":")).encode()) + "." + _b64url(json.dumps(claims, separators=(",", ":")).encode())
+    signature = key.sign(signing_input.encode("ascii"))
+    if not isinstance(signature, (bytes, bytearray)):
+        raise TypeError("SigningKey.sign must return bytes")
+    if key.alg in ("ES256", "EdDSA") and len(signature) != 64:
+        hint = " (a DER signature? convert it with ecdsa_der_to_raw)" if key.alg == "ES256" else ""
+        raise ValueError(f"an {key.alg} signature is 64 bytes, not {len(signature)}{hint}")
+    return signing_input + "." + _b64url(bytes(signature))
 
 
 @dataclass(frozen=True)
@@ -53,6 +221,10 @@ class Agent:
     # Set only by register_agent when the issuer generated the secret:
     # keep it, it is never shown again.
     agent_secret: str | None = field(default=None, repr=False)
+    # How the agent authenticates: client_secret_post (a secret) or
+    # private_key_jwt (keys, whose kids are listed).
+    token_endpoint_auth_method: str = ""
+    kids: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -108,10 +280,17 @@ class AuthAgentClient:
         *,
         agent_id: str,
         agent_secret: str | None = None,
+        jwks: Mapping[str, Any] | None = None,
         model_name: str,
         owner_name: str,
         owner_email: str,
     ) -> Agent:
+        """Register an agent with a secret, or with jwks (its public keys,
+        e.g. ``key.jwks()``: it then has no secret and authenticates with
+        ``key=``), or with neither (the issuer generates a secret, returned
+        once in ``agent.agent_secret``)."""
+        if agent_secret is not None and jwks is not None:
+            raise TypeError("register_agent() takes agent_secret or jwks, not both")
         body: dict[str, Any] = {
             "agent_id": agent_id,
             "model_name": model_name,
@@ -120,12 +299,30 @@ class AuthAgentClient:
         }
         if agent_secret:
             body["agent_secret"] = agent_secret
+        if jwks is not None:
+            body["jwks"] = dict(jwks)
         return _agent(self._api("POST", "/api/register-agent", body=body))
 
+    def replace_keys(self, jwks: Mapping[str, Any], *, agent_id: str, key: SigningKey) -> Agent:
+        """Replace the keys of an agent that holds keys with jwks, proving
+        possession of a key it holds now (key; a token alone never changes
+        keys). Keys left out stop working at once: to rotate without a gap,
+        include the old key, switch, then replace again."""
+        body: dict[str, Any] = {"jwks": dict(jwks), **self._agent_fields("/api/agents/keys", agent_id, None, key)}
+        return _agent(self._api("PUT", "/api/agents/keys", body=body))
+
     def authenticate(
-        self, *, agent_id: str, agent_secret: str, scope: str | None = None, resource: str | None = None
+        self,
+        *,
+        agent_id: str,
+        agent_secret: str | None = None,
+        key: SigningKey | None = None,
+        scope: str | None = None,
+        resource: str | None = None,
     ) -> Token:
-        body = {"agent_id": agent_id, "agent_secret": agent_secret}
+        """A token for the agent itself, with its secret or its key (a new
+        assertion each time)."""
+        body = self._agent_fields("/api/agent-auth", agent_id, agent_secret, key)
         if scope:
             body["scope"] = scope
         if resource:
@@ -146,7 +343,9 @@ class AuthAgentClient:
 
     # Sign in with Auth Agent, the agent's side.
 
-    def sign_in(self, authorization_url: str, *, agent_id: str, agent_secret: str) -> str:
+    def sign_in(
+        self, authorization_url: str, *, agent_id: str, agent_secret: str | None = None, key: SigningKey | None = None
+    ) -> str:
         """Open a website's authorization URL (on this issuer) as the agent,
         approve it, and return the URL the browser is sent to: the website's
         redirect URI with the code and state."""
@@ -164,14 +363,15 @@ class AuthAgentClient:
         request_id = started.get("request_id") if isinstance(started, dict) else None
         if not request_id:
             raise AuthAgentError("invalid_response", "no request_id in the answer", status)
-        return self.approve(request_id, agent_id=agent_id, agent_secret=agent_secret)
+        return self.approve(request_id, agent_id=agent_id, agent_secret=agent_secret, key=key)
 
     def approve(
         self,
         request_id: str,
         *,
         agent_id: str,
-        agent_secret: str,
+        agent_secret: str | None = None,
+        key: SigningKey | None = None,
         client_id: str | None = None,
         redirect_uri: str | None = None,
     ) -> str:
@@ -182,7 +382,7 @@ class AuthAgentClient:
         (request-id phishing): with client_id and/or redirect_uri (a URI or a
         host) the issuer approves it only when it is for that client and
         returns to that host, and raises invalid_request otherwise."""
-        body = {"agent_id": agent_id, "agent_secret": agent_secret, "request_id": request_id}
+        body = {**self._agent_fields("/api/agent-auth", agent_id, agent_secret, key), "request_id": request_id}
         if client_id is not None:
             body["client_id"] = client_id
         if redirect_uri is not None:
@@ -193,18 +393,24 @@ class AuthAgentClient:
             raise AuthAgentError("invalid_response", "no redirect_to in the answer")
         return str(redirect)
 
-    # Tokens. client_id/client_secret are a website's client, or the
-    # agent's own id and secret; no secret for a public client.
+    # Tokens. client_id with client_secret or key are a website's client,
+    # or the agent's own id and secret or key; neither for a public client.
 
-    def refresh(self, refresh_token: str, *, client_id: str, client_secret: str | None = None) -> Token:
+    def refresh(
+        self, refresh_token: str, *, client_id: str, client_secret: str | None = None, key: SigningKey | None = None
+    ) -> Token:
         form = {"grant_type": "refresh_token", "refresh_token": refresh_token}
-        return _token(self._form("/oauth2/token", form, client_id, client_secret))
+        return _token(self._form("/oauth2/token", form, client_id, client_secret, key))
 
-    def revoke(self, token: str, *, client_id: str, client_secret: str | None = None) -> None:
-        self._form("/oauth2/revoke", {"token": token}, client_id, client_secret, expect_body=False)
+    def revoke(self, token: str, *, client_id: str, client_secret: str | None = None, key: SigningKey | None = None) -> None:
+        self._form("/oauth2/revoke", {"token": token}, client_id, client_secret, key, expect_body=False)
 
-    def introspect(self, token: str, *, client_id: str, client_secret: str) -> Introspection:
-        data = self._form("/oauth2/introspect", {"token": token}, client_id, client_secret)
+    def introspect(
+        self, token: str, *, client_id: str, client_secret: str | None = None, key: SigningKey | None = None
+    ) -> Introspection:
+        if client_secret is None and key is None:
+            raise TypeError("introspect() needs client_secret or key")
+        data = self._form("/oauth2/introspect", {"token": token}, client_id, client_secret, key)
         aud = data.get("aud", [])
         return Introspection(
             active=bool(data.get("active")),
@@ -219,6 +425,18 @@ class AuthAgentClient:
         )
 
     # Transport.
+
+    def _agent_fields(self, path: str, agent_id: str, agent_secret: str | None, key: SigningKey | None) -> dict[str, str]:
+        """The agent's proof of identity for the /api/* endpoint at path: its
+        secret, or a new assertion for that endpoint."""
+        if key is None:
+            if agent_secret is None:
+                raise TypeError("agent_secret or key is required")
+            return {"agent_id": agent_id, "agent_secret": agent_secret}
+        if agent_secret is not None:
+            raise TypeError("agent_secret or key, not both")
+        assertion = client_assertion(key, client_id=agent_id, audience=self.issuer + path)
+        return {"agent_id": agent_id, "client_assertion_type": CLIENT_ASSERTION_TYPE, "client_assertion": assertion}
 
     def _api(self, method: str, path: str, *, body: Mapping[str, Any] | None = None, bearer: str | None = None) -> dict[str, Any]:
         headers = {"Accept": "application/json"}
@@ -235,10 +453,21 @@ class AuthAgentClient:
         return envelope["data"]
 
     def _form(
-        self, path: str, form: dict[str, str], client_id: str, client_secret: str | None, expect_body: bool = True
+        self,
+        path: str,
+        form: dict[str, str],
+        client_id: str,
+        client_secret: str | None,
+        key: SigningKey | None = None,
+        expect_body: bool = True,
     ) -> dict[str, Any]:
         headers = {"Accept": "application/json", "Content-Type": "application/x-www-form-urlencoded"}
-        if client_secret:
+        if key is not None:
+            if client_secret is not None:
+                raise TypeError("client_secret or key, not both")
+            assertion = client_assertion(key, client_id=client_id, audience=self.issuer + path)
+            form = {**form, "client_id": client_id, "client_assertion_type": CLIENT_ASSERTION_TYPE, "client_assertion": assertion}
+        elif client_secret:
             creds = f"{urllib.parse.quote(client_id, safe='')}:{urllib.parse.quote(client_secret, safe='')}"
             headers["Authorization"] = "Basic " + base64.b64encode(creds.encode()).decode()
         else:
@@ -299,6 +528,8 @@ def _agent(data: dict[str, Any]) -> Agent:
         created_at=data.get("created_at", ""),
         updated_at=data.get("updated_at", ""),
         agent_secret=data.get("agent_secret"),
+        token_endpoint_auth_method=data.get("token_endpoint_auth_method", ""),
+        kids=[k for k in data.get("kids") or [] if isinstance(k, str)],
     )
 
 
