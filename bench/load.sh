@@ -16,8 +16,12 @@
 #                     (memory store) and its cost is measured; off: budgets off
 #   CADDY_CPUS, WRK_CPUS  optional taskset CPU lists to pin Caddy and wrk apart
 #   UPSTREAM_CPUS     taskset CPU list of the upstream (default: CADDY_CPUS)
-#   SCENARIOS         which of client_credentials refresh_token agent_auth proxy
-#                     guarded to run (default: all; the baseline always runs).
+#   SCENARIOS         which of client_credentials client_credentials_pkjwt
+#                     refresh_token agent_auth proxy guarded to run (default:
+#                     all; the baseline always runs). client_credentials_pkjwt
+#                     is client_credentials by a client that authenticates
+#                     with private_key_jwt (ES256 assertions, signed before the
+#                     run by bench/assertions, each sent once).
 #                     proxy and guarded run twice each, alternating (proxy,
 #                     guarded, proxy, guarded); their rows are the means.
 #   LIMITER_COMPARE=1 also measure guarded three ways, alternating twice (off,
@@ -118,7 +122,7 @@ case $POSTGRES_COMPARE in
 	if [[ -n $PEER_COMPARE ]]; then
 		SCENARIOS=${SCENARIOS:-} # none by default: the comparison is the point
 	else
-		SCENARIOS=${SCENARIOS:-client_credentials refresh_token agent_auth proxy guarded}
+		SCENARIOS=${SCENARIOS:-client_credentials client_credentials_pkjwt refresh_token agent_auth proxy guarded}
 	fi
 	;;
 *) SCENARIOS=${SCENARIOS:-} ;; # none by default: the comparison is the point
@@ -211,7 +215,7 @@ if [[ -n $PEER_COMPARE ]]; then
 fi
 # The comparison's reference is this Caddy's Badger database.
 [[ -z $POSTGRES_COMPARE || -z $STORAGE ]] || die "POSTGRES_COMPARE=1 compares Badger (<tmp>/db) with PostgreSQL: leave STORAGE unset"
-all_scenarios=(client_credentials refresh_token agent_auth proxy guarded)
+all_scenarios=(client_credentials client_credentials_pkjwt refresh_token agent_auth proxy guarded)
 for s in $SCENARIOS; do
 	[[ $s == baseline || " ${all_scenarios[*]} " == *" $s "* ]] ||
 		die "unknown scenario '$s' in SCENARIOS (known: ${all_scenarios[*]})"
@@ -384,7 +388,10 @@ else
 	build_from="working tree (no git)"
 fi
 echo "building ./cmd/caddy and ./bench/upstream from the $build_from ..." >&2
-(cd "$src" && go build -o "$tmp/caddy" ./cmd/caddy && go build -o "$tmp/upstream" ./bench/upstream)
+(cd "$src" && go build -o "$tmp/caddy" ./cmd/caddy && go build -o "$tmp/upstream" ./bench/upstream &&
+	go build -o "$tmp/assertions" ./bench/assertions)
+# The private_key_jwt client's key (client_credentials_pkjwt).
+"$tmp/assertions" -new -key "$tmp/key_client.pem" -jwks "$tmp/key_client.jwks" || die "making the key client's key"
 if [[ -n $PEER_COMPARE ]]; then
 	# The versions package-lock.json pins, into the temp dir (nothing is
 	# installed in the tree).
@@ -433,6 +440,7 @@ plain=http://127.0.0.1:$plain_port
 
 client_id=load-site
 client_secret=0123456789abcdef0123456789abcdef
+key_client_id=load-key-client # private_key_jwt: no secret
 redirect_uri=http://127.0.0.1:9/callback
 agent_id=load-agent
 agent_secret='Test123456!'
@@ -465,6 +473,11 @@ idp_caddyfile() {
 			secret $client_secret
 			redirect_uri $redirect_uri
 			scopes openid profile data:read
+		}
+		client $key_client_id {
+			jwks_file $tmp/key_client.jwks
+			grant_types client_credentials
+			scopes data:read
 		}${webhook_lines:-}
 	}
 }
@@ -827,6 +840,9 @@ print(json.loads(base64.urlsafe_b64decode(h + "=" * (-len(h) % 4)))["alg"])
 probe baseline "$base/"
 [[ $(cat "$tmp/probe_baseline.json") == ok ]] || die "probe baseline: unexpected body"
 probe client_credentials -X POST -H "$basic" -d 'grant_type=client_credentials&scope=data:read' "$idp/oauth2/token"
+"$tmp/assertions" -key "$tmp/key_client.pem" -client "$key_client_id" -aud "$idp/oauth2/token" -n 1 -out "$tmp/probe_assertion.txt" ||
+	die "signing the probe's assertion"
+probe client_credentials_pkjwt -X POST -d "grant_type=client_credentials&scope=data:read&client_assertion_type=urn%3Aietf%3Aparams%3Aoauth%3Aclient-assertion-type%3Ajwt-bearer&client_assertion=$(cat "$tmp/probe_assertion.txt")" "$idp/oauth2/token"
 probe agent_auth -X POST -H 'Content-Type: application/json' -d "$agent_json" "$idp/api/agent-auth"
 cc_alg=$(jwt_alg_of "$tmp/probe_client_credentials.json")
 aa_alg=$(jwt_alg_of "$tmp/probe_agent_auth.json")
@@ -907,7 +923,7 @@ limiter_variants=(off memory redis)
 if [[ -n $LIMITER_COMPARE ]]; then
 	for v in "${limiter_variants[@]}"; do scenarios+=("limiter-$v"); done
 fi
-for s in client_credentials refresh_token agent_auth; do
+for s in client_credentials client_credentials_pkjwt refresh_token agent_auth; do
 	if selected "$s"; then scenarios+=("$s"); fi
 done
 # WEBHOOK_COMPARE: registration without and with the hanging webhook,
@@ -1195,6 +1211,14 @@ for s in "${scenarios[@]}"; do
 	case $s in
 	baseline) run baseline baseline "$base/" ;;
 	client_credentials) run_idp client_credentials client_credentials "$idp" ;;
+	client_credentials_pkjwt)
+		# Signed just before the run (they are good for five minutes):
+		# 20,000 per second of the run, more than a run can send.
+		echo "signing $((20000 * $(seconds_of "$DURATION"))) client assertions ..." >&2
+		"$tmp/assertions" -key "$tmp/key_client.pem" -client "$key_client_id" -aud "$idp/oauth2/token" \
+			-n $((20000 * $(seconds_of "$DURATION"))) -out "$tmp/assertions.txt" || die "signing the assertions"
+		run client_credentials_pkjwt client_credentials_pkjwt "$idp/oauth2/token" -- "$tmp/assertions.txt" "$THREADS"
+		;;
 	refresh_token) run_idp refresh_token refresh_token "$idp" "$tmp/refresh_tokens.txt" ;;
 	agent_auth) run agent_auth agent_auth "$idp/api/agent-auth" -- "$agent_id" "$agent_secret" ;;
 	proxy | guarded)
@@ -1526,6 +1550,9 @@ for s in ${pair[@]+"${pair[@]}"}; do
 		"$(awk -v c="${R[$s.busy_us]}" -v n="${R[$s.requests]}" 'BEGIN { printf "%.1f", c / n }')" \
 		"$(awk -v b="${R[$s.busy_us]}" -v t="${R[$s.total_us]}" 'BEGIN { printf "%.0f", 100 * b / t }')"
 done
+if selected client_credentials && selected client_credentials_pkjwt; then
+	echo "private_key_jwt ratio: client_credentials_pkjwt/client_credentials = $(awk -v k="$(rps_of client_credentials_pkjwt)" -v s="$(rps_of client_credentials)" 'BEGIN { printf "%.2f", k / s }') (ES256 assertions against a generated secret; issue 17's target, with DPoP, >= 0.70)"
+fi
 if (( ${#pair[@]} == 2 )); then
 	echo "guard CPU cost: $(awk -v g="$(cpu_per_req guarded)" -v p="$(cpu_per_req proxy)" 'BEGIN { printf "%+.1f", g - p }') us of Caddy CPU per request (guarded $(cpu_per_req guarded), proxy $(cpu_per_req proxy) cpu us/req)"
 	echo "guard ratio: guarded/proxy = $(awk -v g="$(rps_of guarded)" -v p="$(rps_of proxy)" 'BEGIN { printf "%.2f", g / p }') (target >= 0.95)"
