@@ -28,6 +28,20 @@ function response(status, headers, body)
    count(status)
 end
 
+-- pool_from(file, nthreads): the non-empty lines of file whose 0-based
+-- index is this thread's id modulo nthreads: the values (refresh-token
+-- chains, assertions) only this thread sends.
+function pool_from(file, nthreads)
+   local pool, i = {}, 0
+   for line in io.lines(file) do
+      if line ~= "" then
+         if i % nthreads == id then table.insert(pool, line) end
+         i = i + 1
+      end
+   end
+   return pool
+end
+
 local function add(into, from)
    for k, v in pairs(from or {}) do
       into[k] = (into[k] or 0) + v

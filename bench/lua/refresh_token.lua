@@ -25,14 +25,7 @@ wrk.headers["Content-Type"] = "application/x-www-form-urlencoded"
 local pool = {}
 
 function init(args)
-   local nthreads = tonumber(args[2])
-   local i = 0
-   for line in io.lines(args[1]) do
-      if line ~= "" then
-         if i % nthreads == id then table.insert(pool, line) end
-         i = i + 1
-      end
-   end
+   pool = pool_from(args[1], tonumber(args[2]))
    if #pool == 0 then error("thread " .. id .. ": no refresh-token chains") end
 end
 
