@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
+
+	"github.com/authagent/caddy-authagent/internal/cache"
 )
 
 // Keys instead of secrets (RFC 7523 §2.2, OpenID Connect Core §9): a
@@ -122,6 +124,31 @@ func CompactKeySet(raw string) (string, error) {
 		return "", err
 	}
 	return b.String(), nil
+}
+
+// keySetCache holds parsed key sets by the hash of their text: a client or
+// an agent authenticating in a loop would otherwise have its stored set
+// parsed (and its points checked) on every request. Sets are read-only once
+// parsed.
+type keySetCache = cache.Cache[[sha256.Size]byte, ClientKeys]
+
+const (
+	keySetCacheEntries = 1000
+	keySetCacheTTL     = 10 * time.Minute
+)
+
+// keySet is the parsed form of a stored key set.
+func (p *provider) keySet(jwks string) (ClientKeys, error) {
+	sum := sha256.Sum256([]byte(jwks))
+	if ks, ok := p.keySets.Get(sum); ok {
+		return ks, nil
+	}
+	ks, err := ParseClientKeys([]byte(jwks))
+	if err != nil {
+		return nil, err
+	}
+	p.keySets.Put(sum, ks, p.now().Add(keySetCacheTTL))
+	return ks, nil
 }
 
 // forAssertion are the keys that may have signed a JWT with header alg and

@@ -84,14 +84,6 @@ func (c *Client) AuthMethod() string {
 	return AuthSecretBasic
 }
 
-// Keys are the client's registered public keys for private_key_jwt; nil
-// for a client without (or one that publishes them at its JWKSURI).
-func (c *Client) Keys() (ClientKeys, error) {
-	if c.JWKS == "" {
-		return nil, nil
-	}
-	return ParseClientKeys([]byte(c.JWKS))
-}
 
 // ClientSpec is what a client is made from (configuration, the admin API
 // or dynamic registration), before validation.

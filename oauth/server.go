@@ -13,6 +13,7 @@ import (
 
 	"github.com/authagent/caddy-authagent/agents"
 	"github.com/authagent/caddy-authagent/events"
+	"github.com/authagent/caddy-authagent/internal/cache"
 	"github.com/authagent/caddy-authagent/ratelimit"
 )
 
@@ -94,6 +95,7 @@ type provider struct {
 	tokens      *Tokens
 	clients     *Clients
 	remoteKeys  *RemoteKeySets // clients' keys published at their jwks_uri
+	keySets     *keySetCache   // parsed key sets of clients and agents
 	store       Store
 	codeKey     []byte
 	revocations *Revocations
@@ -151,7 +153,7 @@ func NewServer(cfg Config, d Deps) *Server {
 		docs = NewClientDocuments(cfg.ClientIDMetadataHosts, d.Log.Named("client_documents"), d.Now)
 	}
 	remoteKeys := NewRemoteKeySets(cfg.ClientIDMetadataHosts, d.Log.Named("client_keys"), d.Now)
-	p := &provider{cfg: cfg, remoteKeys: remoteKeys, agents: d.Agents, keys: d.Keys, tokens: d.Tokens, clients: NewClients(d.Clients, d.Store, docs),
+	p := &provider{cfg: cfg, remoteKeys: remoteKeys, keySets: cache.New[[sha256.Size]byte, ClientKeys](keySetCacheEntries, d.Now), agents: d.Agents, keys: d.Keys, tokens: d.Tokens, clients: NewClients(d.Clients, d.Store, docs),
 		store: d.Store, codeKey: d.CodeKey, revocations: d.Revocations, limits: d.Limits, events: d.Events, log: d.Log, now: d.Now}
 	agentAPI, authz, token, info, meta := &agentAPI{p}, &authorizer{p}, &tokenEndpoint{p}, &tokenInfo{p}, &metadata{p, newAPIDocs(cfg.Issuer)}
 	get, post := http.MethodGet, http.MethodPost

@@ -139,7 +139,10 @@ func (p *provider) authenticateAssertion(ctx context.Context, w http.ResponseWri
 // fetched from its jwks_uri (again when the assertion's kid is new).
 func (p *provider) clientKeys(ctx context.Context, c *Client, assertion string) (ClientKeys, error) {
 	if c.JWKSURI == "" {
-		return c.Keys()
+		if c.JWKS == "" {
+			return nil, nil
+		}
+		return p.keySet(c.JWKS)
 	}
 	return p.remoteKeys.Keys(ctx, c.JWKSURI, c.Verified(), assertionKid(assertion))
 }
@@ -159,7 +162,7 @@ func (p *provider) authenticateAgentAssertion(ctx context.Context, w http.Respon
 	}
 	var keys ClientKeys
 	if err == nil && !a.Disabled && a.JWKS != "" {
-		keys, _ = ParseClientKeys([]byte(a.JWKS))
+		keys, _ = p.keySet(a.JWKS)
 	}
 	if keys == nil {
 		p.agentAuthFailed(r, creds.id)
