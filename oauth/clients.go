@@ -84,7 +84,6 @@ func (c *Client) AuthMethod() string {
 	return AuthSecretBasic
 }
 
-
 // ClientSpec is what a client is made from (configuration, the admin API
 // or dynamic registration), before validation.
 type ClientSpec struct {
