@@ -23,6 +23,10 @@ type Agent struct {
 	// public keys (a JWK Set's JSON): it authenticates only with
 	// assertions they verify, and SecretHash is empty.
 	JWKS string `json:"jwks,omitempty"`
+	// RequireDPoP refuses the agent's own token requests (agent-auth,
+	// client_credentials, token exchange as its own client) without a
+	// DPoP proof: its tokens are always bound to a key.
+	RequireDPoP bool `json:"require_dpop,omitempty"`
 }
 
 // Clone returns a deep copy, so callers may change the copy freely.

@@ -85,6 +85,9 @@ type Client struct {
 	// A client with either has no secret.
 	JWKS    string
 	JWKSURI string
+	// RequireDPoP refuses the client's token requests without a DPoP
+	// proof (its dpop_bound_access_tokens, RFC 9449 §5.2).
+	RequireDPoP bool
 	// ResourceServer lets the client introspect every token of this
 	// issuer (an API, or another Caddy's agent_guard, checking tokens
 	// presented to it); other clients learn only about their own tokens
@@ -170,6 +173,9 @@ type AuthRequest struct {
 	Resources []string
 	// BrowserHash is the SHA-256 of the binding cookie the browser holds.
 	BrowserHash string
+	// DPoPJKT is the dpop_jkt the client sent (RFC 9449 §10): the code
+	// is redeemed only with a proof by the key of that thumbprint.
+	DPoPJKT string
 	CreatedAt   time.Time
 	ExpiresAt   time.Time
 	// Approval is set once, when an agent completes the request.
@@ -214,6 +220,9 @@ type CodeGrant struct {
 	ModelName     string
 	AuthTime      time.Time
 	ExpiresAt     time.Time
+	// DPoPJKT is the key thumbprint the code is bound to (the request's
+	// dpop_jkt), or empty.
+	DPoPJKT string
 	// Redemption is set by the one successful redemption.
 	Redemption *Redemption
 }
@@ -256,6 +265,10 @@ type RefreshGrant struct {
 	ExpiresAt time.Time
 	// Rotated marks a token that was exchanged for its successor.
 	Rotated bool
+	// DPoPJKT binds the tokens of a public client's family to a DPoP key
+	// (RFC 9449 §5): refreshing takes a proof by the key of that
+	// thumbprint. Empty: not bound.
+	DPoPJKT string
 }
 
 // RefreshStore keeps refresh tokens, indexed by family.
