@@ -46,8 +46,9 @@ type Client struct {
 	http   *http.Client
 	now    func() time.Time
 
-	nonceMu sync.Mutex
-	nonces  map[string]string // origin → the latest DPoP-Nonce its server gave
+	mu     sync.Mutex
+	nonces map[string]string     // origin → the latest DPoP-Nonce its server gave
+	bound  map[string]boundToken // hash of a DPoP-bound token this client got → its key
 }
 
 // Option configures a Client.
@@ -156,8 +157,9 @@ type Token struct {
 // it is bound to when the issuer bound it.
 func (c *Client) issued(t *Token, dp *DPoP) *Token {
 	t.Expiry = c.now().Add(time.Duration(t.ExpiresIn) * time.Second)
-	if strings.EqualFold(t.TokenType, "DPoP") {
+	if strings.EqualFold(t.TokenType, "DPoP") && dp != nil {
 		t.DPoP = dp
+		c.rememberBinding(t)
 	}
 	return t
 }
@@ -264,7 +266,8 @@ func (c *Client) agentAuth(ctx context.Context, creds Credentials, dp *DPoP, ext
 	}, out)
 }
 
-// Profile reads the agent's profile with one of its access tokens.
+// Profile reads the agent's profile with one of its access tokens (a
+// DPoP-bound one this client got goes with proofs by its key).
 func (c *Client) Profile(ctx context.Context, accessToken string) (*Agent, error) {
 	var a Agent
 	if err := c.callAPI(ctx, http.MethodGet, "/api/agents/profile", accessToken, nil, &a); err != nil {
@@ -284,7 +287,8 @@ type ProfileUpdate struct {
 }
 
 // UpdateProfile changes the agent's profile (with a token the agent got
-// for itself) and returns it.
+// for itself; a DPoP-bound one this client got goes with proofs by its
+// key) and returns it.
 func (c *Client) UpdateProfile(ctx context.Context, accessToken string, u ProfileUpdate) (*Agent, error) {
 	var a Agent
 	if err := c.callAPI(ctx, http.MethodPut, "/api/agents/profile", accessToken, u, &a); err != nil {
@@ -482,14 +486,18 @@ func (c *Client) Introspect(ctx context.Context, token string, auth ClientAuth) 
 
 // callAPI calls an /api/* endpoint with a JSON body (nil for none) and
 // decodes the data of its envelope into out.
-func (c *Client) callAPI(ctx context.Context, method, path, bearer string, body, out any) error {
-	return c.callAPIWith(ctx, method, path, bearer, nil, func() (any, error) { return body, nil }, out)
+func (c *Client) callAPI(ctx context.Context, method, path, accessToken string, body, out any) error {
+	var dp *DPoP
+	if accessToken != "" {
+		dp = c.boundKey(accessToken)
+	}
+	return c.callAPIWith(ctx, method, path, accessToken, dp, func() (any, error) { return body, nil }, out)
 }
 
 // callAPIWith is callAPI with a body made for each try, and a DPoP proof
 // when dp is set.
-func (c *Client) callAPIWith(ctx context.Context, method, path, bearer string, dp *DPoP, makeBody func() (any, error), out any) error {
-	resp, err := c.sendWithProof(dp, func() (*http.Request, error) {
+func (c *Client) callAPIWith(ctx context.Context, method, path, accessToken string, dp *DPoP, makeBody func() (any, error), out any) error {
+	resp, err := c.send(dp, accessToken, func() (*http.Request, error) {
 		body, err := makeBody()
 		if err != nil {
 			return nil, err
@@ -509,9 +517,6 @@ func (c *Client) callAPIWith(ctx context.Context, method, path, bearer string, d
 		req.Header.Set("Accept", "application/json")
 		if body != nil {
 			req.Header.Set("Content-Type", "application/json")
-		}
-		if bearer != "" {
-			req.Header.Set("Authorization", "Bearer "+bearer)
 		}
 		return req, nil
 	})
@@ -543,7 +548,7 @@ func (c *Client) callForm(ctx context.Context, path string, form url.Values, aut
 	if auth.ClientSecret == "" {
 		form.Set("client_id", auth.ClientID)
 	}
-	resp, err := c.sendWithProof(dp, func() (*http.Request, error) {
+	resp, err := c.send(dp, "", func() (*http.Request, error) {
 		if auth.Key != nil {
 			a, err := assertion(auth.Key, auth.KeyID, auth.ClientID, c.issuer+path, c.now())
 			if err != nil {

@@ -89,8 +89,7 @@ func (d *DPoP) proof(method, rawURL, accessToken, nonce string, now time.Time) (
 	}
 	claims := map[string]any{"jti": base64.RawURLEncoding.EncodeToString(jti), "htm": method, "htu": htu, "iat": now.Unix()}
 	if accessToken != "" {
-		sum := sha256.Sum256([]byte(accessToken))
-		claims["ath"] = base64.RawURLEncoding.EncodeToString(sum[:])
+		claims["ath"] = tokenHash(accessToken)
 	}
 	if nonce != "" {
 		claims["nonce"] = nonce
@@ -119,8 +118,8 @@ func origin(u *url.URL) string { return strings.ToLower(u.Scheme + "://" + u.Hos
 
 // nonce is the latest DPoP-Nonce the server at u gave, "" for none.
 func (c *Client) nonce(u *url.URL) string {
-	c.nonceMu.Lock()
-	defer c.nonceMu.Unlock()
+	c.mu.Lock()
+	defer c.mu.Unlock()
 	return c.nonces[origin(u)]
 }
 
@@ -131,8 +130,8 @@ func (c *Client) rememberNonce(u *url.URL, h http.Header) string {
 	if n == "" {
 		return ""
 	}
-	c.nonceMu.Lock()
-	defer c.nonceMu.Unlock()
+	c.mu.Lock()
+	defer c.mu.Unlock()
 	if c.nonces == nil {
 		c.nonces = map[string]string{}
 	}
@@ -140,11 +139,51 @@ func (c *Client) rememberNonce(u *url.URL, h http.Header) string {
 	return n
 }
 
-// sendWithProof sends the request newRequest makes to the issuer, with a
-// proof by dp when dp is set. An answer 400 use_dpop_nonce with a nonce
-// is tried once more, with a new request (new assertion, new proof) that
-// carries the nonce.
-func (c *Client) sendWithProof(dp *DPoP, newRequest func() (*http.Request, error)) (*http.Response, error) {
+// boundToken is the key of a DPoP-bound token the client got, until the
+// token expires.
+type boundToken struct {
+	dpop   *DPoP
+	expiry time.Time
+}
+
+// rememberBinding notes the key of a DPoP-bound token this client got, so
+// that Profile and UpdateProfile, which take the token alone, send it with
+// proofs; tokens past their expiry are forgotten.
+func (c *Client) rememberBinding(t *Token) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	now := c.now()
+	for k, b := range c.bound {
+		if now.After(b.expiry) {
+			delete(c.bound, k)
+		}
+	}
+	if c.bound == nil {
+		c.bound = map[string]boundToken{}
+	}
+	c.bound[tokenHash(t.AccessToken)] = boundToken{t.DPoP, t.Expiry}
+}
+
+// boundKey is the key a token this client got is bound to, nil for none.
+func (c *Client) boundKey(accessToken string) *DPoP {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.bound[tokenHash(accessToken)].dpop
+}
+
+// tokenHash is a token's SHA-256, base64url: a proof's ath, and how the
+// client keeps tokens in memory without keeping them.
+func tokenHash(token string) string {
+	sum := sha256.Sum256([]byte(token))
+	return base64.RawURLEncoding.EncodeToString(sum[:])
+}
+
+// send sends the request newRequest makes to the issuer, with
+// accessToken (if any) and, when dp is set, a proof by dp: the token then
+// goes with the DPoP scheme. An answer asking for a DPoP nonce is tried
+// once more, with a new request (new assertion, new proof) that carries
+// the nonce.
+func (c *Client) send(dp *DPoP, accessToken string, newRequest func() (*http.Request, error)) (*http.Response, error) {
 	for retried := false; ; retried = true {
 		req, err := newRequest()
 		if err != nil {
@@ -154,34 +193,65 @@ func (c *Client) sendWithProof(dp *DPoP, newRequest func() (*http.Request, error
 			}
 			return nil, &Error{Code: "invalid_request", Description: err.Error()}
 		}
-		if dp != nil {
-			proof, err := dp.proof(req.Method, req.URL.String(), "", c.nonce(req.URL), c.now())
+		switch {
+		case dp != nil:
+			proof, err := dp.proof(req.Method, req.URL.String(), accessToken, c.nonce(req.URL), c.now())
 			if err != nil {
 				return nil, &Error{Code: "invalid_request", Description: err.Error()}
 			}
 			req.Header.Set("DPoP", proof)
+			if accessToken != "" {
+				req.Header.Set("Authorization", "DPoP "+accessToken)
+			}
+		case accessToken != "":
+			req.Header.Set("Authorization", "Bearer "+accessToken)
 		}
 		resp, err := c.do(req)
 		if err != nil {
 			return nil, err
 		}
 		fresh := c.rememberNonce(req.URL, resp.Header)
-		if dp == nil || retried || fresh == "" || resp.StatusCode != http.StatusBadRequest {
+		if dp == nil || retried || fresh == "" {
 			return resp, nil
 		}
+		again, err := askedForNonce(resp)
+		if err != nil {
+			return nil, &Error{Code: ErrorNetwork, Status: resp.StatusCode, Err: err}
+		}
+		if !again {
+			return resp, nil
+		}
+	}
+}
+
+// askedForNonce reports whether resp asks for a proof with the server's
+// nonce: a token endpoint's 400 use_dpop_nonce (RFC 9449 §8), a
+// resource's 401 with the DPoP challenge's error use_dpop_nonce (§9). A
+// body it reads is put back for the caller, or drained when it asks.
+func askedForNonce(resp *http.Response) (bool, error) {
+	switch resp.StatusCode {
+	case http.StatusUnauthorized:
+		if challengeError(resp.Header, "DPoP") != "use_dpop_nonce" {
+			return false, nil
+		}
+		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, maxBody))
+		resp.Body.Close()
+		return true, nil
+	case http.StatusBadRequest:
 		body, err := io.ReadAll(io.LimitReader(resp.Body, maxBody))
 		resp.Body.Close()
 		if err != nil {
-			return nil, &Error{Code: ErrorNetwork, Status: resp.StatusCode, Err: err}
+			return false, err
 		}
 		var shape struct {
 			Error string `json:"error"`
 		}
-		if json.Unmarshal(body, &shape) != nil || shape.Error != "use_dpop_nonce" {
-			resp.Body = io.NopCloser(bytes.NewReader(body))
-			return resp, nil
+		if json.Unmarshal(body, &shape) == nil && shape.Error == "use_dpop_nonce" {
+			return true, nil
 		}
+		resp.Body = io.NopCloser(bytes.NewReader(body))
 	}
+	return false, nil
 }
 
 // HTTPClient returns an http.Client that calls APIs behind agent_guard
@@ -274,11 +344,12 @@ func (t *apiTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 			return nil, err
 		}
 		fresh := t.c.rememberNonce(r.URL, resp.Header)
-		if retried || fresh == "" || resp.StatusCode != http.StatusUnauthorized || challengeError(resp.Header, "DPoP") != "use_dpop_nonce" {
+		if retried || fresh == "" || resp.StatusCode != http.StatusUnauthorized {
 			return resp, nil
 		}
-		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, maxBody))
-		resp.Body.Close()
+		if again, err := askedForNonce(resp); err != nil || !again {
+			return resp, err
+		}
 	}
 }
 

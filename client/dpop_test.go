@@ -268,9 +268,10 @@ type issuer struct {
 	answer func(r seenRequest) (status int, nonce, body string)
 }
 
-// seenRequest is a token request the issuer got.
+// seenRequest is a request the issuer got.
 type seenRequest struct {
 	path      string
+	auth      string // Authorization
 	proof     *proof // nil: no DPoP header
 	assertion string // its jti
 	fields    map[string]string
@@ -279,13 +280,15 @@ type seenRequest struct {
 func newIssuer(t *testing.T) *issuer {
 	is := &issuer{t: t}
 	is.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		seen := seenRequest{path: r.URL.Path, fields: map[string]string{}}
+		seen := seenRequest{path: r.URL.Path, auth: r.Header.Get("Authorization"), fields: map[string]string{}}
 		if h := r.Header.Values("DPoP"); len(h) > 0 {
 			if len(h) != 1 {
 				t.Errorf("%d DPoP headers", len(h))
 			}
 			p := readProof(t, h[0])
-			if p.claim("htm") != r.Method || p.claim("htu") != is.URL+r.URL.Path || p.claims["ath"] != nil {
+			// ath at the issuer's own resources, never at a token endpoint.
+			resource := r.URL.Path == "/api/agents/profile"
+			if p.claim("htm") != r.Method || p.claim("htu") != is.URL+r.URL.Path || (p.claims["ath"] != nil) != resource {
 				t.Errorf("%s: proof claims %v", r.URL.Path, p.claims)
 			}
 			seen.proof = &p
@@ -311,6 +314,9 @@ func newIssuer(t *testing.T) *issuer {
 		status, nonce, answer := is.answer(seen)
 		if nonce != "" {
 			w.Header().Set("DPoP-Nonce", nonce)
+		}
+		if status == 401 {
+			w.Header().Set("WWW-Authenticate", `DPoP realm="auth_agent", error="use_dpop_nonce", algs="ES256"`)
 		}
 		w.Header().Set("Content-Type", "application/json")
 		w.WriteHeader(status)
@@ -614,5 +620,48 @@ func TestChallengeError(t *testing.T) {
 		if got := challengeError(h, "DPoP"); got != tc.want {
 			t.Errorf("%q: %q, want %q", tc.headers, got, tc.want)
 		}
+	}
+}
+
+// The issuer's own resources (the profile) take a DPoP-bound token this
+// client got with the DPoP scheme and a proof carrying ath; a 401
+// use_dpop_nonce is tried once more. A token the client does not know as
+// bound goes as Bearer.
+func TestProfileWithDPoPToken(t *testing.T) {
+	is := newIssuer(t)
+	c := New(is.URL)
+	ctx := context.Background()
+	dp := newDPoP(t, newEC(t))
+	nonce := "n-1"
+	is.answer = func(r seenRequest) (int, string, string) {
+		switch {
+		case r.path == "/api/agent-auth":
+			return nonceRequired(&nonce, "at-bound")(r)
+		case r.auth == "Bearer plain":
+			return 200, "", `{"success":true,"data":{"agent_id":"agent"}}`
+		case r.auth != "DPoP at-bound" || r.proof == nil || r.proof.claim("ath") != tokenHash("at-bound"):
+			return 400, "", `{"error":"invalid_request","error_description":"wrong"}`
+		case r.proof.claim("nonce") != nonce:
+			return 401, nonce, `{"error":"use_dpop_nonce","error_description":"nonce"}`
+		}
+		return 200, "", `{"success":true,"data":{"agent_id":"agent","model_name":"m"}}`
+	}
+	tok, err := c.Authenticate(ctx, Credentials{AgentID: "agent", AgentSecret: "s", DPoP: dp})
+	if err != nil {
+		t.Fatal(err)
+	}
+	is.requests()
+	nonce = "n-2" // the profile wants another nonce than the token endpoint gave
+	if a, err := c.Profile(ctx, tok.AccessToken); err != nil || a.ModelName != "m" {
+		t.Fatalf("Profile with a bound token: %+v %v", a, err)
+	}
+	if seen := is.requests(); len(seen) != 2 || seen[1].proof.claim("nonce") != "n-2" {
+		t.Fatalf("profile: %+v", seen)
+	}
+	if a, err := c.Profile(ctx, "plain"); err != nil || a.AgentID != "agent" {
+		t.Fatalf("Profile with a bearer token: %+v %v", a, err)
+	}
+	if seen := is.requests(); len(seen) != 1 || seen[0].proof != nil {
+		t.Fatalf("a bearer token with a proof: %+v", seen)
 	}
 }
