@@ -127,7 +127,7 @@ func NewDPoPVerifier(cfg DPoPConfig) *DPoPVerifier {
 	}
 	return &DPoPVerifier{
 		leeway: cfg.Leeway, notBefore: cfg.NotBefore.Truncate(time.Second), replays: cfg.Replays, nonces: cfg.Nonces, now: cfg.Now,
-		keys:   cache.New[string, dpopKey](dpopKeysMax, cfg.Now),
+		keys: cache.New[string, dpopKey](dpopKeysMax, cfg.Now),
 		// The keyfunc checks the alg against the allow-list and the key.
 		parser: jwt.NewParser(jwt.WithoutClaimsValidation()),
 	}
