@@ -331,6 +331,8 @@ type AdminUpdate struct {
 	// JWKS replaces the agent's keys (checked by the caller); an agent that
 	// held a secret holds keys from then on, and the secret is gone.
 	JWKS *string
+	// RequireDPoP sets whether the agent's own tokens must be DPoP-bound.
+	RequireDPoP *bool
 }
 
 // AdminUpdate applies an operator's change.
@@ -352,6 +354,9 @@ func (s *Service) AdminUpdate(ctx context.Context, id string, u AdminUpdate) (*A
 		}
 		if u.JWKS != nil {
 			a.JWKS, a.SecretHash = *u.JWKS, ""
+		}
+		if u.RequireDPoP != nil {
+			a.RequireDPoP = *u.RequireDPoP
 		}
 		a.UpdatedAt = s.now().UTC()
 		return nil

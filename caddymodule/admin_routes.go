@@ -170,6 +170,7 @@ func adminAgent(ad *oauth.Admin, w http.ResponseWriter, r *http.Request, id stri
 			Permissions *[]string       `json:"permissions"`
 			Disabled    *bool           `json:"disabled"`
 			JWKS        json.RawMessage `json:"jwks"`
+			RequireDPoP *bool           `json:"require_dpop"`
 		}
 		if err := oauth.DecodeJSON(w, r, adminMaxBody, &req); err != nil {
 			return err
@@ -177,7 +178,7 @@ func adminAgent(ad *oauth.Admin, w http.ResponseWriter, r *http.Request, id stri
 		if req.Permissions != nil && *req.Permissions == nil {
 			*req.Permissions = []string{}
 		}
-		u := agents.AdminUpdate{Permissions: req.Permissions, Disabled: req.Disabled}
+		u := agents.AdminUpdate{Permissions: req.Permissions, Disabled: req.Disabled, RequireDPoP: req.RequireDPoP}
 		if jwks := rawParam(req.JWKS); jwks != "" {
 			u.JWKS = &jwks
 		}
@@ -244,6 +245,7 @@ func adminCreateClient(ad *oauth.Admin, w http.ResponseWriter, r *http.Request) 
 		IDTokenAlg   string          `json:"id_token_signed_response_alg"`
 		JWKS         json.RawMessage `json:"jwks"`
 		JWKSURI      string          `json:"jwks_uri"`
+		DPoPBound    bool            `json:"dpop_bound_access_tokens"`
 	}
 	if err := oauth.DecodeJSON(w, r, adminMaxBody, &req); err != nil {
 		return err
@@ -251,6 +253,7 @@ func adminCreateClient(ad *oauth.Admin, w http.ResponseWriter, r *http.Request) 
 	c, secret, err := ad.CreateClient(r.Context(), oauth.ClientSpec{
 		ID: req.ClientID, Name: req.ClientName, Public: req.Public, RedirectURIs: req.RedirectURIs,
 		Scopes: req.Scopes, GrantTypes: req.GrantTypes, IDTokenAlg: req.IDTokenAlg, JWKS: rawParam(req.JWKS), JWKSURI: req.JWKSURI,
+		RequireDPoP: req.DPoPBound,
 	})
 	if err != nil {
 		return err
@@ -275,13 +278,14 @@ func adminClient(ad *oauth.Admin, w http.ResponseWriter, r *http.Request, id str
 			Scopes       *[]string `json:"scopes"`
 			GrantTypes   *[]string `json:"grant_types"`
 			IDTokenAlg   *string   `json:"id_token_signed_response_alg"`
+			DPoPBound    *bool     `json:"dpop_bound_access_tokens"`
 		}
 		if err := oauth.DecodeJSON(w, r, adminMaxBody, &req); err != nil {
 			return err
 		}
 		c, err := ad.UpdateClient(r.Context(), id, oauth.ClientPatch{
 			Name: req.ClientName, RedirectURIs: req.RedirectURIs, Scopes: req.Scopes, GrantTypes: req.GrantTypes,
-			IDTokenAlg: req.IDTokenAlg,
+			IDTokenAlg: req.IDTokenAlg, RequireDPoP: req.DPoPBound,
 		})
 		if err != nil {
 			return notFound(err, "client", id)

@@ -131,6 +131,19 @@ type App struct {
 	// the store. More can be added through the admin API.
 	Webhooks []*WebhookConfig `json:"webhooks,omitempty"`
 
+	// DPoP (RFC 9449): "required" refuses token requests without a DPoP
+	// proof; "optional" (default) binds tokens to the key of a proof when
+	// one is sent.
+	DPoP string `json:"dpop,omitempty"`
+
+	// DPoP server nonces: "on" makes every proof carry a nonce this
+	// server gave (in DPoP-Nonce); "off" (default).
+	DPoPNonce string `json:"dpop_nonce,omitempty"`
+
+	// How far a DPoP proof's iat may be from the server's time. Default:
+	// 60s; at most 5m.
+	DPoPLeeway caddy.Duration `json:"dpop_leeway,omitempty"`
+
 	ctx     caddy.Context
 	log     *zap.Logger
 	storage Storage
@@ -159,6 +172,7 @@ type appState struct {
 	server   *oauth.Server
 	handler  http.Handler // server behind CORS
 	verifier *guard.LocalVerifier
+	dpop     *oauth.DPoPVerifier // shared by the server and the guards
 	limits   *ratelimit.Limits
 	keys     *oauth.KeyManager
 	webhooks *events.Dispatcher
@@ -214,6 +228,10 @@ type ClientConfig struct {
 	// Where the client publishes its public keys (https, or http on a
 	// loopback address), fetched when needed; instead of JWKS.
 	JWKSURI string `json:"jwks_uri,omitempty"`
+
+	// DPoP: "required" refuses the client's token requests without a
+	// DPoP proof (its tokens are always bound); "optional" (default).
+	DPoP string `json:"dpop,omitempty"`
 }
 
 // keySet is the client's public keys: inline, or read from jwks_file.
@@ -315,6 +333,7 @@ func (a *App) Provision(ctx caddy.Context) error {
 		ScopeDescriptions:         a.ScopeDescriptions,
 		ClientIDMetadataDocuments: a.ClientIDMetadataDocuments != "off",
 		ClientIDMetadataHosts:     a.ClientIDMetadataHosts,
+		DPoPRequired:              a.DPoP == "required",
 	}
 	return nil
 }
@@ -420,6 +439,10 @@ func (a *App) start() (*appState, error) {
 		}
 	})
 	tokens := oauth.NewTokens(a.Issuer, durationOr(a.AccessTokenLifetime, DefaultAccessTokenLifetime), a.accessTokenAlg(), keys, nil)
+	dpop := oauth.DPoPConfig{Leeway: time.Duration(a.DPoPLeeway), Replays: store.replays, NotBefore: store.dpopNotBefore}
+	if a.DPoPNonce == "on" {
+		dpop.Nonces = oauth.NewDPoPNonces(store.dpopNonceKey, nil)
+	}
 	server := oauth.NewServer(a.serverCfg, oauth.Deps{
 		Agents:      registry,
 		Keys:        keys,
@@ -429,6 +452,7 @@ func (a *App) start() (*appState, error) {
 		CodeKey:     store.codeKey,
 		Revocations: store.revocations,
 		Limits:      limits,
+		DPoP:        oauth.NewDPoPVerifier(dpop),
 		Events:      bus,
 		Log:         a.log,
 	})
@@ -436,6 +460,7 @@ func (a *App) start() (*appState, error) {
 		server:   server,
 		handler:  newCORS(a.CORS).Handler(server),
 		verifier: guard.NewLocalVerifier(a.Issuer, keys.Lookup, store.revocations),
+		dpop:     server.DPoP(),
 		limits:   limits,
 		keys:     keys,
 		webhooks: webhooks,
@@ -510,6 +535,7 @@ func (a *App) buildClients(repl *caddy.Replacer) ([]*oauth.Client, error) {
 		c, _, err := oauth.NewClient(oauth.ClientSpec{
 			ID: id, Name: cc.Name, Secret: secret, Public: cc.Public, RedirectURIs: cc.RedirectURIs,
 			Scopes: cc.Scopes, GrantTypes: cc.GrantTypes, IDTokenAlg: cc.IDTokenAlg, ResourceServer: cc.ResourceServer, JWKS: jwks, JWKSURI: jwksURI,
+			RequireDPoP: cc.DPoP == "required",
 		}, oauth.ClientFromConfig, time.Now())
 		if err != nil {
 			return nil, fmt.Errorf("auth_agent: client %q: %s", id, oauth.AsError(err).Description)
@@ -594,6 +620,24 @@ func (a *App) Validate() error {
 	}
 	if err := a.RateLimit.Validate(); err != nil {
 		return err
+	}
+	switch a.DPoP {
+	case "", "required", "optional":
+	default:
+		return fmt.Errorf("auth_agent: dpop %q must be required or optional", a.DPoP)
+	}
+	switch a.DPoPNonce {
+	case "", "on", "off":
+	default:
+		return fmt.Errorf("auth_agent: dpop_nonce %q must be on or off", a.DPoPNonce)
+	}
+	if d := time.Duration(a.DPoPLeeway); d < 0 || d > 5*time.Minute {
+		return fmt.Errorf("auth_agent: dpop_leeway %s must be between 1s and 5m", d)
+	}
+	for id, cc := range a.Clients {
+		if cc != nil && cc.DPoP != "" && cc.DPoP != "required" && cc.DPoP != "optional" {
+			return fmt.Errorf("auth_agent: client %q: dpop %q must be required or optional", id, cc.DPoP)
+		}
 	}
 	switch a.ClientIDMetadataDocuments {
 	case "", "on", "off":

@@ -208,6 +208,28 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.Errf("scope_description %s is given twice", args[0])
 			}
 			a.ScopeDescriptions[args[0]] = args[1]
+		case "dpop":
+			args := d.RemainingArgs()
+			if len(args) != 1 || (args[0] != "required" && args[0] != "optional") {
+				return d.Errf("dpop: want required or optional, got %q", args)
+			}
+			a.DPoP = args[0]
+		case "dpop_nonce":
+			args := d.RemainingArgs()
+			if len(args) != 1 || (args[0] != "on" && args[0] != "off") {
+				return d.Errf("dpop_nonce: want on or off, got %q", args)
+			}
+			a.DPoPNonce = args[0]
+		case "dpop_leeway":
+			args := d.RemainingArgs()
+			if len(args) != 1 {
+				return d.ArgErr()
+			}
+			dur, err := caddy.ParseDuration(args[0])
+			if err != nil || dur <= 0 {
+				return d.Errf("dpop_leeway: %q is not a positive duration", args[0])
+			}
+			a.DPoPLeeway = caddy.Duration(dur)
 		case "client_id_metadata_documents":
 			args := d.RemainingArgs()
 			if len(args) != 1 || (args[0] != "on" && args[0] != "off") {
@@ -412,6 +434,11 @@ func (a *App) unmarshalClient(d *caddyfile.Dispenser) error {
 				return d.Errf("client %s: resource_server takes no value", id)
 			}
 			cc.ResourceServer = true
+		case "dpop":
+			if len(args) != 1 || (args[0] != "required" && args[0] != "optional") {
+				return d.Errf("client %s: dpop takes required or optional", id)
+			}
+			cc.DPoP = args[0]
 		case "jwks_file", "jwks_uri":
 			if len(args) != 1 {
 				return d.Errf("client %s: %s takes one value", id, setting)
@@ -562,6 +589,11 @@ func (g *Guard) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.Errf("agent_guard: strip_token takes no value")
 			}
 			g.StripToken = true
+		case "dpop":
+			if len(args) != 1 || (args[0] != "required" && args[0] != "optional") {
+				return d.Errf("agent_guard: dpop takes required or optional")
+			}
+			g.DPoP = args[0]
 		case "introspect":
 			if len(args) != 2 {
 				return d.Errf("agent_guard: introspect takes a client id and a secret")

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -54,8 +55,14 @@ type Guard struct {
 	// auth_agent app, checked in process.
 	Issuer string `json:"issuer,omitempty"`
 
-	// Remove the Authorization header before the upstream sees it.
+	// Remove the Authorization header (and the DPoP proof) before the
+	// upstream sees it.
 	StripToken bool `json:"strip_token,omitempty"`
+
+	// DPoP (RFC 9449): "required" refuses tokens sent as Bearer: only
+	// DPoP-bound tokens with a proof of their key pass; "optional"
+	// (default) takes both, a bound token only with its proof.
+	DPoP string `json:"dpop,omitempty"`
 
 	// With a remote issuer: also check every token at its introspection
 	// endpoint (answers cached for a few seconds), so revocations there
@@ -197,6 +204,9 @@ func (g *Guard) Validate() error {
 	if in := g.Introspection; in != nil && (in.ClientID == "" || in.ClientSecret == "") {
 		return errors.New("agent_guard: introspection needs a client id and a secret")
 	}
+	if g.DPoP != "" && g.DPoP != "required" && g.DPoP != "optional" {
+		return fmt.Errorf("agent_guard: dpop %q must be required or optional", g.DPoP)
+	}
 	if g.KeyRefreshInterval < 0 {
 		return errors.New("agent_guard: key_refresh_interval must be positive")
 	}
@@ -276,6 +286,7 @@ func firstValue(h http.Header, key string) string {
 func (g *Guard) serve(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
 	var verifier guard.Verifier = g.remote
 	var limits *ratelimit.Limits
+	var dpop *oauth.DPoPVerifier
 	if g.app != nil {
 		st, err := g.app.started(r.Context())
 		if err != nil {
@@ -283,10 +294,12 @@ func (g *Guard) serve(w http.ResponseWriter, r *http.Request, next caddyhttp.Han
 			oauth.WriteError(w, err)
 			return nil
 		}
-		limits = st.limits
+		limits, dpop = st.limits, st.dpop
 		if g.remote == nil {
 			verifier = st.verifier
 		}
+	} else {
+		dpop = standaloneDPoP()
 	}
 	// The metadata lives at the well-known path plus the resource's path
 	// (RFC 9728 §3.1) and names exactly that resource; any other
@@ -298,12 +311,12 @@ func (g *Guard) serve(w http.ResponseWriter, r *http.Request, next caddyhttp.Han
 		case r.Method != http.MethodGet && r.Method != http.MethodHead:
 			oauth.WriteError(w, oauth.ErrMethodNotAllowed(http.MethodGet, http.MethodHead))
 		default:
-			guard.WriteMetadata(w, r, verifier.Issuer(), g.Resource, g.Scopes)
+			guard.WriteMetadata(w, r, verifier.Issuer(), g.Resource, g.Scopes, g.DPoP == "required")
 		}
 		return nil
 	}
 	removeAgentHeaders(r.Header)
-	check := guard.Guard{Verifier: verifier, Scopes: g.Scopes, Resource: g.Resource}
+	check := guard.Guard{Verifier: verifier, Scopes: g.Scopes, Resource: g.Resource, DPoP: dpop, RequireDPoP: g.DPoP == "required", URL: requestURL}
 	claims, e, result := check.Decide(r)
 	if e == nil {
 		if err := limits.TakeAPI(r.Context(), w, claims.Subject); err != nil {
@@ -315,12 +328,19 @@ func (g *Guard) serve(w http.ResponseWriter, r *http.Request, next caddyhttp.Han
 		if ce := g.log.Check(zap.DebugLevel, "request refused"); ce != nil {
 			ce.Write(zap.String("error", e.Code), zap.String("reason", e.Description))
 		}
-		guard.WriteError(w, r, e, g.Scopes, g.metadataPath)
+		guard.WriteError(w, r, e, guard.Challenges{Scopes: g.Scopes, MetadataPath: g.metadataPath, DPoP: true, RequireDPoP: check.RequireDPoP})
 		return nil
+	}
+	if claims.Cnf != nil {
+		// The nonce to use next (RFC 9449 §9), when nonces are on.
+		if n := dpop.Nonce(); n != "" {
+			w.Header().Set(oauth.DPoPNonceHeader, n)
+		}
 	}
 	setAgentHeaders(r.Header, claims)
 	if g.StripToken {
 		delete(r.Header, "Authorization")
+		delete(r.Header, oauth.DPoPHeader)
 	}
 	if repl, ok := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer); ok {
 		// One provider answering the five placeholders when they are read
@@ -332,6 +352,51 @@ func (g *Guard) serve(w http.ResponseWriter, r *http.Request, next caddyhttp.Han
 		repl.Map(func(key string) (any, bool) { return agentPlaceholder(claims, key) })
 	}
 	return next.ServeHTTP(w, r)
+}
+
+// standaloneDPoP checks the proofs at guards of a Caddy without the
+// auth_agent app: replay records in this process (a proof made before it
+// started is refused), no nonces.
+var standaloneDPoP = sync.OnceValue(func() *oauth.DPoPVerifier {
+	return oauth.NewDPoPVerifier(oauth.DPoPConfig{Replays: oauth.NewLocalReplays(nil), NotBefore: time.Now()})
+})
+
+// requestURL is the URL the client sent the request to, without query:
+// the origin as the client saw it (behind trusted proxies, the one they
+// forwarded) and the path before any rewrite — what a DPoP proof's htu
+// names.
+func requestURL(r *http.Request) string {
+	path := r.URL.EscapedPath()
+	if orig, ok := r.Context().Value(caddyhttp.OriginalRequestCtxKey).(http.Request); ok && orig.URL != nil {
+		path = orig.URL.EscapedPath()
+	}
+	return requestOrigin(r) + path
+}
+
+// requestOrigin is the scheme and host the client used: the connection's,
+// or, when the request came through a trusted proxy (Caddy's
+// trusted_proxies), the X-Forwarded-Proto and X-Forwarded-Host it set.
+func requestOrigin(r *http.Request) string {
+	scheme, host := "http", r.Host
+	if r.TLS != nil {
+		scheme = "https"
+	}
+	if trusted, _ := caddyhttp.GetVar(r.Context(), caddyhttp.TrustedProxyVarKey).(bool); trusted {
+		if p := firstForwarded(r.Header, "X-Forwarded-Proto"); p == "http" || p == "https" {
+			scheme = p
+		}
+		if h := firstForwarded(r.Header, "X-Forwarded-Host"); h != "" {
+			host = h
+		}
+	}
+	return scheme + "://" + host
+}
+
+// firstForwarded is the first value of a forwarding header: the one the
+// proxy nearest the client set.
+func firstForwarded(h http.Header, key string) string {
+	v, _, _ := strings.Cut(firstValue(h, key), ",")
+	return strings.ToLower(strings.TrimSpace(v))
 }
 
 // setAgentHeaders tells the upstream who called. The caller's look-alikes

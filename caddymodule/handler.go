@@ -50,18 +50,20 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	if !st.server.Handles(r.URL.Path) {
 		return next.ServeHTTP(w, r)
 	}
-	st.handler.ServeHTTP(w, withClientIP(r))
+	st.handler.ServeHTTP(w, withClientInfo(r))
 	return nil
 }
 
-// withClientIP passes Caddy's client IP (which honours trusted_proxies and
-// ignores forwarding headers from untrusted peers) to the rate limits.
-func withClientIP(r *http.Request) *http.Request {
-	ip, _ := caddyhttp.GetVar(r.Context(), caddyhttp.ClientIPVarKey).(string)
-	if ip == "" {
-		return r
+// withClientInfo passes Caddy's client IP (which honours trusted_proxies
+// and ignores forwarding headers from untrusted peers) to the rate limits,
+// and the origin the client used (behind trusted proxies, the one they
+// forwarded) to the DPoP checks.
+func withClientInfo(r *http.Request) *http.Request {
+	ctx := oauth.WithRequestOrigin(r.Context(), requestOrigin(r))
+	if ip, _ := caddyhttp.GetVar(r.Context(), caddyhttp.ClientIPVarKey).(string); ip != "" {
+		ctx = ratelimit.WithClientIP(ctx, ip)
 	}
-	return r.WithContext(ratelimit.WithClientIP(r.Context(), ip))
+	return r.WithContext(ctx)
 }
 
 // Interface guards

@@ -279,9 +279,9 @@ func newCORS(c *CORSConfig) *cors.Cors {
 	return cors.New(cors.Options{
 		AllowedOrigins: origins,
 		AllowedMethods: []string{http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodPatch, http.MethodDelete, http.MethodOptions},
-		AllowedHeaders: append([]string{"Content-Type", "Authorization"}, headers...),
+		AllowedHeaders: append([]string{"Content-Type", "Authorization", "DPoP"}, headers...),
 		ExposedHeaders: []string{"X-RateLimit-Limit", "X-RateLimit-Remaining", "X-RateLimit-Reset", "Retry-After",
-			"WWW-Authenticate", "Mcp-Session-Id", "Mcp-Protocol-Version"},
+			"WWW-Authenticate", "DPoP-Nonce", "Mcp-Session-Id", "Mcp-Protocol-Version"},
 		AllowCredentials: creds,
 		MaxAge:           600,
 	})

@@ -315,6 +315,14 @@ type sharedStore struct {
 	// using the store is gone.
 	revocations *oauth.Revocations
 	stop        context.CancelFunc
+	// replays record the jti of DPoP proofs: in this process when no other
+	// can open the store (Badger), then proofs made before it opened are
+	// refused (dpopNotBefore: they may have been used by the process
+	// before); in the store too when it is shared.
+	replays       oauth.Replays
+	dpopNotBefore time.Time
+	// dpopNonceKey derives DPoP nonces, the same in every process.
+	dpopNonceKey []byte
 }
 
 // Destruct stops following the change log and closes the database when the
@@ -364,13 +372,27 @@ func newSharedStore(db storage.Backend, settings string, log *zap.Logger) (*shar
 	if err != nil {
 		return nil, fmt.Errorf("auth_agent: reading the code key: %v", err)
 	}
+	if _, err := rand.Read(candidate); err != nil {
+		return nil, err
+	}
+	nonceKey, err := db.EnsureSecret(ctx, oauth.DPoPNonceKeyName, candidate)
+	if err != nil {
+		return nil, fmt.Errorf("auth_agent: reading the DPoP nonce key: %v", err)
+	}
 	revocations := oauth.NewRevocations(db, nil, log.Named("changes"))
 	if err := revocations.Sync(ctx); err != nil {
 		return nil, fmt.Errorf("auth_agent: reading the change log: %v", err)
 	}
 	follow, stop := context.WithCancel(context.Background())
 	go revocations.Run(follow)
-	return &sharedStore{Backend: db, settings: settings, codeKey: codeKey, revocations: revocations, stop: stop}, nil
+	s := &sharedStore{Backend: db, settings: settings, codeKey: codeKey, revocations: revocations, stop: stop, dpopNonceKey: nonceKey}
+	local := oauth.NewLocalReplays(nil)
+	if db.Shared() {
+		s.replays = oauth.SharedReplays{Local: local, Shared: db}
+	} else {
+		s.replays, s.dpopNotBefore = local, time.Now()
+	}
+	return s, nil
 }
 
 // readEncryptionKey reads an AES key from a file: 16, 24 or 32 raw bytes, or

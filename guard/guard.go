@@ -49,6 +49,14 @@ type Guard struct {
 	Scopes []string
 	// Resource, when set, must be in the token's aud.
 	Resource string
+	// DPoP checks the proofs of DPoP-bound tokens (RFC 9449 §7); nil
+	// refuses such tokens.
+	DPoP *oauth.DPoPVerifier
+	// RequireDPoP refuses tokens sent as Bearer.
+	RequireDPoP bool
+	// URL is the URL the request was made to, without query (a proof's
+	// htu); nil means RequestURL.
+	URL func(*http.Request) string
 }
 
 // Results of a guard's decision: why a request was refused, or that it
@@ -62,6 +70,10 @@ const (
 	ResultWrongAudience     = "wrong_audience"
 	ResultInsufficientScope = "insufficient_scope"
 	ResultUnavailable       = "issuer_unavailable"
+	// ResultDPoP: a DPoP-bound token without a good proof by its key, or
+	// a bound token sent as Bearer, or a bearer token where DPoP is
+	// required.
+	ResultDPoP = "dpop_refused"
 )
 
 // Check authenticates the request's bearer token (Authorization header
@@ -77,9 +89,10 @@ func (g *Guard) Decide(r *http.Request) (*oauth.AccessClaims, *oauth.Error, stri
 	if v := r.Header["Authorization"]; len(v) > 0 { // Header.Get, without canonicalizing a canonical key
 		header = v[0]
 	}
-	claims, known, err := g.verifyKnown(r.Context(), header)
+	scheme, raw, claims, known, err := g.verifyKnown(r.Context(), header)
 	if !known {
-		raw, perr := oauth.ParseBearer(header)
+		var perr error
+		scheme, raw, perr = oauth.ParseAuthorization(header)
 		if errors.Is(perr, oauth.ErrNoBearer) {
 			return nil, oauth.ErrMissingToken(""), ResultMissingToken
 		}
@@ -96,6 +109,21 @@ func (g *Guard) Decide(r *http.Request) (*oauth.AccessClaims, *oauth.Error, stri
 	case err != nil:
 		return nil, oauth.ErrInvalidToken("", "the access token is invalid or expired"), ResultInvalidToken
 	}
+	// The binding: the one check a bearer token pays for is that it has
+	// no cnf.
+	if scheme == oauth.TokenTypeBearer && g.RequireDPoP {
+		return nil, errDPoPRequired, ResultDPoP
+	}
+	if scheme != oauth.TokenTypeBearer || claims.Cnf != nil {
+		urls := []string{g.requestURL(r)}
+		if err := g.DPoP.CheckBinding(r.Context(), scheme, raw, claims, r.Header.Values(oauth.DPoPHeader), r.Method, urls); err != nil {
+			e := oauth.AsError(err)
+			if e.Status >= 500 {
+				return nil, e, ResultUnavailable
+			}
+			return nil, e, ResultDPoP
+		}
+	}
 	if !g.audienceOK(claims.Audience, r) {
 		return nil, oauth.ErrInvalidToken("", "the access token is not meant for this resource"), ResultWrongAudience
 	}
@@ -105,6 +133,22 @@ func (g *Guard) Decide(r *http.Request) (*oauth.AccessClaims, *oauth.Error, stri
 		}
 	}
 	return claims, nil, ResultAllowed
+}
+
+// errDPoPRequired refuses a bearer token where DPoP is required.
+var errDPoPRequired = oauth.DPoPRefusal("this resource takes only DPoP-bound tokens, sent with the DPoP scheme and a proof")
+
+func (g *Guard) requestURL(r *http.Request) string {
+	if g.URL != nil {
+		return g.URL(r)
+	}
+	return RequestURL(r)
+}
+
+// RequestURL is the URL r was made to as this server sees it, without
+// query: the origin oauth.RequestOrigin gives and the path.
+func RequestURL(r *http.Request) string {
+	return oauth.RequestOrigin(r) + r.URL.EscapedPath()
 }
 
 // cachedVerifier is a Verifier that remembers the tokens it verified (both
@@ -123,19 +167,27 @@ type cachedVerifier interface {
 // and a token the cache knows is one ParseBearer accepted, since Check is
 // the only caller of Verify and always passes what ParseBearer returned.
 // Any other header (known is false) takes the full path.
-func (g *Guard) verifyKnown(ctx context.Context, header string) (*oauth.AccessClaims, bool, error) {
+func (g *Guard) verifyKnown(ctx context.Context, header string) (scheme, raw string, claims *oauth.AccessClaims, known bool, err error) {
 	cv, ok := g.Verifier.(cachedVerifier)
 	if !ok {
-		return nil, false, nil
+		return "", "", nil, false, nil
 	}
-	scheme, raw, ok := strings.Cut(header, " ")
-	if !ok || !strings.EqualFold(scheme, "Bearer") {
-		return nil, false, nil
+	scheme, raw, ok = strings.Cut(header, " ")
+	switch {
+	case !ok:
+		return "", "", nil, false, nil
+	case strings.EqualFold(scheme, oauth.TokenTypeBearer):
+		scheme = oauth.TokenTypeBearer
+	case strings.EqualFold(scheme, oauth.TokenTypeDPoP):
+		scheme = oauth.TokenTypeDPoP
+	default:
+		return "", "", nil, false, nil
 	}
 	if raw = strings.TrimLeft(raw, " "); raw == "" {
-		return nil, false, nil
+		return "", "", nil, false, nil
 	}
-	return cv.verifyCached(ctx, raw)
+	claims, known, err = cv.verifyCached(ctx, raw)
+	return scheme, raw, claims, known, err
 }
 
 // hasScope reports whether the space-separated scope list holds s, without
@@ -218,23 +270,50 @@ func MetadataPath(resource string) string {
 	return ProtectedResourcePath
 }
 
+// Challenges are what a guard's refusals offer.
+type Challenges struct {
+	// Scopes the resource wants, on the 401 too (MCP 2025-11-25): clients
+	// pick what to ask for from it before any 403 step-up.
+	Scopes []string
+	// MetadataPath is where the resource's RFC 9728 metadata is, on this
+	// origin; "" means ProtectedResourcePath.
+	MetadataPath string
+	// DPoP offers the DPoP scheme beside Bearer (RFC 9449 §7.1);
+	// RequireDPoP offers it alone.
+	DPoP, RequireDPoP bool
+}
+
 // WriteError answers a refused request: the RFC 6750 challenge (realm =
 // the site, with the error only when credentials were sent, RFC 6750 §3.1)
-// with the RFC 9728 resource_metadata pointer to metadataPath on this
-// origin, and the body in the SPEC's shape.
-func WriteError(w http.ResponseWriter, r *http.Request, e *oauth.Error, scopes []string, metadataPath string) {
-	if metadataPath == "" {
-		metadataPath = ProtectedResourcePath
+// with the RFC 9728 resource_metadata pointer to the metadata on this
+// origin, and the DPoP challenge with its algorithms (carrying the error
+// when it is about DPoP, or the request used that scheme); the body in the
+// SPEC's shape.
+func WriteError(w http.ResponseWriter, r *http.Request, e *oauth.Error, c Challenges) {
+	path := c.MetadataPath
+	if path == "" {
+		path = ProtectedResourcePath
 	}
 	if e.Status == http.StatusUnauthorized || e.Status == http.StatusForbidden {
-		ch := oauth.Challenge{Realm: r.Host, ResourceMetadata: requestOrigin(r) + metadataPath}
-		if r.Header.Get("Authorization") != "" || e.Code != "invalid_token" {
-			ch.Error, ch.Description = e.Code, e.Description
+		md := requestOrigin(r) + path
+		bearer := oauth.Challenge{Realm: r.Host, ResourceMetadata: md, Scope: c.Scopes}
+		dpop := oauth.Challenge{Scheme: oauth.TokenTypeDPoP, Realm: r.Host, ResourceMetadata: md, Scope: c.Scopes, Algs: oauth.DPoPAlgs}
+		auth := r.Header.Get("Authorization")
+		failed := &bearer
+		if c.RequireDPoP || oauth.IsDPoPError(e) || len(auth) > 5 && strings.EqualFold(auth[:5], "DPoP ") {
+			failed = &dpop
 		}
-		// The scopes the resource wants, on the 401 too (MCP 2025-11-25):
-		// clients pick what to ask for from it before any 403 step-up.
-		ch.Scope = scopes
-		e = e.WithHeader("WWW-Authenticate", ch.String())
+		if auth != "" || e.Code != "invalid_token" {
+			failed.Error, failed.Description = e.Code, e.Description
+		}
+		var challenges []string
+		if !c.RequireDPoP {
+			challenges = append(challenges, bearer.String())
+		}
+		if c.DPoP || c.RequireDPoP {
+			challenges = append(challenges, dpop.String())
+		}
+		e = e.WithHeaderValues("WWW-Authenticate", challenges...)
 	}
 	oauth.WriteError(w, e)
 }
@@ -252,7 +331,7 @@ func requestOrigin(r *http.Request) string {
 // MCP client knowing only the API's URL can get a token. The resource is
 // the guard's, or the site's origin: the identifier the metadata URL was
 // built from (RFC 9728 §3.3), so strict clients accept it.
-func WriteMetadata(w http.ResponseWriter, r *http.Request, issuer, resource string, scopes []string) {
+func WriteMetadata(w http.ResponseWriter, r *http.Request, issuer, resource string, scopes []string, requireDPoP bool) {
 	if resource == "" {
 		resource = requestOrigin(r)
 	}
@@ -260,10 +339,12 @@ func WriteMetadata(w http.ResponseWriter, r *http.Request, issuer, resource stri
 		scopes = []string{}
 	}
 	body, _ := json.Marshal(map[string]any{
-		"resource":                 resource,
-		"authorization_servers":    []string{issuer},
-		"scopes_supported":         scopes,
-		"bearer_methods_supported": []string{"header"},
+		"resource":                          resource,
+		"authorization_servers":             []string{issuer},
+		"scopes_supported":                  scopes,
+		"bearer_methods_supported":          []string{"header"},
+		"dpop_signing_alg_values_supported": oauth.DPoPAlgs,
+		"dpop_bound_access_tokens_required": requireDPoP,
 	})
 	oauth.WritePublicJSON(w, "application/json", body)
 }

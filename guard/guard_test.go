@@ -122,7 +122,7 @@ func TestGuardErrorChallenge(t *testing.T) {
 		}
 		_, e := g.Check(r)
 		rec := httptest.NewRecorder()
-		guard.WriteError(rec, r, e, g.Scopes, "")
+		guard.WriteError(rec, r, e, guard.Challenges{Scopes: g.Scopes})
 		ch := rec.Header().Get("WWW-Authenticate")
 		if !strings.Contains(ch, `resource_metadata="http://api.example.com/.well-known/oauth-protected-resource"`) {
 			t.Errorf("challenge %q", ch)

@@ -70,8 +70,8 @@ func (ad *Admin) UpdateAgent(ctx context.Context, id string, u agents.AdminUpdat
 	if agents.ValidateID(id) != nil {
 		return nil, ErrNotFound
 	}
-	if u.Permissions == nil && u.Disabled == nil && u.JWKS == nil {
-		return nil, ErrInvalidRequest("nothing to change: give permissions, disabled and/or jwks")
+	if u.Permissions == nil && u.Disabled == nil && u.JWKS == nil && u.RequireDPoP == nil {
+		return nil, ErrInvalidRequest("nothing to change: give permissions, disabled, jwks and/or require_dpop")
 	}
 	if u.JWKS != nil {
 		// New keys replace the agent's keys, or its secret: it holds keys
@@ -206,6 +206,7 @@ type ClientPatch struct {
 	Scopes       *[]string
 	GrantTypes   *[]string
 	IDTokenAlg   *string
+	RequireDPoP  *bool
 }
 
 // UpdateClient changes a stored client, validated as a new one would be;
@@ -223,6 +224,9 @@ func (ad *Admin) UpdateClient(ctx context.Context, id string, patch ClientPatch)
 		}
 		if patch.IDTokenAlg != nil {
 			c.IDTokenAlg = *patch.IDTokenAlg
+		}
+		if patch.RequireDPoP != nil {
+			c.RequireDPoP = *patch.RequireDPoP
 		}
 		if patch.GrantTypes != nil {
 			if len(*patch.GrantTypes) == 0 {

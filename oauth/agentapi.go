@@ -67,6 +67,8 @@ type AgentView struct {
 	// ids Kids lists).
 	TokenEndpointAuthMethod string   `json:"token_endpoint_auth_method"`
 	Kids                    []string `json:"kids,omitempty"`
+	// RequireDPoP: the agent's own tokens are always DPoP-bound.
+	RequireDPoP bool `json:"require_dpop,omitempty"`
 }
 
 // ViewAgent returns the API view of a; secret, when not empty, is the
@@ -79,7 +81,7 @@ func ViewAgent(a *agents.Agent, secret string) AgentView {
 	v := AgentView{
 		AgentID: a.ID, ModelName: a.ModelName, OwnerName: a.OwnerName, OwnerEmail: a.OwnerEmail,
 		Permissions: perms, CreatedAt: a.CreatedAt, UpdatedAt: a.UpdatedAt, Disabled: a.Disabled, AgentSecret: secret,
-		TokenEndpointAuthMethod: AuthSecretPost,
+		TokenEndpointAuthMethod: AuthSecretPost, RequireDPoP: a.RequireDPoP,
 	}
 	if a.JWKS != "" {
 		v.TokenEndpointAuthMethod, v.Kids = AuthPrivateKeyJWT, []string{}
@@ -207,6 +209,15 @@ func (s *agentAPI) handleAgentAuth(w http.ResponseWriter, r *http.Request) error
 	if err != nil {
 		return err
 	}
+	// A token request may carry a DPoP proof (checked before the
+	// credentials, as at the token endpoint); completing a sign-in
+	// issues no token to bind.
+	var proof *DPoPProof
+	if req.RequestID == "" {
+		if proof, err = s.verifyProof(w, r, AgentAuthPath); err != nil {
+			return err
+		}
+	}
 	a, err := s.authenticateAgent(w, r, creds)
 	if err != nil {
 		return err
@@ -226,6 +237,9 @@ func (s *agentAPI) handleAgentAuth(w http.ResponseWriter, r *http.Request) error
 		writeData(w, http.StatusOK, data)
 		return nil
 	}
+	if err := s.requireDPoP(proof, caller{agent: a}); err != nil {
+		return err
+	}
 	scopes, err := AgentSelfScopes(req.Scope, a)
 	if err != nil {
 		return err
@@ -239,7 +253,7 @@ func (s *agentAPI) handleAgentAuth(w http.ResponseWriter, r *http.Request) error
 		aud = []string{resource}
 	}
 	tok, err := s.tokens.IssueAccessToken(AccessGrant{
-		Subject: a.ID, ClientID: a.ID, Scopes: scopes, Audience: aud, ModelName: model, AuthTime: s.now(),
+		Subject: a.ID, ClientID: a.ID, Scopes: scopes, Audience: aud, ModelName: model, AuthTime: s.now(), JKT: proof.jkt(),
 	})
 	if err != nil {
 		return err
@@ -247,7 +261,7 @@ func (s *agentAPI) handleAgentAuth(w http.ResponseWriter, r *http.Request) error
 	s.issued(r.Context(), events.TokenIssued, grantAgentAuth, caller{agent: a}, tok, a.ID)
 	writeData(w, http.StatusOK, map[string]any{
 		"access_token": tok.Token,
-		"token_type":   "Bearer",
+		"token_type":   tok.Type,
 		"expires_in":   tok.ExpiresIn,
 		"scope":        tok.Scope,
 	})

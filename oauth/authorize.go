@@ -47,6 +47,7 @@ type authorizeParams struct {
 	method        string
 	resources     []string
 	prompt        string
+	dpopJKT       string
 }
 
 // handleAuthorize is GET|POST /oauth2/authorize.
@@ -117,7 +118,7 @@ func (s *authorizer) handleAuthorize(w http.ResponseWriter, r *http.Request) err
 	now := s.now()
 	if err := s.store.CreateAuthRequest(r.Context(), &AuthRequest{
 		ID: requestID, ClientID: client.ID, RedirectURI: p.redirectURI, Scopes: p.scopes, State: p.state, Nonce: p.nonce,
-		CodeChallenge: p.codeChallenge, Resources: p.resources, BrowserHash: tokenHash(binding),
+		CodeChallenge: p.codeChallenge, Resources: p.resources, BrowserHash: tokenHash(binding), DPoPJKT: p.dpopJKT,
 		CreatedAt: now, ExpiresAt: now.Add(lifetime),
 	}); err != nil {
 		return err
@@ -155,13 +156,14 @@ func (s *authorizer) parseAuthorize(client *Client, redirectURI string, q url.Va
 	p := &authorizeParams{client: client, redirectURI: redirectURI}
 	// resource may repeat (RFC 8707 §2): the token may then be meant for
 	// any of them.
-	for _, k := range []string{"response_type", "scope", "state", "nonce", "code_challenge", "code_challenge_method", "prompt", "response_mode", "request", "request_uri"} {
+	for _, k := range []string{"response_type", "scope", "state", "nonce", "code_challenge", "code_challenge_method", "prompt", "response_mode", "request", "request_uri", "dpop_jkt"} {
 		if len(q[k]) > 1 {
 			return nil, ErrInvalidRequest("parameter " + k + " is given more than once")
 		}
 	}
 	p.responseType, p.state, p.nonce = q.Get("response_type"), q.Get("state"), q.Get("nonce")
 	p.codeChallenge, p.method, p.prompt = q.Get("code_challenge"), q.Get("code_challenge_method"), q.Get("prompt")
+	p.dpopJKT = q.Get("dpop_jkt")
 	switch {
 	case p.responseType == "":
 		return nil, ErrInvalidRequest("response_type is required")
@@ -189,6 +191,8 @@ func (s *authorizer) parseAuthorize(client *Client, redirectURI string, q url.Va
 		return nil, ErrInvalidRequest("code_challenge_method must be S256")
 	case !validPKCEValue(p.codeChallenge) || len(p.codeChallenge) != 43:
 		return nil, ErrInvalidRequest("code_challenge must be the base64url SHA-256 of the verifier (43 characters)")
+	case q.Has("dpop_jkt") && !ValidThumbprint(p.dpopJKT):
+		return nil, ErrInvalidRequest("dpop_jkt must be the base64url SHA-256 JWK thumbprint of the DPoP key (43 characters)")
 	}
 	for _, pr := range strings.Fields(p.prompt) {
 		switch pr {
@@ -396,7 +400,7 @@ func (s *authorizer) decide(ctx context.Context, requestID string, a *agents.Age
 	if err := s.store.CreateCode(ctx, tokenHash(s.codeFor(approval.CodeSeed)), &CodeGrant{
 		ClientID: req.ClientID, RedirectURI: req.RedirectURI, Scopes: req.Scopes, Nonce: req.Nonce,
 		CodeChallenge: req.CodeChallenge, Resources: req.Resources, AgentID: a.ID, ModelName: model, AuthTime: now,
-		ExpiresAt: now.Add(s.cfg.CodeLifetime),
+		ExpiresAt: now.Add(s.cfg.CodeLifetime), DPoPJKT: req.DPoPJKT,
 	}); err != nil {
 		return "", nil, err
 	}

@@ -110,6 +110,9 @@ type ClientSpec struct {
 	// where the client publishes that set instead.
 	JWKS    string
 	JWKSURI string
+	// RequireDPoP: the client's tokens are always DPoP-bound (its
+	// dpop_bound_access_tokens).
+	RequireDPoP bool
 }
 
 // checkDisplayText refuses text shown to people (a client's name on the
@@ -205,7 +208,7 @@ func NewClient(spec ClientSpec, source string, now time.Time) (*Client, string, 
 	c := &Client{
 		ID: spec.ID, Name: name, Public: spec.Public, RedirectURIs: slices.Clone(spec.RedirectURIs),
 		Scopes: slices.Clone(scopes), GrantTypes: slices.Compact(slices.Clone(grants)), IDTokenAlg: spec.IDTokenAlg,
-		ResourceServer: spec.ResourceServer, Source: source, CreatedAt: now.UTC(),
+		ResourceServer: spec.ResourceServer, Source: source, CreatedAt: now.UTC(), RequireDPoP: spec.RequireDPoP,
 	}
 	var generated string
 	switch {

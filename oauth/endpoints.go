@@ -71,12 +71,15 @@ func (s *tokenInfo) handleIntrospect(w http.ResponseWriter, r *http.Request) err
 			return nil
 		}
 		resp := map[string]any{
-			"active": true, "token_type": "Bearer", "scope": claims.Scope, "client_id": claims.ClientID,
+			"active": true, "token_type": claims.TokenType(), "scope": claims.Scope, "client_id": claims.ClientID,
 			"sub": claims.Subject, "iss": claims.Issuer, "aud": claims.Audience, "jti": claims.ID,
 			"exp": claims.ExpiresAt.Unix(), "iat": claims.IssuedAt.Unix(), "username": claims.Subject,
 		}
 		if claims.Act != nil {
 			resp["act"] = claims.Act
+		}
+		if claims.Cnf != nil {
+			resp["cnf"] = claims.Cnf
 		}
 		WriteJSON(w, http.StatusOK, resp)
 		return nil
@@ -210,6 +213,7 @@ func (s *metadata) handleDiscovery(w http.ResponseWriter, r *http.Request) error
 		"claims_parameter_supported":                       false,
 		"token_endpoint_auth_signing_alg_values_supported": AssertionAlgs,
 		"client_id_metadata_document_supported":            s.cfg.ClientIDMetadataDocuments,
+		"dpop_signing_alg_values_supported":                DPoPAlgs,
 	}
 	if s.cfg.DynamicRegistration != DynamicRegistrationOff {
 		doc["registration_endpoint"] = iss + "/oauth2/register"
@@ -244,6 +248,9 @@ type clientMetadata struct {
 	// where it publishes them.
 	JWKS    json.RawMessage `json:"jwks"`
 	JWKSURI string          `json:"jwks_uri"`
+	// DPoPBound asks that every access token of the client be DPoP-bound
+	// (RFC 9449 §5.2).
+	DPoPBound bool `json:"dpop_bound_access_tokens"`
 }
 
 // handleClientRegistration is POST /oauth2/register (RFC 7591).
@@ -332,6 +339,7 @@ func (s *metadata) registerClient(w http.ResponseWriter, r *http.Request) (*Clie
 	c, secret, err := NewClient(ClientSpec{
 		ID: "dyn_" + randomToken(16), Name: md.ClientName, Public: public, RedirectURIs: md.RedirectURIs,
 		Scopes: scopes, AnyScope: len(scopes) == 0, GrantTypes: grants, IDTokenAlg: md.IDTokenAlg, JWKS: jwks, JWKSURI: md.JWKSURI,
+		RequireDPoP: md.DPoPBound,
 	}, ClientFromDynamic, s.now())
 	if err != nil {
 		if e := AsError(err); e.Code == "invalid_request" {
@@ -372,6 +380,9 @@ func ClientMetadata(c *Client, secret string) map[string]any {
 	}
 	if c.JWKSURI != "" {
 		v["jwks_uri"] = c.JWKSURI
+	}
+	if c.RequireDPoP {
+		v["dpop_bound_access_tokens"] = true
 	}
 	if !slices.Contains(c.GrantTypes, GrantAuthorizationCode) {
 		v["response_types"] = []string{}

@@ -23,6 +23,9 @@ type Error struct {
 	// Header holds extra response headers (WWW-Authenticate, Allow,
 	// Retry-After).
 	Header http.Header
+	// dpop marks a resource's refusal about DPoP (CheckBinding's), which
+	// is challenged with the DPoP scheme.
+	dpop bool
 }
 
 func (e *Error) Error() string { return e.Code + ": " + e.Description }
@@ -36,6 +39,14 @@ func (e *Error) WithHeader(key, value string) *Error {
 	}
 	c.Header.Set(key, value)
 	return &c
+}
+
+// WithHeaderValues returns a copy of e that also sends the header with
+// these values (several challenges of WWW-Authenticate).
+func (e *Error) WithHeaderValues(key string, values ...string) *Error {
+	c := e.WithHeader(key, "")
+	c.Header[http.CanonicalHeaderKey(key)] = values
+	return c
 }
 
 func newError(code string, status int, description string) *Error {
@@ -152,6 +163,8 @@ type Challenge struct {
 	Description      string
 	Scope            []string
 	ResourceMetadata string
+	// Algs are the DPoP challenge's algorithms (RFC 9449 §7.1).
+	Algs []string
 }
 
 func (c Challenge) String() string {
@@ -166,7 +179,9 @@ func (c Challenge) String() string {
 		b.WriteString(sep + name + `="` + sanitizeQuoted(value) + `"`)
 		sep = ", "
 	}
-	param("realm", c.Realm)
+	if c.Realm != "" || c.Scheme != TokenTypeDPoP {
+		param("realm", c.Realm)
+	}
 	if c.Error != "" {
 		param("error", c.Error)
 		if c.Description != "" {
@@ -178,6 +193,9 @@ func (c Challenge) String() string {
 	}
 	if c.ResourceMetadata != "" {
 		param("resource_metadata", c.ResourceMetadata)
+	}
+	if len(c.Algs) > 0 {
+		param("algs", strings.Join(c.Algs, " "))
 	}
 	return b.String()
 }

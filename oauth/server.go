@@ -58,6 +58,9 @@ type Config struct {
 	// ClientIDMetadataHosts may be fetched from private addresses.
 	ClientIDMetadataDocuments bool
 	ClientIDMetadataHosts     []string
+	// DPoPRequired refuses every token request without a DPoP proof
+	// (`dpop required`).
+	DPoPRequired bool
 }
 
 // CodeKeyName is the SecretStore name of the key authorization codes are
@@ -79,6 +82,9 @@ type Deps struct {
 	Revocations *Revocations
 	// Limits are the rate limits; nil means none.
 	Limits *ratelimit.Limits
+	// DPoP checks proofs (shared with the guards); nil means one with
+	// the default leeway, no nonces and replay records in this process.
+	DPoP *DPoPVerifier
 	// Events get what happens (the audit log, webhooks); nil means
 	// nobody listens.
 	Events *events.Bus
@@ -100,6 +106,7 @@ type provider struct {
 	codeKey     []byte
 	revocations *Revocations
 	limits      *ratelimit.Limits
+	dpop        *DPoPVerifier
 	events      *events.Bus
 	log         *zap.Logger
 	now         func() time.Time
@@ -148,13 +155,16 @@ func NewServer(cfg Config, d Deps) *Server {
 	if d.Revocations == nil {
 		d.Revocations = NewRevocations(d.Store, d.Now, d.Log)
 	}
+	if d.DPoP == nil {
+		d.DPoP = NewDPoPVerifier(DPoPConfig{Replays: NewLocalReplays(d.Now), Now: d.Now})
+	}
 	var docs *ClientDocuments
 	if cfg.ClientIDMetadataDocuments {
 		docs = NewClientDocuments(cfg.ClientIDMetadataHosts, d.Log.Named("client_documents"), d.Now)
 	}
 	remoteKeys := NewRemoteKeySets(cfg.ClientIDMetadataHosts, d.Log.Named("client_keys"), d.Now)
 	p := &provider{cfg: cfg, remoteKeys: remoteKeys, keySets: cache.New[[sha256.Size]byte, ClientKeys](keySetCacheEntries, d.Now), agents: d.Agents, keys: d.Keys, tokens: d.Tokens, clients: NewClients(d.Clients, d.Store, docs),
-		store: d.Store, codeKey: d.CodeKey, revocations: d.Revocations, limits: d.Limits, events: d.Events, log: d.Log, now: d.Now}
+		store: d.Store, codeKey: d.CodeKey, revocations: d.Revocations, limits: d.Limits, dpop: d.DPoP, events: d.Events, log: d.Log, now: d.Now}
 	agentAPI, authz, token, info, meta := &agentAPI{p}, &authorizer{p}, &tokenEndpoint{p}, &tokenInfo{p}, &metadata{p, newAPIDocs(cfg.Issuer)}
 	get, post := http.MethodGet, http.MethodPost
 	discovery := route{[]string{get, http.MethodHead}, meta.handleDiscovery}
@@ -179,6 +189,9 @@ func NewServer(cfg Config, d Deps) *Server {
 	}
 	return s
 }
+
+// DPoP is the proof verifier the guards share with the server.
+func (s *Server) DPoP() *DPoPVerifier { return s.dpop }
 
 // Admin returns the operator's operations (the admin API's backend).
 func (s *Server) Admin() *Admin { return s.admin }
@@ -265,7 +278,7 @@ func registryError(err error) error {
 // server when audience is the issuer; any audience when it is ""), checks it
 // is not revoked, and loads its agent.
 func (p *provider) authenticateBearer(r *http.Request, audience string) (*AccessClaims, *agents.Agent, error) {
-	raw, err := ParseBearer(r.Header.Get("Authorization"))
+	scheme, raw, err := ParseAuthorization(r.Header.Get("Authorization"))
 	if errors.Is(err, ErrNoBearer) {
 		return nil, nil, ErrMissingToken("auth_agent")
 	}
@@ -279,6 +292,10 @@ func (p *provider) authenticateBearer(r *http.Request, audience string) (*Access
 	if p.revocations.Revoked(claims) {
 		return nil, nil, ErrInvalidToken("auth_agent", "the access token was revoked")
 	}
+	err = p.dpop.CheckBinding(r.Context(), scheme, raw, claims, r.Header.Values(DPoPHeader), r.Method, p.dpopURLs(r, r.URL.Path))
+	if err != nil {
+		return nil, nil, p.dpopChallenge(err)
+	}
 	a, err := p.currentAgent(r.Context(), claims.Subject, claims.IssuedAt.Time)
 	if errors.Is(err, errAgentGone) {
 		return nil, nil, ErrInvalidToken("auth_agent", "the token's agent no longer exists or is disabled")
@@ -287,6 +304,20 @@ func (p *provider) authenticateBearer(r *http.Request, audience string) (*Access
 		return nil, nil, err
 	}
 	return claims, a, nil
+}
+
+// dpopChallenge adds the DPoP challenge (and the current nonce) to a
+// DPoP refusal at this server's own resources (userinfo, the profile).
+func (p *provider) dpopChallenge(err error) error {
+	e := AsError(err)
+	if !IsDPoPError(e) {
+		return err
+	}
+	e = e.WithHeader("WWW-Authenticate", Challenge{Scheme: TokenTypeDPoP, Realm: "auth_agent", Error: e.Code, Description: e.Description, Algs: DPoPAlgs}.String())
+	if n := p.dpop.Nonce(); n != "" {
+		e = e.WithHeader(DPoPNonceHeader, n)
+	}
+	return e
 }
 
 var errAgentGone = errors.New("agent deleted, disabled or registered again")

@@ -175,9 +175,9 @@ type AuthRequest struct {
 	BrowserHash string
 	// DPoPJKT is the dpop_jkt the client sent (RFC 9449 §10): the code
 	// is redeemed only with a proof by the key of that thumbprint.
-	DPoPJKT string
-	CreatedAt   time.Time
-	ExpiresAt   time.Time
+	DPoPJKT   string
+	CreatedAt time.Time
+	ExpiresAt time.Time
 	// Approval is set once, when an agent completes the request.
 	Approval *Approval
 }

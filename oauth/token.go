@@ -233,6 +233,12 @@ func (s *tokenEndpoint) handleToken(w http.ResponseWriter, r *http.Request) erro
 	default:
 		return ErrUnsupportedGrantType("unsupported grant_type " + strconvQuote(grant))
 	}
+	// The proof first: a client asked for a nonce retries before its
+	// credentials (an assertion is good once) are spent.
+	proof, err := s.verifyProof(w, r, TokenPath)
+	if err != nil {
+		return err
+	}
 	// Agents act as their own clients for the grants about themselves.
 	c, err := s.authenticateCaller(r.Context(), w, r, params, grant == GrantClientCredentials || grant == GrantTokenExchange)
 	if err != nil {
@@ -241,16 +247,19 @@ func (s *tokenEndpoint) handleToken(w http.ResponseWriter, r *http.Request) erro
 	if c.client != nil && !c.client.AllowsGrant(grant) {
 		return ErrUnauthorizedClient("this client may not use the " + grant + " grant")
 	}
+	if err := s.requireDPoP(proof, c); err != nil {
+		return err
+	}
 	var resp *tokenResponse
 	switch grant {
 	case GrantAuthorizationCode:
-		resp, err = s.grantAuthorizationCode(r.Context(), c.client, params)
+		resp, err = s.grantAuthorizationCode(r.Context(), c.client, params, proof)
 	case GrantRefreshToken:
-		resp, err = s.grantRefreshToken(r.Context(), w, c.client, params)
+		resp, err = s.grantRefreshToken(r.Context(), w, c.client, params, proof)
 	case GrantClientCredentials:
-		resp, err = s.grantClientCredentials(r.Context(), c, params)
+		resp, err = s.grantClientCredentials(r.Context(), c, params, proof)
 	case GrantTokenExchange:
-		resp, err = s.grantTokenExchange(r.Context(), c, params)
+		resp, err = s.grantTokenExchange(r.Context(), c, params, proof)
 	}
 	if err != nil {
 		return err
@@ -265,7 +274,7 @@ var errCodeReplay = ErrInvalidGrant("the authorization code was already used; th
 // grantAuthorizationCode redeems a code once. The ids of what it will issue
 // are chosen first and recorded by the redemption itself, so a second
 // redemption, whenever it comes, finds them and revokes them.
-func (s *tokenEndpoint) grantAuthorizationCode(ctx context.Context, client *Client, params url.Values) (*tokenResponse, error) {
+func (s *tokenEndpoint) grantAuthorizationCode(ctx context.Context, client *Client, params url.Values, proof *DPoPProof) (*tokenResponse, error) {
 	q := codeRedemption{clientID: client.ID, redirectURI: params.Get("redirect_uri"), verifier: params.Get("code_verifier")}
 	code := params.Get("code")
 	if code == "" || len(code) > 256 {
@@ -285,6 +294,9 @@ func (s *tokenEndpoint) grantAuthorizationCode(ctx context.Context, client *Clie
 	var audience []string
 	g, err := s.store.RedeemCode(ctx, tokenHash(code), func(g *CodeGrant) (Redemption, error) {
 		if err := decideRedemption(g, q, s.now()); err != nil {
+			return Redemption{}, err
+		}
+		if err := checkCodeBinding(g, proof); err != nil {
 			return Redemption{}, err
 		}
 		// A resource never authorized fails before the code is spent.
@@ -317,16 +329,36 @@ func (s *tokenEndpoint) grantAuthorizationCode(ctx context.Context, client *Clie
 	// The agent's permissions now, not when it approved: one an operator
 	// took away meanwhile is not granted (as a refresh does).
 	scopes := heldScopes(g.Scopes, a)
-	resp, err := s.issue(ctx, issueRequest{
+	q2 := issueRequest{
 		client: client, agent: a, scopes: scopes, resources: g.Resources, audience: audience, model: g.ModelName,
 		authTime: g.AuthTime, nonce: g.Nonce, refresh: refresh, jti: plan.ID, notAfter: exp, family: family,
-		familyEnds: s.now().Add(s.cfg.RefreshTokenLifetime),
-	})
+		familyEnds: s.now().Add(s.cfg.RefreshTokenLifetime), jkt: proof.jkt(),
+	}
+	if client.Public {
+		// A public client has no credentials: its refresh tokens are as
+		// good as its key (RFC 9449 §5).
+		q2.refreshJKT = proof.jkt()
+	}
+	resp, err := s.issue(ctx, q2)
 	if err != nil {
 		return nil, err
 	}
 	metrics.SignIn(signinRedeemed)
 	return resp, nil
+}
+
+// checkCodeBinding checks the proof of a code's redemption against the
+// dpop_jkt it was requested with (RFC 9449 §10).
+func checkCodeBinding(g *CodeGrant, proof *DPoPProof) error {
+	switch {
+	case g.DPoPJKT == "":
+		return nil
+	case proof == nil:
+		return ErrInvalidDPoPProof("the code is bound to a DPoP key (dpop_jkt): send a DPoP proof by that key")
+	case proof.JKT != g.DPoPJKT:
+		return ErrInvalidGrant("the code is bound to another DPoP key (dpop_jkt)")
+	}
+	return nil
 }
 
 // revokeRedemption revokes what a code's redemption issued.
@@ -367,6 +399,9 @@ type issueRequest struct {
 	familyEnds time.Time
 	// rotate is the hash of the refresh token this one replaces.
 	rotate string
+	// jkt binds the access token to a DPoP key, refreshJKT the refresh
+	// token (a public client's).
+	jkt, refreshJKT string
 }
 
 // issue signs the access token, stores the refresh token and signs the ID
@@ -384,17 +419,17 @@ func (s *tokenEndpoint) issue(ctx context.Context, q issueRequest) (*tokenRespon
 	}
 	at, err := s.tokens.IssueAccessToken(AccessGrant{
 		Subject: q.agent.ID, ClientID: q.client.ID, Scopes: q.scopes, Audience: audience, ModelName: model, AuthTime: q.authTime,
-		JTIPrefix: q.family, ID: q.jti, NotAfter: q.notAfter,
+		JTIPrefix: q.family, ID: q.jti, NotAfter: q.notAfter, JKT: q.jkt,
 	})
 	if err != nil {
 		return nil, err
 	}
-	resp := &tokenResponse{AccessToken: at.Token, TokenType: "Bearer", ExpiresIn: at.ExpiresIn, Scope: at.Scope}
+	resp := &tokenResponse{AccessToken: at.Token, TokenType: at.Type, ExpiresIn: at.ExpiresIn, Scope: at.Scope}
 	if q.refresh && q.familyEnds.After(s.now()) {
 		rt := randomToken(32)
 		g := &RefreshGrant{
 			Family: q.family, ClientID: q.client.ID, AgentID: q.agent.ID, Scopes: q.scopes, Resources: q.resources,
-			ModelName: q.model, AuthTime: q.authTime, ExpiresAt: q.familyEnds,
+			ModelName: q.model, AuthTime: q.authTime, ExpiresAt: q.familyEnds, DPoPJKT: q.refreshJKT,
 		}
 		if q.rotate != "" {
 			err = s.store.RotateRefresh(ctx, q.rotate, tokenHash(rt), g)
@@ -453,7 +488,7 @@ var errRefreshReuse = ErrInvalidGrant("the refresh token was already used; its w
 // and its successor stored in one compare-and-swap, so of two concurrent
 // uses exactly one succeeds, and presenting a rotated one revokes the
 // family.
-func (s *tokenEndpoint) grantRefreshToken(ctx context.Context, w http.ResponseWriter, client *Client, params url.Values) (*tokenResponse, error) {
+func (s *tokenEndpoint) grantRefreshToken(ctx context.Context, w http.ResponseWriter, client *Client, params url.Values, proof *DPoPProof) (*tokenResponse, error) {
 	rt := params.Get("refresh_token")
 	if rt == "" || len(rt) > 256 {
 		return nil, ErrInvalidRequest("refresh_token is required")
@@ -468,6 +503,14 @@ func (s *tokenEndpoint) grantRefreshToken(ctx context.Context, w http.ResponseWr
 	}
 	if g.ClientID != client.ID {
 		return nil, ErrInvalidGrant("the refresh token was issued to another client")
+	}
+	// Before the reuse check: a bound token is no use without its key, so
+	// presenting a stolen one revokes nothing.
+	switch {
+	case g.DPoPJKT != "" && proof == nil:
+		return nil, ErrInvalidDPoPProof("the refresh token is DPoP-bound: send a DPoP proof by its key")
+	case g.DPoPJKT != "" && proof.JKT != g.DPoPJKT:
+		return nil, ErrInvalidGrant("the refresh token is bound to another DPoP key")
 	}
 	if g.Rotated {
 		return nil, s.refreshReused(ctx, client, g)
@@ -496,6 +539,7 @@ func (s *tokenEndpoint) grantRefreshToken(ctx context.Context, w http.ResponseWr
 	resp, err := s.issue(ctx, issueRequest{
 		client: client, agent: a, scopes: scopes, resources: g.Resources, audience: audience, model: g.ModelName,
 		authTime: g.AuthTime, refresh: true, family: g.Family, familyEnds: g.ExpiresAt, rotate: hash,
+		jkt: proof.jkt(), refreshJKT: g.DPoPJKT,
 	})
 	switch {
 	case errors.Is(err, ErrRefreshRotated):
@@ -522,12 +566,12 @@ func (s *tokenEndpoint) refreshReused(ctx context.Context, client *Client, g *Re
 
 // grantClientCredentials issues a token to the caller itself: a confidential
 // client (for its API scopes) or an agent (as /api/agent-auth does).
-func (s *tokenEndpoint) grantClientCredentials(ctx context.Context, c caller, params url.Values) (*tokenResponse, error) {
+func (s *tokenEndpoint) grantClientCredentials(ctx context.Context, c caller, params url.Values, proof *DPoPProof) (*tokenResponse, error) {
 	aud, err := parseResources(params["resource"])
 	if err != nil {
 		return nil, err
 	}
-	g := AccessGrant{Subject: c.id(), ClientID: c.id(), Audience: aud, AuthTime: s.now()}
+	g := AccessGrant{Subject: c.id(), ClientID: c.id(), Audience: aud, AuthTime: s.now(), JKT: proof.jkt()}
 	if c.agent != nil {
 		if g.Scopes, err = AgentSelfScopes(params.Get("scope"), c.agent); err != nil {
 			return nil, err
@@ -547,13 +591,13 @@ func (s *tokenEndpoint) grantClientCredentials(ctx context.Context, c caller, pa
 		return nil, err
 	}
 	s.issued(ctx, events.TokenIssued, GrantClientCredentials, c, at, g.Subject)
-	return &tokenResponse{AccessToken: at.Token, TokenType: "Bearer", ExpiresIn: at.ExpiresIn, Scope: at.Scope}, nil
+	return &tokenResponse{AccessToken: at.Token, TokenType: at.Type, ExpiresIn: at.ExpiresIn, Scope: at.Scope}, nil
 }
 
 // grantTokenExchange (RFC 8693) trades an access token issued here for one
 // with a narrower scope and/or another audience, naming the requesting
 // client (or agent) in act.
-func (s *tokenEndpoint) grantTokenExchange(ctx context.Context, c caller, params url.Values) (*tokenResponse, error) {
+func (s *tokenEndpoint) grantTokenExchange(ctx context.Context, c caller, params url.Values, proof *DPoPProof) (*tokenResponse, error) {
 	subject, typ := params.Get("subject_token"), params.Get("subject_token_type")
 	if subject == "" || typ == "" {
 		return nil, ErrInvalidRequest("subject_token and subject_token_type are required")
@@ -592,6 +636,11 @@ func (s *tokenEndpoint) grantTokenExchange(ctx context.Context, c caller, params
 	if s.revocations.Revoked(claims) {
 		return nil, ErrInvalidGrant("subject_token was revoked")
 	}
+	// A bound token is exchanged only by its key's holder, for a token
+	// bound to that key: no way around the binding.
+	if jkt := claims.BoundKey(); jkt != "" && proof.jkt() != jkt {
+		return nil, ErrInvalidGrant("subject_token is DPoP-bound: send a DPoP proof by its key")
+	}
 	q.subject = claims
 	holder, err := s.exchangeSubject(ctx, claims)
 	if err != nil {
@@ -607,12 +656,13 @@ func (s *tokenEndpoint) grantTokenExchange(ctx context.Context, c caller, params
 	if err != nil {
 		return nil, err
 	}
+	g.JKT = proof.jkt()
 	at, err := s.tokens.IssueAccessToken(g)
 	if err != nil {
 		return nil, err
 	}
 	s.issued(ctx, events.TokenExchanged, GrantTokenExchange, c, at, g.Subject)
-	return &tokenResponse{AccessToken: at.Token, TokenType: "Bearer", ExpiresIn: at.ExpiresIn, Scope: at.Scope, IssuedTokenType: TokenTypeAccessToken}, nil
+	return &tokenResponse{AccessToken: at.Token, TokenType: at.Type, ExpiresIn: at.ExpiresIn, Scope: at.Scope, IssuedTokenType: TokenTypeAccessToken}, nil
 }
 
 // exchangeSubject loads whom a subject token speaks for: a client, for a

@@ -27,6 +27,30 @@ type AccessClaims struct {
 	ModelName string `json:"model_name,omitempty"`
 	AuthTime  int64  `json:"auth_time,omitempty"`
 	Act       *Actor `json:"act,omitempty"`
+	// Cnf binds the token to a DPoP key (RFC 9449 §6.1).
+	Cnf *Confirmation `json:"cnf,omitempty"`
+}
+
+// Confirmation is the cnf claim: the thumbprint of the key a token is
+// bound to.
+type Confirmation struct {
+	JKT string `json:"jkt"`
+}
+
+// BoundKey is the thumbprint of the DPoP key the token is bound to, or "".
+func (c *AccessClaims) BoundKey() string {
+	if c.Cnf == nil {
+		return ""
+	}
+	return c.Cnf.JKT
+}
+
+// TokenType is how the token is sent: DPoP when bound, else Bearer.
+func (c *AccessClaims) TokenType() string {
+	if c.BoundKey() != "" {
+		return TokenTypeDPoP
+	}
+	return TokenTypeBearer
 }
 
 // Actor is the RFC 8693 act claim: who is acting on the subject's behalf,
@@ -61,6 +85,8 @@ type AccessGrant struct {
 	// ID is the jti to use, when the caller chose it in advance (to record
 	// it before signing); empty means a new one after JTIPrefix.
 	ID string
+	// JKT binds the token to the DPoP key of that thumbprint.
+	JKT string
 }
 
 // IssuedToken is a signed access token and what the token response says
@@ -71,6 +97,8 @@ type IssuedToken struct {
 	ExpiresIn int64
 	Scope     string
 	ExpiresAt time.Time
+	// Type is the token_type: DPoP for a bound token, else Bearer.
+	Type string
 }
 
 // KeyLookup finds the verification key of a kid. It returns an error only
@@ -193,6 +221,10 @@ func (t *Tokens) IssueAccessToken(g AccessGrant) (IssuedToken, error) {
 		ModelName: g.ModelName,
 		Act:       g.Actor,
 	}
+	typ := TokenTypeBearer
+	if g.JKT != "" {
+		claims.Cnf, typ = &Confirmation{JKT: g.JKT}, TokenTypeDPoP
+	}
 	if !g.AuthTime.IsZero() {
 		claims.AuthTime = g.AuthTime.Unix()
 	}
@@ -203,7 +235,7 @@ func (t *Tokens) IssueAccessToken(g AccessGrant) (IssuedToken, error) {
 	if err != nil {
 		return IssuedToken{}, fmt.Errorf("signing access token: %w", err)
 	}
-	return IssuedToken{Token: signed, ID: jti, ExpiresIn: int64(exp.Sub(now) / time.Second), Scope: scope, ExpiresAt: exp}, nil
+	return IssuedToken{Token: signed, ID: jti, ExpiresIn: int64(exp.Sub(now) / time.Second), Scope: scope, ExpiresAt: exp, Type: typ}, nil
 }
 
 // ExpiryOf is when a token issued now for g would expire.

@@ -114,7 +114,7 @@ func TestBadgerMigratesPreviousLayout(t *testing.T) {
 
 	// Agents and keys were already in place.
 	got, err := b.GetAgent(ctx, "agent-1")
-	if err != nil || got.OwnerEmail != agent.OwnerEmail || !got.CreatedAt.Equal(created) || !got.Disabled {
+	if err != nil || got.OwnerEmail != agent.OwnerEmail || !got.CreatedAt.Equal(created) || !got.Disabled || got.RequireDPoP {
 		t.Fatalf("agent after migration: %+v, %v", got, err)
 	}
 	set, err := b.SigningKeys(ctx)
@@ -126,7 +126,8 @@ func TestBadgerMigratesPreviousLayout(t *testing.T) {
 	}
 
 	c, err := b.GetClient(ctx, "app")
-	if err != nil || c.Name != "App" || c.SecretHash != "abc" || c.Public || len(c.GrantTypes) != 2 || c.Source != "admin" || !c.CreatedAt.Equal(created) {
+	if err != nil || c.Name != "App" || c.SecretHash != "abc" || c.Public || len(c.GrantTypes) != 2 || c.Source != "admin" || !c.CreatedAt.Equal(created) ||
+		c.RequireDPoP {
 		t.Fatalf("client after migration: %+v, %v", c, err)
 	}
 
@@ -136,7 +137,8 @@ func TestBadgerMigratesPreviousLayout(t *testing.T) {
 			t.Fatalf("refresh token %s after migration: %v", hash, err)
 		}
 		if g.Family != "fam-1" || g.ClientID != "app" || g.AgentID != "agent-1" || len(g.Scopes) != 2 || !slices.Equal(g.Resources, []string{"https://api/"}) ||
-			g.ModelName != "m" || !g.AuthTime.Equal(time.Unix(created.Unix(), 0)) || !g.ExpiresAt.Equal(refreshExp) || g.Rotated != rotated {
+			g.ModelName != "m" || !g.AuthTime.Equal(time.Unix(created.Unix(), 0)) || !g.ExpiresAt.Equal(refreshExp) || g.Rotated != rotated ||
+			g.DPoPJKT != "" {
 			t.Fatalf("refresh token %s after migration: %+v", hash, g)
 		}
 	}

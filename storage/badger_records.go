@@ -29,6 +29,9 @@ type agentRecord struct {
 	// JWKS is absent from agents written before agents could hold keys,
 	// and from agents that hold a secret.
 	JWKS string `json:"jwks,omitempty"`
+	// RequireDPoP is absent from agents written before DPoP, and from
+	// agents that do not require it.
+	RequireDPoP bool `json:"require_dpop,omitempty"`
 }
 
 func toAgentRecord(a *agents.Agent) agentRecord {
@@ -43,6 +46,7 @@ func toAgentRecord(a *agents.Agent) agentRecord {
 		UpdatedAt:   a.UpdatedAt,
 		Disabled:    a.Disabled,
 		JWKS:        a.JWKS,
+		RequireDPoP: a.RequireDPoP,
 	}
 }
 
@@ -58,6 +62,7 @@ func (r agentRecord) agent() *agents.Agent {
 		UpdatedAt:   r.UpdatedAt,
 		Disabled:    r.Disabled,
 		JWKS:        r.JWKS,
+		RequireDPoP: r.RequireDPoP,
 	}
 }
 
@@ -76,10 +81,13 @@ type clientRecord struct {
 	// JWKS and JWKSURI (RFC 7591's names) are absent from clients written
 	// before clients could authenticate with keys, and from those that
 	// do not.
-	JWKS      string    `json:"jwks,omitempty"`
-	JWKSURI   string    `json:"jwks_uri,omitempty"`
-	Source    string    `json:"source"`
-	CreatedAt time.Time `json:"created_at"`
+	JWKS    string `json:"jwks,omitempty"`
+	JWKSURI string `json:"jwks_uri,omitempty"`
+	// RequireDPoP, under RFC 9449's name, is absent from clients written
+	// before DPoP, and from those that do not require it.
+	RequireDPoP bool      `json:"dpop_bound_access_tokens,omitempty"`
+	Source      string    `json:"source"`
+	CreatedAt   time.Time `json:"created_at"`
 }
 
 func toClientRecord(c *oauth.Client) clientRecord {
@@ -94,6 +102,7 @@ func toClientRecord(c *oauth.Client) clientRecord {
 		IDTokenAlg:   c.IDTokenAlg,
 		JWKS:         c.JWKS,
 		JWKSURI:      c.JWKSURI,
+		RequireDPoP:  c.RequireDPoP,
 		Source:       c.Source,
 		CreatedAt:    c.CreatedAt,
 	}
@@ -111,6 +120,7 @@ func (r clientRecord) client() *oauth.Client {
 		IDTokenAlg:   r.IDTokenAlg,
 		JWKS:         r.JWKS,
 		JWKSURI:      r.JWKSURI,
+		RequireDPoP:  r.RequireDPoP,
 		Source:       r.Source,
 		CreatedAt:    r.CreatedAt,
 	}
@@ -163,11 +173,14 @@ type authRequestRecord struct {
 	// Resource is the one resource of records written before resources
 	// could repeat, read when Resources is empty; still written (the first
 	// one) so that a downgraded build finds it.
-	Resource    string          `json:"resource,omitempty"`
-	BrowserHash string          `json:"browser_hash,omitempty"`
-	CreatedAt   time.Time       `json:"created_at"`
-	ExpiresAt   time.Time       `json:"expires_at"`
-	Approval    *approvalRecord `json:"approval,omitempty"`
+	Resource    string `json:"resource,omitempty"`
+	BrowserHash string `json:"browser_hash,omitempty"`
+	// DPoPJKT is absent from requests written before DPoP, and from those
+	// without a dpop_jkt; likewise in codeRecord and refreshRecord.
+	DPoPJKT   string          `json:"dpop_jkt,omitempty"`
+	CreatedAt time.Time       `json:"created_at"`
+	ExpiresAt time.Time       `json:"expires_at"`
+	Approval  *approvalRecord `json:"approval,omitempty"`
 }
 
 type approvalRecord struct {
@@ -203,6 +216,7 @@ func toAuthRequestRecord(r *oauth.AuthRequest) authRequestRecord {
 		Resources:     slices.Clone(r.Resources),
 		Resource:      firstResource(r.Resources),
 		BrowserHash:   r.BrowserHash,
+		DPoPJKT:       r.DPoPJKT,
 		CreatedAt:     r.CreatedAt,
 		ExpiresAt:     r.ExpiresAt,
 		Approval:      toApprovalRecord(r.Approval),
@@ -220,6 +234,7 @@ func (r authRequestRecord) authRequest() *oauth.AuthRequest {
 		CodeChallenge: r.CodeChallenge,
 		Resources:     resources(r.Resources, r.Resource),
 		BrowserHash:   r.BrowserHash,
+		DPoPJKT:       r.DPoPJKT,
 		CreatedAt:     r.CreatedAt,
 		ExpiresAt:     r.ExpiresAt,
 		Approval:      r.Approval.approval(),
@@ -239,6 +254,7 @@ type codeRecord struct {
 	ModelName     string            `json:"model_name,omitempty"`
 	AuthTime      time.Time         `json:"auth_time"`
 	ExpiresAt     time.Time         `json:"expires_at"`
+	DPoPJKT       string            `json:"dpop_jkt,omitempty"`
 	Redemption    *redemptionRecord `json:"redemption,omitempty"`
 }
 
@@ -275,6 +291,7 @@ func toCodeRecord(g *oauth.CodeGrant) codeRecord {
 		ModelName:     g.ModelName,
 		AuthTime:      g.AuthTime,
 		ExpiresAt:     g.ExpiresAt,
+		DPoPJKT:       g.DPoPJKT,
 		Redemption:    toRedemptionRecord(g.Redemption),
 	}
 }
@@ -291,6 +308,7 @@ func (r codeRecord) grant() *oauth.CodeGrant {
 		ModelName:     r.ModelName,
 		AuthTime:      r.AuthTime,
 		ExpiresAt:     r.ExpiresAt,
+		DPoPJKT:       r.DPoPJKT,
 		Redemption:    r.Redemption.redemption(),
 	}
 }
@@ -308,6 +326,7 @@ type refreshRecord struct {
 	AuthTime  time.Time `json:"auth_time"`
 	ExpiresAt time.Time `json:"expires_at"`
 	Rotated   bool      `json:"rotated,omitempty"`
+	DPoPJKT   string    `json:"dpop_jkt,omitempty"`
 }
 
 // firstResource is what a record's old single-resource field holds, so a
@@ -339,6 +358,7 @@ func toRefreshRecord(g *oauth.RefreshGrant) refreshRecord {
 		AuthTime:  g.AuthTime,
 		ExpiresAt: g.ExpiresAt,
 		Rotated:   g.Rotated,
+		DPoPJKT:   g.DPoPJKT,
 	}
 }
 
@@ -353,6 +373,7 @@ func (r refreshRecord) grant() *oauth.RefreshGrant {
 		AuthTime:  r.AuthTime,
 		ExpiresAt: r.ExpiresAt,
 		Rotated:   r.Rotated,
+		DPoPJKT:   r.DPoPJKT,
 	}
 }
 

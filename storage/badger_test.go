@@ -663,26 +663,10 @@ func TestBadgerRecordsWithoutKeys(t *testing.T) {
 	if _, err := b.UpdateClient(ctx, "old-client", func(*oauth.Client) error { return nil }); err != nil {
 		t.Fatal(err)
 	}
-	raw := func(key []byte) string {
-		t.Helper()
-		var v []byte
-		err := b.view(ctx, func(txn *badger.Txn) error {
-			item, err := txn.Get(key)
-			if err != nil {
-				return err
-			}
-			v, err = item.ValueCopy(nil)
-			return err
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
-		return string(v)
-	}
-	if got := raw(agentKey("old-agent")); got != oldAgent {
+	if got := storedJSON(t, b, agentKey("old-agent")); got != oldAgent {
 		t.Errorf("agent rewritten as\n%s\nwant\n%s", got, oldAgent)
 	}
-	if got := raw(clientKey("old-client")); got != oldClient {
+	if got := storedJSON(t, b, clientKey("old-client")); got != oldClient {
 		t.Errorf("client rewritten as\n%s\nwant\n%s", got, oldClient)
 	}
 
@@ -696,11 +680,126 @@ func TestBadgerRecordsWithoutKeys(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	if got := raw(agentKey("old-agent")); !strings.Contains(got, `"jwks":"{\"keys\":[]}"`) {
+	if got := storedJSON(t, b, agentKey("old-agent")); !strings.Contains(got, `"jwks":"{\"keys\":[]}"`) {
 		t.Errorf("agent with keys stored as %s", got)
 	}
-	if got := raw(clientKey("old-client")); !strings.Contains(got, `"jwks":"{\"keys\":[]}"`) || !strings.Contains(got, `"jwks_uri":"https://app/jwks"`) {
+	if got := storedJSON(t, b, clientKey("old-client")); !strings.Contains(got, `"jwks":"{\"keys\":[]}"`) || !strings.Contains(got, `"jwks_uri":"https://app/jwks"`) {
 		t.Errorf("client with keys stored as %s", got)
+	}
+}
+
+// storedJSON returns the value stored under key, as it is on disk.
+func storedJSON(t *testing.T, b *Badger, key []byte) string {
+	t.Helper()
+	var v []byte
+	err := b.view(context.Background(), func(txn *badger.Txn) error {
+		item, err := txn.Get(key)
+		if err != nil {
+			return err
+		}
+		v, err = item.ValueCopy(nil)
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(v)
+}
+
+// TestBadgerRecordsBeforeDPoP checks records written before DPoP: they
+// load requiring no proof and bound to no key; rewritten by the calls
+// that change them, they still hold no DPoP field, so a build before DPoP
+// reads what this one writes exactly as before; and records that use DPoP
+// carry it under the names below.
+func TestBadgerRecordsBeforeDPoP(t *testing.T) {
+	ctx := context.Background()
+	now := time.Date(2025, 3, 14, 15, 0, 0, 0, time.UTC)
+	b := openTestBadger(t, BadgerOptions{Dir: t.TempDir(), Now: func() time.Time { return now }})
+	// As the build before DPoP wrote them.
+	old := map[string]string{
+		string(agentKey("agent")): `{"agent_id":"agent","secret_hash":"$argon2id$x","model_name":"m","owner_name":"Ada","owner_email":"ada@example.com",` +
+			`"permissions":["data:read"],"created_at":"2025-03-14T15:09:26.535897Z","updated_at":"2025-03-14T15:09:26.535897Z","disabled":false}`,
+		string(clientKey("app")): `{"client_id":"app","client_name":"App","public":true,"redirect_uris":["https://app/cb"],"scopes":["openid"],` +
+			`"grant_types":["authorization_code","refresh_token"],"source":"dynamic","created_at":"2025-03-14T15:09:26.535897Z"}`,
+		string(authReqKey("req")): `{"id":"req","client_id":"app","redirect_uri":"https://app/cb","scopes":["openid"],"state":"s",` +
+			`"code_challenge":"c","resources":["https://api/"],"resource":"https://api/","created_at":"2025-03-14T15:00:00Z","expires_at":"2025-03-14T15:10:00Z"}`,
+		string(codeKey("code")): `{"client_id":"app","redirect_uri":"https://app/cb","scopes":["openid"],"code_challenge":"c",` +
+			`"agent_id":"agent","auth_time":"2025-03-14T14:59:00Z","expires_at":"2025-03-14T15:10:00Z"}`,
+		string(refreshKey("rt")): `{"family":"fam","client_id":"app","agent_id":"agent","scopes":["openid"],` +
+			`"auth_time":"2025-03-14T14:59:00Z","expires_at":"2025-03-15T15:00:00Z"}`,
+		string(familyIndexKey("fam", "rt")): ``,
+	}
+	err := b.db.Update(func(txn *badger.Txn) error {
+		for k, v := range old {
+			if err := txn.Set([]byte(k), []byte(v)); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	a, err := b.UpdateAgent(ctx, "agent", func(*agents.Agent) error { return nil })
+	if err != nil || a.OwnerEmail != "ada@example.com" || a.RequireDPoP {
+		t.Fatalf("agent of the previous build: %+v, %v", a, err)
+	}
+	c, err := b.UpdateClient(ctx, "app", func(*oauth.Client) error { return nil })
+	if err != nil || !c.Public || c.RequireDPoP {
+		t.Fatalf("client of the previous build: %+v, %v", c, err)
+	}
+	for _, key := range [][]byte{agentKey("agent"), clientKey("app")} {
+		if got := storedJSON(t, b, key); got != old[string(key)] {
+			t.Errorf("%s rewritten as\n%s\nwant\n%s", key, got, old[string(key)])
+		}
+	}
+	r, err := b.ApproveAuthRequest(ctx, "req", oauth.Approval{AgentID: "agent", CodeSeed: "seed"})
+	if err != nil || r.State != "s" || r.DPoPJKT != "" {
+		t.Fatalf("authorization request of the previous build: %+v, %v", r, err)
+	}
+	g, err := b.RedeemCode(ctx, "code", func(*oauth.CodeGrant) (oauth.Redemption, error) { return oauth.Redemption{AccessTokenID: "at"}, nil })
+	if err != nil || g.AgentID != "agent" || g.DPoPJKT != "" {
+		t.Fatalf("code of the previous build: %+v, %v", g, err)
+	}
+	rt, err := b.GetRefresh(ctx, "rt")
+	if err != nil || rt.Family != "fam" || rt.DPoPJKT != "" {
+		t.Fatalf("refresh token of the previous build: %+v, %v", rt, err)
+	}
+	if err := b.RotateRefresh(ctx, "rt", "rt-2", rt); err != nil {
+		t.Fatal(err)
+	}
+	for _, key := range [][]byte{authReqKey("req"), codeKey("code"), refreshKey("rt"), refreshKey("rt-2")} {
+		if got := storedJSON(t, b, key); strings.Contains(got, "dpop") {
+			t.Errorf("%s rewritten with a DPoP field: %s", key, got)
+		}
+	}
+
+	// With DPoP, they carry it: the agent under its API's name, the client
+	// under RFC 9449's, the others under the request parameter's.
+	if _, err := b.UpdateAgent(ctx, "agent", func(a *agents.Agent) error { a.RequireDPoP = true; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.UpdateClient(ctx, "app", func(c *oauth.Client) error { c.RequireDPoP = true; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	const jkt = "0ZcOCORZNYy-DWpqq30jZyJGHTN0d2HglBV3uiguA4I"
+	must(t, b.CreateAuthRequest(ctx, &oauth.AuthRequest{ID: "bound", DPoPJKT: jkt, ExpiresAt: now.Add(time.Minute)}))
+	must(t, b.CreateCode(ctx, "bound", &oauth.CodeGrant{DPoPJKT: jkt, ExpiresAt: now.Add(time.Minute)}))
+	rt.DPoPJKT = jkt
+	if err := b.RotateRefresh(ctx, "rt-2", "rt-3", rt); err != nil {
+		t.Fatal(err)
+	}
+	for key, want := range map[string]string{
+		string(agentKey("agent")):   `"require_dpop":true`,
+		string(clientKey("app")):    `"dpop_bound_access_tokens":true`,
+		string(authReqKey("bound")): `"dpop_jkt":"` + jkt + `"`,
+		string(codeKey("bound")):    `"dpop_jkt":"` + jkt + `"`,
+		string(refreshKey("rt-3")):  `"dpop_jkt":"` + jkt + `"`,
+	} {
+		if got := storedJSON(t, b, []byte(key)); !strings.Contains(got, want) {
+			t.Errorf("%s stored as %s, want %s in it", key, got, want)
+		}
 	}
 }
 

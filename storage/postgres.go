@@ -440,14 +440,14 @@ func (p *Postgres) tx(ctx context.Context, fn func(ctx context.Context, tx pgx.T
 
 // --- agents ---
 
-const agentColumns = "id, secret_hash, model_name, owner_name, owner_email, permissions, created_ns, updated_ns, disabled, jwks"
+const agentColumns = "id, secret_hash, model_name, owner_name, owner_email, permissions, created_ns, updated_ns, disabled, jwks, require_dpop"
 
 func scanAgent(row pgx.Row) (*agents.Agent, error) {
 	var (
 		a                agents.Agent
 		created, updated *int64
 	)
-	if err := row.Scan(&a.ID, &a.SecretHash, &a.ModelName, &a.OwnerName, &a.OwnerEmail, &a.Permissions, &created, &updated, &a.Disabled, &a.JWKS); err != nil {
+	if err := row.Scan(&a.ID, &a.SecretHash, &a.ModelName, &a.OwnerName, &a.OwnerEmail, &a.Permissions, &created, &updated, &a.Disabled, &a.JWKS, &a.RequireDPoP); err != nil {
 		return nil, err
 	}
 	a.CreatedAt, a.UpdatedAt = fromNS(created), fromNS(updated)
@@ -455,7 +455,7 @@ func scanAgent(row pgx.Row) (*agents.Agent, error) {
 }
 
 func agentArgs(a *agents.Agent) []any {
-	return []any{a.ID, a.SecretHash, a.ModelName, a.OwnerName, a.OwnerEmail, nonNil(a.Permissions), ns(a.CreatedAt), ns(a.UpdatedAt), a.Disabled, a.JWKS}
+	return []any{a.ID, a.SecretHash, a.ModelName, a.OwnerName, a.OwnerEmail, nonNil(a.Permissions), ns(a.CreatedAt), ns(a.UpdatedAt), a.Disabled, a.JWKS, a.RequireDPoP}
 }
 
 // nonNil stores a nil list as an empty one (the columns are NOT NULL); it
@@ -477,7 +477,7 @@ func (p *Postgres) CreateAgent(ctx context.Context, a *agents.Agent) error {
 	}
 	ctx, cancel := p.op(ctx)
 	defer cancel()
-	_, err := p.pool.Exec(ctx, "INSERT INTO agents ("+agentColumns+") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)", agentArgs(a)...)
+	_, err := p.pool.Exec(ctx, "INSERT INTO agents ("+agentColumns+") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)", agentArgs(a)...)
 	if isUnique(err) {
 		return agents.ErrExists
 	}
@@ -520,7 +520,7 @@ func (p *Postgres) UpdateAgent(ctx context.Context, id string, fn func(*agents.A
 			return err
 		}
 		_, err = tx.Exec(ctx, `UPDATE agents SET secret_hash = $2, model_name = $3, owner_name = $4, owner_email = $5,
-			permissions = $6, created_ns = $7, updated_ns = $8, disabled = $9, jwks = $10 WHERE id = $1`, agentArgs(a)...)
+			permissions = $6, created_ns = $7, updated_ns = $8, disabled = $9, jwks = $10, require_dpop = $11 WHERE id = $1`, agentArgs(a)...)
 		out = a
 		return err
 	})
@@ -560,14 +560,14 @@ func (p *Postgres) ListAgents(ctx context.Context, after string, limit int) ([]*
 
 // --- clients ---
 
-const clientColumns = "id, name, secret_hash, public, redirect_uris, scopes, grant_types, source, created_ns, id_token_alg, jwks, jwks_uri"
+const clientColumns = "id, name, secret_hash, public, redirect_uris, scopes, grant_types, source, created_ns, id_token_alg, jwks, jwks_uri, require_dpop"
 
 func scanClient(row pgx.Row) (*oauth.Client, error) {
 	var (
 		c       oauth.Client
 		created *int64
 	)
-	if err := row.Scan(&c.ID, &c.Name, &c.SecretHash, &c.Public, &c.RedirectURIs, &c.Scopes, &c.GrantTypes, &c.Source, &created, &c.IDTokenAlg, &c.JWKS, &c.JWKSURI); err != nil {
+	if err := row.Scan(&c.ID, &c.Name, &c.SecretHash, &c.Public, &c.RedirectURIs, &c.Scopes, &c.GrantTypes, &c.Source, &created, &c.IDTokenAlg, &c.JWKS, &c.JWKSURI, &c.RequireDPoP); err != nil {
 		return nil, err
 	}
 	c.CreatedAt = fromNS(created)
@@ -575,7 +575,7 @@ func scanClient(row pgx.Row) (*oauth.Client, error) {
 }
 
 func clientArgs(c *oauth.Client) []any {
-	return []any{c.ID, c.Name, c.SecretHash, c.Public, nonNil(c.RedirectURIs), nonNil(c.Scopes), nonNil(c.GrantTypes), c.Source, ns(c.CreatedAt), c.IDTokenAlg, c.JWKS, c.JWKSURI}
+	return []any{c.ID, c.Name, c.SecretHash, c.Public, nonNil(c.RedirectURIs), nonNil(c.Scopes), nonNil(c.GrantTypes), c.Source, ns(c.CreatedAt), c.IDTokenAlg, c.JWKS, c.JWKSURI, c.RequireDPoP}
 }
 
 // CreateClient stores c, or returns oauth.ErrExists.
@@ -588,7 +588,7 @@ func (p *Postgres) CreateClient(ctx context.Context, c *oauth.Client) error {
 	}
 	ctx, cancel := p.op(ctx)
 	defer cancel()
-	_, err := p.pool.Exec(ctx, "INSERT INTO clients ("+clientColumns+") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)", clientArgs(c)...)
+	_, err := p.pool.Exec(ctx, "INSERT INTO clients ("+clientColumns+") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)", clientArgs(c)...)
 	if isUnique(err) {
 		return oauth.ErrExists
 	}
@@ -632,7 +632,7 @@ func (p *Postgres) UpdateClient(ctx context.Context, id string, fn func(*oauth.C
 		}
 		_, err = tx.Exec(ctx, `UPDATE clients SET name = $2, secret_hash = $3, public = $4, redirect_uris = $5,
 			scopes = $6, grant_types = $7, source = $8, created_ns = $9, id_token_alg = $10, jwks = $11,
-			jwks_uri = $12 WHERE id = $1`, clientArgs(c)...)
+			jwks_uri = $12, require_dpop = $13 WHERE id = $1`, clientArgs(c)...)
 		out = c
 		return err
 	})
@@ -771,7 +771,7 @@ var (
 )
 
 const authRequestColumns = `id, client_id, redirect_uri, scopes, state, nonce, code_challenge, resources, browser_hash,
-	created_ns, expires_ns, approved_agent, approved_model, auth_ns, code_seed`
+	created_ns, expires_ns, approved_agent, approved_model, auth_ns, code_seed, dpop_jkt`
 
 func scanAuthRequest(row pgx.Row) (*oauth.AuthRequest, error) {
 	var (
@@ -781,7 +781,7 @@ func scanAuthRequest(row pgx.Row) (*oauth.AuthRequest, error) {
 		agent, model, codeSeed *string
 	)
 	if err := row.Scan(&r.ID, &r.ClientID, &r.RedirectURI, &r.Scopes, &r.State, &r.Nonce, &r.CodeChallenge, &r.Resources, &r.BrowserHash,
-		&created, &expires, &agent, &model, &authNS, &codeSeed); err != nil {
+		&created, &expires, &agent, &model, &authNS, &codeSeed, &r.DPoPJKT); err != nil {
 		return nil, err
 	}
 	r.CreatedAt, r.ExpiresAt = fromNS(created), time.Unix(0, expires)
@@ -815,13 +815,13 @@ func (p *Postgres) CreateAuthRequest(ctx context.Context, r *oauth.AuthRequest) 
 	ctx, cancel := p.op(ctx)
 	defer cancel()
 	tag, err := p.pool.Exec(ctx, `INSERT INTO auth_requests (`+authRequestColumns+`, resource)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, coalesce(($8::text[])[1], ''))
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, coalesce(($8::text[])[1], ''))
 		ON CONFLICT (id) DO UPDATE SET client_id = $2, redirect_uri = $3, scopes = $4, state = $5, nonce = $6,
 			code_challenge = $7, resources = $8, resource = coalesce(($8::text[])[1], ''), browser_hash = $9, created_ns = $10,
-			expires_ns = $11, approved_agent = $12, approved_model = $13, auth_ns = $14, code_seed = $15
-		WHERE auth_requests.expires_ns <= $16`,
+			expires_ns = $11, approved_agent = $12, approved_model = $13, auth_ns = $14, code_seed = $15, dpop_jkt = $16
+		WHERE auth_requests.expires_ns <= $17`,
 		r.ID, r.ClientID, r.RedirectURI, nonNil(r.Scopes), r.State, r.Nonce, r.CodeChallenge, nonNil(r.Resources), r.BrowserHash,
-		ns(r.CreatedAt), expiryNS(r.ExpiresAt), agent, model, authNS, seed, p.now().UnixNano())
+		ns(r.CreatedAt), expiryNS(r.ExpiresAt), agent, model, authNS, seed, r.DPoPJKT, p.now().UnixNano())
 	if err != nil {
 		return p.fail(err)
 	}
@@ -881,7 +881,7 @@ func (p *Postgres) ApproveAuthRequest(ctx context.Context, id string, a oauth.Ap
 // --- authorization codes ---
 
 const codeColumns = `client_id, redirect_uri, scopes, nonce, code_challenge, resources, agent_id, model_name, auth_ns, expires_ns,
-	redeemed, access_token_id, access_expires_ns, family`
+	redeemed, access_token_id, access_expires_ns, family, dpop_jkt`
 
 func scanCode(row pgx.Row) (*oauth.CodeGrant, error) {
 	var (
@@ -892,7 +892,7 @@ func scanCode(row pgx.Row) (*oauth.CodeGrant, error) {
 		accessToken, family *string
 	)
 	if err := row.Scan(&g.ClientID, &g.RedirectURI, &g.Scopes, &g.Nonce, &g.CodeChallenge, &g.Resources, &g.AgentID, &g.ModelName,
-		&authNS, &expires, &redeemed, &accessToken, &accessNS, &family); err != nil {
+		&authNS, &expires, &redeemed, &accessToken, &accessNS, &family, &g.DPoPJKT); err != nil {
 		return nil, err
 	}
 	g.AuthTime, g.ExpiresAt = fromNS(authNS), time.Unix(0, expires)
@@ -919,13 +919,13 @@ func (p *Postgres) CreateCode(ctx context.Context, hash string, g *oauth.CodeGra
 	ctx, cancel := p.op(ctx)
 	defer cancel()
 	tag, err := p.pool.Exec(ctx, `INSERT INTO codes (hash, `+codeColumns+`, resource)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, coalesce(($7::text[])[1], ''))
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, coalesce(($7::text[])[1], ''))
 		ON CONFLICT (hash) DO UPDATE SET client_id = $2, redirect_uri = $3, scopes = $4, nonce = $5, code_challenge = $6,
 			resources = $7, resource = coalesce(($7::text[])[1], ''), agent_id = $8, model_name = $9, auth_ns = $10, expires_ns = $11, redeemed = $12,
-			access_token_id = $13, access_expires_ns = $14, family = $15
-		WHERE codes.expires_ns <= $16`,
+			access_token_id = $13, access_expires_ns = $14, family = $15, dpop_jkt = $16
+		WHERE codes.expires_ns <= $17`,
 		hash, g.ClientID, g.RedirectURI, nonNil(g.Scopes), g.Nonce, g.CodeChallenge, nonNil(g.Resources), g.AgentID, g.ModelName,
-		ns(g.AuthTime), expiryNS(g.ExpiresAt), redeemed, red.AccessTokenID, ns(red.AccessTokenExpires), red.Family, p.now().UnixNano())
+		ns(g.AuthTime), expiryNS(g.ExpiresAt), redeemed, red.AccessTokenID, ns(red.AccessTokenExpires), red.Family, g.DPoPJKT, p.now().UnixNano())
 	if err != nil {
 		return p.fail(err)
 	}
@@ -981,7 +981,7 @@ func (p *Postgres) RedeemCode(ctx context.Context, hash string, redeem func(*oau
 
 // --- refresh tokens ---
 
-const refreshColumns = "family, client_id, agent_id, scopes, resources, model_name, auth_ns, expires_ns, rotated"
+const refreshColumns = "family, client_id, agent_id, scopes, resources, model_name, auth_ns, expires_ns, rotated, dpop_jkt"
 
 func scanRefresh(row pgx.Row) (*oauth.RefreshGrant, error) {
 	var (
@@ -989,7 +989,7 @@ func scanRefresh(row pgx.Row) (*oauth.RefreshGrant, error) {
 		authNS  *int64
 		expires int64
 	)
-	if err := row.Scan(&g.Family, &g.ClientID, &g.AgentID, &g.Scopes, &g.Resources, &g.ModelName, &authNS, &expires, &g.Rotated); err != nil {
+	if err := row.Scan(&g.Family, &g.ClientID, &g.AgentID, &g.Scopes, &g.Resources, &g.ModelName, &authNS, &expires, &g.Rotated, &g.DPoPJKT); err != nil {
 		return nil, err
 	}
 	g.AuthTime, g.ExpiresAt = fromNS(authNS), time.Unix(0, expires)
@@ -1002,12 +1002,12 @@ func (p *Postgres) putRefresh(ctx context.Context, q interface {
 	Exec(context.Context, string, ...any) (pgconn.CommandTag, error)
 }, hash string, g *oauth.RefreshGrant) (bool, error) {
 	tag, err := q.Exec(ctx, `INSERT INTO refresh_tokens (hash, `+refreshColumns+`, resource)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, coalesce(($6::text[])[1], ''))
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, coalesce(($6::text[])[1], ''))
 		ON CONFLICT (hash) DO UPDATE SET family = $2, client_id = $3, agent_id = $4, scopes = $5, resources = $6,
 			resource = coalesce(($6::text[])[1], ''),
-			model_name = $7, auth_ns = $8, expires_ns = $9, rotated = $10
-		WHERE refresh_tokens.expires_ns <= $11`,
-		hash, g.Family, g.ClientID, g.AgentID, nonNil(g.Scopes), nonNil(g.Resources), g.ModelName, ns(g.AuthTime), expiryNS(g.ExpiresAt), g.Rotated, p.now().UnixNano())
+			model_name = $7, auth_ns = $8, expires_ns = $9, rotated = $10, dpop_jkt = $11
+		WHERE refresh_tokens.expires_ns <= $12`,
+		hash, g.Family, g.ClientID, g.AgentID, nonNil(g.Scopes), nonNil(g.Resources), g.ModelName, ns(g.AuthTime), expiryNS(g.ExpiresAt), g.Rotated, g.DPoPJKT, p.now().UnixNano())
 	if err != nil {
 		return false, err
 	}

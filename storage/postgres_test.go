@@ -151,32 +151,50 @@ func TestPostgres(t *testing.T) {
 		}
 	})
 
-	t.Run("MigratesClientsAndAgentsBeforeKeys", func(t *testing.T) {
-		// A database at schema 5 holds an agent and a client; the migration
-		// to keys gives them none, and an instance of the previous version
-		// (a rolling upgrade) still writes rows the new one reads.
+	// schemaAt returns the DSN of a new schema migrated by hand to version
+	// n, as a build that knows no later file leaves it.
+	schemaAt := func(t *testing.T, n int) string {
+		t.Helper()
 		ctx := context.Background()
 		dsn := newSchema(t)
 		conn, err := pgx.Connect(ctx, dsn)
 		if err != nil {
 			t.Fatal(err)
 		}
+		defer conn.Close(ctx)
+		files, err := postgresSchema.ReadDir("postgres_schema")
+		if err != nil || len(files) < n {
+			t.Fatalf("schema files: %d, %v", len(files), err)
+		}
 		stmts := []string{"CREATE TABLE auth_agent_schema (version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"}
-		for v, name := range []string{"0001_initial", "0002_resources", "0003_id_token_alg", "0004_change_time", "0005_webhooks"} {
-			sql, err := postgresSchema.ReadFile("postgres_schema/" + name + ".sql")
+		for v, f := range files[:n] {
+			sql, err := postgresSchema.ReadFile("postgres_schema/" + f.Name())
 			if err != nil {
 				t.Fatal(err)
 			}
 			stmts = append(stmts, string(sql), fmt.Sprintf("INSERT INTO auth_agent_schema (version) VALUES (%d)", v+1))
 		}
-		const oldAgent = `INSERT INTO agents (id, secret_hash, model_name, owner_name, owner_email, permissions, created_ns, updated_ns, disabled)
-			VALUES ($1, 'hash', 'm', 'Ada', 'ada@example.com', '{data:read}', 1, 2, false)`
-		const oldClient = `INSERT INTO clients (id, name, secret_hash, public, redirect_uris, scopes, grant_types, source, created_ns, id_token_alg)
-			VALUES ($1, 'App', 'abc', false, '{https://app/cb}', '{openid}', '{authorization_code}', 'admin', 1, 'ES256')`
 		for _, stmt := range stmts {
 			if _, err := conn.Exec(ctx, stmt); err != nil {
 				t.Fatal(err)
 			}
+		}
+		return dsn
+	}
+
+	t.Run("MigratesClientsAndAgentsBeforeKeys", func(t *testing.T) {
+		// A database at schema 5 holds an agent and a client; the migration
+		// to keys gives them none, and an instance of the previous version
+		// (a rolling upgrade) still writes rows the new one reads.
+		ctx := context.Background()
+		dsn := schemaAt(t, 5)
+		const oldAgent = `INSERT INTO agents (id, secret_hash, model_name, owner_name, owner_email, permissions, created_ns, updated_ns, disabled)
+			VALUES ($1, 'hash', 'm', 'Ada', 'ada@example.com', '{data:read}', 1, 2, false)`
+		const oldClient = `INSERT INTO clients (id, name, secret_hash, public, redirect_uris, scopes, grant_types, source, created_ns, id_token_alg)
+			VALUES ($1, 'App', 'abc', false, '{https://app/cb}', '{openid}', '{authorization_code}', 'admin', 1, 'ES256')`
+		conn, err := pgx.Connect(ctx, dsn)
+		if err != nil {
+			t.Fatal(err)
 		}
 		must(t, func() error { _, err := conn.Exec(ctx, oldAgent, "before"); return err }())
 		must(t, func() error { _, err := conn.Exec(ctx, oldClient, "before"); return err }())
@@ -196,6 +214,88 @@ func TestPostgres(t *testing.T) {
 			}
 		}
 		must(t, p.UseOnce(ctx, "jti", time.Now().Add(time.Hour)))
+	})
+
+	t.Run("MigratesRecordsBeforeDPoP", func(t *testing.T) {
+		// A database at schema 6 holds one row of each table DPoP adds a
+		// column to; the migration leaves them requiring no proof and bound
+		// to no key. An instance of the previous version (a rolling
+		// upgrade) still writes rows the new one reads the same way, and
+		// its updates keep a policy the new one set.
+		ctx := context.Background()
+		dsn := schemaAt(t, 6)
+		old := []string{
+			`INSERT INTO agents (id, secret_hash, model_name, owner_name, owner_email, permissions, created_ns, updated_ns, disabled, jwks)
+				VALUES ($1, 'hash', 'm', 'Ada', 'ada@example.com', '{data:read}', 1, 2, false, '')`,
+			`INSERT INTO clients (id, name, secret_hash, public, redirect_uris, scopes, grant_types, source, created_ns, id_token_alg, jwks, jwks_uri)
+				VALUES ($1, 'App', '', true, '{https://app/cb}', '{openid}', '{authorization_code}', 'dynamic', 1, '', '', '')`,
+			`INSERT INTO auth_requests (id, client_id, redirect_uri, scopes, state, nonce, code_challenge, resources, resource, browser_hash, created_ns, expires_ns)
+				VALUES ($1, 'app', 'https://app/cb', '{openid}', 's', 'n', 'c', '{}', '', 'b', 1, 9000000000000000000)`,
+			`INSERT INTO codes (hash, client_id, redirect_uri, scopes, nonce, code_challenge, resources, resource, agent_id, model_name, auth_ns, expires_ns, redeemed)
+				VALUES ($1, 'app', 'https://app/cb', '{openid}', 'n', 'c', '{}', '', 'agent-1', 'm', 1, 9000000000000000000, false)`,
+			`INSERT INTO refresh_tokens (hash, family, client_id, agent_id, scopes, resources, resource, model_name, auth_ns, expires_ns, rotated)
+				VALUES ($1, 'fam-' || $1, 'app', 'agent-1', '{openid}', '{}', '', 'm', 1, 9000000000000000000, false)`,
+		}
+		conn, err := pgx.Connect(ctx, dsn)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, stmt := range old {
+			must(t, func() error { _, err := conn.Exec(ctx, stmt, "before"); return err }())
+		}
+		conn.Close(ctx)
+
+		p := open(t, dsn, nil)
+		for _, stmt := range old {
+			must(t, func() error { _, err := p.pool.Exec(ctx, stmt, "during"); return err }())
+		}
+		for _, id := range []string{"before", "during"} {
+			a, err := p.GetAgent(ctx, id)
+			if err != nil || a.OwnerEmail != "ada@example.com" || a.RequireDPoP {
+				t.Errorf("agent %s: %+v, %v", id, a, err)
+			}
+			c, err := p.GetClient(ctx, id)
+			if err != nil || !c.Public || c.RequireDPoP {
+				t.Errorf("client %s: %+v, %v", id, c, err)
+			}
+			r, err := p.ApproveAuthRequest(ctx, id, oauth.Approval{AgentID: "agent-1", CodeSeed: "seed"})
+			if err != nil || r.State != "s" || r.DPoPJKT != "" {
+				t.Errorf("authorization request %s: %+v, %v", id, r, err)
+			}
+			g, err := p.RedeemCode(ctx, id, func(*oauth.CodeGrant) (oauth.Redemption, error) { return oauth.Redemption{AccessTokenID: "at"}, nil })
+			if err != nil || g.AgentID != "agent-1" || g.DPoPJKT != "" {
+				t.Errorf("code %s: %+v, %v", id, g, err)
+			}
+			rt, err := p.GetRefresh(ctx, id)
+			if err != nil || rt.Family != "fam-"+id || rt.DPoPJKT != "" {
+				t.Errorf("refresh token %s: %+v, %v", id, rt, err)
+			}
+		}
+
+		// The previous version's updates name only the columns it knows.
+		_, err = p.UpdateAgent(ctx, "during", func(a *agents.Agent) error { a.RequireDPoP = true; return nil })
+		must(t, err)
+		_, err = p.UpdateClient(ctx, "during", func(c *oauth.Client) error { c.RequireDPoP = true; return nil })
+		must(t, err)
+		must(t, func() error {
+			_, err := p.pool.Exec(ctx, `UPDATE agents SET secret_hash = $2, model_name = $3, owner_name = $4, owner_email = $5,
+				permissions = $6, created_ns = $7, updated_ns = $8, disabled = $9, jwks = $10 WHERE id = $1`,
+				"during", "hash", "m2", "Ada", "ada@example.com", []string{"data:read"}, 1, 3, false, "")
+			return err
+		}())
+		must(t, func() error {
+			_, err := p.pool.Exec(ctx, `UPDATE clients SET name = $2, secret_hash = $3, public = $4, redirect_uris = $5,
+				scopes = $6, grant_types = $7, source = $8, created_ns = $9, id_token_alg = $10, jwks = $11,
+				jwks_uri = $12 WHERE id = $1`,
+				"during", "App 2", "", true, []string{"https://app/cb"}, []string{"openid"}, []string{"authorization_code"}, "dynamic", 1, "", "", "")
+			return err
+		}())
+		if a, err := p.GetAgent(ctx, "during"); err != nil || a.ModelName != "m2" || !a.RequireDPoP {
+			t.Errorf("agent updated by the previous version: %+v, %v", a, err)
+		}
+		if c, err := p.GetClient(ctx, "during"); err != nil || c.Name != "App 2" || !c.RequireDPoP {
+			t.Errorf("client updated by the previous version: %+v, %v", c, err)
+		}
 	})
 
 	t.Run("RefusesNewerSchema", func(t *testing.T) {

@@ -44,6 +44,7 @@ func sampleAgent(id string) *agents.Agent {
 		CreatedAt:   created,
 		UpdatedAt:   created.Add(time.Hour),
 		Disabled:    false,
+		RequireDPoP: true,
 	}
 }
 
@@ -66,6 +67,7 @@ func agentDiff(got, want *agents.Agent) string {
 	d.time("UpdatedAt", got.UpdatedAt, want.UpdatedAt)
 	d.check("Disabled", got.Disabled == want.Disabled, got.Disabled, want.Disabled)
 	d.str("JWKS", got.JWKS, want.JWKS)
+	d.check("RequireDPoP", got.RequireDPoP == want.RequireDPoP, got.RequireDPoP, want.RequireDPoP)
 	return d.String()
 }
 
@@ -163,6 +165,26 @@ func testAgentUpdate(t *testing.T, s Store, _ *Clock) {
 		t.Fatalf("UpdateAgent returned %s", d)
 	}
 	wantAgent(t, s, want)
+
+	// The DPoP policy, kept above by an update that left it, turns off
+	// and on again.
+	for _, require := range []bool{false, true} {
+		got, err := s.UpdateAgent(ctx, "upd", func(a *agents.Agent) error {
+			if d := agentDiff(a, want); d != "" {
+				t.Errorf("fn saw %s", d)
+			}
+			a.RequireDPoP = require
+			return nil
+		})
+		if err != nil {
+			t.Fatalf("UpdateAgent: %v", err)
+		}
+		want.RequireDPoP = require
+		if d := agentDiff(got, want); d != "" {
+			t.Fatalf("UpdateAgent setting RequireDPoP to %v returned %s", require, d)
+		}
+		wantAgent(t, s, want)
+	}
 }
 
 // keyAgent returns an agent that holds keys instead of a secret.

@@ -44,6 +44,13 @@ func RunCodes(t *testing.T, newStore NewStore) {
 // shortLife is how long the suite's short-lived records live on its clock.
 const shortLife = 10 * time.Minute
 
+// sampleJKT and otherJKT are DPoP key thumbprints (RFC 7638: base64url of
+// a SHA-256, 43 characters), those of RFC 9449's and RFC 7638's examples.
+const (
+	sampleJKT = "0ZcOCORZNYy-DWpqq30jZyJGHTN0d2HglBV3uiguA4I"
+	otherJKT  = "NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs"
+)
+
 func sampleAuthRequest(id string, clock *Clock) *oauth.AuthRequest {
 	now := clock.Now()
 	return &oauth.AuthRequest{
@@ -56,6 +63,7 @@ func sampleAuthRequest(id string, clock *Clock) *oauth.AuthRequest {
 		CodeChallenge: "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM",
 		Resources:     []string{"https://api.example.com/", "https://mcp.example.com/mcp"},
 		BrowserHash:   "b5bb9d8014a0f9b1d61e21e796d78dccdf1352f23cd32812f4850b878ae4944c",
+		DPoPJKT:       sampleJKT,
 		CreatedAt:     now,
 		ExpiresAt:     now.Add(shortLife),
 	}
@@ -109,6 +117,7 @@ func authRequestDiff(got, want *oauth.AuthRequest) string {
 	d.str("CodeChallenge", got.CodeChallenge, want.CodeChallenge)
 	d.strs("Resources", got.Resources, want.Resources)
 	d.str("BrowserHash", got.BrowserHash, want.BrowserHash)
+	d.str("DPoPJKT", got.DPoPJKT, want.DPoPJKT)
 	d.time("CreatedAt", got.CreatedAt, want.CreatedAt)
 	d.time("ExpiresAt", got.ExpiresAt, want.ExpiresAt)
 	approvalDiff(&d, got.Approval, want.Approval)
@@ -328,6 +337,7 @@ func sampleCodeGrant(clock *Clock) *oauth.CodeGrant {
 		ModelName:     "gpt-test",
 		AuthTime:      now.Add(-time.Minute),
 		ExpiresAt:     now.Add(shortLife),
+		DPoPJKT:       sampleJKT,
 	}
 }
 
@@ -368,6 +378,7 @@ func codeGrantDiff(got, want *oauth.CodeGrant) string {
 	d.str("ModelName", got.ModelName, want.ModelName)
 	d.time("AuthTime", got.AuthTime, want.AuthTime)
 	d.time("ExpiresAt", got.ExpiresAt, want.ExpiresAt)
+	d.str("DPoPJKT", got.DPoPJKT, want.DPoPJKT)
 	if got.Redemption == nil || want.Redemption == nil {
 		d.check("Redemption", got.Redemption == want.Redemption, got.Redemption, want.Redemption)
 	} else {

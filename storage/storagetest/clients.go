@@ -40,6 +40,7 @@ func sampleClient(id string) *oauth.Client {
 		Scopes:       []string{"openid", "profile", "data:read"},
 		GrantTypes:   []string{"authorization_code", "refresh_token"},
 		IDTokenAlg:   "ES256",
+		RequireDPoP:  true,
 		Source:       "admin",
 		CreatedAt:    time.Date(2025, 4, 5, 6, 7, 8, 999999999, time.FixedZone("Y", -5*3600)),
 	}
@@ -63,6 +64,7 @@ func clientDiff(got, want *oauth.Client) string {
 	d.str("IDTokenAlg", got.IDTokenAlg, want.IDTokenAlg)
 	d.str("JWKS", got.JWKS, want.JWKS)
 	d.str("JWKSURI", got.JWKSURI, want.JWKSURI)
+	d.check("RequireDPoP", got.RequireDPoP == want.RequireDPoP, got.RequireDPoP, want.RequireDPoP)
 	d.str("Source", got.Source, want.Source)
 	d.time("CreatedAt", got.CreatedAt, want.CreatedAt)
 	return d.String()
@@ -175,6 +177,26 @@ func testClientUpdate(t *testing.T, s Store, _ *Clock) {
 		t.Fatalf("UpdateClient returned %s", d)
 	}
 	wantClient(t, s, want)
+
+	// The DPoP policy, kept above by an update that left it, turns off
+	// and on again.
+	for _, require := range []bool{false, true} {
+		got, err := s.UpdateClient(ctx, "upd", func(c *oauth.Client) error {
+			if d := clientDiff(c, want); d != "" {
+				t.Errorf("fn saw %s", d)
+			}
+			c.RequireDPoP = require
+			return nil
+		})
+		if err != nil {
+			t.Fatalf("UpdateClient: %v", err)
+		}
+		want.RequireDPoP = require
+		if d := clientDiff(got, want); d != "" {
+			t.Fatalf("UpdateClient setting RequireDPoP to %v returned %s", require, d)
+		}
+		wantClient(t, s, want)
+	}
 }
 
 // sampleJWKS is a JWK Set as a client or agent registers it: indented,

@@ -43,6 +43,7 @@ func sampleRefreshGrant(family string, clock *Clock) *oauth.RefreshGrant {
 		ModelName: "gpt-test",
 		AuthTime:  now.Add(-time.Minute),
 		ExpiresAt: now.Add(familyLife),
+		DPoPJKT:   sampleJKT,
 	}
 }
 
@@ -70,6 +71,7 @@ func refreshDiff(got, want *oauth.RefreshGrant) string {
 	d.time("AuthTime", got.AuthTime, want.AuthTime)
 	d.time("ExpiresAt", got.ExpiresAt, want.ExpiresAt)
 	d.check("Rotated", got.Rotated == want.Rotated, got.Rotated, want.Rotated)
+	d.str("DPoPJKT", got.DPoPJKT, want.DPoPJKT)
 	return d.String()
 }
 
@@ -175,12 +177,16 @@ func testRefreshRotate(t *testing.T, s Store, clock *Clock) {
 	next := copyRefreshGrant(first)
 	next.Scopes = []string{"openid"}
 	next.ModelName = "gpt-next"
+	// The successor is stored as given, its key binding too: the store
+	// neither copies the old token's nor drops the new one's.
+	next.DPoPJKT = otherJKT
 	mustRotate(t, s, "rt-1", "rt-2", copyRefreshGrant(next))
 	wantRefresh(t, s, "rt-1", rotated(first))
 	wantRefresh(t, s, "rt-2", next)
 
 	third := copyRefreshGrant(next)
 	third.AuthTime = clock.Now()
+	third.DPoPJKT = ""
 	mustRotate(t, s, "rt-2", "rt-3", copyRefreshGrant(third))
 	wantRefresh(t, s, "rt-1", rotated(first))
 	wantRefresh(t, s, "rt-2", rotated(next))
