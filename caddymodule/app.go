@@ -631,7 +631,7 @@ func (a *App) Validate() error {
 	default:
 		return fmt.Errorf("auth_agent: dpop_nonce %q must be on or off", a.DPoPNonce)
 	}
-	if d := time.Duration(a.DPoPLeeway); d < 0 || d > 5*time.Minute {
+	if d := time.Duration(a.DPoPLeeway); d != 0 && (d < time.Second || d > 5*time.Minute) {
 		return fmt.Errorf("auth_agent: dpop_leeway %s must be between 1s and 5m", d)
 	}
 	for id, cc := range a.Clients {

@@ -86,6 +86,11 @@ func TestCaddyfileErrors(t *testing.T) {
 		"postgres bad conns":    "auth_agent {\n storage postgres x {\n max_conns lots\n }\n}",
 		"postgres bad timeout":  "auth_agent {\n storage postgres x {\n query_timeout 0s\n }\n}",
 		"postgres unknown":      "auth_agent {\n storage postgres x {\n ssl on\n }\n}",
+		"dpop maybe":            "auth_agent {\n dpop maybe\n}",
+		"dpop nonce maybe":      "auth_agent {\n dpop_nonce maybe\n}",
+		"dpop leeway bad":       "auth_agent {\n dpop_leeway soon\n}",
+		"dpop leeway negative":  "auth_agent {\n dpop_leeway -1s\n}",
+		"client dpop maybe":     "auth_agent {\n client c {\n public\n dpop maybe\n }\n}",
 	}
 	for name, input := range cases {
 		t.Run(name, func(t *testing.T) {
@@ -116,6 +121,10 @@ func TestValidate(t *testing.T) {
 		"bad agent id":       {func(a *App) { a.Agents = map[string]*AgentConfig{"x": {}} }, `agent "x"`},
 		"bad agent perm":     {func(a *App) { a.Agents = map[string]*AgentConfig{"abc": {Permissions: []string{`q"`}}} }, `agent "abc"`},
 		"loopback lookalike": {func(a *App) { a.Issuer = "http://127.0.0.1.nip.io" }, "https"},
+		"bad dpop":           {func(a *App) { a.DPoP = "always" }, "dpop"},
+		"bad dpop nonce":     {func(a *App) { a.DPoPNonce = "yes" }, "dpop_nonce"},
+		"long dpop leeway":   {func(a *App) { a.DPoPLeeway = caddy.Duration(time.Hour) }, "dpop_leeway"},
+		"bad client dpop":    {func(a *App) { a.Clients = map[string]*ClientConfig{"c": {Public: true, DPoP: "always"}} }, "dpop"},
 		"token outlives key": {func(a *App) {
 			a.AccessTokenLifetime = caddy.Duration(48 * time.Hour)
 			a.KeyRotation = caddy.Duration(24 * time.Hour)
@@ -210,6 +219,8 @@ func TestGuardCaddyfile(t *testing.T) {
 		"bad refresh":       "agent_guard {\n key_refresh_interval soon\n}",
 		"negative interval": "agent_guard {\n key_refresh_interval -1s\n}",
 		"site without name": "agent_guard {\n site\n}",
+		"dpop maybe":        "agent_guard {\n dpop maybe\n}",
+		"dpop no value":     "agent_guard {\n dpop\n}",
 	} {
 		if err := new(Guard).UnmarshalCaddyfile(caddyfile.NewTestDispenser(input)); err == nil {
 			t.Errorf("%s: accepted", name)
@@ -224,6 +235,7 @@ func TestGuardCaddyfile(t *testing.T) {
 		"introspection no cred": {Issuer: "https://auth.example.com", Introspection: &IntrospectionConfig{ClientID: "a"}},
 		"site with a space":     {Site: "orders api"},
 		"site too long":         {Site: strings.Repeat("s", 65)},
+		"dpop maybe":            {DPoP: "maybe"},
 	} {
 		if err := g.Validate(); err == nil || !strings.Contains(err.Error(), "agent_guard") {
 			t.Errorf("%s: Validate() = %v", name, err)

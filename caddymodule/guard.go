@@ -93,7 +93,7 @@ type Guard struct {
 // guardResults are the result labels of a guard's decisions.
 var guardResults = []string{
 	guard.ResultAllowed, guard.ResultMissingToken, guard.ResultMalformedToken, guard.ResultInvalidToken,
-	guard.ResultRevoked, guard.ResultWrongAudience, guard.ResultInsufficientScope, guard.ResultUnavailable,
+	guard.ResultRevoked, guard.ResultWrongAudience, guard.ResultInsufficientScope, guard.ResultUnavailable, guard.ResultDPoP,
 	resultRateLimited, resultAppUnavailable,
 }
 

@@ -288,6 +288,19 @@ func TestCluster(t *testing.T) {
 		wantError(t, cl.b.formCall(t, "/oauth2/token", "", "", form), 401, "invalid_client")
 	})
 
+	t.Run("a DPoP proof used at a is refused at b", func(t *testing.T) {
+		key := newECPair(t, "")
+		tokenURL := cl.a.issuer + "/oauth2/token"
+		proof := key.proof(t, "POST", tokenURL, nil)
+		h := map[string]string{"Content-Type": "application/x-www-form-urlencoded", "DPoP": proof}
+		form := url.Values{"grant_type": {"client_credentials"}, "client_id": {"keyed-agent-dpop"}, "client_secret": {secret}}.Encode()
+		cl.a.registerOK(t, "keyed-agent-dpop")
+		if r := do(t, "POST", cl.a.base()+"/oauth2/token", h, form); r.status != 200 || r.json["token_type"] != "DPoP" {
+			t.Fatalf("the proof at a: %d %s", r.status, r.body)
+		}
+		wantError(t, do(t, "POST", cl.b.base()+"/oauth2/token", h, form), 400, "invalid_dpop_proof")
+	})
+
 	t.Run("revocation reaches the other instance", func(t *testing.T) {
 		cl.a.registerOK(t, "revoked-agent")
 		code := cl.a.agentSignIn(t, cl.a.authorizeURL(map[string]string{"redirect_uri": cb, "scope": "openid profile data:read"}), "revoked-agent", secret).Query().Get("code")

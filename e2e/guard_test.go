@@ -433,6 +433,20 @@ func TestGuardRemoteCaddyIdP(t *testing.T) {
 	if r := do(t, "GET", api+"/x", bearer(tok), ""); r.status != 200 {
 		t.Fatalf("IdP token at the gateway: %d %s", r.status, r.body)
 	}
+	// A DPoP-bound token of the remote issuer: accepted with its proof,
+	// refused as Bearer and with another key's proof.
+	key := newECPair(t, "")
+	r := do(t, "POST", idp.base()+"/api/agent-auth", map[string]string{"DPoP": key.proof(t, "POST", idp.base()+"/api/agent-auth", nil)},
+		fmt.Sprintf(`{"agent_id":"remote-agent","agent_secret":%q}`, secret))
+	bound := r.str("access_token")
+	if r.status != 200 || r.str("token_type") != "DPoP" {
+		t.Fatalf("a DPoP-bound token at the IdP: %d %s", r.status, r.body)
+	}
+	if r := do(t, "GET", api+"/x", map[string]string{"Authorization": "DPoP " + bound, "DPoP": key.proof(t, "GET", api+"/x", ath(bound))}, ""); r.status != 200 {
+		t.Fatalf("the IdP's DPoP-bound token at the gateway: %d %s", r.status, r.body)
+	}
+	wantError(t, do(t, "GET", api+"/x", bearer(bound), ""), 401, "invalid_token")
+	wantError(t, do(t, "GET", api+"/x", map[string]string{"Authorization": "DPoP " + bound, "DPoP": newECPair(t, "").proof(t, "GET", api+"/x", ath(bound))}, ""), 401, "invalid_token")
 	// Rotation at the IdP: a new signing key (here: a new algorithm) is
 	// picked up on its first unknown kid.
 	idp.reload(oauthOpts(site.callback, gateway+"\t\taccess_token_alg ES256"))

@@ -3,6 +3,7 @@ package oauth
 import (
 	"context"
 	"crypto/sha256"
+	"fmt"
 	"sync"
 	"time"
 )
@@ -21,9 +22,17 @@ type LocalReplays struct {
 // replayBucket is how wide the expiry buckets are.
 const replayBucket = 5 * time.Second
 
+// MaxLocalReplays bounds the records held (about 130 MB): with the
+// default leeway a record lives about two minutes, so this is some 16,000
+// proofs a second, more than two cores verify. Past it a new value is
+// refused with ErrUnavailable until records expire: memory stays bounded
+// and no replay is let through.
+const MaxLocalReplays = 2 << 20
+
 type replayShard struct {
 	mu      sync.Mutex
 	buckets map[int64]map[[16]byte]struct{} // by the end of the bucket, in replayBucket units
+	n       int
 }
 
 // NewLocalReplays returns an empty set; now may be nil.
@@ -51,6 +60,7 @@ func (r *LocalReplays) UseOnce(_ context.Context, key string, until time.Time) e
 	defer s.mu.Unlock()
 	for b, m := range s.buckets {
 		if b <= now {
+			s.n -= len(m)
 			delete(s.buckets, b)
 			continue
 		}
@@ -58,12 +68,16 @@ func (r *LocalReplays) UseOnce(_ context.Context, key string, until time.Time) e
 			return ErrExists
 		}
 	}
+	if s.n >= MaxLocalReplays/len(r.shards) {
+		return fmt.Errorf("%w: too many values recorded in this process", ErrUnavailable)
+	}
 	m := s.buckets[end]
 	if m == nil {
 		m = map[[16]byte]struct{}{}
 		s.buckets[end] = m
 	}
 	m[k] = struct{}{}
+	s.n++
 	return nil
 }
 
