@@ -416,7 +416,7 @@ describe("DPoP proofs", () => {
   const sha256 = (s) => createHash("sha256").update(s, "ascii").digest("base64url");
 
   for (const alg of ["ES256", "EdDSA", "RS256", "PS256"]) {
-    test(`a ${alg} proof: typ, alg, the public JWK only; the claims; a signature the header's key verifies`, async () => {
+    test(`a proof signed with ${alg}: typ, alg, the public JWK only; the claims; a signature the header's key verifies`, async () => {
       const pair = await generateKeyPair({ algorithm: alg });
       const now = Date.now();
       const proof = await dpopProof(pair, { method: "post", url: "https://api.example/v1/items?page=2&q=x#frag", accessToken: "the-access-token", nonce: "n-1" });
