@@ -8,6 +8,18 @@
 //	creds := client.Credentials{AgentID: "my-agent", AgentSecret: os.Getenv("AGENT_SECRET")}
 //	tok, err := c.Authenticate(ctx, creds, "data:read")
 //	redirect, err := c.SignIn(ctx, authorizationURL, creds) // the website's callback URL, with the code
+//
+// An agent may hold a key instead of a secret (Credentials.Key, signing
+// an assertion per call), and may bind its tokens to a key with DPoP
+// (RFC 9449): with Credentials.DPoP each token request carries a proof,
+// the token comes back with TokenType "DPoP", and the http.Client of
+// HTTPClient sends it to APIs behind agent_guard with a new proof per
+// request. A server that asks for a DPoP nonce gets one more try with it.
+//
+//	dp, err := client.NewDPoP(key) // ECDSA P-256, Ed25519 or RSA
+//	creds := client.Credentials{AgentID: "my-agent", Key: key, KeyID: "my-agent-1", DPoP: dp}
+//	tok, err := c.Authenticate(ctx, creds, "data:read") // tok.TokenType == "DPoP"
+//	resp, err := c.HTTPClient(tok).Get("https://api.example.com/data")
 package client
 
 import (
@@ -18,10 +30,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"net/url"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -31,6 +45,10 @@ type Client struct {
 	origin string // scheme://host[:port] of the issuer
 	http   *http.Client
 	now    func() time.Time
+
+	mu     sync.Mutex
+	nonces map[string]string     // origin → the latest DPoP-Nonce its server gave
+	bound  map[string]boundToken // hash of a DPoP-bound token this client got → its key
 }
 
 // Option configures a Client.
@@ -65,6 +83,11 @@ type Credentials struct {
 	// public half it registered (PublicJWKS); KeyID is its kid.
 	Key   crypto.Signer
 	KeyID string
+	// DPoP, when set, binds the tokens the agent gets to its key: each
+	// authentication carries a proof, and the token comes back with
+	// TokenType "DPoP" (and this DPoP, for HTTPClient). It may be the key
+	// above or another.
+	DPoP *DPoP
 }
 
 // authFields are the credentials as /api/agent-auth takes them, for a
@@ -123,6 +146,22 @@ type Token struct {
 	IDToken      string `json:"id_token,omitempty"`
 	// Expiry is when the access token expires, by this machine's clock.
 	Expiry time.Time `json:"-"`
+	// DPoP is the key a DPoP-bound token (TokenType "DPoP") is bound to:
+	// the token is good only with proofs by it (HTTPClient signs them).
+	// Set by the calls that got the token; a token kept elsewhere and read
+	// back needs it set again.
+	DPoP *DPoP `json:"-"`
+}
+
+// issued completes a token the issuer just gave: its expiry, and the key
+// it is bound to when the issuer bound it.
+func (c *Client) issued(t *Token, dp *DPoP) *Token {
+	t.Expiry = c.now().Add(time.Duration(t.ExpiresIn) * time.Second)
+	if strings.EqualFold(t.TokenType, "DPoP") && dp != nil {
+		t.DPoP = dp
+		c.rememberBinding(t)
+	}
+	return t
 }
 
 // Valid reports whether the token is there and not within leeway of its
@@ -199,24 +238,36 @@ func (c *Client) RegisterAgent(ctx context.Context, reg Registration) (*Agent, e
 }
 
 // Authenticate gets an access token for the agent itself, with the scopes
-// given (all its permissions and openid profile when none are).
+// given (all its permissions and openid profile when none are). With
+// creds.DPoP the token is bound to that key (TokenType "DPoP").
 func (c *Client) Authenticate(ctx context.Context, creds Credentials, scopes ...string) (*Token, error) {
-	body, err := c.authFields(creds, "/api/agent-auth")
-	if err != nil {
-		return nil, err
-	}
+	extra := map[string]string{}
 	if len(scopes) > 0 {
-		body["scope"] = strings.Join(scopes, " ")
+		extra["scope"] = strings.Join(scopes, " ")
 	}
 	var t Token
-	if err := c.callAPI(ctx, http.MethodPost, "/api/agent-auth", "", body, &t); err != nil {
+	if err := c.agentAuth(ctx, creds, creds.DPoP, extra, &t); err != nil {
 		return nil, err
 	}
-	t.Expiry = c.now().Add(time.Duration(t.ExpiresIn) * time.Second)
-	return &t, nil
+	return c.issued(&t, creds.DPoP), nil
 }
 
-// Profile reads the agent's profile with one of its access tokens.
+// agentAuth calls /api/agent-auth as the agent with more fields: each try
+// (a second one when the issuer asks for a DPoP nonce) signs a new
+// assertion and, with dp, a new proof.
+func (c *Client) agentAuth(ctx context.Context, creds Credentials, dp *DPoP, extra map[string]string, out any) error {
+	return c.callAPIWith(ctx, http.MethodPost, "/api/agent-auth", "", dp, func() (any, error) {
+		body, err := c.authFields(creds, "/api/agent-auth")
+		if err != nil {
+			return nil, err
+		}
+		maps.Copy(body, extra)
+		return body, nil
+	}, out)
+}
+
+// Profile reads the agent's profile with one of its access tokens (a
+// DPoP-bound one this client got goes with proofs by its key).
 func (c *Client) Profile(ctx context.Context, accessToken string) (*Agent, error) {
 	var a Agent
 	if err := c.callAPI(ctx, http.MethodGet, "/api/agents/profile", accessToken, nil, &a); err != nil {
@@ -236,7 +287,8 @@ type ProfileUpdate struct {
 }
 
 // UpdateProfile changes the agent's profile (with a token the agent got
-// for itself) and returns it.
+// for itself; a DPoP-bound one this client got goes with proofs by its
+// key) and returns it.
 func (c *Client) UpdateProfile(ctx context.Context, accessToken string, u ProfileUpdate) (*Agent, error) {
 	var a Agent
 	if err := c.callAPI(ctx, http.MethodPut, "/api/agents/profile", accessToken, u, &a); err != nil {
@@ -314,18 +366,16 @@ func (c *Client) ApproveFor(ctx context.Context, requestID string, creds Credent
 	var done struct {
 		RedirectTo string `json:"redirect_to"`
 	}
-	body, err := c.authFields(creds, "/api/agent-auth")
-	if err != nil {
-		return "", err
-	}
-	body["request_id"] = requestID
+	body := map[string]string{"request_id": requestID}
 	if expect.ClientID != "" {
 		body["client_id"] = expect.ClientID
 	}
 	if expect.RedirectURI != "" {
 		body["redirect_uri"] = expect.RedirectURI
 	}
-	if err := c.callAPI(ctx, http.MethodPost, "/api/agent-auth", "", body, &done); err != nil {
+	// No proof: an approval issues no token to the agent. The website
+	// binds its code to a key of its own (dpop_jkt) if it wants.
+	if err := c.agentAuth(ctx, creds, nil, body, &done); err != nil {
 		return "", err
 	}
 	if done.RedirectTo == "" {
@@ -342,29 +392,49 @@ type ClientAuth struct {
 	ClientSecret string
 	Key          crypto.Signer
 	KeyID        string
+	// DPoP, when set, adds a proof to each token request (not to
+	// revocation or introspection): the tokens come back bound to its key.
+	// A public client's refresh token is bound too: refresh it with the
+	// same DPoP.
+	DPoP *DPoP
 }
 
 // AgentAuth is the agent calling as its own client.
 func AgentAuth(creds Credentials) ClientAuth {
-	return ClientAuth{ClientID: creds.AgentID, ClientSecret: creds.AgentSecret, Key: creds.Key, KeyID: creds.KeyID}
+	return ClientAuth{ClientID: creds.AgentID, ClientSecret: creds.AgentSecret, Key: creds.Key, KeyID: creds.KeyID, DPoP: creds.DPoP}
 }
 
 // Refresh trades a refresh token for new tokens (the old refresh token is
 // spent: keep the new one).
 func (c *Client) Refresh(ctx context.Context, refreshToken string, auth ClientAuth) (*Token, error) {
+	return c.grant(ctx, url.Values{"grant_type": {"refresh_token"}, "refresh_token": {refreshToken}}, auth)
+}
+
+// ClientCredentials gets an access token for the caller itself with the
+// client_credentials grant, with the scopes given (the client's or agent's
+// own when none are): a service's token, or an agent's through the RFC
+// endpoint (AgentAuth(creds)).
+func (c *Client) ClientCredentials(ctx context.Context, auth ClientAuth, scopes ...string) (*Token, error) {
+	form := url.Values{"grant_type": {"client_credentials"}}
+	if len(scopes) > 0 {
+		form.Set("scope", strings.Join(scopes, " "))
+	}
+	return c.grant(ctx, form, auth)
+}
+
+// grant posts a token request, with a DPoP proof when auth has a key for it.
+func (c *Client) grant(ctx context.Context, form url.Values, auth ClientAuth) (*Token, error) {
 	var t Token
-	form := url.Values{"grant_type": {"refresh_token"}, "refresh_token": {refreshToken}}
-	if err := c.callForm(ctx, "/oauth2/token", form, auth, &t); err != nil {
+	if err := c.callForm(ctx, "/oauth2/token", form, auth, auth.DPoP, &t); err != nil {
 		return nil, err
 	}
-	t.Expiry = c.now().Add(time.Duration(t.ExpiresIn) * time.Second)
-	return &t, nil
+	return c.issued(&t, auth.DPoP), nil
 }
 
 // Revoke revokes an access or refresh token the caller holds (RFC 7009);
 // an unknown token is no error.
 func (c *Client) Revoke(ctx context.Context, token string, auth ClientAuth) error {
-	return c.callForm(ctx, "/oauth2/revoke", url.Values{"token": {token}}, auth, nil)
+	return c.callForm(ctx, "/oauth2/revoke", url.Values{"token": {token}}, auth, nil, nil)
 }
 
 // Introspection is RFC 7662's answer.
@@ -378,6 +448,16 @@ type Introspection struct {
 	Issuer    string   `json:"iss,omitempty"`
 	Audience  audience `json:"aud,omitempty"`
 	TokenID   string   `json:"jti,omitempty"`
+	// TokenType is "DPoP" for a DPoP-bound access token, whose
+	// Confirmation names the key it is bound to.
+	TokenType    string        `json:"token_type,omitempty"`
+	Confirmation *Confirmation `json:"cnf,omitempty"`
+}
+
+// Confirmation is a token's cnf: JKT is the RFC 7638 thumbprint of the key
+// a DPoP-bound token is bound to (DPoP.Thumbprint, JWKThumbprint).
+type Confirmation struct {
+	JKT string `json:"jkt,omitempty"`
 }
 
 // audience is aud as a list, whether the issuer sent a string or a list.
@@ -398,7 +478,7 @@ func (a *audience) UnmarshalJSON(b []byte) error {
 // Introspect asks whether a token the caller holds is active (RFC 7662).
 func (c *Client) Introspect(ctx context.Context, token string, auth ClientAuth) (*Introspection, error) {
 	var in Introspection
-	if err := c.callForm(ctx, "/oauth2/introspect", url.Values{"token": {token}}, auth, &in); err != nil {
+	if err := c.callForm(ctx, "/oauth2/introspect", url.Values{"token": {token}}, auth, nil, &in); err != nil {
 		return nil, err
 	}
 	return &in, nil
@@ -406,27 +486,40 @@ func (c *Client) Introspect(ctx context.Context, token string, auth ClientAuth) 
 
 // callAPI calls an /api/* endpoint with a JSON body (nil for none) and
 // decodes the data of its envelope into out.
-func (c *Client) callAPI(ctx context.Context, method, path, bearer string, body, out any) error {
-	var rd io.Reader
-	if body != nil {
-		b, err := json.Marshal(body)
+func (c *Client) callAPI(ctx context.Context, method, path, accessToken string, body, out any) error {
+	var dp *DPoP
+	if accessToken != "" {
+		dp = c.boundKey(accessToken)
+	}
+	return c.callAPIWith(ctx, method, path, accessToken, dp, func() (any, error) { return body, nil }, out)
+}
+
+// callAPIWith is callAPI with a body made for each try, and a DPoP proof
+// when dp is set.
+func (c *Client) callAPIWith(ctx context.Context, method, path, accessToken string, dp *DPoP, makeBody func() (any, error), out any) error {
+	resp, err := c.send(dp, accessToken, func() (*http.Request, error) {
+		body, err := makeBody()
 		if err != nil {
-			return &Error{Code: "invalid_request", Description: err.Error()}
+			return nil, err
 		}
-		rd = bytes.NewReader(b)
-	}
-	req, err := http.NewRequestWithContext(ctx, method, c.issuer+path, rd)
-	if err != nil {
-		return &Error{Code: "invalid_request", Description: err.Error()}
-	}
-	req.Header.Set("Accept", "application/json")
-	if body != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	if bearer != "" {
-		req.Header.Set("Authorization", "Bearer "+bearer)
-	}
-	resp, err := c.do(req)
+		var rd io.Reader
+		if body != nil {
+			b, err := json.Marshal(body)
+			if err != nil {
+				return nil, err
+			}
+			rd = bytes.NewReader(b)
+		}
+		req, err := http.NewRequestWithContext(ctx, method, c.issuer+path, rd)
+		if err != nil {
+			return nil, err
+		}
+		req.Header.Set("Accept", "application/json")
+		if body != nil {
+			req.Header.Set("Content-Type", "application/json")
+		}
+		return req, nil
+	})
 	if err != nil {
 		return err
 	}
@@ -448,30 +541,33 @@ func (c *Client) callAPI(ctx context.Context, method, path, bearer string, body,
 }
 
 // callForm posts an RFC form to an /oauth2/* endpoint with client
-// authentication (HTTP Basic, or client_id alone for a public client) and
-// decodes the answer into out (nil: a body is not read).
-func (c *Client) callForm(ctx context.Context, path string, form url.Values, auth ClientAuth, out any) error {
-	if auth.Key != nil {
-		a, err := assertion(auth.Key, auth.KeyID, auth.ClientID, c.issuer+path, c.now())
-		if err != nil {
-			return &Error{Code: "invalid_request", Description: err.Error()}
-		}
-		form.Set("client_assertion_type", ClientAssertionType)
-		form.Set("client_assertion", a)
-	}
+// authentication (HTTP Basic, or client_id alone for a public client; an
+// assertion signed for each try with a key) and a DPoP proof when dp is
+// set, and decodes the answer into out (nil: a body is not read).
+func (c *Client) callForm(ctx context.Context, path string, form url.Values, auth ClientAuth, dp *DPoP, out any) error {
 	if auth.ClientSecret == "" {
 		form.Set("client_id", auth.ClientID)
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.issuer+path, strings.NewReader(form.Encode()))
-	if err != nil {
-		return &Error{Code: "invalid_request", Description: err.Error()}
-	}
-	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-	req.Header.Set("Accept", "application/json")
-	if auth.ClientSecret != "" {
-		req.SetBasicAuth(url.QueryEscape(auth.ClientID), url.QueryEscape(auth.ClientSecret))
-	}
-	resp, err := c.do(req)
+	resp, err := c.send(dp, "", func() (*http.Request, error) {
+		if auth.Key != nil {
+			a, err := assertion(auth.Key, auth.KeyID, auth.ClientID, c.issuer+path, c.now())
+			if err != nil {
+				return nil, err
+			}
+			form.Set("client_assertion_type", ClientAssertionType)
+			form.Set("client_assertion", a)
+		}
+		req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.issuer+path, strings.NewReader(form.Encode()))
+		if err != nil {
+			return nil, err
+		}
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		req.Header.Set("Accept", "application/json")
+		if auth.ClientSecret != "" {
+			req.SetBasicAuth(url.QueryEscape(auth.ClientID), url.QueryEscape(auth.ClientSecret))
+		}
+		return req, nil
+	})
 	if err != nil {
 		return err
 	}

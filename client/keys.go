@@ -13,6 +13,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"math/big"
 	"time"
 )
@@ -33,20 +34,43 @@ const assertionLifetime = time.Minute
 // Registration.JWKS: an ECDSA P-256 (ES256), Ed25519 (EdDSA) or RSA key of
 // 2048 bits or more (RS256), with kid as its key id.
 func PublicJWKS(key crypto.Signer, kid string) (json.RawMessage, error) {
-	jwk, _, err := publicJWK(key)
+	members, alg, err := jwkMembers(key.Public())
 	if err != nil {
 		return nil, err
 	}
+	jwk := map[string]string{"alg": alg, "use": "sig"}
+	maps.Copy(jwk, members)
 	if kid != "" {
 		jwk["kid"] = kid
 	}
 	return json.Marshal(map[string]any{"keys": []any{jwk}})
 }
 
-// publicJWK is key's public JWK and the algorithm it signs with.
-func publicJWK(key crypto.Signer) (map[string]any, string, error) {
+// JWKThumbprint is the RFC 7638 thumbprint of a public key (SHA-256,
+// base64url): what an issuer writes as cnf.jkt in a DPoP-bound token and
+// what dpop_jkt at the authorization endpoint names.
+func JWKThumbprint(pub crypto.PublicKey) (string, error) {
+	members, _, err := jwkMembers(pub)
+	if err != nil {
+		return "", err
+	}
+	return thumbprint(members), nil
+}
+
+// thumbprint hashes the required members of a JWK: json.Marshal writes a
+// map's keys sorted and without white space, the form RFC 7638 §3 hashes.
+func thumbprint(members map[string]string) string {
+	b, _ := json.Marshal(members)
+	sum := sha256.Sum256(b)
+	return base64.RawURLEncoding.EncodeToString(sum[:])
+}
+
+// jwkMembers are the members of pub's JWK that RFC 7638 names (kty and
+// the key's own: crv, x, y or n, e), and the algorithm the key signs
+// assertions with.
+func jwkMembers(pub crypto.PublicKey) (map[string]string, string, error) {
 	b64 := base64.RawURLEncoding.EncodeToString
-	switch pub := key.Public().(type) {
+	switch pub := pub.(type) {
 	case *ecdsa.PublicKey:
 		if pub.Curve != elliptic.P256() {
 			return nil, "", errors.New("client: an ECDSA key must be P-256")
@@ -56,21 +80,21 @@ func publicJWK(key crypto.Signer) (map[string]any, string, error) {
 			return nil, "", err
 		}
 		b := raw.Bytes()
-		return map[string]any{"kty": "EC", "crv": "P-256", "x": b64(b[1:33]), "y": b64(b[33:]), "alg": "ES256", "use": "sig"}, "ES256", nil
+		return map[string]string{"kty": "EC", "crv": "P-256", "x": b64(b[1:33]), "y": b64(b[33:])}, "ES256", nil
 	case ed25519.PublicKey:
-		return map[string]any{"kty": "OKP", "crv": "Ed25519", "x": b64(pub), "alg": "EdDSA", "use": "sig"}, "EdDSA", nil
+		return map[string]string{"kty": "OKP", "crv": "Ed25519", "x": b64(pub)}, "EdDSA", nil
 	case *rsa.PublicKey:
 		if pub.N.BitLen() < 2048 {
 			return nil, "", errors.New("client: an RSA key must have at least 2048 bits")
 		}
-		return map[string]any{"kty": "RSA", "n": b64(pub.N.Bytes()), "e": b64(big.NewInt(int64(pub.E)).Bytes()), "alg": "RS256", "use": "sig"}, "RS256", nil
+		return map[string]string{"kty": "RSA", "n": b64(pub.N.Bytes()), "e": b64(big.NewInt(int64(pub.E)).Bytes())}, "RS256", nil
 	}
-	return nil, "", fmt.Errorf("client: unsupported key type %T", key.Public())
+	return nil, "", fmt.Errorf("client: unsupported key type %T", pub)
 }
 
 // assertion signs a client assertion of id for the endpoint at aud.
 func assertion(key crypto.Signer, kid, id, aud string, now time.Time) (string, error) {
-	_, alg, err := publicJWK(key)
+	_, alg, err := jwkMembers(key.Public())
 	if err != nil {
 		return "", err
 	}
@@ -78,7 +102,7 @@ func assertion(key crypto.Signer, kid, id, aud string, now time.Time) (string, e
 	if _, err := rand.Read(jti); err != nil {
 		return "", err
 	}
-	header := map[string]string{"alg": alg, "typ": "JWT"}
+	header := map[string]any{"alg": alg, "typ": "JWT"}
 	if kid != "" {
 		header["kid"] = kid
 	}
@@ -88,7 +112,7 @@ func assertion(key crypto.Signer, kid, id, aud string, now time.Time) (string, e
 }
 
 // signJWT is a compact JWS of claims (RFC 7515), signed with alg.
-func signJWT(key crypto.Signer, alg string, header map[string]string, claims map[string]any) (string, error) {
+func signJWT(key crypto.Signer, alg string, header, claims map[string]any) (string, error) {
 	h, err := json.Marshal(header)
 	if err != nil {
 		return "", err
@@ -119,6 +143,9 @@ func signJWT(key crypto.Signer, alg string, header map[string]string, claims map
 	case "RS256":
 		sum := sha256.Sum256([]byte(input))
 		sig, err = key.Sign(rand.Reader, sum[:], crypto.SHA256)
+	case "PS256":
+		sum := sha256.Sum256([]byte(input))
+		sig, err = key.Sign(rand.Reader, sum[:], &rsa.PSSOptions{SaltLength: rsa.PSSSaltLengthEqualsHash, Hash: crypto.SHA256})
 	default:
 		return "", fmt.Errorf("client: unsupported algorithm %s", alg)
 	}

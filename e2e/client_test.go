@@ -8,12 +8,18 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/rsa"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -232,4 +238,192 @@ func rsaKey(t *testing.T) crypto.Signer {
 		t.Fatal(err)
 	}
 	return k
+}
+
+// TestGoClientWithDPoP: an agent with a key gets DPoP-bound tokens through
+// the Go client — at /api/agent-auth and with client_credentials — and
+// calls a guarded API with a proof per request through the client's
+// http.Client; the token sent as Bearer, or with another key's proof, is
+// refused. With dpop_nonce on, the token endpoints and the guard ask for a
+// nonce and the client tries once more with it, then keeps it.
+func TestGoClientWithDPoP(t *testing.T) {
+	for _, nonces := range []string{"off", "on"} {
+		t.Run("dpop_nonce "+nonces, func(t *testing.T) {
+			up := newEchoUpstream(t)
+			c := newCaddy(t, "")
+			port := freePort(t)
+			c.sites = guardedSite(port, "\tagent_guard {\n\t\tscopes data:read\n\t}\n", up.URL)
+			api := fmt.Sprintf("http://127.0.0.1:%d", port)
+			c.start("\t\tdefault_permissions data:read\n\t\tdpop_nonce " + nonces)
+			ctx := context.Background()
+			sent := &exchanges{}
+			ac := client.New(c.base(), client.WithHTTPClient(&http.Client{Transport: sent, Timeout: 10 * time.Second}))
+			// A retry is expected where a nonce is new to the client: after
+			// a token endpoint's 400 or a guard's 401 use_dpop_nonce.
+			retried := func(request string, refusal int) []string {
+				if nonces == "on" {
+					return []string{fmt.Sprintf("%s %d", request, refusal), request + " 200"}
+				}
+				return []string{request + " 200"}
+			}
+
+			for i, dpopKey := range []crypto.Signer{ecKey(t), edKey(t), rsaKey(t)} {
+				id := fmt.Sprintf("dpop-agent-%d", i)
+				key := ecKey(t)
+				jwks, err := client.PublicJWKS(key, id+"-1")
+				if err != nil {
+					t.Fatal(err)
+				}
+				if _, err := ac.RegisterAgent(ctx, client.Registration{AgentID: id, ModelName: "m", OwnerEmail: "o@example.com", JWKS: jwks}); err != nil {
+					t.Fatalf("%s: RegisterAgent: %v", id, err)
+				}
+				dp, err := client.NewDPoP(dpopKey)
+				if err != nil {
+					t.Fatal(err)
+				}
+				creds := client.Credentials{AgentID: id, Key: key, KeyID: id + "-1", DPoP: dp}
+				sent.reset()
+				tok, err := ac.Authenticate(ctx, creds, "profile", "data:read")
+				if err != nil || tok.TokenType != "DPoP" || tok.DPoP != dp || !tok.Valid(time.Minute) {
+					t.Fatalf("%s: Authenticate with DPoP: %v %v\n%s", id, tok, err, c.log)
+				}
+				// The issuer's nonce is new to the client only the first time.
+				want := []string{"POST /api/agent-auth 200"}
+				if i == 0 {
+					want = retried("POST /api/agent-auth", 400)
+				}
+				sent.want(t, want...)
+				if in, err := ac.Introspect(ctx, tok.AccessToken, client.AgentAuth(creds)); err != nil || !in.Active || in.TokenType != "DPoP" || in.Confirmation == nil || in.Confirmation.JKT != dp.Thumbprint() {
+					t.Fatalf("%s: Introspect a bound token: %+v %v", id, in, err)
+				}
+				// The issuer's own resource takes the bound token with proofs too.
+				if me, err := ac.Profile(ctx, tok.AccessToken); err != nil || me.AgentID != id {
+					t.Fatalf("%s: Profile with a bound token: %+v %v", id, me, err)
+				}
+
+				// The guarded API, through the client's http.Client: a GET, then a
+				// POST whose body arrives whole after any nonce retry.
+				hc := ac.HTTPClient(tok)
+				sent.reset()
+				if got := up.call(t, hc, http.MethodGet, api+"/things?page=2", ""); got.Agent != id || got.Body != "" {
+					t.Fatalf("%s: GET through the guard: %+v", id, got)
+				}
+				if i == 0 {
+					sent.want(t, retried("GET /things", 401)...)
+				} else {
+					sent.want(t, "GET /things 200")
+				}
+				if got := up.call(t, hc, http.MethodPost, api+"/things", `{"n":1}`); got.Agent != id || got.Body != `{"n":1}` {
+					t.Fatalf("%s: POST through the guard: %+v", id, got)
+				}
+				// The same token as Bearer, or with a proof by another key: refused.
+				hits := up.hits.Load()
+				if r := do(t, "GET", api+"/things", bearer(tok.AccessToken), ""); r.status != 401 || r.json["error"] != "invalid_token" || !strings.Contains(strings.Join(r.header.Values("WWW-Authenticate"), ", "), `error="invalid_token"`) {
+					t.Fatalf("%s: a DPoP token as Bearer: %d %s %q", id, r.status, r.body, r.header.Values("WWW-Authenticate"))
+				}
+				other, err := client.NewDPoP(ecKey(t))
+				if err != nil {
+					t.Fatal(err)
+				}
+				stolen := *tok
+				stolen.DPoP = other
+				resp, err := ac.HTTPClient(&stolen).Get(api + "/things")
+				if err != nil {
+					t.Fatal(err)
+				}
+				resp.Body.Close()
+				if resp.StatusCode != 401 || up.hits.Load() != hits {
+					t.Fatalf("%s: a proof by another key: %d, the API reached %d times", id, resp.StatusCode, up.hits.Load()-hits)
+				}
+
+				// client_credentials at the token endpoint, as the agent.
+				sent.reset()
+				cc, err := ac.ClientCredentials(ctx, client.AgentAuth(creds), "data:read")
+				if err != nil || cc.TokenType != "DPoP" || cc.DPoP != dp {
+					t.Fatalf("%s: client_credentials with DPoP: %v %v", id, cc, err)
+				}
+				sent.want(t, "POST /oauth2/token 200") // the same origin as /api/agent-auth: its nonce is known
+				if got := up.call(t, ac.HTTPClient(cc), http.MethodGet, api+"/things", ""); got.Agent != id {
+					t.Fatalf("%s: a client_credentials token through the guard: %+v", id, got)
+				}
+				if r := do(t, "GET", api+"/things", bearer(cc.AccessToken), ""); r.status != 401 {
+					t.Fatalf("%s: a client_credentials DPoP token as Bearer: %d %s", id, r.status, r.body)
+				}
+			}
+		})
+	}
+}
+
+// echoUpstream is an API behind the guard that answers with the agent the
+// guard let through and the body it got.
+type echoUpstream struct {
+	*httptest.Server
+	hits atomic.Int64
+}
+
+type echoed struct{ Agent, Body string }
+
+func newEchoUpstream(t *testing.T) *echoUpstream {
+	t.Helper()
+	u := &echoUpstream{}
+	u.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		u.hits.Add(1)
+		b, _ := io.ReadAll(r.Body)
+		_ = json.NewEncoder(w).Encode(echoed{Agent: r.Header.Get("X-Agent-Id"), Body: string(b)})
+	}))
+	t.Cleanup(u.Close)
+	return u
+}
+
+// call sends a request through hc and decodes the upstream's echo; any
+// status but 200 fails the test.
+func (u *echoUpstream) call(t *testing.T, hc *http.Client, method, url, body string) echoed {
+	t.Helper()
+	req, err := http.NewRequest(method, url, strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := hc.Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, url, err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	var e echoed
+	if resp.StatusCode != 200 || json.Unmarshal(b, &e) != nil {
+		t.Fatalf("%s %s: %d %s %q", method, url, resp.StatusCode, b, resp.Header.Values("WWW-Authenticate"))
+	}
+	return e
+}
+
+// exchanges is a transport that notes each request it carries as
+// "METHOD /path status".
+type exchanges struct {
+	mu  sync.Mutex
+	log []string
+}
+
+func (x *exchanges) RoundTrip(req *http.Request) (*http.Response, error) {
+	resp, err := http.DefaultTransport.RoundTrip(req)
+	if err == nil {
+		x.mu.Lock()
+		x.log = append(x.log, fmt.Sprintf("%s %s %d", req.Method, req.URL.Path, resp.StatusCode))
+		x.mu.Unlock()
+	}
+	return resp, err
+}
+
+func (x *exchanges) reset() {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	x.log = nil
+}
+
+func (x *exchanges) want(t *testing.T, want ...string) {
+	t.Helper()
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	if !slices.Equal(x.log, want) {
+		t.Fatalf("requests %q, want %q", x.log, want)
+	}
 }
