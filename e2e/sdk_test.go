@@ -114,6 +114,28 @@ func newSDKWorld(t *testing.T) *sdkWorld {
 	)}
 }
 
+// withDPoPNonces adds a second Caddy to the world for the SDKs' DPoP nonce
+// retries: `dpop_nonce on` holds for the whole auth_agent app, so it gets
+// an app of its own and the first Caddy's token requests stay free of
+// nonces. Its API's guard has `dpop required`; it has the public client
+// too, for a refresh token bound by the code exchange's proof. Its
+// addresses go into the environment as AUTHAGENT_DPOP_NONCE_ISSUER and
+// AUTHAGENT_DPOP_NONCE_GUARDED_URL.
+func (w *sdkWorld) withDPoPNonces(t *testing.T) {
+	t.Helper()
+	c := newCaddy(t, "")
+	api := c.guardAPI(t, "\tagent_guard {\n\t\tscopes data:read\n\t\tdpop required\n\t}\n")
+	c.start(fmt.Sprintf(`		default_permissions data:read
+		dpop_nonce on
+		client spa {
+			name "Single Page App"
+			public
+			redirect_uri %s
+			scopes openid profile email permissions data:read
+		}`, publicRedirect))
+	w.env = append(w.env, "AUTHAGENT_DPOP_NONCE_ISSUER="+c.base(), "AUTHAGENT_DPOP_NONCE_GUARDED_URL="+api)
+}
+
 // startSite runs the tiny website until the test ends (its standard input
 // closing stops it).
 func startSite(t *testing.T, node string, port int, issuer string) {
@@ -174,9 +196,11 @@ func (w *sdkWorld) run(t *testing.T, dir string, name string, args ...string) {
 }
 
 // TestJavaScriptSDK runs @authagent/sdk's tests (sdk/js/test) against the
-// world: the agent side and the website side, and their errors.
+// world: the agent side and the website side, and their errors, and DPoP
+// with and without server nonces.
 func TestJavaScriptSDK(t *testing.T) {
 	w := newSDKWorld(t)
+	w.withDPoPNonces(t)
 	w.run(t, filepath.Join(sdkDir, "js"), "npm", "test")
 }
 
@@ -205,10 +229,11 @@ func pytest(t *testing.T) string {
 }
 
 // TestPythonSDK runs the Python SDK's tests (sdk/python/tests) against the
-// world.
+// world, and DPoP with and without server nonces.
 func TestPythonSDK(t *testing.T) {
 	py := pytest(t)
 	w := newSDKWorld(t)
+	w.withDPoPNonces(t)
 	w.env = append(w.env, "PYTHONDONTWRITEBYTECODE=1")
 	w.run(t, filepath.Join("..", "sdk", "python"), py, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests")
 }
@@ -329,8 +354,9 @@ print(p["name"], p["version"])`
 }
 
 // TestSDKQuickStarts runs the quick starts of sdk/js/README.md and
-// sdk/python/README.md as written — the first of each, and the one of "An
-// agent with a key, no secret" — each against a fresh Caddy on
+// sdk/python/README.md as written — the first of each, the one of "An
+// agent with a key, no secret" and the one of "DPoP-bound tokens" (which
+// calls Caddyfile.example's guarded API) — each against a fresh Caddy on
 // Caddyfile.example (its ports, its issuer http://localhost:8080).
 func TestSDKQuickStarts(t *testing.T) {
 	jsReadme := filepath.Join(sdkDir, "js", "README.md")
@@ -341,31 +367,59 @@ func TestSDKQuickStarts(t *testing.T) {
 	t.Run("js with a key", func(t *testing.T) {
 		runJSQuickStart(t, readmeBlockUnder(t, jsReadme, keyedQuickStart, "js"))
 	})
+	t.Run("js with DPoP", func(t *testing.T) {
+		out := runJSQuickStart(t, readmeBlockUnder(t, jsReadme, dpopQuickStart, "js"))
+		mustCallGuardedAPI(t, out)
+	})
 	t.Run("python", func(t *testing.T) {
-		runPythonQuickStart(t, pytest(t), readmeBlock(t, pyReadme, "python"))
+		runPythonQuickStart(t, pytest(t), readmeBlock(t, pyReadme, "python"), true)
 	})
 	t.Run("python with a key", func(t *testing.T) {
-		py := pytest(t)
-		// The SDK takes a signing function; its quick start signs with the
-		// cryptography package (Debian's python3-cryptography), which the
-		// SDK does not depend on.
-		if exec.Command(py, "-c", "import cryptography").Run() != nil {
-			if os.Getenv("CI") == "true" {
-				t.Fatal("CI=true but the cryptography package is missing (.ci/run installs Debian's python3-cryptography)")
-			}
-			t.Skip("the quick start with a key uses the cryptography package: install Debian's python3-cryptography")
-		}
-		runPythonQuickStart(t, py, readmeBlockUnder(t, pyReadme, keyedQuickStart, "python"))
+		runPythonQuickStart(t, pythonWithCryptography(t), readmeBlockUnder(t, pyReadme, keyedQuickStart, "python"), true)
 	})
+	t.Run("python with DPoP", func(t *testing.T) {
+		out := runPythonQuickStart(t, pythonWithCryptography(t), readmeBlockUnder(t, pyReadme, dpopQuickStart, "python"), false)
+		mustCallGuardedAPI(t, out)
+	})
+}
+
+// mustCallGuardedAPI checks that a DPoP quick start got through
+// Caddyfile.example's guarded API (its answer names the agent's scopes)
+// and that its token was DPoP-bound.
+func mustCallGuardedAPI(t *testing.T, out string) {
+	t.Helper()
+	if !strings.Contains(out, "your scopes: profile data:read") || !strings.Contains(out, "DPoP profile data:read") {
+		t.Fatalf("the DPoP quick start did not get a bound token through the guarded API:\n%s", out)
+	}
+}
+
+// pythonWithCryptography is a Python with pytest and the cryptography
+// package: the SDK takes a signing function, and its quick starts with a
+// key sign with cryptography (Debian's python3-cryptography), which the
+// SDK does not depend on. The test skips without it, and fails with CI=true.
+func pythonWithCryptography(t *testing.T) string {
+	t.Helper()
+	py := pytest(t)
+	if exec.Command(py, "-c", "import cryptography").Run() != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("CI=true but the cryptography package is missing (.ci/run installs Debian's python3-cryptography)")
+		}
+		t.Skip("the quick starts with a key use the cryptography package: install Debian's python3-cryptography")
+	}
+	return py
 }
 
 // keyedQuickStart is the heading of the SDK READMEs' quick start of an
 // agent that holds a key.
 const keyedQuickStart = "## An agent with a key, no secret"
 
+// dpopQuickStart is the heading of the SDK READMEs' quick start of
+// DPoP-bound tokens.
+const dpopQuickStart = "## DPoP-bound tokens"
+
 // runJSQuickStart runs a JavaScript quick start against Caddyfile.example;
-// it must print the agent's data:read.
-func runJSQuickStart(t *testing.T, code string) {
+// it must print the agent's data:read. It returns what it printed.
+func runJSQuickStart(t *testing.T, code string) string {
 	t.Helper()
 	node := requireNodeSDK(t)
 	dir := t.TempDir()
@@ -386,12 +440,14 @@ func runJSQuickStart(t *testing.T, code string) {
 	if err != nil || !strings.Contains(string(out), "data:read") {
 		t.Fatalf("the quick start: %v\n%s", err, out)
 	}
+	return string(out)
 }
 
 // runPythonQuickStart runs a Python quick start against
 // Caddyfile.example, given the authorization_url of a website; it must
-// print the agent's data:read and leave the website's callback in redirect.
-func runPythonQuickStart(t *testing.T, py, code string) {
+// print the agent's data:read and, when signsIn, leave the website's
+// callback in redirect. It returns what it printed.
+func runPythonQuickStart(t *testing.T, py, code string, signsIn bool) string {
 	t.Helper()
 	_, _ = runExample(t)
 	// authorization_url is what a website gives the agent: here, one
@@ -399,11 +455,16 @@ func runPythonQuickStart(t *testing.T, py, code string) {
 	website := "authorization_url = " + strconv.Quote("http://localhost:8080/oauth2/authorize?response_type=code&client_id=demo-site"+
 		"&redirect_uri=http%3A%2F%2Flocalhost%3A3000%2Fcallback&scope=openid+profile&state=s-1"+
 		"&code_challenge=E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM&code_challenge_method=S256") + "\n"
-	cmd := exec.Command(py, "-c", website+code+"\nassert redirect.startswith('http://localhost:3000/callback?'), redirect\n")
+	if signsIn {
+		code += "\nassert redirect.startswith('http://localhost:3000/callback?'), redirect\n"
+	}
+	cmd := exec.Command(py, "-c", website+code)
 	cmd.Env = append(os.Environ(), "PYTHONPATH="+filepath.Join("..", "sdk", "python", "src"), "PYTHONDONTWRITEBYTECODE=1")
-	if out, err := cmd.CombinedOutput(); err != nil || !strings.Contains(string(out), "data:read") {
+	out, err := cmd.CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "data:read") {
 		t.Fatalf("the quick start: %v\n%s", err, out)
 	}
+	return string(out)
 }
 
 // readmeBlock is the first fenced block of lang in a README.

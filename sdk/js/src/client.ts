@@ -1,7 +1,8 @@
+import { type DPoPKey, DPoPNonces, type DPoPOption, dpopKey, sendWithProof } from "./dpop.js";
 import { AuthAgentError, ErrorCodes, rateLimitOf, retryAfterOf } from "./errors.js";
 import { type IDTokenClaims, type JWK, randomString, s256, verifyIDToken } from "./jose.js";
-import { type JWKSet, clientAssertion, clientAssertionType } from "./keys.js";
-import { TokenSession } from "./session.js";
+import { type JWKSet, clientAssertion, clientAssertionType, generateKeyPair } from "./keys.js";
+import { fetchWithTokens, TokenSession } from "./session.js";
 import { type TokenResponse, Tokens } from "./tokens.js";
 
 /** A `Storage`-shaped place for pending sign-ins: `sessionStorage` fits. */
@@ -37,13 +38,24 @@ export interface AuthAgentClientOptions {
   timeoutMs?: number;
   /** Allowed clock difference when checking ID tokens, in seconds (default 60). */
   clockToleranceSeconds?: number;
+  /**
+   * DPoP-bound tokens (RFC 9449) for every token request of this client
+   * whose credentials do not say otherwise (their own `dpop`): `true` for
+   * the agent's own key pair when the credentials carry both halves, else
+   * a key pair this client generates once; or a key pair of your own.
+   * Default: bearer tokens.
+   */
+  dpop?: DPoPOption;
 }
 
 /** An agent's id and secret. */
 export interface SecretCredentials {
   agentId: string;
   agentSecret: string;
+  /** DPoP-bound tokens: `true` for a key pair the client generates once, or a key pair of your own (see `DPoPOption`). */
+  dpop?: DPoPOption | undefined;
   privateKey?: undefined;
+  publicKey?: undefined;
   keyId?: undefined;
 }
 
@@ -59,6 +71,10 @@ export interface KeyCredentials {
   privateKey: CryptoKey;
   /** The `kid` the key was registered with; without it the issuer tries each registered key of the algorithm. */
   keyId?: string | undefined;
+  /** The public half, so that `dpop: true` binds tokens to the agent's own key pair (`{agentId, ...pair, keyId, dpop: true}`). */
+  publicKey?: CryptoKey | undefined;
+  /** DPoP-bound tokens: `true` for the agent's own key pair (with `publicKey`), or another key pair (see `DPoPOption`). */
+  dpop?: DPoPOption | undefined;
   agentSecret?: undefined;
 }
 
@@ -113,8 +129,8 @@ export interface ProfileUpdate {
  * `Credentials`.
  */
 export type ClientAuth =
-  | { clientId: string; clientSecret?: string | undefined; privateKey?: undefined; keyId?: undefined }
-  | { clientId: string; privateKey: CryptoKey; keyId?: string | undefined; clientSecret?: undefined };
+  | { clientId: string; clientSecret?: string | undefined; dpop?: DPoPOption | undefined; privateKey?: undefined; publicKey?: undefined; keyId?: undefined }
+  | { clientId: string; privateKey: CryptoKey; keyId?: string | undefined; publicKey?: CryptoKey | undefined; dpop?: DPoPOption | undefined; clientSecret?: undefined };
 
 /** RFC 7662's answer. */
 export interface Introspection {
@@ -201,6 +217,10 @@ export class AuthAgentClient {
   private readonly transactions: TransactionStorage;
   private metadata: Promise<ProviderMetadata> | undefined;
   private jwks: { keys: JWK[]; fetchedAt: number } | undefined;
+  /** The servers' latest DPoP nonces, by origin: the issuer's and each API's. */
+  private readonly nonces = new DPoPNonces();
+  /** The key pair `dpop: true` binds tokens to when the credentials hold none, made on first use. */
+  private generatedDPoPKey: Promise<DPoPKey> | undefined;
 
   constructor(options: AuthAgentClientOptions) {
     let u: URL;
@@ -238,7 +258,7 @@ export class AuthAgentClient {
     if (reg.jwks !== undefined) {
       body.jwks = reg.jwks;
     }
-    return agentOf(await this.callAPI("POST", "/api/register-agent", { body }));
+    return agentOf(await this.callAPI("POST", "/api/register-agent", { body: async () => body }));
   }
 
   /**
@@ -249,20 +269,32 @@ export class AuthAgentClient {
    */
   async replaceKeys(jwks: JWKSet, creds: KeyCredentials): Promise<Agent> {
     const body: Record<string, unknown> = { jwks, ...(await this.agentFields(creds, "/api/agents/keys")) };
-    return agentOf(await this.callAPI("PUT", "/api/agents/keys", { body }));
+    return agentOf(await this.callAPI("PUT", "/api/agents/keys", { body: async () => body }));
   }
 
-  /** Gets an access token for the agent itself (`POST /api/agent-auth`); scope defaults to `profile` and the agent's permissions. */
+  /**
+   * Gets an access token for the agent itself (`POST /api/agent-auth`);
+   * scope defaults to `profile` and the agent's permissions. With `dpop`
+   * (here or in the client's options) the request carries a proof and the
+   * token is bound to its key (`tokens.dpopKey`).
+   */
   async authenticate(creds: Credentials & { scope?: string | string[]; resource?: string }): Promise<Tokens> {
-    const body = await this.agentFields(creds, "/api/agent-auth");
-    if (creds.scope !== undefined) {
-      body.scope = joinScope(creds.scope);
-    }
-    if (creds.resource !== undefined) {
-      body.resource = creds.resource;
-    }
-    const data = await this.callAPI("POST", "/api/agent-auth", { body });
-    return Tokens.fromResponse(tokenResponseOf(data), Date.now());
+    const dpop = await this.dpopKeyFor(creds.dpop, clientAuthOf(creds));
+    const data = await this.callAPI("POST", "/api/agent-auth", {
+      // A new assertion for each attempt: a nonce retry must not replay one.
+      body: async () => {
+        const body: Record<string, unknown> = await this.agentFields(creds, "/api/agent-auth");
+        if (creds.scope !== undefined) {
+          body.scope = joinScope(creds.scope);
+        }
+        if (creds.resource !== undefined) {
+          body.resource = creds.resource;
+        }
+        return body;
+      },
+      dpop,
+    });
+    return Tokens.fromResponse(tokenResponseOf(data), Date.now(), dpop);
   }
 
   /**
@@ -318,7 +350,7 @@ export class AuthAgentClient {
     if (expect?.redirectUri !== undefined) {
       body.redirect_uri = expect.redirectUri;
     }
-    const data = await this.callAPI("POST", "/api/agent-auth", { body });
+    const data = await this.callAPI("POST", "/api/agent-auth", { body: async () => body });
     const to = isRecord(data) ? data.redirect_to : undefined;
     if (typeof to !== "string" || to === "") {
       throw new AuthAgentError({ error: ErrorCodes.response, error_description: "no redirect_to in the answer" });
@@ -326,13 +358,13 @@ export class AuthAgentClient {
     return to;
   }
 
-  /** Reads the agent's profile with one of its access tokens. */
-  async getProfile(accessToken: string): Promise<Agent> {
-    return agentOf(await this.callAPI("GET", "/api/agents/profile", { bearer: accessToken }));
+  /** Reads the agent's profile with one of its access tokens (a DPoP-bound one as `Tokens`, with its key). */
+  async getProfile(accessToken: string | Tokens): Promise<Agent> {
+    return agentOf(await this.callAPI("GET", "/api/agents/profile", { token: accessToken }));
   }
 
   /** Changes the agent's profile (with a token the agent got for itself) and resolves to it. */
-  async updateProfile(accessToken: string, fields: ProfileUpdate): Promise<Agent> {
+  async updateProfile(accessToken: string | Tokens, fields: ProfileUpdate): Promise<Agent> {
     const names: Record<keyof ProfileUpdate, string> = {
       modelName: "model_name",
       ownerName: "owner_name",
@@ -350,13 +382,25 @@ export class AuthAgentClient {
         body[name] = v;
       }
     }
-    return agentOf(await this.callAPI("PUT", "/api/agents/profile", { bearer: accessToken, body }));
+    return agentOf(await this.callAPI("PUT", "/api/agents/profile", { token: accessToken, body: async () => body }));
   }
 
-  /** Trades a refresh token for new tokens; the old refresh token is spent, keep the new one. */
-  async refresh(refreshToken: string, auth: ClientAuth | Credentials): Promise<Tokens> {
-    const data = await this.callForm("token_endpoint", "/oauth2/token", { grant_type: "refresh_token", refresh_token: refreshToken }, auth);
-    return Tokens.fromResponse(tokenResponseOf(data), Date.now());
+  /**
+   * Trades a refresh token for new tokens; the old refresh token is spent,
+   * keep the new one. Given the `Tokens` of a DPoP-bound grant, the request
+   * carries a proof by their key, as the issuer requires of a public
+   * client's bound refresh token; given the refresh token alone, by the key
+   * `dpop` names (in `auth` or the client's options).
+   */
+  async refresh(refreshToken: string | Tokens, auth: ClientAuth | Credentials): Promise<Tokens> {
+    const tokens = typeof refreshToken === "string" ? undefined : refreshToken;
+    const token = tokens ? tokens.refreshToken : (refreshToken as string);
+    if (token === undefined) {
+      throw new AuthAgentError({ error: "invalid_grant", error_description: "no refresh token to renew the access token with" });
+    }
+    const dpop = tokens?.dpopKey ?? (await this.dpopKeyFor(auth.dpop, clientAuthOf(auth)));
+    const data = await this.callForm("token_endpoint", "/oauth2/token", { grant_type: "refresh_token", refresh_token: token }, auth, dpop);
+    return Tokens.fromResponse(tokenResponseOf(data), Date.now(), dpop);
   }
 
   /** Revokes an access or refresh token the caller holds (RFC 7009); an unknown token is no error. */
@@ -373,13 +417,11 @@ export class AuthAgentClient {
     return data as Introspection;
   }
 
-  /** Reads the OpenID Connect userinfo of an access token. */
-  async userinfo(accessToken: string): Promise<Record<string, unknown>> {
+  /** Reads the OpenID Connect userinfo of an access token (a DPoP-bound one as `Tokens`, with its key). */
+  async userinfo(accessToken: string | Tokens): Promise<Record<string, unknown>> {
     const meta = await this.discover();
-    const resp = await this.send(meta.userinfo_endpoint ?? `${this.issuer}/oauth2/userinfo`, {
-      method: "GET",
-      headers: { Accept: "application/json", Authorization: `Bearer ${accessToken}` },
-    });
+    const url = meta.userinfo_endpoint ?? `${this.issuer}/oauth2/userinfo`;
+    const resp = await this.sendWithToken(accessToken, url, { method: "GET", headers: { Accept: "application/json" } });
     const data = await decode(resp);
     if (!isRecord(data)) {
       throw new AuthAgentError({ error: ErrorCodes.response, error_description: "userinfo is not a JSON object", status: resp.status });
@@ -393,7 +435,7 @@ export class AuthAgentClient {
    * once for any number of concurrent callers.
    */
   agentSession(creds: Credentials & { scope?: string | string[]; resource?: string }, options?: { refreshMarginMs?: number }): TokenSession {
-    return new TokenSession(() => this.authenticate(creds), undefined, { ...options, fetch: this.fetcher });
+    return new TokenSession(() => this.authenticate(creds), undefined, { ...options, fetch: this.fetcher, nonces: this.nonces });
   }
 
   /**
@@ -407,11 +449,23 @@ export class AuthAgentClient {
         if (!current?.refreshToken) {
           throw new AuthAgentError({ error: "invalid_grant", error_description: "no refresh token to renew the access token with" });
         }
-        return this.refresh(current.refreshToken, auth);
+        return this.refresh(current, auth);
       },
       tokens,
-      { ...options, fetch: this.fetcher },
+      { ...options, fetch: this.fetcher, nonces: this.nonces },
     );
+  }
+
+  /**
+   * `fetch` with an access token, for an API behind `agent_guard`:
+   * `Authorization: Bearer <token>`, or for DPoP-bound `Tokens`
+   * `Authorization: DPoP <token>` with a new proof by their key (`ath`,
+   * `htm`, `htu`), sent once more with the server's `DPoP-Nonce` when it
+   * answers `use_dpop_nonce`. A DPoP-bound token is never sent as a bearer
+   * token. Use `agentSession` or `session` for tokens that renew themselves.
+   */
+  async fetch(tokens: Tokens | string, input: RequestInfo | URL, init: RequestInit = {}): Promise<Response> {
+    return fetchWithTokens(this.fetcher, this.nonces, tokenOf(tokens), input, init);
   }
 
   // ---- the website side ----
@@ -509,13 +563,15 @@ export class AuthAgentClient {
       throw new AuthAgentError({ error: ErrorCodes.callback, error_description: "the callback has no code" });
     }
     const secret = options.clientSecret ?? this.options.clientSecret;
+    const dpop = await this.dpopKeyFor(undefined, {});
     const data = await this.callForm(
       "token_endpoint",
       "/oauth2/token",
       { grant_type: "authorization_code", code, redirect_uri: request.redirectUri, code_verifier: request.codeVerifier },
       { clientId: request.clientId, clientSecret: secret },
+      dpop,
     );
-    const tokens = Tokens.fromResponse(tokenResponseOf(data), Date.now());
+    const tokens = Tokens.fromResponse(tokenResponseOf(data), Date.now(), dpop);
     let claims: IDTokenClaims | undefined;
     if (tokens.idToken !== undefined) {
       claims = await this.verifyIDToken(tokens.idToken, { clientId: request.clientId, nonce: request.nonce, accessToken: tokens.accessToken });
@@ -585,20 +641,38 @@ export class AuthAgentClient {
     };
   }
 
-  /** Calls an `/api/*` endpoint and resolves to the `data` of its envelope. */
-  private async callAPI(method: string, path: string, o: { bearer?: string; body?: Record<string, unknown> }): Promise<unknown> {
-    const headers: Record<string, string> = { Accept: "application/json" };
-    if (o.body !== undefined) {
-      headers["Content-Type"] = "application/json";
+  /**
+   * Calls an `/api/*` endpoint and resolves to the `data` of its envelope.
+   * `body` is made again for each attempt; `dpop` adds a proof (without
+   * `ath`: a token request), `token` the access token (and its proof when
+   * it is DPoP-bound).
+   */
+  private async callAPI(
+    method: string,
+    path: string,
+    o: { token?: string | Tokens; body?: () => Promise<Record<string, unknown>>; dpop?: DPoPKey | undefined },
+  ): Promise<unknown> {
+    const url = this.issuer + path;
+    const init = async (): Promise<RequestInit> => {
+      const headers: Record<string, string> = { Accept: "application/json" };
+      const i: RequestInit = { method, headers, redirect: "manual" };
+      if (o.body !== undefined) {
+        headers["Content-Type"] = "application/json";
+        i.body = JSON.stringify(await o.body());
+      }
+      return i;
+    };
+    let resp: Response;
+    if (o.token !== undefined) {
+      resp = await this.sendWithToken(o.token, url, await init());
+    } else if (o.dpop !== undefined) {
+      resp = await sendWithProof(this.nonces, o.dpop, { method, url }, async (proof) => {
+        const i = await init();
+        return this.send(url, { ...i, headers: { ...(i.headers as Record<string, string>), DPoP: proof } });
+      });
+    } else {
+      resp = await this.send(url, await init());
     }
-    if (o.bearer !== undefined) {
-      headers.Authorization = `Bearer ${o.bearer}`;
-    }
-    const init: RequestInit = { method, headers, redirect: "manual" };
-    if (o.body !== undefined) {
-      init.body = JSON.stringify(o.body);
-    }
-    const resp = await this.send(this.issuer + path, init);
     const env = await decode(resp);
     if (!isRecord(env) || env.success !== true || !isRecord(env.data)) {
       throw new AuthAgentError({ error: ErrorCodes.response, error_description: "no data in the answer", status: resp.status });
@@ -609,26 +683,72 @@ export class AuthAgentClient {
   /**
    * Posts an RFC form to an `/oauth2/*` endpoint with client
    * authentication: HTTP Basic, a new assertion for that endpoint
-   * (`private_key_jwt`), or `client_id` alone for a public client.
+   * (`private_key_jwt`), or `client_id` alone for a public client; with
+   * `dpop`, a proof by that key (and a new assertion for a nonce retry).
    */
-  private async callForm(endpoint: keyof ProviderMetadata, fallbackPath: string, form: Record<string, string>, who: ClientAuth | Credentials): Promise<unknown> {
+  private async callForm(
+    endpoint: keyof ProviderMetadata,
+    fallbackPath: string,
+    form: Record<string, string>,
+    who: ClientAuth | Credentials,
+    dpop?: DPoPKey,
+  ): Promise<unknown> {
     const auth = clientAuthOf(who);
-    const headers: Record<string, string> = { Accept: "application/json", "Content-Type": "application/x-www-form-urlencoded" };
-    const body = new URLSearchParams(form);
     const meta = this.metadata ? await this.metadata.catch(() => undefined) : undefined;
     const target = meta && typeof meta[endpoint] === "string" ? (meta[endpoint] as string) : this.issuer + fallbackPath;
-    if (auth.privateKey !== undefined) {
-      body.set("client_id", auth.clientId);
-      body.set("client_assertion_type", clientAssertionType);
-      body.set("client_assertion", await clientAssertion({ clientId: auth.clientId, audience: target, privateKey: auth.privateKey, keyId: auth.keyId }));
-    } else if (auth.clientSecret) {
-      // RFC 6749 §2.3.1: both parts form-encoded before Basic.
-      headers.Authorization = `Basic ${btoa(`${formEncode(auth.clientId)}:${formEncode(auth.clientSecret)}`)}`;
-    } else {
-      body.set("client_id", auth.clientId);
-    }
-    const resp = await this.send(target, { method: "POST", headers, body, redirect: "manual" });
+    const init = async (proof?: string): Promise<RequestInit> => {
+      const headers: Record<string, string> = { Accept: "application/json", "Content-Type": "application/x-www-form-urlencoded" };
+      const body = new URLSearchParams(form);
+      if (auth.privateKey !== undefined) {
+        body.set("client_id", auth.clientId);
+        body.set("client_assertion_type", clientAssertionType);
+        body.set("client_assertion", await clientAssertion({ clientId: auth.clientId, audience: target, privateKey: auth.privateKey, keyId: auth.keyId }));
+      } else if (auth.clientSecret) {
+        // RFC 6749 §2.3.1: both parts form-encoded before Basic.
+        headers.Authorization = `Basic ${btoa(`${formEncode(auth.clientId)}:${formEncode(auth.clientSecret)}`)}`;
+      } else {
+        body.set("client_id", auth.clientId);
+      }
+      if (proof !== undefined) {
+        headers.DPoP = proof;
+      }
+      return { method: "POST", headers, body, redirect: "manual" };
+    };
+    const resp =
+      dpop === undefined
+        ? await this.send(target, await init())
+        : await sendWithProof(this.nonces, dpop, { method: "POST", url: target }, async (proof) => this.send(target, await init(proof)));
     return decode(resp, endpoint === "revocation_endpoint");
+  }
+
+  /** Sends a request to the issuer with an access token: bearer, or DPoP with a proof (and a nonce retry). */
+  private async sendWithToken(token: string | Tokens, url: string, init: RequestInit): Promise<Response> {
+    return fetchWithTokens((input, i) => this.send(String(input), i ?? {}), this.nonces, tokenOf(token), url, init);
+  }
+
+  /**
+   * The key a token request's proof is signed with: `option` (the
+   * credentials'), else the client's `dpop`; `true` is the credentials' own
+   * key pair when they hold both halves, else the client's generated pair.
+   */
+  private async dpopKeyFor(option: DPoPOption | undefined, who: { privateKey?: CryptoKey | undefined; publicKey?: CryptoKey | undefined }): Promise<DPoPKey | undefined> {
+    const o = option ?? this.options.dpop;
+    if (o === undefined || o === false) {
+      return undefined;
+    }
+    if (o !== true) {
+      return dpopKey(o);
+    }
+    if (who.privateKey !== undefined && who.publicKey !== undefined) {
+      return dpopKey({ privateKey: who.privateKey, publicKey: who.publicKey });
+    }
+    if (this.generatedDPoPKey === undefined) {
+      this.generatedDPoPKey = generateKeyPair().then(dpopKey);
+      this.generatedDPoPKey.catch(() => {
+        this.generatedDPoPKey = undefined;
+      });
+    }
+    return this.generatedDPoPKey;
   }
 
   /** Sends a request with the time limit, turning a failure to connect into a `network_error`. */
@@ -683,12 +803,23 @@ async function decode(resp: Response, emptyOK = false): Promise<unknown> {
 }
 
 /** A client's or an agent's credentials as one shape; a secret and a key together are a TypeError. */
-function clientAuthOf(who: ClientAuth | Credentials): { clientId: string; clientSecret?: string | undefined; privateKey?: CryptoKey | undefined; keyId?: string | undefined } {
-  const auth = "agentId" in who ? { clientId: who.agentId, clientSecret: who.agentSecret, privateKey: who.privateKey, keyId: who.keyId } : who;
+function clientAuthOf(who: ClientAuth | Credentials): {
+  clientId: string;
+  clientSecret?: string | undefined;
+  privateKey?: CryptoKey | undefined;
+  publicKey?: CryptoKey | undefined;
+  keyId?: string | undefined;
+} {
+  const auth = "agentId" in who ? { clientId: who.agentId, clientSecret: who.agentSecret, privateKey: who.privateKey, publicKey: who.publicKey, keyId: who.keyId } : who;
   if (auth.privateKey !== undefined && auth.clientSecret !== undefined) {
     throw new TypeError("credentials hold a secret or a private key, not both");
   }
   return auth;
+}
+
+/** An access token as `Tokens`' fields: a string is a bearer token. */
+function tokenOf(token: string | Tokens): Pick<Tokens, "accessToken" | "tokenType" | "dpopKey"> {
+  return typeof token === "string" ? { accessToken: token, tokenType: "Bearer", dpopKey: undefined } : token;
 }
 
 function isRecord(v: unknown): v is Record<string, unknown> {

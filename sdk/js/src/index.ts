@@ -6,7 +6,8 @@
  * website's "Sign in with Auth Agent" without a browser), profile,
  * `refresh`, `revoke`, `introspect`, and `agentSession` for a token that
  * renews itself — with a secret, or with a key the agent holds
- * (`generateKeyPair`, `publicJWKS`, `replaceKeys`). The website side:
+ * (`generateKeyPair`, `publicJWKS`, `replaceKeys`), and with tokens bound
+ * to a key by DPoP (`dpop`, `dpopProof`, `client.fetch`). The website side:
  * `createSignInUrl` and `handleCallback`.
  */
 export {
@@ -28,6 +29,15 @@ export {
   type SignInResult,
   type TransactionStorage,
 } from "./client.js";
+export {
+  type DPoPKey,
+  dpopKey,
+  DPoPNonces,
+  type DPoPOption,
+  dpopProof,
+  type DPoPProofOptions,
+  jwkThumbprint,
+} from "./dpop.js";
 export { AuthAgentError, type AuthAgentErrorInit, ErrorCodes, type RateLimit } from "./errors.js";
 export { type IDTokenClaims, type JWK, supportedAlgorithms } from "./jose.js";
 export {

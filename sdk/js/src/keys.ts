@@ -148,13 +148,22 @@ export async function clientAssertion(o: AssertionOptions): Promise<string> {
     throw new TypeError("clientAssertion: the key must be the private key");
   }
   const iat = Math.floor((o.now ?? Date.now()) / 1000);
-  const header: Record<string, string> = { alg, typ: "JWT" };
+  const header: { alg: KeyAlgorithm; typ: string; kid?: string } = { alg, typ: "JWT" };
   if (o.keyId !== undefined) {
     header.kid = o.keyId;
   }
   const claims = { iss: o.clientId, sub: o.clientId, aud: o.audience, iat, exp: iat + (o.lifetimeSeconds ?? assertionLifetimeSeconds), jti: randomString(18) };
+  return signJWS(o.privateKey, header, claims);
+}
+
+/**
+ * Signs a compact JWS of `header` and `claims` (JSON) with a private key
+ * whose algorithm `header.alg` names (`keyAlgorithm`). Assertions and DPoP
+ * proofs are made with it.
+ */
+export async function signJWS(privateKey: CryptoKey, header: { alg: KeyAlgorithm } & Record<string, unknown>, claims: Record<string, unknown>): Promise<string> {
   const enc = new TextEncoder();
   const input = `${base64url(enc.encode(JSON.stringify(header)))}.${base64url(enc.encode(JSON.stringify(claims)))}`;
-  const signature = await crypto.subtle.sign(signParams[alg], o.privateKey, enc.encode(input));
+  const signature = await crypto.subtle.sign(signParams[header.alg], privateKey, enc.encode(input));
   return `${input}.${base64url(new Uint8Array(signature))}`;
 }

@@ -1,3 +1,5 @@
+import type { DPoPKey } from "./dpop.js";
+
 /** The token endpoint's (or `/api/agent-auth`'s) answer, as the issuer sent it. */
 export interface TokenResponse {
   access_token: string;
@@ -17,9 +19,9 @@ const inspect = Symbol.for("nodejs.util.inspect.custom");
  * restore them with {@link Tokens.fromJSON}.
  */
 export class Tokens {
-  /** The access token, sent as `Authorization: Bearer …`. */
+  /** The access token, sent as `Authorization: Bearer …` (or `DPoP …` with a proof). */
   readonly accessToken: string;
-  /** `Bearer` (or `DPoP`). */
+  /** `Bearer`, or `DPoP` for a token bound to `dpopKey`. */
   readonly tokenType: string;
   /** Lifetime in seconds, as the issuer said. */
   readonly expiresIn: number;
@@ -31,6 +33,11 @@ export class Tokens {
   readonly refreshToken: string | undefined;
   /** An ID token, when `openid` was granted. */
   readonly idToken: string | undefined;
+  /**
+   * The key a `DPoP` token (and its refresh token) is bound to: every use
+   * carries a proof it signs. Never serialised; pass it to `fromJSON` again.
+   */
+  readonly dpopKey: DPoPKey | undefined;
 
   constructor(fields: {
     accessToken: string;
@@ -40,6 +47,7 @@ export class Tokens {
     expiresAt: number;
     refreshToken?: string | undefined;
     idToken?: string | undefined;
+    dpopKey?: DPoPKey | undefined;
   }) {
     this.accessToken = fields.accessToken;
     this.tokenType = fields.tokenType;
@@ -48,10 +56,16 @@ export class Tokens {
     this.expiresAt = fields.expiresAt;
     this.refreshToken = fields.refreshToken;
     this.idToken = fields.idToken;
+    this.dpopKey = fields.dpopKey;
   }
 
-  /** Builds tokens from the issuer's answer, received at `now` (ms). */
-  static fromResponse(r: TokenResponse, now: number): Tokens {
+  /** Whether the access token is DPoP-bound: it works only with proofs by `dpopKey`, never as a bearer token. */
+  get dpopBound(): boolean {
+    return this.tokenType.toLowerCase() === "dpop";
+  }
+
+  /** Builds tokens from the issuer's answer, received at `now` (ms); a `DPoP` answer is bound to `dpopKey`, the key its request's proof was signed with. */
+  static fromResponse(r: TokenResponse, now: number, dpopKey?: DPoPKey): Tokens {
     return new Tokens({
       accessToken: r.access_token,
       tokenType: r.token_type,
@@ -60,11 +74,12 @@ export class Tokens {
       expiresAt: now + r.expires_in * 1000,
       refreshToken: r.refresh_token,
       idToken: r.id_token,
+      dpopKey: String(r.token_type).toLowerCase() === "dpop" ? dpopKey : undefined,
     });
   }
 
-  /** Restores tokens serialised with `JSON.stringify`. */
-  static fromJSON(value: unknown): Tokens | undefined {
+  /** Restores tokens serialised with `JSON.stringify`; DPoP-bound ones with the key they are bound to (kept apart, e.g. the `CryptoKey`s in IndexedDB). */
+  static fromJSON(value: unknown, dpopKey?: DPoPKey): Tokens | undefined {
     if (typeof value !== "object" || value === null) {
       return undefined;
     }
@@ -80,7 +95,22 @@ export class Tokens {
       expiresAt: v.expiresAt,
       refreshToken: typeof v.refreshToken === "string" ? v.refreshToken : undefined,
       idToken: typeof v.idToken === "string" ? v.idToken : undefined,
+      dpopKey: typeof v.tokenType === "string" && v.tokenType.toLowerCase() === "dpop" ? dpopKey : undefined,
     });
+  }
+
+  /** The serialisable fields: all but the key (a `CryptoKey` is not data; keep it apart). */
+  toJSON(): {
+    accessToken: string;
+    tokenType: string;
+    expiresIn: number;
+    scope: string;
+    expiresAt: number;
+    refreshToken: string | undefined;
+    idToken: string | undefined;
+  } {
+    const { accessToken, tokenType, expiresIn, scope, expiresAt, refreshToken, idToken } = this;
+    return { accessToken, tokenType, expiresIn, scope, expiresAt, refreshToken, idToken };
   }
 
   /** Whether the access token is still good for at least `marginMs` (default 0). */

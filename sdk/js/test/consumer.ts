@@ -5,13 +5,17 @@ import {
   AuthAgentClient,
   AuthAgentError,
   type Credentials,
+  type DPoPKey,
   type Introspection,
   type JWKSet,
   type KeyCredentials,
   type SignInResult,
   Tokens,
   clientAssertion,
+  dpopKey,
+  dpopProof,
   generateKeyPair,
+  jwkThumbprint,
   publicJWKS,
 } from "@authagent/sdk";
 
@@ -53,6 +57,27 @@ export async function keyedAgent(issuer: string): Promise<string> {
   // @ts-expect-error: only signing algorithms assertions take
   await generateKeyPair({ algorithm: "HS256" });
   return redirect + i.active + after.tokenEndpointAuthMethod + assertion;
+}
+
+export async function dpopAgent(issuer: string): Promise<string> {
+  const client = new AuthAgentClient({ issuer, dpop: true });
+  const pair = await generateKeyPair();
+  const t: Tokens = await client.authenticate({ agentId: "k", ...pair, keyId: "k-1", dpop: true });
+  const key: DPoPKey | undefined = t.dpopKey;
+  const resp: Response = await client.fetch(t, "https://api.example/items", { method: "POST", body: "{}" });
+  const proof: string = await dpopProof(pair, { method: "GET", url: "https://api.example/items", accessToken: t.accessToken });
+  const jkt: string = await jwkThumbprint((await dpopKey(pair)).publicJwk);
+  const refreshed: Tokens = await client.refresh(t, { clientId: "app" });
+  await client.authenticate({ agentId: "a", agentSecret: "s", dpop: await generateKeyPair({ algorithm: "EdDSA" }) });
+  await client.getProfile(refreshed);
+  await client.agentSession({ agentId: "a", agentSecret: "s", dpop: false }).fetch(new URL("https://api.example/items"));
+  // @ts-expect-error: dpop is a boolean or a key
+  await client.authenticate({ agentId: "a", agentSecret: "s", dpop: "yes" });
+  // @ts-expect-error: credentials with a secret have no key pair
+  await client.authenticate({ agentId: "a", agentSecret: "s", publicKey: pair.publicKey });
+  // @ts-expect-error: a proof is for a method and a URL
+  await dpopProof(pair, { method: "GET" });
+  return `${key?.alg} ${resp.status} ${proof} ${jkt}`;
 }
 
 export async function website(issuer: string, callback: URL): Promise<string | undefined> {

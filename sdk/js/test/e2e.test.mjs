@@ -8,7 +8,20 @@ import { before, describe, test } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
 import { inspect } from "node:util";
 
-import { AuthAgentClient, AuthAgentError, ErrorCodes, generateKeyPair, publicJWK, publicJWKS } from "../dist/index.js";
+import {
+  AuthAgentClient,
+  AuthAgentError,
+  clientAssertion,
+  clientAssertionType,
+  dpopKey,
+  dpopProof,
+  ErrorCodes,
+  generateKeyPair,
+  jwkThumbprint,
+  publicJWK,
+  publicJWKS,
+  Tokens,
+} from "../dist/index.js";
 
 const env = process.env;
 const ISSUER = env.AUTHAGENT_ISSUER ?? "";
@@ -16,6 +29,10 @@ const GUARDED = env.AUTHAGENT_GUARDED_URL ?? "";
 const SITE = env.AUTHAGENT_SITE_URL ?? "";
 const website = { clientId: env.AUTHAGENT_CLIENT_ID ?? "", clientSecret: env.AUTHAGENT_CLIENT_SECRET ?? "", redirectUri: env.AUTHAGENT_REDIRECT_URI ?? "" };
 const spa = { clientId: env.AUTHAGENT_PUBLIC_CLIENT_ID ?? "", redirectUri: env.AUTHAGENT_PUBLIC_REDIRECT_URI ?? "" };
+// A second Caddy with `dpop_nonce on`, and its API behind `agent_guard { dpop required }`.
+const NONCE_ISSUER = env.AUTHAGENT_DPOP_NONCE_ISSUER ?? "";
+const NONCE_GUARDED = env.AUTHAGENT_DPOP_NONCE_GUARDED_URL ?? "";
+const noNonceWorld = NONCE_ISSUER === "" && "no AUTHAGENT_DPOP_NONCE_ISSUER";
 const skip = ISSUER === "" && "run through `go test ./e2e -run TestJavaScriptSDK`, which starts Caddy";
 
 const SECRET = "Test123456!";
@@ -28,6 +45,27 @@ async function guardedStatus(token) {
   const resp = await fetch(`${GUARDED}/x`, { headers: { Authorization: `Bearer ${token}` } });
   await resp.arrayBuffer();
   return resp.status;
+}
+
+/** A token's claims, unverified (the test only reads what the issuer put in). */
+function claimsOf(jwt) {
+  return JSON.parse(Buffer.from(jwt.split(".")[1], "base64url").toString());
+}
+
+/** A client whose requests are recorded: URL, method, and the DPoP proof's claims when there is one. */
+function recordingClient(issuer, options = {}) {
+  const seen = [];
+  const client = new AuthAgentClient({
+    issuer,
+    ...options,
+    fetch: async (input, init = {}) => {
+      const proof = new Headers(init.headers).get("DPoP");
+      const resp = await fetch(input, init);
+      seen.push({ url: String(input), status: resp.status, proof: proof ? claimsOf(proof) : undefined, nonce: resp.headers.get("DPoP-Nonce") });
+      return resp;
+    },
+  });
+  return { client, seen };
 }
 
 async function rejects(promise, check) {
@@ -253,6 +291,162 @@ describe("against a real Caddy", { skip }, () => {
       assert.equal(e.error, "invalid_request");
       assert.equal(e.status, 400);
     });
+  });
+
+  test("DPoP: bound tokens from /api/agent-auth and client_credentials, proofs at the guarded API, refused as Bearer", async () => {
+    const client = new AuthAgentClient({ issuer: ISSUER });
+    const pair = await generateKeyPair();
+    await client.registerAgent({ agentId: "js-dpop", jwks: await publicJWKS(pair, "js-dpop-1"), modelName: "js-model", ownerName: "JS Owner", ownerEmail: "js@example.com" });
+    const jkt = await jwkThumbprint((await dpopKey(pair)).publicJwk);
+
+    // The agent's own key pair binds its tokens (dpop: true with both halves).
+    const creds = { agentId: "js-dpop", ...pair, keyId: "js-dpop-1", dpop: true };
+    const tokens = await client.authenticate(creds);
+    assert.equal(tokens.tokenType, "DPoP");
+    assert.equal(claimsOf(tokens.accessToken).cnf?.jkt, jkt, "the access token names the key's thumbprint");
+    const resp = await client.fetch(tokens, `${GUARDED}/x?q=1`);
+    assert.equal(resp.status, 200);
+    const upstream = await resp.json();
+    assert.equal(upstream["X-Agent-Id"], "js-dpop");
+    assert.equal(upstream.Authorization, `DPoP ${tokens.accessToken}`);
+    const posted = await client.fetch(tokens, `${GUARDED}/x`, { method: "POST", body: "{}" });
+    assert.equal(posted.status, 200, "a proof for POST");
+    await posted.arrayBuffer();
+
+    // The same token as a bearer token is refused (no downgrade), and a proof
+    // by another key, or one made for another URL, does not pass either.
+    const bearer = await fetch(`${GUARDED}/x`, { headers: { Authorization: `Bearer ${tokens.accessToken}` } });
+    assert.equal(bearer.status, 401);
+    assert.match(bearer.headers.get("WWW-Authenticate") ?? "", /invalid_token/);
+    await bearer.arrayBuffer();
+    const stranger = await generateKeyPair();
+    for (const [what, proof] of [
+      ["another key", await dpopProof(stranger, { method: "GET", url: `${GUARDED}/x`, accessToken: tokens.accessToken })],
+      ["another URL", await dpopProof(pair, { method: "GET", url: `${GUARDED}/elsewhere`, accessToken: tokens.accessToken })],
+      ["no ath", await dpopProof(pair, { method: "GET", url: `${GUARDED}/x` })],
+    ]) {
+      const r = await fetch(`${GUARDED}/x`, { headers: { Authorization: `DPoP ${tokens.accessToken}`, DPoP: proof } });
+      assert.equal(r.status, 401, what);
+      await r.arrayBuffer();
+    }
+    // The proof the SDK made is used once: sent again, it is refused.
+    const once = await dpopProof(pair, { method: "GET", url: `${GUARDED}/x`, accessToken: tokens.accessToken });
+    const first = await fetch(`${GUARDED}/x`, { headers: { Authorization: `DPoP ${tokens.accessToken}`, DPoP: once } });
+    const replay = await fetch(`${GUARDED}/x`, { headers: { Authorization: `DPoP ${tokens.accessToken}`, DPoP: once } });
+    assert.deepEqual([first.status, replay.status], [200, 401]);
+    await first.arrayBuffer();
+    await replay.arrayBuffer();
+
+    // The issuer's own endpoints take the bound token with its proof.
+    assert.equal((await client.getProfile(tokens)).agentId, "js-dpop");
+    const seen = await client.introspect(tokens.accessToken, creds);
+    assert.equal(seen.active, true);
+    assert.equal(seen.token_type, "DPoP");
+    assert.equal(seen.cnf?.jkt, jkt);
+
+    // client_credentials at /oauth2/token, a request the SDK does not make:
+    // dpopProof and clientAssertion for any HTTP client.
+    const tokenURL = `${ISSUER}/oauth2/token`;
+    const cc = await fetch(tokenURL, {
+      method: "POST",
+      headers: { "Content-Type": "application/x-www-form-urlencoded", DPoP: await dpopProof(pair, { method: "POST", url: tokenURL }) },
+      body: new URLSearchParams({
+        grant_type: "client_credentials",
+        client_id: "js-dpop",
+        client_assertion_type: clientAssertionType,
+        client_assertion: await clientAssertion({ clientId: "js-dpop", audience: tokenURL, privateKey: pair.privateKey, keyId: "js-dpop-1" }),
+      }),
+    });
+    const ccBody = await cc.json();
+    assert.equal(cc.status, 200, JSON.stringify(ccBody));
+    assert.equal(ccBody.token_type, "DPoP");
+    const ccTokens = Tokens.fromResponse(ccBody, Date.now(), await dpopKey(pair));
+    assert.equal(claimsOf(ccTokens.accessToken).cnf?.jkt, jkt);
+    const ccResp = await client.fetch(ccTokens, `${GUARDED}/x`);
+    assert.equal(ccResp.status, 200);
+    await ccResp.arrayBuffer();
+
+    // A separate DPoP key for an agent with a key.
+    const separate = await generateKeyPair({ algorithm: "EdDSA" });
+    const bound = await client.authenticate({ agentId: "js-dpop", privateKey: pair.privateKey, keyId: "js-dpop-1", dpop: separate });
+    assert.equal(claimsOf(bound.accessToken).cnf?.jkt, await jwkThumbprint((await dpopKey(separate)).publicJwk));
+    assert.equal((await client.fetch(bound, `${GUARDED}/x`)).status, 200);
+
+    // An agent with a secret: a key pair the client generates, one for all its tokens.
+    await register(client, "js-dpop-secret");
+    const secretCreds = { agentId: "js-dpop-secret", agentSecret: SECRET, dpop: true };
+    const session = client.agentSession(secretCreds, { refreshMarginMs: 2 * 3600_000 });
+    const viaSession = await session.fetch(`${GUARDED}/x`);
+    assert.equal(viaSession.status, 200);
+    assert.equal((await viaSession.json())["X-Agent-Id"], "js-dpop-secret");
+    const held = session.tokens;
+    assert.equal(held.tokenType, "DPoP");
+    const renewed = await session.getTokens();
+    assert.notEqual(renewed.accessToken, held.accessToken, "renewed within the margin");
+    assert.equal(renewed.dpopKey, held.dpopKey);
+    assert.equal(claimsOf(renewed.accessToken).cnf?.jkt, await jwkThumbprint(renewed.dpopKey.publicJwk));
+    assert.equal(await guardedStatus(renewed.accessToken), 401, "a bound token never works as Bearer");
+  });
+
+  test("DPoP with server nonces (dpop_nonce on; the API's guard has dpop required): one retry, then the nonce is kept", { skip: noNonceWorld }, async () => {
+    const { client, seen } = recordingClient(NONCE_ISSUER);
+    const pair = await generateKeyPair();
+    await client.registerAgent({ agentId: "js-nonce", jwks: await publicJWKS(pair, "js-nonce-1"), modelName: "m", ownerName: "O", ownerEmail: "o@example.com" });
+    seen.length = 0;
+    const creds = { agentId: "js-nonce", ...pair, keyId: "js-nonce-1", dpop: true };
+    const tokens = await client.authenticate(creds);
+    assert.equal(tokens.tokenType, "DPoP");
+    assert.deepEqual(seen.map((r) => r.status), [400, 200], "use_dpop_nonce, then the retry");
+    assert.equal(seen[0].proof.nonce, undefined);
+    assert.ok(seen[0].nonce);
+    assert.equal(seen[1].proof.nonce, seen[0].nonce);
+    assert.notEqual(seen[1].proof.jti, seen[0].proof.jti);
+
+    // The kept nonce goes into the next proof to the issuer at once.
+    seen.length = 0;
+    await client.authenticate(creds);
+    assert.deepEqual(seen.map((r) => r.status), [200]);
+    assert.ok(seen[0].proof.nonce);
+
+    // The API is another origin: its first call learns its nonce, the next uses it.
+    seen.length = 0;
+    const resp = await client.fetch(tokens, `${NONCE_GUARDED}/x`);
+    assert.equal(resp.status, 200);
+    assert.equal((await resp.json())["X-Agent-Id"], "js-nonce");
+    assert.deepEqual(seen.map((r) => r.status), [401, 200]);
+    assert.equal(seen[1].proof.nonce, seen[0].nonce);
+    assert.ok(seen[1].proof.ath);
+    seen.length = 0;
+    assert.equal((await client.fetch(tokens, `${NONCE_GUARDED}/x`)).status, 200);
+    assert.deepEqual(seen.map((r) => r.status), [200]);
+
+    // A guard with dpop required refuses a bearer token outright.
+    const plain = await client.authenticate({ agentId: "js-nonce", privateKey: pair.privateKey, keyId: "js-nonce-1" });
+    assert.equal(plain.tokenType, "Bearer");
+    const refused = await client.fetch(plain, `${NONCE_GUARDED}/x`);
+    assert.equal(refused.status, 401);
+    assert.match(refused.headers.get("WWW-Authenticate") ?? "", /^DPoP /);
+  });
+
+  // In the world with nonces (and no rate limits, as a refused refresh
+  // counts against the first world's budget): the code exchange and the
+  // refreshes are retried with the issuer's nonce too.
+  test("DPoP: a public client's refresh token is bound to the key of the code exchange", { skip: noNonceWorld }, async () => {
+    const agentSide = new AuthAgentClient({ issuer: NONCE_ISSUER });
+    await register(agentSide, "js-dpop-spa");
+    const app = new AuthAgentClient({ issuer: NONCE_ISSUER, ...spa, dpop: true });
+    const request = await app.createSignInUrl({ scope: "openid profile data:read" });
+    const { tokens } = await app.handleCallback(await agentSide.signIn(request.url, { agentId: "js-dpop-spa", agentSecret: SECRET }));
+    assert.equal(tokens.tokenType, "DPoP");
+    assert.ok(tokens.refreshToken);
+    // Another key cannot refresh it; the bound key can (the SDK proves it from the Tokens).
+    const other = new AuthAgentClient({ issuer: NONCE_ISSUER, dpop: true });
+    await rejects(other.refresh(tokens.refreshToken, { clientId: spa.clientId }), (e) => assert.ok(["invalid_grant", "invalid_dpop_proof"].includes(e.error), e.error));
+    const refreshed = await app.refresh(tokens, { clientId: spa.clientId });
+    assert.equal(refreshed.tokenType, "DPoP");
+    assert.equal(refreshed.dpopKey, tokens.dpopKey);
+    assert.equal((await app.fetch(refreshed, `${NONCE_GUARDED}/x`)).status, 200);
+    assert.equal((await app.refresh(refreshed, { clientId: spa.clientId })).tokenType, "DPoP", "the rotated refresh token stays bound");
   });
 
   // Next to last: its two failed authentications come at its end, and with

@@ -1,11 +1,29 @@
 // Tests that need no server: PKCE, ID-token checks with keys made here,
-// tokens that do not print, and errors read from answers a fake fetch gives.
+// tokens that do not print, errors read from answers a fake fetch gives,
+// and DPoP proofs and nonce retries (against a throwaway local HTTP server
+// that plays the issuer and an API: a stand-in for the retry logic only;
+// the real server is e2e.test.mjs's).
 
 import assert from "node:assert/strict";
-import { describe, test } from "node:test";
+import { createHash } from "node:crypto";
+import { createServer } from "node:http";
+import { after, before, describe, test } from "node:test";
 import { inspect } from "node:util";
 
-import { AuthAgentClient, AuthAgentError, clientAssertion, ErrorCodes, generateKeyPair, keyAlgorithm, publicJWK, publicJWKS, Tokens } from "../dist/index.js";
+import {
+  AuthAgentClient,
+  AuthAgentError,
+  clientAssertion,
+  dpopKey,
+  dpopProof,
+  ErrorCodes,
+  generateKeyPair,
+  jwkThumbprint,
+  keyAlgorithm,
+  publicJWK,
+  publicJWKS,
+  Tokens,
+} from "../dist/index.js";
 import { base64url, s256, verifyIDToken } from "../dist/jose.js";
 
 const enc = new TextEncoder();
@@ -377,3 +395,279 @@ describe("an agent with a key, no secret", () => {
     assert.equal(seen.length, 0);
   });
 });
+
+describe("DPoP proofs", () => {
+  const decode = (part) => JSON.parse(Buffer.from(part, "base64url").toString());
+  const verifyParams = {
+    ES256: [{ name: "ECDSA", namedCurve: "P-256" }, { name: "ECDSA", hash: "SHA-256" }],
+    EdDSA: [{ name: "Ed25519" }, { name: "Ed25519" }],
+    RS256: [{ name: "RSASSA-PKCS1-v1_5", hash: "SHA-256" }, { name: "RSASSA-PKCS1-v1_5" }],
+    PS256: [{ name: "RSA-PSS", hash: "SHA-256" }, { name: "RSA-PSS", saltLength: 32 }],
+  };
+  /** A proof's header and claims, and whether its signature verifies with the key in its own header (as a server checks it). */
+  const open = async (jwt) => {
+    const [h, p, s] = jwt.split(".");
+    const header = decode(h);
+    const [imp, ver] = verifyParams[header.alg];
+    const key = await crypto.subtle.importKey("jwk", header.jwk, imp, false, ["verify"]);
+    const ok = await crypto.subtle.verify(ver, key, Buffer.from(s, "base64url"), enc.encode(`${h}.${p}`));
+    return { header, claims: decode(p), ok };
+  };
+  const sha256 = (s) => createHash("sha256").update(s, "ascii").digest("base64url");
+
+  for (const alg of ["ES256", "EdDSA", "RS256", "PS256"]) {
+    test(`a proof signed with ${alg}: typ, alg, the public JWK only; the claims; a signature the header's key verifies`, async () => {
+      const pair = await generateKeyPair({ algorithm: alg });
+      const now = Date.now();
+      const proof = await dpopProof(pair, { method: "post", url: "https://api.example/v1/items?page=2&q=x#frag", accessToken: "the-access-token", nonce: "n-1" });
+      const { header, claims, ok } = await open(proof);
+      assert.ok(ok, "the signature verifies with the header's jwk");
+      assert.deepEqual(Object.keys(header).sort(), ["alg", "jwk", "typ"]);
+      assert.equal(header.typ, "dpop+jwt");
+      assert.equal(header.alg, alg);
+      const pub = await publicJWK(pair);
+      const members = alg.startsWith("E") ? (alg === "ES256" ? ["crv", "kty", "x", "y"] : ["crv", "kty", "x"]) : ["e", "kty", "n"];
+      assert.deepEqual(Object.keys(header.jwk).sort(), members, "public members only: no d, kid, alg or use");
+      for (const m of members) {
+        assert.equal(header.jwk[m], pub[m]);
+      }
+      assert.deepEqual(Object.keys(claims).sort(), ["ath", "htm", "htu", "iat", "jti", "nonce"]);
+      assert.equal(claims.htm, "POST");
+      assert.equal(claims.htu, "https://api.example/v1/items", "no query, no fragment");
+      assert.ok(Math.abs(claims.iat - now / 1000) < 5);
+      assert.ok(/^[A-Za-z0-9_-]{22,}$/.test(claims.jti), "at least 128 random bits");
+      assert.equal(claims.ath, sha256("the-access-token"));
+      assert.equal(claims.nonce, "n-1");
+      const other = await generateKeyPair({ algorithm: alg });
+      const forged = (await dpopProof(other, { method: "GET", url: "https://api.example/" })).split(".");
+      const swapped = `${proof.split(".")[0]}.${forged[1]}.${forged[2]}`;
+      assert.equal((await open(swapped)).ok, false, "another key's signature does not verify");
+    });
+  }
+
+  test("without a token or nonce: no ath, no nonce; a new jti every time; methods as fetch sends them", async () => {
+    const pair = await generateKeyPair();
+    const a = (await open(await dpopProof(pair, { method: "GET", url: "https://auth.example/oauth2/token" }))).claims;
+    const b = (await open(await dpopProof(pair, { method: "GET", url: "https://auth.example/oauth2/token" }))).claims;
+    assert.deepEqual(Object.keys(a).sort(), ["htm", "htu", "iat", "jti"]);
+    assert.notEqual(a.jti, b.jti);
+    assert.equal((await open(await dpopProof(pair, { method: "patch", url: "https://a.example" }))).claims.htm, "patch", "fetch sends patch as written");
+    assert.equal((await open(await dpopProof(pair, { method: "delete", url: new URL("https://a.example") }))).claims.htu, "https://a.example/");
+  });
+
+  test("keys a proof cannot use are a TypeError", async () => {
+    const pair = await generateKeyPair({ extractable: true });
+    const full = await crypto.subtle.exportKey("jwk", pair.privateKey);
+    const options = { method: "GET", url: "https://a.example/" };
+    await assert.rejects(dpopProof({ privateKey: pair.privateKey, publicJwk: full }, options), /private member/);
+    await assert.rejects(dpopProof({ privateKey: pair.privateKey, publicJwk: await publicJWK(pair), alg: "RS256" }, options), /signs ES256/);
+    await assert.rejects(dpopProof({ privateKey: pair.publicKey, publicJwk: await publicJWK(pair) }, options), TypeError);
+    await assert.rejects(dpopProof({ privateKey: pair.privateKey, publicJwk: { kty: "oct", k: "x" } }, options), TypeError);
+    const hmac = await crypto.subtle.generateKey({ name: "HMAC", hash: "SHA-256" }, false, ["sign"]);
+    await assert.rejects(dpopProof({ privateKey: hmac, publicJwk: await publicJWK(pair) }, options), TypeError);
+  });
+
+  test("jwkThumbprint is RFC 7638's (§3.1's example), and a DPoPKey's is its public key's", async () => {
+    const rfc = {
+      kty: "RSA",
+      n: "0vx7agoebGcQSuuPiLJXZptN9nndrQmbXEps2aiAFbWhM78LhWx4cbbfAAtVT86zwu1RK7aPFFxuhDR1L6tSoc_BJECPebWKRXjBZCiFV4n3oknjhMstn64tZ_2W-5JsGY4Hc5n9yBXArwl93lqt7_RN5w6Cf0h4QyQ5v-65YGjQR0_FDW2QvzqY368QQMicAtaSqzs8KJZgnYb9c7d0zgdAZHzu6qMQvRL5hajrn1n91CbOpbISD08qNLyrdkt-bFTWhAI4vMQFh6WeZu0fM4lFd2NcRwr3XPksINHaQ-G_xBniIqbw0Ls1jF44-csFCur-kEgU8awapJzKnqDKgw",
+      e: "AQAB",
+      alg: "RS256",
+      kid: "2011-04-29",
+    };
+    assert.equal(await jwkThumbprint(rfc), "NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs");
+    const pair = await generateKeyPair();
+    const key = await dpopKey(pair);
+    assert.equal(await jwkThumbprint(key.publicJwk), await jwkThumbprint(await publicJWK(pair)));
+    assert.equal(await dpopKey(pair), key, "a pair's public key is exported once");
+  });
+
+  test("DPoP-bound tokens keep their key out of JSON and print; fromJSON takes it back", async () => {
+    const key = await dpopKey(await generateKeyPair());
+    const t = Tokens.fromResponse({ access_token: "secret-at", token_type: "DPoP", expires_in: 60, scope: "profile" }, Date.now(), key);
+    assert.equal(t.dpopKey, key);
+    assert.ok(t.dpopBound);
+    assert.ok(!JSON.stringify(t).includes("dpopKey") && !JSON.stringify(t).includes(key.publicJwk.x));
+    assert.ok(!/secret-/.test(inspect(t)));
+    assert.equal(Tokens.fromJSON(JSON.parse(JSON.stringify(t)), key).dpopKey, key);
+    assert.equal(Tokens.fromJSON(JSON.parse(JSON.stringify(t))).dpopKey, undefined);
+    const bearer = Tokens.fromResponse({ access_token: "at", token_type: "Bearer", expires_in: 60 }, Date.now(), key);
+    assert.equal(bearer.dpopKey, undefined, "an issuer that ignored the proof gave a bearer token: nothing is bound");
+    assert.equal(bearer.dpopBound, false);
+  });
+});
+
+describe("DPoP against a throwaway local server (issuer and API): proofs, nonces, retries", () => {
+  // The server plays an issuer with nonces on: /api/agent-auth and
+  // /oauth2/token answer use_dpop_nonce (400) to a proof without the
+  // current nonce, and an API at /api/items answers 401 with a
+  // WWW-Authenticate DPoP challenge. `state.nonce` is the nonce it wants;
+  // `state.always` makes it refuse every proof.
+  let server;
+  let base;
+  const state = { nonce: "nonce-1", always: false, seen: [] };
+  const decode = (part) => JSON.parse(Buffer.from(part, "base64url").toString());
+
+  before(async () => {
+    server = createServer((req, res) => {
+      let body = "";
+      req.on("data", (c) => (body += c));
+      req.on("end", () => {
+        const proof = req.headers.dpop;
+        const claims = proof ? decode(proof.split(".")[1]) : undefined;
+        const header = proof ? decode(proof.split(".")[0]) : undefined;
+        const fields = req.headers["content-type"]?.startsWith("application/json") ? JSON.parse(body || "{}") : Object.fromEntries(new URLSearchParams(body));
+        state.seen.push({ method: req.method, path: req.url, authorization: req.headers.authorization, proof, header, claims, fields });
+        const json = (status, value, headers = {}) => {
+          res.writeHead(status, { "Content-Type": "application/json", ...headers });
+          res.end(JSON.stringify(value));
+        };
+        const fresh = claims && claims.nonce === state.nonce && !state.always;
+        if (req.url === "/api/agent-auth" || req.url === "/oauth2/token") {
+          if (proof && !fresh) {
+            return json(400, { error: "use_dpop_nonce", error_description: "Authorization server requires nonce in DPoP proof" }, { "DPoP-Nonce": state.nonce });
+          }
+          const token = { access_token: `at-${state.seen.length}`, token_type: proof ? "DPoP" : "Bearer", expires_in: 3600, scope: "profile", refresh_token: "rt" };
+          return req.url === "/api/agent-auth" ? json(200, { success: true, data: token }, { "DPoP-Nonce": state.nonce }) : json(200, token, { "DPoP-Nonce": state.nonce });
+        }
+        if (req.url.startsWith("/api/items")) {
+          if (!fresh) {
+            return json(401, { error: "use_dpop_nonce", error_description: "Resource server requires nonce in DPoP proof" }, {
+              "WWW-Authenticate": 'DPoP error="use_dpop_nonce", error_description="Resource server requires nonce in DPoP proof", algs="ES256 EdDSA PS256 RS256"',
+              "DPoP-Nonce": state.nonce,
+            });
+          }
+          return json(200, { ok: true, body });
+        }
+        json(404, { error: "invalid_request" });
+      });
+    });
+    await new Promise((resolve) => server.listen(0, "127.0.0.1", resolve));
+    base = `http://127.0.0.1:${server.address().port}`;
+  });
+  after(() => new Promise((resolve) => server.close(resolve)));
+  const reset = (nonce) => {
+    state.nonce = nonce;
+    state.always = false;
+    state.seen = [];
+  };
+
+  test("a token request is sent once more with the nonce the issuer asks for, with a new proof and a new assertion", async () => {
+    reset("nonce-a");
+    const pair = await generateKeyPair();
+    const client = new AuthAgentClient({ issuer: base });
+    const tokens = await client.authenticate({ agentId: "bot", ...pair, keyId: "bot-1", dpop: true });
+    assert.equal(tokens.tokenType, "DPoP");
+    assert.equal(tokens.dpopKey.privateKey, pair.privateKey, "dpop: true with both halves: the agent's own key pair");
+    const [first, second] = state.seen;
+    assert.equal(state.seen.length, 2);
+    assert.equal(first.claims.nonce, undefined, "no nonce known at first");
+    assert.equal(second.claims.nonce, "nonce-a");
+    assert.notEqual(first.claims.jti, second.claims.jti);
+    assert.notEqual(first.fields.client_assertion, second.fields.client_assertion, "a retry never replays an assertion");
+    for (const r of state.seen) {
+      assert.equal(r.claims.htm, "POST");
+      assert.equal(r.claims.htu, `${base}/api/agent-auth`);
+      assert.equal(r.claims.ath, undefined, "no ath at the token endpoint");
+      assert.equal(r.header.typ, "dpop+jwt");
+      assert.deepEqual(r.header.jwk, (await dpopKey(pair)).publicJwk);
+    }
+
+    // The nonce is remembered for the origin: the next request carries it at once.
+    await client.authenticate({ agentId: "bot", ...pair, dpop: true });
+    assert.equal(state.seen.length, 3);
+    assert.equal(state.seen[2].claims.nonce, "nonce-a");
+  });
+
+  test("a guarded API: Authorization DPoP with a proof (ath, htm, htu), a retry on its use_dpop_nonce, never Bearer", async () => {
+    reset("nonce-api");
+    const client = new AuthAgentClient({ issuer: base });
+    const tokens = await client.authenticate({ agentId: "bot", agentSecret: "s", dpop: true });
+    assert.equal(tokens.tokenType, "DPoP");
+    state.seen = [];
+    const resp = await client.fetch(tokens, `${base}/api/items?page=2`, { method: "POST", body: "hello", headers: { "Content-Type": "text/plain" } });
+    assert.equal(resp.status, 200);
+    assert.equal((await resp.json()).body, "hello", "the body is sent again on the retry");
+    // The nonce the issuer gave was for this origin: here the API shares it, so one request.
+    assert.equal(state.seen.length, 1);
+    state.nonce = "nonce-api-2";
+    const again = await client.fetch(tokens, `${base}/api/items`);
+    assert.equal(again.status, 200);
+    assert.equal(state.seen.length, 3, "a stale nonce: one retry with the new one");
+    for (const r of state.seen) {
+      assert.equal(r.authorization, `DPoP ${tokens.accessToken}`);
+      assert.equal(r.claims.ath, createHash("sha256").update(tokens.accessToken).digest("base64url"));
+      assert.equal(r.claims.htu, `${base}/api/items`);
+    }
+    assert.equal(state.seen[0].claims.htm, "POST");
+    assert.equal(state.seen[1].claims.nonce, "nonce-api");
+    assert.equal(state.seen[2].claims.nonce, "nonce-api-2");
+    assert.equal(state.seen[2].claims.htm, "GET");
+
+    // A session renews and calls with the same key, and never as Bearer.
+    state.seen = [];
+    const session = client.agentSession({ agentId: "bot", agentSecret: "s", dpop: true });
+    assert.equal((await session.fetch(`${base}/api/items`)).status, 200);
+    assert.deepEqual(state.seen.map((r) => r.path), ["/api/agent-auth", "/api/items"]);
+    assert.match(state.seen[1].authorization, /^DPoP /);
+    assert.deepEqual(state.seen[1].header.jwk, tokens.dpopKey.publicJwk, "dpop: true with a secret: one key the client generated, for all its tokens");
+    // A Request object works too (its body is copied for a retry).
+    state.nonce = "nonce-api-3";
+    const viaRequest = await session.fetch(new Request(`${base}/api/items`, { method: "PUT", body: "again" }));
+    assert.equal((await viaRequest.json()).body, "again");
+
+    // A DPoP-bound token without its key is a TypeError, not a bearer request.
+    const keyless = Tokens.fromJSON(JSON.parse(JSON.stringify(tokens)));
+    const before = state.seen.length;
+    await assert.rejects(client.fetch(keyless, `${base}/api/items`), /needs the key/);
+    await assert.rejects(client.getProfile(keyless), /needs the key/);
+    assert.equal(state.seen.length, before);
+  });
+
+  test("one retry only: a server that keeps asking gets its use_dpop_nonce back as the error", async () => {
+    reset("nonce-b");
+    state.always = true;
+    const client = new AuthAgentClient({ issuer: base, dpop: true });
+    await rejects(client.authenticate({ agentId: "bot", agentSecret: "s" }), (e) => {
+      assert.equal(e.error, "use_dpop_nonce");
+      assert.equal(e.status, 400);
+    });
+    assert.equal(state.seen.length, 2);
+    const key = await dpopKey(await generateKeyPair());
+    const tokens = Tokens.fromResponse({ access_token: "at", token_type: "DPoP", expires_in: 60 }, Date.now(), key);
+    const resp = await client.fetch(tokens, `${base}/api/items`);
+    assert.equal(resp.status, 401);
+    assert.equal(state.seen.length, 4);
+  });
+
+  test("refresh: the proof is by the key the tokens are bound to; dpop on credentials beats the client's; false opts out", async () => {
+    reset("nonce-c");
+    const client = new AuthAgentClient({ issuer: base, dpop: true });
+    const own = await generateKeyPair({ algorithm: "EdDSA" });
+    const tokens = await client.authenticate({ agentId: "bot", agentSecret: "s", dpop: own });
+    assert.deepEqual(tokens.dpopKey.publicJwk, (await dpopKey(own)).publicJwk, "a separate key pair");
+    state.seen = [];
+    const refreshed = await client.refresh(tokens, { clientId: "public-app" });
+    assert.equal(refreshed.tokenType, "DPoP");
+    assert.equal(state.seen.at(-1).fields.grant_type, "refresh_token");
+    assert.deepEqual(state.seen.at(-1).header.jwk, (await dpopKey(own)).publicJwk, "the bound key, not the client's");
+    assert.equal(refreshed.dpopKey, tokens.dpopKey);
+
+    state.seen = [];
+    const plain = await client.authenticate({ agentId: "bot", agentSecret: "s", dpop: false });
+    assert.equal(plain.tokenType, "Bearer");
+    assert.equal(state.seen[0].proof, undefined);
+    const resp = await client.fetch(plain, `${base}/api/items`);
+    assert.equal(resp.status, 401);
+    assert.match(state.seen.at(-1).authorization, /^Bearer /);
+    assert.equal(state.seen.at(-1).proof, undefined, "a bearer token carries no proof");
+  });
+});
+
+async function rejects(promise, check) {
+  await assert.rejects(promise, (err) => {
+    assert.ok(err instanceof AuthAgentError, `not an AuthAgentError: ${err}`);
+    check(err);
+    return true;
+  });
+}

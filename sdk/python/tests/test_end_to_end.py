@@ -19,7 +19,7 @@ import urllib.request
 
 import pytest
 
-from authagent import AuthAgentClient, AuthAgentError, SigningKey
+from authagent import CLIENT_ASSERTION_TYPE, AuthAgentClient, AuthAgentError, SigningKey, Token, client_assertion, dpop_proof, jwk_thumbprint
 from stdlib_rsa import RSAKey
 
 ISSUER = os.environ.get("AUTHAGENT_ISSUER", "")
@@ -29,6 +29,11 @@ CLIENT_SECRET = os.environ.get("AUTHAGENT_CLIENT_SECRET", "")
 REDIRECT_URI = os.environ.get("AUTHAGENT_REDIRECT_URI", "")
 CLOSED_PORT = os.environ.get("AUTHAGENT_CLOSED_PORT", "9")
 SITE = os.environ.get("AUTHAGENT_SITE_URL", "")
+PUBLIC_CLIENT_ID = os.environ.get("AUTHAGENT_PUBLIC_CLIENT_ID", "")
+PUBLIC_REDIRECT_URI = os.environ.get("AUTHAGENT_PUBLIC_REDIRECT_URI", "")
+# A second Caddy with `dpop_nonce on`, and its API behind `agent_guard { dpop required }`.
+NONCE_ISSUER = os.environ.get("AUTHAGENT_DPOP_NONCE_ISSUER", "")
+NONCE_GUARDED = os.environ.get("AUTHAGENT_DPOP_NONCE_GUARDED_URL", "")
 
 pytestmark = pytest.mark.skipif(not ISSUER, reason="run through `go test ./e2e -run TestPythonSDK`, which starts Caddy")
 
@@ -224,6 +229,178 @@ def test_expired_sign_in_request() -> None:
     with pytest.raises(AuthAgentError) as late:
         client.approve(request_id, agent_id="py-late", agent_secret=SECRET)
     assert late.value.error == "invalid_request" and late.value.status == 400
+
+
+def claims_of(jwt: str) -> dict:
+    """A token's claims, unverified (the test only reads what the issuer put in)."""
+    return json.loads(unb64url(jwt.split(".")[1]))
+
+
+def raw_status(url: str, headers: dict[str, str]) -> int:
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=10) as resp:
+            return resp.status
+    except urllib.error.HTTPError as e:
+        return e.code
+
+
+class Recording(AuthAgentClient):
+    """A client that records what it sends and gets: status, the proof's
+    claims, the DPoP-Nonce answered."""
+
+    def __init__(self, issuer: str) -> None:
+        super().__init__(issuer)
+        self.seen: list[dict] = []
+
+    def _send(self, method, url, body, headers, max_body=1 << 20):  # type: ignore[no-untyped-def]
+        status, resp_headers, data = super()._send(method, url, body, headers, max_body)
+        proof = headers.get("DPoP")
+        self.seen.append({"url": url, "status": status, "proof": claims_of(proof) if proof else None, "nonce": resp_headers.get("DPoP-Nonce")})
+        return status, resp_headers, data
+
+
+def test_dpop_bound_tokens() -> None:
+    """An agent with a key gets DPoP-bound tokens at /api/agent-auth and by
+    client_credentials, calls the guarded API with proofs; the same token as
+    Bearer is refused. Before the tests that spend this address's budget of
+    failed authentications: nothing here fails at the issuer."""
+    client = AuthAgentClient(ISSUER)
+    key = RSAKey.generate().signing_key("py-dpop-1")
+    client.register_agent(agent_id="py-dpop", jwks=key.jwks(), model_name="m", owner_name="O", owner_email="py@example.com")
+    assert key.public_jwk is not None
+    jkt = jwk_thumbprint(key.public_jwk)
+
+    token = client.authenticate(agent_id="py-dpop", key=key, dpop=True)
+    assert token.token_type == "DPoP" and token.dpop_key is key
+    assert claims_of(token.access_token)["cnf"]["jkt"] == jkt
+    resp = client.fetch(token, GUARDED + "/x?q=1")
+    assert resp.status == 200
+    assert resp.json()["X-Agent-Id"] == "py-dpop" and resp.json()["Authorization"] == "DPoP " + token.access_token
+    assert client.fetch(token, GUARDED + "/x", method="POST", body=b"{}").status == 200
+
+    # As a bearer token it is refused (no downgrade); a proof by another key, or without ath, too.
+    assert guarded_status(token.access_token) == 401
+    stranger = RSAKey.generate().signing_key()
+    for proof in (
+        dpop_proof(stranger, method="GET", url=GUARDED + "/x", access_token=token.access_token),
+        dpop_proof(key, method="GET", url=GUARDED + "/x"),
+    ):
+        assert raw_status(GUARDED + "/x", {"Authorization": "DPoP " + token.access_token, "DPoP": proof}) == 401
+
+    # The issuer's own endpoints take the bound token with its proof.
+    assert client.get_profile(token).agent_id == "py-dpop"
+    seen = client.introspect(token.access_token, client_id="py-dpop", key=key)
+    assert seen.active and seen.token_type == "DPoP" and seen.cnf.get("jkt") == jkt
+
+    # client_credentials at /oauth2/token, a request the SDK does not make.
+    url = ISSUER + "/oauth2/token"
+    form = {
+        "grant_type": "client_credentials",
+        "client_id": "py-dpop",
+        "client_assertion_type": CLIENT_ASSERTION_TYPE,
+        "client_assertion": client_assertion(key, client_id="py-dpop", audience=url),
+    }
+    req = urllib.request.Request(
+        url,
+        data=urllib.parse.urlencode(form).encode(),
+        headers={"Content-Type": "application/x-www-form-urlencoded", "DPoP": dpop_proof(key, method="POST", url=url)},
+    )
+    with urllib.request.urlopen(req, timeout=10) as r:
+        grant = json.loads(r.read())
+    assert grant["token_type"] == "DPoP" and claims_of(grant["access_token"])["cnf"]["jkt"] == jkt
+    cc = Token(access_token=grant["access_token"], token_type=grant["token_type"], expires_in=grant["expires_in"], dpop_key=key)
+    assert client.fetch(cc, GUARDED + "/x").status == 200
+
+    # An agent with a secret, its tokens bound to a separate key.
+    client.register_agent(agent_id="py-dpop-secret", agent_secret=SECRET, model_name="m", owner_name="O", owner_email="o@example.com")
+    separate = RSAKey.generate().signing_key()
+    bound = client.authenticate(agent_id="py-dpop-secret", agent_secret=SECRET, dpop=separate)
+    assert separate.public_jwk is not None
+    assert bound.token_type == "DPoP" and claims_of(bound.access_token)["cnf"]["jkt"] == jwk_thumbprint(separate.public_jwk)
+    assert client.fetch(bound, GUARDED + "/x").json()["X-Agent-Id"] == "py-dpop-secret"
+    assert guarded_status(bound.access_token) == 401
+
+
+@pytest.mark.skipif(not NONCE_ISSUER, reason="no AUTHAGENT_DPOP_NONCE_ISSUER")
+def test_dpop_with_server_nonces() -> None:
+    """The second Caddy runs with `dpop_nonce on`, its API's guard with
+    `dpop required`: one retry with the nonce, then the nonce is kept."""
+    client = Recording(NONCE_ISSUER)
+    key = RSAKey.generate().signing_key("py-nonce-1")
+    client.register_agent(agent_id="py-nonce", jwks=key.jwks(), model_name="m", owner_name="O", owner_email="o@example.com")
+    client.seen = []
+    token = client.authenticate(agent_id="py-nonce", key=key, dpop=True)
+    assert token.token_type == "DPoP"
+    assert [r["status"] for r in client.seen] == [400, 200], "use_dpop_nonce, then the retry"
+    first, second = client.seen
+    assert "nonce" not in first["proof"] and first["nonce"] and second["proof"]["nonce"] == first["nonce"]
+
+    client.seen = []
+    client.authenticate(agent_id="py-nonce", key=key, dpop=True)
+    assert [r["status"] for r in client.seen] == [200] and client.seen[0]["proof"]["nonce"], "the kept nonce goes in at once"
+
+    # The API is another origin: its first call learns its nonce, the next uses it.
+    client.seen = []
+    resp = client.fetch(token, NONCE_GUARDED + "/x")
+    assert resp.status == 200 and resp.json()["X-Agent-Id"] == "py-nonce"
+    assert [r["status"] for r in client.seen] == [401, 200]
+    assert client.seen[1]["proof"]["nonce"] == client.seen[0]["nonce"] and client.seen[1]["proof"]["ath"]
+    client.seen = []
+    assert client.fetch(token, NONCE_GUARDED + "/x").status == 200
+    assert [r["status"] for r in client.seen] == [200]
+
+    # A guard with dpop required refuses a bearer token.
+    plain = client.authenticate(agent_id="py-nonce", key=key)
+    assert plain.token_type == "Bearer"
+    refused = client.fetch(plain, NONCE_GUARDED + "/x")
+    assert refused.status == 401 and refused.headers.get("WWW-Authenticate", "").startswith("DPoP ")
+
+
+@pytest.mark.skipif(not NONCE_ISSUER, reason="no AUTHAGENT_DPOP_NONCE_ISSUER")
+def test_dpop_bound_refresh_token_of_a_public_client() -> None:
+    """A public client's code exchanged with a proof: its refresh token is
+    bound to that key; refresh proves it (with the issuer's nonce)."""
+    client = AuthAgentClient(NONCE_ISSUER)
+    client.register_agent(agent_id="py-dpop-spa", agent_secret=SECRET, model_name="m", owner_name="O", owner_email="o@example.com")
+    verifier = b64url(secrets.token_bytes(32))
+    query = urllib.parse.urlencode(
+        {
+            "response_type": "code",
+            "client_id": PUBLIC_CLIENT_ID,
+            "redirect_uri": PUBLIC_REDIRECT_URI,
+            "scope": "openid profile data:read",
+            "state": "s-1",
+            "code_challenge": b64url(hashlib.sha256(verifier.encode()).digest()),
+            "code_challenge_method": "S256",
+        }
+    )
+    redirect = client.sign_in(f"{NONCE_ISSUER}/oauth2/authorize?{query}", agent_id="py-dpop-spa", agent_secret=SECRET)
+    code = urllib.parse.parse_qs(urllib.parse.urlsplit(redirect).query)["code"][0]
+    key = RSAKey.generate().signing_key()
+    url = NONCE_ISSUER + "/oauth2/token"
+    form = urllib.parse.urlencode(
+        {"grant_type": "authorization_code", "code": code, "redirect_uri": PUBLIC_REDIRECT_URI, "code_verifier": verifier, "client_id": PUBLIC_CLIENT_ID}
+    ).encode()
+    nonce = None
+    for _ in range(2):  # the issuer asks for its nonce first
+        headers = {"Content-Type": "application/x-www-form-urlencoded", "DPoP": dpop_proof(key, method="POST", url=url, nonce=nonce)}
+        try:
+            with urllib.request.urlopen(urllib.request.Request(url, data=form, headers=headers), timeout=10) as r:
+                grant = json.loads(r.read())
+            break
+        except urllib.error.HTTPError as e:
+            assert e.code == 400 and json.loads(e.read())["error"] == "use_dpop_nonce"
+            nonce = e.headers["DPoP-Nonce"]
+    assert grant["token_type"] == "DPoP" and grant["refresh_token"]
+    tokens = Token(access_token=grant["access_token"], token_type="DPoP", expires_in=grant["expires_in"], refresh_token=grant["refresh_token"], dpop_key=key)
+
+    with pytest.raises(AuthAgentError) as other:
+        AuthAgentClient(NONCE_ISSUER, dpop=RSAKey.generate().signing_key()).refresh(grant["refresh_token"], client_id=PUBLIC_CLIENT_ID)
+    assert other.value.error in ("invalid_grant", "invalid_dpop_proof")
+    refreshed = client.refresh(tokens, client_id=PUBLIC_CLIENT_ID)
+    assert refreshed.token_type == "DPoP" and refreshed.dpop_key is key and refreshed.refresh_token
+    assert client.fetch(refreshed, NONCE_GUARDED + "/x").status == 200
+    assert client.refresh(refreshed, client_id=PUBLIC_CLIENT_ID).token_type == "DPoP", "the rotated refresh token stays bound"
 
 
 def test_an_agent_with_a_key() -> None:

@@ -8,11 +8,15 @@
 
 An agent can hold a key instead of a secret (private_key_jwt): register
 ``key.jwks()`` and pass ``key=`` where a secret would go; see SigningKey.
+With ``dpop=True`` its tokens are bound to a key (DPoP, RFC 9449), and
+``client.fetch(token, url)`` calls APIs with a proof of it.
 """
 
 from ._client import (
     CLIENT_ASSERTION_TYPE,
+    DPoP,
     Agent,
+    APIResponse,
     AuthAgentClient,
     AuthAgentError,
     Introspection,
@@ -20,12 +24,16 @@ from ._client import (
     SigningKey,
     Token,
     client_assertion,
+    dpop_proof,
     ecdsa_der_to_raw,
+    jwk_thumbprint,
 )
 
 __all__ = [
     "CLIENT_ASSERTION_TYPE",
+    "DPoP",
     "Agent",
+    "APIResponse",
     "AuthAgentClient",
     "AuthAgentError",
     "Introspection",
@@ -33,6 +41,8 @@ __all__ = [
     "SigningKey",
     "Token",
     "client_assertion",
+    "dpop_proof",
     "ecdsa_der_to_raw",
+    "jwk_thumbprint",
 ]
 __version__ = "0.1.0"

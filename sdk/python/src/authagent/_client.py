@@ -1,14 +1,17 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
+import re
 import secrets
+import threading
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Union
 
 _MAX_BODY = 1 << 20
 
@@ -21,6 +24,11 @@ _ALGS = ("ES256", "EdDSA", "RS256", "PS256")
 _PRIVATE_MEMBERS = ("d", "p", "q", "dp", "dq", "qi", "oth", "k")
 # How long an assertion is good for (the issuer takes at most 5 minutes).
 _ASSERTION_LIFETIME = 60
+# The members of each key type that make up its public key, in the
+# lexicographic order of its RFC 7638 thumbprint.
+_PUBLIC_MEMBERS = {"EC": ("crv", "kty", "x", "y"), "OKP": ("crv", "kty", "x"), "RSA": ("e", "kty", "n")}
+# The servers' DPoP nonces kept, at most (one per origin).
+_MAX_NONCES = 1000
 
 
 def _b64url(data: bytes) -> str:
@@ -77,6 +85,28 @@ class SigningKey:
     def jwks(self) -> dict[str, Any]:
         """The JWK Set of this key's public half, for ``register_agent(jwks=)`` and ``replace_keys``."""
         return {"keys": [self.jwk()]}
+
+    @classmethod
+    def generate(cls, alg: str = "ES256", *, key_id: str | None = None) -> SigningKey:
+        """A new key pair in memory, with the ``cryptography`` package
+        (imported here, when called; the SDK does not depend on it): EC P-256
+        (``ES256``, the default), Ed25519 (``EdDSA``) or RSA 2048 (``RS256``,
+        ``PS256``). What ``dpop=True`` binds tokens to when the agent holds
+        no key of its own."""
+        try:
+            from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+        except ImportError as e:
+            raise ImportError(
+                "SigningKey.generate needs the cryptography package (Debian's python3-cryptography); "
+                "or pass a SigningKey of your own (dpop=SigningKey(...))"
+            ) from e
+        if alg == "ES256":
+            return cls.from_cryptography(ec.generate_private_key(ec.SECP256R1()), key_id=key_id)
+        if alg == "EdDSA":
+            return cls.from_cryptography(ed25519.Ed25519PrivateKey.generate(), key_id=key_id)
+        if alg in ("RS256", "PS256"):
+            return cls.from_cryptography(rsa.generate_private_key(public_exponent=65537, key_size=2048), key_id=key_id, alg=alg)
+        raise ValueError(f"SigningKey.generate: alg must be one of {', '.join(_ALGS)}, not {alg!r}")
 
     @classmethod
     def from_cryptography(cls, private_key: Any, *, key_id: str | None = None, alg: str | None = None) -> SigningKey:
@@ -165,11 +195,16 @@ def client_assertion(key: SigningKey, *, client_id: str, audience: str, lifetime
     ``kid``; claims ``iss`` = ``sub`` = client_id, ``aud``, ``iat``, ``exp``
     (``lifetime`` seconds later) and a random ``jti``, so it works once. The
     client makes one for each request; this is for sending one elsewhere."""
-    header: dict[str, str] = {"alg": key.alg, "typ": "JWT"}
+    header: dict[str, Any] = {"alg": key.alg, "typ": "JWT"}
     if key.key_id is not None:
         header["kid"] = key.key_id
     now = int(time.time())
     claims = {"iss": client_id, "sub": client_id, "aud": audience, "iat": now, "exp": now + lifetime, "jti": secrets.token_urlsafe(18)}
+    return _sign_jws(key, header, claims)
+
+
+def _sign_jws(key: SigningKey, header: Mapping[str, Any], claims: Mapping[str, Any]) -> str:
+    """A compact JWS of header and claims, signed by key."""
     signing_input = _b64url(json.dumps(header, separators=(",", ":")).encode()) + "." + _b64url(json.dumps(claims, separators=(",", ":")).encode())
     signature = key.sign(signing_input.encode("ascii"))
     if not isinstance(signature, (bytes, bytearray)):
@@ -178,6 +213,84 @@ def client_assertion(key: SigningKey, *, client_id: str, audience: str, lifetime
         hint = " (a DER signature? convert it with ecdsa_der_to_raw)" if key.alg == "ES256" else ""
         raise ValueError(f"an {key.alg} signature is 64 bytes, not {len(signature)}{hint}")
     return signing_input + "." + _b64url(bytes(signature))
+
+
+def _dpop_jwk(key: SigningKey) -> dict[str, str]:
+    """The public members of a DPoP key's public JWK (what a proof's header
+    carries); a ValueError for a key without one or with private members."""
+    if key.public_jwk is None:
+        raise ValueError("a DPoP key needs its public_jwk: the proof carries the public key")
+    return _public_members(key.public_jwk)
+
+
+def _public_members(jwk: Mapping[str, Any]) -> dict[str, str]:
+    leaked = [m for m in _PRIVATE_MEMBERS if m in jwk]
+    if leaked:
+        raise ValueError(f"the public JWK holds the private member(s) {', '.join(leaked)}: pass the public key only")
+    names = _PUBLIC_MEMBERS.get(str(jwk.get("kty")))
+    if names is None:
+        raise ValueError(f"a {jwk.get('kty')!r} JWK cannot sign DPoP proofs: use EC, OKP or RSA")
+    out: dict[str, str] = {}
+    for m in names:
+        value = jwk.get(m)
+        if not isinstance(value, str) or not value:
+            raise ValueError(f"the public JWK lacks {m}")
+        out[m] = value
+    return out
+
+
+def jwk_thumbprint(jwk: Mapping[str, Any]) -> str:
+    """The JWK SHA-256 thumbprint of a public key (RFC 7638): what a
+    DPoP-bound token's ``cnf.jkt`` names."""
+    members = _public_members(jwk)
+    canonical = json.dumps(members, separators=(",", ":"), sort_keys=True)
+    return _b64url(hashlib.sha256(canonical.encode()).digest())
+
+
+def _htu(url: str) -> str:
+    """The URL without query and fragment (RFC 9449 §4.2)."""
+    parts = urllib.parse.urlsplit(url)
+    return urllib.parse.urlunsplit((parts.scheme, parts.netloc, parts.path or "/", "", ""))
+
+
+def dpop_proof(
+    key: SigningKey, *, method: str, url: str, access_token: str | None = None, nonce: str | None = None
+) -> str:
+    """Signs a DPoP proof (RFC 9449 §4.2) for one request: header ``typ``
+    ``dpop+jwt``, ``alg`` and ``jwk`` (the key's public members only);
+    claims a random ``jti``, ``htm`` (method), ``htu`` (url without query and
+    fragment), ``iat``, and ``ath`` (base64url SHA-256 of the access token,
+    at a resource server) and ``nonce`` when given. Make a new one for each
+    request: the server takes each once. The client makes them itself; this
+    is for a request it does not make."""
+    header = {"typ": "dpop+jwt", "alg": key.alg, "jwk": _dpop_jwk(key)}
+    claims: dict[str, Any] = {"jti": secrets.token_urlsafe(18), "htm": method, "htu": _htu(url), "iat": int(time.time())}
+    if access_token is not None:
+        claims["ath"] = _b64url(hashlib.sha256(access_token.encode("ascii")).digest())
+    if nonce is not None:
+        claims["nonce"] = nonce
+    return _sign_jws(key, header, claims)
+
+
+DPoP = Union[bool, SigningKey]
+"""What ``dpop=`` takes: True (the agent's own key when it signs in with
+``key=``, else a key pair the client generates once), a SigningKey of its
+own, or False."""
+
+
+def _asks_for_nonce(status: int, headers: Mapping[str, str], data: bytes) -> bool:
+    """Whether an answer is use_dpop_nonce: a 400 (or 401) whose body says so
+    (an authorization server), or a 401 whose WWW-Authenticate does (a
+    resource server)."""
+    if status == 401 and re.search(r'\berror\s*=\s*"?use_dpop_nonce\b', headers.get("WWW-Authenticate") or ""):
+        return True
+    if status not in (400, 401):
+        return False
+    try:
+        body = json.loads(data)
+    except ValueError:
+        return False
+    return isinstance(body, dict) and body.get("error") == "use_dpop_nonce"
 
 
 @dataclass(frozen=True)
@@ -236,9 +349,30 @@ class Token:
     refresh_token: str | None = field(default=None, repr=False)
     id_token: str | None = field(default=None, repr=False)
     expires_at: float = 0.0  # time.time() of the expiry, by this machine's clock
+    # The key a DPoP token (and its refresh token) is bound to: every use
+    # carries a proof it signs.
+    dpop_key: SigningKey | None = field(default=None, repr=False, compare=False)
 
     def valid(self, leeway: float = 30.0) -> bool:
         return bool(self.access_token) and time.time() + leeway < self.expires_at
+
+    @property
+    def dpop_bound(self) -> bool:
+        """Whether the access token is DPoP-bound: it works only with proofs
+        by ``dpop_key``, never as a bearer token."""
+        return self.token_type.lower() == "dpop"
+
+
+@dataclass(frozen=True)
+class APIResponse:
+    """An API's answer to :meth:`AuthAgentClient.fetch`."""
+
+    status: int
+    headers: Mapping[str, str] = field(repr=False)
+    body: bytes = field(repr=False)
+
+    def json(self) -> Any:
+        return json.loads(self.body)
 
 
 @dataclass(frozen=True)
@@ -252,6 +386,9 @@ class Introspection:
     iss: str = ""
     aud: list[str] = field(default_factory=list)
     jti: str = ""
+    # "DPoP" for a DPoP-bound token, whose cnf holds the key's thumbprint (jkt).
+    token_type: str = ""
+    cnf: dict[str, Any] = field(default_factory=dict)
 
 
 class _NoRedirect(urllib.request.HTTPRedirectHandler):
@@ -261,14 +398,25 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
 
 
 class AuthAgentClient:
-    """A client of one auth_agent issuer."""
+    """A client of one auth_agent issuer.
 
-    def __init__(self, issuer: str, *, timeout: float = 30.0) -> None:
+    ``dpop`` asks for DPoP-bound tokens (RFC 9449) on every token request
+    whose own ``dpop=`` does not say otherwise: True binds them to the
+    agent's own key (its ``key=``, with ``public_jwk``) or else to a key
+    pair the client generates once (``SigningKey.generate``, which needs the
+    cryptography package); a SigningKey binds them to that key."""
+
+    def __init__(self, issuer: str, *, timeout: float = 30.0, dpop: DPoP = False) -> None:
         self.issuer = issuer.rstrip("/")
         parts = urllib.parse.urlsplit(self.issuer)
         self._origin = f"{parts.scheme}://{parts.netloc}"
         self._timeout = timeout
         self._opener = urllib.request.build_opener(_NoRedirect)
+        self._dpop = dpop
+        # The servers' latest DPoP-Nonce by origin (the issuer's, each API's).
+        self._nonces: dict[str, str] = {}
+        self._generated_dpop_key: SigningKey | None = None
+        self._lock = threading.Lock()
 
     def __repr__(self) -> str:
         return f"AuthAgentClient({self.issuer!r})"
@@ -319,27 +467,38 @@ class AuthAgentClient:
         key: SigningKey | None = None,
         scope: str | None = None,
         resource: str | None = None,
+        dpop: DPoP | None = None,
     ) -> Token:
         """A token for the agent itself, with its secret or its key (a new
-        assertion each time)."""
-        body = self._agent_fields("/api/agent-auth", agent_id, agent_secret, key)
-        if scope:
-            body["scope"] = scope
-        if resource:
-            body["resource"] = resource
-        return _token(self._api("POST", "/api/agent-auth", body=body))
+        assertion each time). With dpop (here or the client's) the request
+        carries a proof and the token is bound to its key
+        (``token.dpop_key``)."""
+        dpop_key = self._dpop_key_for(dpop, key)
 
-    def get_profile(self, access_token: str) -> Agent:
-        return _agent(self._api("GET", "/api/agents/profile", bearer=access_token))
+        def body() -> dict[str, str]:
+            # Made for each attempt: a nonce retry never replays an assertion.
+            fields = self._agent_fields("/api/agent-auth", agent_id, agent_secret, key)
+            if scope:
+                fields["scope"] = scope
+            if resource:
+                fields["resource"] = resource
+            return fields
 
-    def update_profile(self, access_token: str, **fields: str) -> Agent:
+        return _token(self._api("POST", "/api/agent-auth", body=body, dpop=dpop_key), dpop_key)
+
+    def get_profile(self, access_token: str | Token) -> Agent:
+        """The agent's profile, with one of its access tokens (a DPoP-bound
+        one as its Token, which holds the key)."""
+        return _agent(self._api("GET", "/api/agents/profile", token=access_token))
+
+    def update_profile(self, access_token: str | Token, **fields: str) -> Agent:
         """Change model_name, owner_name, owner_email, or agent_secret (with
         current_agent_secret)."""
         allowed = {"model_name", "owner_name", "owner_email", "agent_secret", "current_agent_secret"}
         unknown = set(fields) - allowed
         if unknown:
             raise TypeError(f"update_profile() got unexpected fields: {', '.join(sorted(unknown))}")
-        return _agent(self._api("PUT", "/api/agents/profile", body=fields, bearer=access_token))
+        return _agent(self._api("PUT", "/api/agents/profile", body=fields, token=access_token))
 
     # Sign in with Auth Agent, the agent's side.
 
@@ -397,10 +556,26 @@ class AuthAgentClient:
     # or the agent's own id and secret or key; neither for a public client.
 
     def refresh(
-        self, refresh_token: str, *, client_id: str, client_secret: str | None = None, key: SigningKey | None = None
+        self,
+        refresh_token: str | Token,
+        *,
+        client_id: str,
+        client_secret: str | None = None,
+        key: SigningKey | None = None,
+        dpop: DPoP | None = None,
     ) -> Token:
-        form = {"grant_type": "refresh_token", "refresh_token": refresh_token}
-        return _token(self._form("/oauth2/token", form, client_id, client_secret, key))
+        """New tokens for a refresh token, which rotates: keep the new one.
+        Given the Token of a DPoP-bound grant, the request carries a proof by
+        its key, as a public client's bound refresh token requires; given
+        the refresh token alone, by the key dpop names (here or the
+        client's)."""
+        bound = refresh_token if isinstance(refresh_token, Token) else None
+        token = bound.refresh_token if bound is not None else refresh_token
+        if not isinstance(token, str) or not token:
+            raise AuthAgentError("invalid_grant", "no refresh token to renew the access token with")
+        dpop_key = bound.dpop_key if bound is not None and bound.dpop_key is not None else self._dpop_key_for(dpop, key)
+        form = {"grant_type": "refresh_token", "refresh_token": token}
+        return _token(self._form("/oauth2/token", form, client_id, client_secret, key, dpop=dpop_key), dpop_key)
 
     def revoke(self, token: str, *, client_id: str, client_secret: str | None = None, key: SigningKey | None = None) -> None:
         self._form("/oauth2/revoke", {"token": token}, client_id, client_secret, key, expect_body=False)
@@ -412,6 +587,7 @@ class AuthAgentClient:
             raise TypeError("introspect() needs client_secret or key")
         data = self._form("/oauth2/introspect", {"token": token}, client_id, client_secret, key)
         aud = data.get("aud", [])
+        cnf = data.get("cnf")
         return Introspection(
             active=bool(data.get("active")),
             scope=data.get("scope", ""),
@@ -422,7 +598,30 @@ class AuthAgentClient:
             iss=data.get("iss", ""),
             aud=[aud] if isinstance(aud, str) else list(aud),
             jti=data.get("jti", ""),
+            token_type=data.get("token_type", ""),
+            cnf=dict(cnf) if isinstance(cnf, dict) else {},
         )
+
+    # Calls to APIs behind agent_guard.
+
+    def fetch(
+        self,
+        token: str | Token,
+        url: str,
+        *,
+        method: str = "GET",
+        body: bytes | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> APIResponse:
+        """Send a request to an API with an access token:
+        ``Authorization: Bearer <token>``, or for a DPoP-bound Token
+        ``Authorization: DPoP <token>`` and a new proof by its key (``htm``,
+        ``htu``, ``ath``), sent once more with the server's nonce when it
+        answers use_dpop_nonce. A DPoP-bound token is never sent as a bearer
+        token. Redirects are not followed; any status is returned, not
+        raised (network failures raise ``network_error``)."""
+        status, resp_headers, data = self._send_with_token(method.upper(), url, body, dict(headers or {}), token, None)
+        return APIResponse(status, resp_headers, data)
 
     # Transport.
 
@@ -438,15 +637,41 @@ class AuthAgentClient:
         assertion = client_assertion(key, client_id=agent_id, audience=self.issuer + path)
         return {"agent_id": agent_id, "client_assertion_type": CLIENT_ASSERTION_TYPE, "client_assertion": assertion}
 
-    def _api(self, method: str, path: str, *, body: Mapping[str, Any] | None = None, bearer: str | None = None) -> dict[str, Any]:
-        headers = {"Accept": "application/json"}
-        payload = None
-        if body is not None:
-            payload = json.dumps(body).encode()
-            headers["Content-Type"] = "application/json"
-        if bearer:
-            headers["Authorization"] = f"Bearer {bearer}"
-        status, resp_headers, data = self._send(method, self.issuer + path, payload, headers)
+    def _api(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: Mapping[str, Any] | Callable[[], Mapping[str, Any]] | None = None,
+        token: str | Token | None = None,
+        dpop: SigningKey | None = None,
+    ) -> dict[str, Any]:
+        """Calls an /api/* endpoint and returns the data of its envelope.
+        body (a function: made again for each attempt), token the access
+        token (with its proof when DPoP-bound), dpop a proof without ath (a
+        token request)."""
+        url = self.issuer + path
+
+        def request() -> tuple[bytes | None, dict[str, str]]:
+            headers = {"Accept": "application/json"}
+            payload = None
+            if body is not None:
+                payload = json.dumps(body() if callable(body) else body).encode()
+                headers["Content-Type"] = "application/json"
+            return payload, headers
+
+        if token is not None:
+            payload, headers = request()
+            status, resp_headers, data = self._send_with_token(method, url, payload, headers, token, _MAX_BODY)
+        elif dpop is not None:
+
+            def send(proof: str) -> tuple[int, Mapping[str, str], bytes]:
+                payload, headers = request()
+                return self._send(method, url, payload, {**headers, "DPoP": proof})
+
+            status, resp_headers, data = self._send_with_proof(dpop, method, url, None, send)
+        else:
+            status, resp_headers, data = self._send(method, url, *request())
         envelope = _json_or_error(status, resp_headers, data)
         if not isinstance(envelope, dict) or envelope.get("success") is not True or not isinstance(envelope.get("data"), dict):
             raise AuthAgentError("invalid_response", "no data in the answer", status)
@@ -460,19 +685,37 @@ class AuthAgentClient:
         client_secret: str | None,
         key: SigningKey | None = None,
         expect_body: bool = True,
+        dpop: SigningKey | None = None,
     ) -> dict[str, Any]:
-        headers = {"Accept": "application/json", "Content-Type": "application/x-www-form-urlencoded"}
-        if key is not None:
-            if client_secret is not None:
-                raise TypeError("client_secret or key, not both")
-            assertion = client_assertion(key, client_id=client_id, audience=self.issuer + path)
-            form = {**form, "client_id": client_id, "client_assertion_type": CLIENT_ASSERTION_TYPE, "client_assertion": assertion}
-        elif client_secret:
-            creds = f"{urllib.parse.quote(client_id, safe='')}:{urllib.parse.quote(client_secret, safe='')}"
-            headers["Authorization"] = "Basic " + base64.b64encode(creds.encode()).decode()
+        """Posts an RFC form to an /oauth2/* endpoint with client
+        authentication (HTTP Basic, a new assertion, or client_id alone), and
+        with dpop a proof by that key (and a new assertion for a retry)."""
+        if key is not None and client_secret is not None:
+            raise TypeError("client_secret or key, not both")
+        url = self.issuer + path
+
+        def request() -> tuple[bytes, dict[str, str]]:
+            headers = {"Accept": "application/json", "Content-Type": "application/x-www-form-urlencoded"}
+            fields = form
+            if key is not None:
+                assertion = client_assertion(key, client_id=client_id, audience=url)
+                fields = {**form, "client_id": client_id, "client_assertion_type": CLIENT_ASSERTION_TYPE, "client_assertion": assertion}
+            elif client_secret:
+                creds = f"{urllib.parse.quote(client_id, safe='')}:{urllib.parse.quote(client_secret, safe='')}"
+                headers["Authorization"] = "Basic " + base64.b64encode(creds.encode()).decode()
+            else:
+                fields = {**form, "client_id": client_id}
+            return urllib.parse.urlencode(fields).encode(), headers
+
+        if dpop is None:
+            status, resp_headers, data = self._send("POST", url, *request())
         else:
-            form = {**form, "client_id": client_id}
-        status, resp_headers, data = self._send("POST", self.issuer + path, urllib.parse.urlencode(form).encode(), headers)
+
+            def send(proof: str) -> tuple[int, Mapping[str, str], bytes]:
+                payload, headers = request()
+                return self._send("POST", url, payload, {**headers, "DPoP": proof})
+
+            status, resp_headers, data = self._send_with_proof(dpop, "POST", url, None, send)
         if not expect_body and 200 <= status < 300:
             return {}
         parsed = _json_or_error(status, resp_headers, data)
@@ -480,14 +723,88 @@ class AuthAgentClient:
             raise AuthAgentError("invalid_response", "the answer is not a JSON object", status)
         return parsed
 
-    def _send(self, method: str, url: str, body: bytes | None, headers: dict[str, str]) -> tuple[int, Mapping[str, str], bytes]:
+    def _send_with_token(
+        self, method: str, url: str, body: bytes | None, headers: dict[str, str], token: str | Token, max_body: int | None
+    ) -> tuple[int, Mapping[str, str], bytes]:
+        """Sends a request with an access token: as a bearer token, or
+        DPoP-bound with the DPoP scheme and a proof by its key (a bound token
+        without its key is a TypeError, never a bearer request)."""
+        bound = token if isinstance(token, Token) else None
+        access = bound.access_token if bound is not None else token
+        if not isinstance(access, str):
+            raise TypeError("the access token is a str or a Token")
+        if bound is None or not bound.dpop_bound:
+            return self._send(method, url, body, {**headers, "Authorization": f"Bearer {access}"}, max_body)
+        dpop_key = bound.dpop_key
+        if dpop_key is None:
+            raise TypeError("a DPoP-bound token needs the key it is bound to (Token.dpop_key)")
+
+        def send(proof: str) -> tuple[int, Mapping[str, str], bytes]:
+            return self._send(method, url, body, {**headers, "Authorization": f"DPoP {access}", "DPoP": proof}, max_body)
+
+        return self._send_with_proof(dpop_key, method, url, access, send)
+
+    def _send_with_proof(
+        self,
+        key: SigningKey,
+        method: str,
+        url: str,
+        access_token: str | None,
+        send: Callable[[str], tuple[int, Mapping[str, str], bytes]],
+    ) -> tuple[int, Mapping[str, str], bytes]:
+        """Sends with a new proof (send builds the whole request around it),
+        keeps the DPoP-Nonce the answer carries, and when the server asks for
+        a nonce (use_dpop_nonce) sends once more with a proof carrying it."""
+        origin = _origin(url)
+        nonce = self._nonces.get(origin)
+        for attempt in range(2):
+            status, headers, data = send(dpop_proof(key, method=method, url=url, access_token=access_token, nonce=nonce))
+            fresh = headers.get("DPoP-Nonce")
+            if not fresh:
+                break
+            self._keep_nonce(origin, fresh)
+            if attempt > 0 or not _asks_for_nonce(status, headers, data):
+                break
+            nonce = fresh
+        return status, headers, data
+
+    def _keep_nonce(self, origin: str, nonce: str) -> None:
+        with self._lock:
+            self._nonces.pop(origin, None)
+            self._nonces[origin] = nonce
+            if len(self._nonces) > _MAX_NONCES:
+                del self._nonces[next(iter(self._nonces))]
+
+    def _dpop_key_for(self, option: DPoP | None, key: SigningKey | None) -> SigningKey | None:
+        """The key a token request's proof is signed with: option (the
+        call's dpop=), else the client's; True is the agent's own key when it
+        has a public_jwk, else the client's generated key pair."""
+        chosen = self._dpop if option is None else option
+        if chosen is False:
+            return None
+        if chosen is True:
+            if key is not None and key.public_jwk is not None:
+                _dpop_jwk(key)
+                return key
+            with self._lock:
+                if self._generated_dpop_key is None:
+                    self._generated_dpop_key = SigningKey.generate()
+                return self._generated_dpop_key
+        if isinstance(chosen, SigningKey):
+            _dpop_jwk(chosen)  # a key without its public JWK is refused before any request
+            return chosen
+        raise TypeError(f"dpop= takes True, False or a SigningKey, not {type(chosen).__name__}")
+
+    def _send(
+        self, method: str, url: str, body: bytes | None, headers: dict[str, str], max_body: int | None = _MAX_BODY
+    ) -> tuple[int, Mapping[str, str], bytes]:
         req = urllib.request.Request(url, data=body, method=method, headers=headers)
         try:
             with self._opener.open(req, timeout=self._timeout) as resp:
-                return resp.status, resp.headers, resp.read(_MAX_BODY)
+                return resp.status, resp.headers, resp.read(max_body)
         except urllib.error.HTTPError as e:  # 3xx (not followed), 4xx, 5xx
             with e:
-                return e.code, e.headers, e.read(_MAX_BODY)
+                return e.code, e.headers, e.read(max_body)
         except (urllib.error.URLError, OSError) as e:
             raise AuthAgentError("network_error", str(getattr(e, "reason", e))) from e
 
@@ -533,14 +850,24 @@ def _agent(data: dict[str, Any]) -> Agent:
     )
 
 
-def _token(data: dict[str, Any]) -> Token:
+def _origin(url: str) -> str:
+    parts = urllib.parse.urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}".lower()
+
+
+def _token(data: dict[str, Any], dpop_key: SigningKey | None = None) -> Token:
+    """A Token of the issuer's answer; a DPoP one is bound to dpop_key, the
+    key its request's proof was signed with (an issuer that ignored the
+    proof answers Bearer: then nothing is bound)."""
     expires_in = int(data.get("expires_in", 0))
+    token_type = data.get("token_type", "Bearer")
     return Token(
         access_token=data.get("access_token", ""),
-        token_type=data.get("token_type", "Bearer"),
+        token_type=token_type,
         expires_in=expires_in,
         scope=data.get("scope", ""),
         refresh_token=data.get("refresh_token"),
         id_token=data.get("id_token"),
         expires_at=time.time() + expires_in,
+        dpop_key=dpop_key if str(token_type).lower() == "dpop" else None,
     )
