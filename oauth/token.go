@@ -638,8 +638,11 @@ func (s *tokenEndpoint) grantTokenExchange(ctx context.Context, c caller, params
 	}
 	// A bound token is exchanged only by its key's holder, for a token
 	// bound to that key: no way around the binding.
-	if jkt := claims.BoundKey(); jkt != "" && proof.jkt() != jkt {
-		return nil, ErrInvalidGrant("subject_token is DPoP-bound: send a DPoP proof by its key")
+	switch jkt := claims.BoundKey(); {
+	case jkt != "" && proof == nil:
+		return nil, ErrInvalidDPoPProof("subject_token is DPoP-bound: send a DPoP proof by its key")
+	case jkt != "" && proof.JKT != jkt:
+		return nil, ErrInvalidGrant("subject_token is bound to another DPoP key")
 	}
 	q.subject = claims
 	holder, err := s.exchangeSubject(ctx, claims)
