@@ -1,15 +1,11 @@
 package e2e
 
 import (
-	"context"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/base64"
-	"encoding/json"
 	"fmt"
 	"net/url"
-	"os"
-	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -57,16 +53,7 @@ func with(edits ...func(jwt.MapClaims)) func(jwt.MapClaims) {
 // then every refusal a real server must make, at the token endpoint and
 // at the guard.
 func TestDPoP(t *testing.T) {
-	node, err := exec.LookPath("node")
-	if err == nil {
-		_, err = os.Stat("mcp/node_modules/oauth4webapi")
-	}
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("CI=true but node or oauth4webapi is missing (.ci/run runs npm ci --prefix e2e/mcp): %v", err)
-		}
-		t.Skipf("node or e2e/mcp/node_modules missing: run `npm ci --prefix e2e/mcp`: %v", err)
-	}
+	node := oauth4webapiNode(t)
 	up := newUpstream(t)
 	c := newCaddy(t, "")
 	apiPort, strictPort := freePort(t), freePort(t)
@@ -90,28 +77,8 @@ func TestDPoP(t *testing.T) {
 		t.Fatalf("create %s: %d %s", agentID, r.status, r.body)
 	}
 
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, node, "dpop.mjs")
-	cmd.Dir = "mcp"
-	cmd.Env = append(os.Environ(), "ISSUER="+c.base(), "API_URL="+api, "STRICT_API_URL="+strict, "AGENT_ID="+agentID,
+	res := runScript(t, node, "dpop.mjs", c, "ISSUER="+c.base(), "API_URL="+api, "STRICT_API_URL="+strict, "AGENT_ID="+agentID,
 		"AGENT_JWK="+agentKey.privateJSON(), "CLIENT_ID=dpop-app", "REDIRECT_URI="+redirect)
-	out, err := cmd.CombinedOutput()
-	line := ""
-	for _, l := range strings.Split(string(out), "\n") {
-		if rest, ok := strings.CutPrefix(l, "RESULT "); ok {
-			line = rest
-		}
-	}
-	var res struct {
-		OK           bool   `json:"ok"`
-		Step         string `json:"step"`
-		Error        string `json:"error"`
-		NonceRetries int    `json:"nonce_retries"`
-	}
-	if json.Unmarshal([]byte(line), &res) != nil || !res.OK || err != nil {
-		t.Fatalf("dpop.mjs failed at %q: %v %s\n%s\ncaddy log:\n%s", res.Step, err, res.Error, out, c.log)
-	}
 	if res.NonceRetries == 0 {
 		t.Fatal("nonces are on, yet no request was asked for one")
 	}

@@ -89,10 +89,10 @@ func (p jwkPair) assertion(t *testing.T, id, aud string, edit func(jwt.MapClaims
 	return s
 }
 
-// TestPrivateKeyJWT: clients and agents that hold keys instead of secrets,
-// driven by independent clients from npm (oauth4webapi, the MCP SDK's
-// PrivateKeyJwtProvider), and the refusals a real server must make.
-func TestPrivateKeyJWT(t *testing.T) {
+// oauth4webapiNode is the node binary for the scripts in e2e/mcp that
+// drive oauth4webapi; the test skips without it (fails with CI=true).
+func oauth4webapiNode(t *testing.T) string {
+	t.Helper()
 	node, err := exec.LookPath("node")
 	if err == nil {
 		_, err = os.Stat("mcp/node_modules/oauth4webapi")
@@ -103,6 +103,46 @@ func TestPrivateKeyJWT(t *testing.T) {
 		}
 		t.Skipf("node or e2e/mcp/node_modules missing: run `npm ci --prefix e2e/mcp`: %v", err)
 	}
+	return node
+}
+
+// scriptResult is the last `RESULT {json}` line of a script in e2e/mcp.
+type scriptResult struct {
+	OK           bool   `json:"ok"`
+	Step         string `json:"step"`
+	Error        string `json:"error"`
+	NonceRetries int    `json:"nonce_retries"`
+}
+
+// runScript runs script in e2e/mcp with env added (60 s at most) and
+// fails the test, with the script's output and c's log, unless it
+// reported success.
+func runScript(t *testing.T, node, script string, c *caddy, env ...string) scriptResult {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, node, script)
+	cmd.Dir = "mcp"
+	cmd.Env = append(os.Environ(), env...)
+	out, err := cmd.CombinedOutput()
+	line := ""
+	for _, l := range strings.Split(string(out), "\n") {
+		if rest, ok := strings.CutPrefix(l, "RESULT "); ok {
+			line = rest
+		}
+	}
+	var res scriptResult
+	if json.Unmarshal([]byte(line), &res) != nil || !res.OK || err != nil {
+		t.Fatalf("%s failed at %q: %v %s\n%s\ncaddy log:\n%s", script, res.Step, err, res.Error, out, c.log)
+	}
+	return res
+}
+
+// TestPrivateKeyJWT: clients and agents that hold keys instead of secrets,
+// driven by independent clients from npm (oauth4webapi, the MCP SDK's
+// PrivateKeyJwtProvider), and the refusals a real server must make.
+func TestPrivateKeyJWT(t *testing.T) {
+	node := oauth4webapiNode(t)
 	upstream := newMCPServer(t)
 	agentKey, clientKey := newECPair(t, "agent-1"), newRSAPair(t, "svc-1", "PS256")
 	jwksFile := filepath.Join(t.TempDir(), "svc.jwks")
@@ -129,27 +169,8 @@ func TestPrivateKeyJWT(t *testing.T) {
 		t.Fatalf("create %s with keys: %d %s", agentID, r.status, r.body)
 	}
 
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, node, "keys.mjs")
-	cmd.Dir = "mcp"
-	cmd.Env = append(os.Environ(), "ISSUER="+c.base(), "MCP_URL="+resource, "AGENT_ID="+agentID, "AGENT_JWK="+agentKey.privateJSON(),
+	runScript(t, node, "keys.mjs", c, "ISSUER="+c.base(), "MCP_URL="+resource, "AGENT_ID="+agentID, "AGENT_JWK="+agentKey.privateJSON(),
 		"CLIENT_ID=svc", "CLIENT_JWK="+clientKey.privateJSON(), "TOOL=add")
-	out, err := cmd.CombinedOutput()
-	line := ""
-	for _, l := range strings.Split(string(out), "\n") {
-		if rest, ok := strings.CutPrefix(l, "RESULT "); ok {
-			line = rest
-		}
-	}
-	var res struct {
-		OK    bool   `json:"ok"`
-		Step  string `json:"step"`
-		Error string `json:"error"`
-	}
-	if json.Unmarshal([]byte(line), &res) != nil || !res.OK || err != nil {
-		t.Fatalf("keys.mjs failed at %q: %v %s\n%s\ncaddy log:\n%s", res.Step, err, res.Error, out, c.log)
-	}
 	if calls := upstream.callsBy(agentID); len(calls) == 0 || calls[0].Get("X-Agent-Id") != agentID {
 		t.Fatalf("the tool call did not reach the MCP server as %s: %v", agentID, calls)
 	}
