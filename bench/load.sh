@@ -17,13 +17,22 @@
 #   CADDY_CPUS, WRK_CPUS  optional taskset CPU lists to pin Caddy and wrk apart
 #   UPSTREAM_CPUS     taskset CPU list of the upstream (default: CADDY_CPUS)
 #   SCENARIOS         which of client_credentials client_credentials_pkjwt
-#                     refresh_token agent_auth proxy guarded to run (default:
-#                     all; the baseline always runs). client_credentials_pkjwt
-#                     is client_credentials by a client that authenticates
-#                     with private_key_jwt (ES256 assertions, signed before the
-#                     run by bench/assertions, each sent once).
-#                     proxy and guarded run twice each, alternating (proxy,
-#                     guarded, proxy, guarded); their rows are the means.
+#                     client_credentials_pkjwt_dpop refresh_token agent_auth
+#                     proxy guarded guarded_dpop to run (default: all; the
+#                     baseline always runs). client_credentials_pkjwt is
+#                     client_credentials by a client that authenticates with
+#                     private_key_jwt (ES256 assertions, signed before the run
+#                     by bench/assertions, each sent once);
+#                     client_credentials_pkjwt_dpop the same with a DPoP proof
+#                     per request (ES256, signed before the run, each sent
+#                     once): DPoP-bound tokens. guarded_dpop is guarded with a
+#                     DPoP-bound token and a proof per request. proxy, guarded
+#                     and guarded_dpop run twice each, alternating (proxy,
+#                     guarded, guarded_dpop, proxy, ...); so do the selected
+#                     client_credentials scenarios when two or more are; their
+#                     rows are the means. DURATION is at most 40s with the
+#                     DPoP scenarios: their proofs must be used within the
+#                     60 s dpop_leeway of when they were signed.
 #   LIMITER_COMPARE=1 also measure guarded three ways, alternating twice (off,
 #                     memory, redis, off, memory, redis): rate_limit api off;
 #                     api 1000000000/s with store memory; the same with store
@@ -122,7 +131,7 @@ case $POSTGRES_COMPARE in
 	if [[ -n $PEER_COMPARE ]]; then
 		SCENARIOS=${SCENARIOS:-} # none by default: the comparison is the point
 	else
-		SCENARIOS=${SCENARIOS:-client_credentials client_credentials_pkjwt refresh_token agent_auth proxy guarded}
+		SCENARIOS=${SCENARIOS:-client_credentials client_credentials_pkjwt client_credentials_pkjwt_dpop refresh_token agent_auth proxy guarded guarded_dpop}
 	fi
 	;;
 *) SCENARIOS=${SCENARIOS:-} ;; # none by default: the comparison is the point
@@ -215,11 +224,23 @@ if [[ -n $PEER_COMPARE ]]; then
 fi
 # The comparison's reference is this Caddy's Badger database.
 [[ -z $POSTGRES_COMPARE || -z $STORAGE ]] || die "POSTGRES_COMPARE=1 compares Badger (<tmp>/db) with PostgreSQL: leave STORAGE unset"
-all_scenarios=(client_credentials client_credentials_pkjwt refresh_token agent_auth proxy guarded)
+all_scenarios=(client_credentials client_credentials_pkjwt client_credentials_pkjwt_dpop refresh_token agent_auth proxy guarded guarded_dpop)
 for s in $SCENARIOS; do
 	[[ $s == baseline || " ${all_scenarios[*]} " == *" $s "* ]] ||
 		die "unknown scenario '$s' in SCENARIOS (known: ${all_scenarios[*]})"
 done
+# A DPoP proof is good for dpop_leeway (60 s, the default the generated
+# Caddyfile keeps) from its iat, when it was signed: every proof of a run
+# is signed right before it, and the run must end within that window.
+dpop_leeway_s=60
+# How many assertions and proofs are signed per second of a run that sends
+# them: more than it can send (a thread that runs out fails the run).
+assertions_per_s=20000
+proofs_per_s=12000
+if [[ " $SCENARIOS " == *" guarded_dpop "* || " $SCENARIOS " == *" client_credentials_pkjwt_dpop "* ]]; then
+	(( $(seconds_of "$DURATION") <= 40 )) ||
+		die "DURATION $DURATION is too long for guarded_dpop and client_credentials_pkjwt_dpop: their proofs, signed before the run, must be used within the ${dpop_leeway_s} s dpop_leeway (at most 40s)"
+fi
 
 # --- tools -----------------------------------------------------------------
 
@@ -390,8 +411,11 @@ fi
 echo "building ./cmd/caddy and ./bench/upstream from the $build_from ..." >&2
 (cd "$src" && go build -o "$tmp/caddy" ./cmd/caddy && go build -o "$tmp/upstream" ./bench/upstream &&
 	go build -o "$tmp/assertions" ./bench/assertions)
-# The private_key_jwt client's key (client_credentials_pkjwt).
+# The private_key_jwt client's key (client_credentials_pkjwt), and the key
+# the DPoP proofs are signed with (guarded_dpop, client_credentials_pkjwt_dpop;
+# its JWK Set is not used: a proof carries its public key).
 "$tmp/assertions" -new -key "$tmp/key_client.pem" -jwks "$tmp/key_client.jwks" || die "making the key client's key"
+"$tmp/assertions" -new -key "$tmp/key_dpop.pem" -jwks "$tmp/key_dpop.jwks" || die "making the DPoP key"
 if [[ -n $PEER_COMPARE ]]; then
 	# The versions package-lock.json pins, into the temp dir (nothing is
 	# installed in the tree).
@@ -837,11 +861,32 @@ h = d["access_token"].split(".")[0]
 print(json.loads(base64.urlsafe_b64decode(h + "=" * (-len(h) % 4)))["alg"])
 ' "$1"
 }
+# sign_assertions FILE N: N client assertions of the private_key_jwt client
+# for the token endpoint, one per line into FILE.
+sign_assertions() {
+	"$tmp/assertions" -key "$tmp/key_client.pem" -client "$key_client_id" -aud "$idp/oauth2/token" -n "$2" -out "$1" ||
+		die "signing the client assertions"
+}
+# sign_proofs FILE N HTM HTU [TOKEN-FILE]: N DPoP proofs by the DPoP key for
+# HTM HTU (with the ath of the token in TOKEN-FILE), one per line into FILE.
+# Sets proofs_signed_at, when their iat window began.
+sign_proofs() {
+	proofs_signed_at=$(date +%s)
+	"$tmp/assertions" -key "$tmp/key_dpop.pem" -dpop -htm "$3" -htu "$4" ${5:+-token "$5"} -n "$2" -out "$1" ||
+		die "signing the DPoP proofs"
+}
+# check_proof_window NAME: the proofs just signed must still be good at the
+# end of the run NAME is about to make (the server takes them dpop_leeway
+# from their iat).
+check_proof_window() {
+	local left
+	left=$(( proofs_signed_at + dpop_leeway_s - $(date +%s) - $(seconds_of "$DURATION") ))
+	(( left >= 5 )) || die "$1: the DPoP proofs took too long to sign: they would be older than the ${dpop_leeway_s} s dpop_leeway before the run ends (use a shorter DURATION)"
+}
 probe baseline "$base/"
 [[ $(cat "$tmp/probe_baseline.json") == ok ]] || die "probe baseline: unexpected body"
 probe client_credentials -X POST -H "$basic" -d 'grant_type=client_credentials&scope=data:read' "$idp/oauth2/token"
-"$tmp/assertions" -key "$tmp/key_client.pem" -client "$key_client_id" -aud "$idp/oauth2/token" -n 1 -out "$tmp/probe_assertion.txt" ||
-	die "signing the probe's assertion"
+sign_assertions "$tmp/probe_assertion.txt" 1
 probe client_credentials_pkjwt -X POST -d "grant_type=client_credentials&scope=data:read&client_assertion_type=urn%3Aietf%3Aparams%3Aoauth%3Aclient-assertion-type%3Ajwt-bearer&client_assertion=$(cat "$tmp/probe_assertion.txt")" "$idp/oauth2/token"
 probe agent_auth -X POST -H 'Content-Type: application/json' -d "$agent_json" "$idp/api/agent-auth"
 cc_alg=$(jwt_alg_of "$tmp/probe_client_credentials.json")
@@ -862,6 +907,39 @@ probe proxy "$proxy/"
 probe guarded -H "$bearer" "$guarded/"
 [[ $(cat "$tmp/probe_guarded.json") == ok ]] || die "probe guarded: unexpected body (not the upstream's)"
 probe_code guarded_no_token 401 "$guarded/"
+
+# The guarded_dpop scenario's token: an agent-auth access token bound to
+# the DPoP key (the request carries a proof by it), obtained once and sent
+# with the DPoP scheme on every request, each time with a new proof.
+sign_proofs "$tmp/probe_proof_agent_auth.txt" 1 POST "$idp/api/agent-auth"
+curl -fsS -o "$tmp/dpop_token.json" --max-time 10 -X POST -H 'Content-Type: application/json' \
+	-H "DPoP: $(cat "$tmp/probe_proof_agent_auth.txt")" -d "$agent_json" "$idp/api/agent-auth" ||
+	die "agent-auth with a DPoP proof for the guarded_dpop token failed"
+read -r dpop_token_type dpop_token < <(python3 -c '
+import json, sys
+d = json.load(open(sys.argv[1]))
+d = d.get("data", d)
+print(d["token_type"], d["access_token"])
+' "$tmp/dpop_token.json") || die "no access_token in $(cat "$tmp/dpop_token.json")"
+[[ $dpop_token_type == DPoP ]] || die "agent-auth with a DPoP proof answered token_type $dpop_token_type, want DPoP"
+echo "$dpop_token" >"$tmp/dpop_token.txt"
+dpop_auth="Authorization: DPoP $dpop_token"
+# A proof works once; a bound token needs one, and never passes as Bearer.
+sign_proofs "$tmp/probe_proof_guarded.txt" 1 GET "$guarded/" "$tmp/dpop_token.txt"
+probe guarded_dpop -H "$dpop_auth" -H "DPoP: $(cat "$tmp/probe_proof_guarded.txt")" "$guarded/"
+[[ $(cat "$tmp/probe_guarded_dpop.json") == ok ]] || die "probe guarded_dpop: unexpected body (not the upstream's)"
+probe_code guarded_dpop_replayed 401 -H "$dpop_auth" -H "DPoP: $(cat "$tmp/probe_proof_guarded.txt")" "$guarded/"
+probe_code guarded_dpop_no_proof 401 -H "$dpop_auth" "$guarded/"
+probe_code guarded_dpop_as_bearer 401 -H "Authorization: Bearer $dpop_token" "$guarded/"
+for p in replayed:invalid_dpop_proof no_proof:invalid_dpop_proof as_bearer:invalid_token; do
+	grep -q "\"error\":\"${p#*:}\"" "$tmp/probe_guarded_dpop_${p%%:*}.json" ||
+		die "probe guarded_dpop_${p%%:*}: want error ${p#*:}, got $(cat "$tmp/probe_guarded_dpop_${p%%:*}.json")"
+done
+sign_assertions "$tmp/probe_assertion.txt" 1
+sign_proofs "$tmp/probe_proof_token.txt" 1 POST "$idp/oauth2/token"
+probe client_credentials_pkjwt_dpop -X POST -H "DPoP: $(cat "$tmp/probe_proof_token.txt")" -d "grant_type=client_credentials&scope=data:read&client_assertion_type=urn%3Aietf%3Aparams%3Aoauth%3Aclient-assertion-type%3Ajwt-bearer&client_assertion=$(cat "$tmp/probe_assertion.txt")" "$idp/oauth2/token"
+[[ $(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["token_type"])' "$tmp/probe_client_credentials_pkjwt_dpop.json") == DPoP ]] ||
+	die "probe client_credentials_pkjwt_dpop: not a DPoP-bound token: $(cat "$tmp/probe_client_credentials_pkjwt_dpop.json")"
 
 if [[ -n $PEER_COMPARE ]]; then
 	json_field() { # FILE FIELD -> the field of the JSON object in FILE
@@ -912,10 +990,11 @@ selected() { [[ " $SCENARIOS " == *" $1 "* ]]; }
 # that no storage background work (badger compaction) lands on the pair.
 scenarios=(baseline)
 pair=()
-for s in proxy guarded; do
+for s in proxy guarded guarded_dpop; do
 	if selected "$s"; then pair+=("$s"); fi
 done
 scenarios+=(${pair[@]+"${pair[@]}"})
+in_pair() { [[ " ${pair[*]-} " == *" $1 "* ]]; }
 # LIMITER_COMPARE: guarded under three rate_limit configs, right after the
 # pair for the same reason. Caddy is reloaded into each variant's Caddyfile
 # and, after the six runs, back into the starting one for the IdP scenarios.
@@ -923,7 +1002,14 @@ limiter_variants=(off memory redis)
 if [[ -n $LIMITER_COMPARE ]]; then
 	for v in "${limiter_variants[@]}"; do scenarios+=("limiter-$v"); done
 fi
-for s in client_credentials client_credentials_pkjwt refresh_token agent_auth; do
+# The client_credentials scenarios, like the pair, run alternating, twice
+# each, when two or more are selected: their ratios are the point.
+cc_group=()
+for s in client_credentials client_credentials_pkjwt client_credentials_pkjwt_dpop; do
+	if selected "$s"; then cc_group+=("$s"); fi
+done
+scenarios+=(${cc_group[@]+"${cc_group[@]}"})
+for s in refresh_token agent_auth; do
 	if selected "$s"; then scenarios+=("$s"); fi
 done
 # WEBHOOK_COMPARE: registration without and with the hanging webhook,
@@ -1093,7 +1179,7 @@ run() {
 		if wait "$prof_pid"; then
 			echo "--- CPU profile of caddy during $name (top functions, cumulative)" >&2
 			go tool pprof -top -cum -nodecount=25 "$tmp/caddy" "$tmp/$name.pprof" 2>/dev/null | sed -n '4,$p' >&2 || true
-			if [[ $script == guarded ]]; then
+			if [[ $script == guarded || $script == guarded_dpop ]]; then
 				# What the guard itself spends: its callees, without the
 				# reverse_proxy it hands the request to.
 				echo "--- CPU profile of caddy during $name: agent_guard's own work (Guard.ServeHTTP minus reverse_proxy)" >&2
@@ -1204,25 +1290,64 @@ run_pair_member() {
 		fi
 		;;
 	guarded) run "guarded-$2" guarded "$guarded/" -H "$bearer" ;;
+	guarded_dpop)
+		# Signed just before the run: proofs_per_s per second of it, more
+		# than a run can send.
+		echo "signing $((proofs_per_s * $(seconds_of "$DURATION"))) DPoP proofs for GET $guarded/ ..." >&2
+		sign_proofs "$tmp/proofs.txt" $((proofs_per_s * $(seconds_of "$DURATION"))) GET "$guarded/" "$tmp/dpop_token.txt"
+		check_proof_window "guarded_dpop-$2"
+		run "guarded_dpop-$2" guarded_dpop "$guarded/" -H "$dpop_auth" -- "$tmp/proofs.txt" "$THREADS"
+		;;
+	esac
+}
+
+# run_cc_member SCENARIO NAME: one run of a client_credentials scenario,
+# stored as NAME. The assertions and proofs are signed just before the run
+# (assertions are good for five minutes, proofs for dpop_leeway):
+# assertions_per_s and proofs_per_s per second of it, more than a run can
+# send.
+run_cc_member() {
+	local n_a=$((assertions_per_s * $(seconds_of "$DURATION"))) n_p=$((proofs_per_s * $(seconds_of "$DURATION")))
+	case $1 in
+	client_credentials) run_idp "$2" client_credentials "$idp" ;;
+	client_credentials_pkjwt)
+		echo "signing $n_a client assertions ..." >&2
+		sign_assertions "$tmp/assertions.txt" "$n_a"
+		run "$2" client_credentials_pkjwt "$idp/oauth2/token" -- "$tmp/assertions.txt" "$THREADS"
+		;;
+	client_credentials_pkjwt_dpop)
+		echo "signing $n_p client assertions and $n_p DPoP proofs for POST $idp/oauth2/token ..." >&2
+		sign_assertions "$tmp/assertions.txt" "$n_p"
+		sign_proofs "$tmp/proofs.txt" "$n_p" POST "$idp/oauth2/token"
+		check_proof_window "$2"
+		run "$2" client_credentials_pkjwt_dpop "$idp/oauth2/token" -- "$tmp/assertions.txt" "$tmp/proofs.txt" "$THREADS"
+		;;
 	esac
 }
 
 for s in "${scenarios[@]}"; do
 	case $s in
 	baseline) run baseline baseline "$base/" ;;
-	client_credentials) run_idp client_credentials client_credentials "$idp" ;;
-	client_credentials_pkjwt)
-		# Signed just before the run (they are good for five minutes):
-		# 20,000 per second of the run, more than a run can send.
-		echo "signing $((20000 * $(seconds_of "$DURATION"))) client assertions ..." >&2
-		"$tmp/assertions" -key "$tmp/key_client.pem" -client "$key_client_id" -aud "$idp/oauth2/token" \
-			-n $((20000 * $(seconds_of "$DURATION"))) -out "$tmp/assertions.txt" || die "signing the assertions"
-		run client_credentials_pkjwt client_credentials_pkjwt "$idp/oauth2/token" -- "$tmp/assertions.txt" "$THREADS"
+	client_credentials | client_credentials_pkjwt | client_credentials_pkjwt_dpop)
+		if (( ${#cc_group[@]} == 1 )); then
+			run_cc_member "$s" "$s"
+		else
+			# The selected ones, twice, alternating: client_credentials-1
+			# client_credentials_pkjwt-1 client_credentials_pkjwt_dpop-1
+			# client_credentials-2 ...
+			if [[ $s == "${cc_group[0]}" ]]; then
+				for i in 1 2; do
+					for c in "${cc_group[@]}"; do run_cc_member "$c" "$c-$i"; done
+				done
+			fi
+			merge "$s" "$s-1" "$s-2"
+		fi
 		;;
 	refresh_token) run_idp refresh_token refresh_token "$idp" "$tmp/refresh_tokens.txt" ;;
 	agent_auth) run agent_auth agent_auth "$idp/api/agent-auth" -- "$agent_id" "$agent_secret" ;;
-	proxy | guarded)
-		# The whole pair, twice, alternating: proxy-1 guarded-1 proxy-2 guarded-2.
+	proxy | guarded | guarded_dpop)
+		# The whole pair (with guarded_dpop, the trio), twice, alternating:
+		# proxy-1 guarded-1 guarded_dpop-1 proxy-2 guarded-2 guarded_dpop-2.
 		if [[ $s == "${pair[0]}" ]]; then
 			for i in 1 2; do
 				for p in "${pair[@]}"; do run_pair_member "$p" "$i"; done
@@ -1462,7 +1587,8 @@ base_rps=$(rps_of baseline)
 failed=0
 echo
 runs_note=()
-if (( ${#pair[@]} > 0 )); then runs_note+=("proxy and guarded: 2 runs each"); fi
+if (( ${#pair[@]} > 0 )); then runs_note+=("$(printf '%s, ' "${pair[@]}" | sed 's/, $//'): 2 runs each"); fi
+if (( ${#cc_group[@]} > 1 )); then runs_note+=("$(printf '%s, ' "${cc_group[@]}" | sed 's/, $//'): 2 runs each"); fi
 if [[ -n $LIMITER_COMPARE ]]; then runs_note+=("guarded/limiter-off, -memory, -redis: 2 runs each"); fi
 if [[ -n $POSTGRES_COMPARE ]]; then runs_note+=("postgres compare: 2 runs per row"); fi
 if [[ -n $PEER_COMPARE ]]; then runs_note+=("peer compare: $PEER_RUNS runs per side"); fi
@@ -1472,6 +1598,13 @@ echo "auth_agent load test: $DURATION per run${runs_text:+ (${runs_text%; })}, $
 echo "built from the $build_from; $(date -u '+%Y-%m-%d %H:%M UTC')"
 echo "caddy $("$tmp/caddy" version | awk '{print $1}'), $(go env GOVERSION); storage ${STORAGE:-badger}, rate_limit $rate, proxy $([[ -n $PROXY_TOKEN ]] && echo with || echo without) the bearer token, access_token_alg ${ACCESS_TOKEN_ALG:-default} (client_credentials token $cc_alg, agent-auth token $aa_alg)"
 echo "$prep_msg"
+if selected guarded_dpop || selected client_credentials_pkjwt_dpop; then
+	# Badger and memory storage are this process's alone: the proofs' jti
+	# are recorded in memory; a shared store records them there as well.
+	replays_where="in Caddy's memory (LocalReplays: storage ${STORAGE:-badger} is not shared)"
+	if [[ $STORAGE == postgres* ]]; then replays_where="in Caddy's memory and in PostgreSQL (SharedReplays: the storage is shared)"; fi
+	echo "dpop: ES256 proofs (one key, made for this invocation) signed right before each run that sends them, each sent once; dpop_leeway ${dpop_leeway_s}s (the default); proof jti records $replays_where; guarded_dpop token: agent-auth with a proof, token_type DPoP, sent as Authorization: DPoP"
+fi
 if [[ -n $LIMITER_COMPARE ]]; then
 	redis_version=$(redis-server --version | awk '{ sub(/^v=/, "", $3); print $3 }')
 	echo "limiter compare (one Caddy, reloaded per variant): limiter-off = rate_limit api off; limiter-memory = api 1000000000/s, store memory; limiter-redis = api 1000000000/s, store redis $redis_url (redis-server $redis_version, no persistence)"
@@ -1544,18 +1677,34 @@ done
 echo
 cpu_per_req() { awk -v c="${R[$1.cpu_us]}" -v n="${R[$1.requests]}" 'BEGIN { printf "%.1f", c / n }'; }
 for s in ${pair[@]+"${pair[@]}"}; do
-	printf '%-7s runs (alternating): %s, %s req/s; mean %s req/s; upstream %s cpu us/req; machine %s cpu us/req, %s%% busy\n' \
+	printf '%-12s runs (alternating): %s, %s req/s; mean %s req/s; upstream %s cpu us/req; machine %s cpu us/req, %s%% busy\n' \
 		"$s" "$(rps_of "$s-1")" "$(rps_of "$s-2")" "$(rps_of "$s")" \
 		"$(awk -v c="${R[$s.up_cpu_us]}" -v n="${R[$s.requests]}" 'BEGIN { printf "%.1f", c / n }')" \
 		"$(awk -v c="${R[$s.busy_us]}" -v n="${R[$s.requests]}" 'BEGIN { printf "%.1f", c / n }')" \
 		"$(awk -v b="${R[$s.busy_us]}" -v t="${R[$s.total_us]}" 'BEGIN { printf "%.0f", 100 * b / t }')"
 done
+if (( ${#cc_group[@]} > 1 )); then
+	for s in "${cc_group[@]}"; do
+		printf '%-29s runs (alternating): %s, %s req/s; mean %s req/s; caddy %s cpu us/req; machine %s cpu us/req, %s%% busy\n' \
+			"$s" "$(rps_of "$s-1")" "$(rps_of "$s-2")" "$(rps_of "$s")" "$(cpu_per_req "$s")" \
+			"$(awk -v c="${R[$s.busy_us]}" -v n="${R[$s.requests]}" 'BEGIN { printf "%.1f", c / n }')" \
+			"$(awk -v b="${R[$s.busy_us]}" -v t="${R[$s.total_us]}" 'BEGIN { printf "%.0f", 100 * b / t }')"
+	done
+fi
 if selected client_credentials && selected client_credentials_pkjwt; then
 	echo "private_key_jwt ratio: client_credentials_pkjwt/client_credentials = $(awk -v k="$(rps_of client_credentials_pkjwt)" -v s="$(rps_of client_credentials)" 'BEGIN { printf "%.2f", k / s }') (ES256 assertions against a generated secret; issue 17's target, with DPoP, >= 0.70)"
 fi
-if (( ${#pair[@]} == 2 )); then
+if selected client_credentials && selected client_credentials_pkjwt_dpop; then
+	echo "pkjwt+dpop CPU cost: $(awk -v a="$(cpu_per_req client_credentials_pkjwt_dpop)" -v b="$(cpu_per_req client_credentials)" 'BEGIN { printf "%+.1f", a - b }') us of Caddy CPU per request over client_credentials (client_credentials_pkjwt_dpop $(cpu_per_req client_credentials_pkjwt_dpop), client_credentials $(cpu_per_req client_credentials) cpu us/req)"
+	echo "pkjwt+dpop ratio: client_credentials_pkjwt_dpop/client_credentials = $(awk -v k="$(rps_of client_credentials_pkjwt_dpop)" -v s="$(rps_of client_credentials)" 'BEGIN { printf "%.2f", k / s }') (target >= 0.70)"
+fi
+if in_pair proxy && in_pair guarded; then
 	echo "guard CPU cost: $(awk -v g="$(cpu_per_req guarded)" -v p="$(cpu_per_req proxy)" 'BEGIN { printf "%+.1f", g - p }') us of Caddy CPU per request (guarded $(cpu_per_req guarded), proxy $(cpu_per_req proxy) cpu us/req)"
 	echo "guard ratio: guarded/proxy = $(awk -v g="$(rps_of guarded)" -v p="$(rps_of proxy)" 'BEGIN { printf "%.2f", g / p }') (target >= 0.95)"
+fi
+if in_pair guarded && in_pair guarded_dpop; then
+	echo "dpop guard CPU cost: $(awk -v d="$(cpu_per_req guarded_dpop)" -v g="$(cpu_per_req guarded)" 'BEGIN { printf "%+.1f", d - g }') us of Caddy CPU per request over guarded (guarded_dpop $(cpu_per_req guarded_dpop), guarded $(cpu_per_req guarded) cpu us/req)"
+	echo "dpop guard ratio: guarded_dpop/guarded = $(awk -v d="$(rps_of guarded_dpop)" -v g="$(rps_of guarded)" 'BEGIN { printf "%.2f", d / g }') (target >= 0.80)"
 fi
 if [[ -n $LIMITER_COMPARE ]]; then
 	per_req() { awk -v c="${R[$1.$2]}" -v n="${R[$1.requests]}" 'BEGIN { printf "%.1f", c / n }'; }
