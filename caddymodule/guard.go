@@ -55,8 +55,8 @@ type Guard struct {
 	// auth_agent app, checked in process.
 	Issuer string `json:"issuer,omitempty"`
 
-	// Remove the Authorization header (and the DPoP proof) before the
-	// upstream sees it.
+	// Remove the Authorization header before the upstream sees it. (A
+	// DPoP proof is always removed: the guard spent it.)
 	StripToken bool `json:"strip_token,omitempty"`
 
 	// DPoP (RFC 9449): "required" refuses tokens sent as Bearer: only
@@ -338,9 +338,11 @@ func (g *Guard) serve(w http.ResponseWriter, r *http.Request, next caddyhttp.Han
 		}
 	}
 	setAgentHeaders(r.Header, claims)
+	// A DPoP proof is spent here (its jti is recorded): the upstream
+	// could not use it, and need not parse it.
+	delete(r.Header, oauth.DPoPHeader)
 	if g.StripToken {
 		delete(r.Header, "Authorization")
-		delete(r.Header, oauth.DPoPHeader)
 	}
 	if repl, ok := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer); ok {
 		// One provider answering the five placeholders when they are read
