@@ -439,7 +439,7 @@ func (a *App) start() (*appState, error) {
 		}
 	})
 	tokens := oauth.NewTokens(a.Issuer, durationOr(a.AccessTokenLifetime, DefaultAccessTokenLifetime), a.accessTokenAlg(), keys, nil)
-	dpop := oauth.DPoPConfig{Leeway: time.Duration(a.DPoPLeeway), Replays: store.replays, NotBefore: store.dpopNotBefore}
+	dpop := oauth.DPoPConfig{Leeway: time.Duration(a.DPoPLeeway), Replays: store.replays, NotBefore: store.dpopNotBefore, Durable: store.dpopDurable}
 	if a.DPoPNonce == "on" {
 		dpop.Nonces = oauth.NewDPoPNonces(store.dpopNonceKey, nil)
 	}

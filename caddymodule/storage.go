@@ -318,9 +318,12 @@ type sharedStore struct {
 	// replays record the jti of DPoP proofs: in this process when no other
 	// can open the store (Badger), then proofs made before it opened are
 	// refused (dpopNotBefore: they may have been used by the process
-	// before); in the store too when it is shared.
+	// before) and those a restarted process could not tell from new ones
+	// go to the store too (dpopDurable, see oauth.DPoPConfig.Durable); in
+	// the store always when it is shared.
 	replays       oauth.Replays
 	dpopNotBefore time.Time
+	dpopDurable   oauth.Replays
 	// dpopNonceKey derives DPoP nonces, the same in every process.
 	dpopNonceKey []byte
 }
@@ -390,7 +393,7 @@ func newSharedStore(db storage.Backend, settings string, log *zap.Logger) (*shar
 	if db.Shared() {
 		s.replays = oauth.SharedReplays{Local: local, Shared: db}
 	} else {
-		s.replays, s.dpopNotBefore = local, time.Now()
+		s.replays, s.dpopNotBefore, s.dpopDurable = local, time.Now(), db
 	}
 	return s, nil
 }

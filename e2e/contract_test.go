@@ -124,6 +124,14 @@ type contractTransport struct {
 	next http.RoundTripper
 }
 
+// CloseIdleConnections passes http.Client.CloseIdleConnections on to the
+// transport it wraps (a reload closes the old server's connections).
+func (t *contractTransport) CloseIdleConnections() {
+	if c, ok := t.next.(interface{ CloseIdleConnections() }); ok {
+		c.CloseIdleConnections()
+	}
+}
+
 func (t *contractTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	t.c.mu.Lock()
 	kind := t.c.ports[req.URL.Host]

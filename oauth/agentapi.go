@@ -214,7 +214,7 @@ func (s *agentAPI) handleAgentAuth(w http.ResponseWriter, r *http.Request) error
 	// issues no token to bind.
 	var proof *DPoPProof
 	if req.RequestID == "" {
-		if proof, err = s.verifyProof(w, r, AgentAuthPath); err != nil {
+		if proof, err = s.checkProof(w, r, AgentAuthPath); err != nil {
 			return err
 		}
 	}
@@ -238,6 +238,9 @@ func (s *agentAPI) handleAgentAuth(w http.ResponseWriter, r *http.Request) error
 		return nil
 	}
 	if err := s.requireDPoP(proof, caller{agent: a}); err != nil {
+		return err
+	}
+	if err := s.spendProof(r.Context(), proof); err != nil {
 		return err
 	}
 	scopes, err := AgentSelfScopes(req.Scope, a)

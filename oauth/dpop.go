@@ -73,6 +73,8 @@ type DPoPProof struct {
 	// bound to (cnf.jkt).
 	JKT      string
 	IssuedAt time.Time
+	// jti is the proof's, recorded by Spend.
+	jti string
 }
 
 // DPoPRequest is what a proof must match: the request's method and the
@@ -98,10 +100,15 @@ type DPoPVerifier struct {
 	// have been used in the one before it.
 	notBefore time.Time
 	replays   Replays
-	nonces    *DPoPNonces // nil: no nonces
-	now       func() time.Time
-	keys      *cache.Cache[string, dpopKey]
-	parser    *jwt.Parser
+	// durable, with records kept in this process, also records the proofs
+	// a restarted process could not otherwise refuse: those dated ahead
+	// of this server's clock, and every one in the first leeway after
+	// notBefore (when one dated ahead may come from the process before).
+	durable Replays
+	nonces  *DPoPNonces // nil: no nonces
+	now     func() time.Time
+	keys    *cache.Cache[string, dpopKey]
+	parser  *jwt.Parser
 }
 
 // DPoPConfig configures a DPoPVerifier.
@@ -113,6 +120,10 @@ type DPoPConfig struct {
 	Replays Replays
 	// NotBefore, when set, refuses proofs with an earlier iat.
 	NotBefore time.Time
+	// Durable, with Replays kept in this process only (and NotBefore its
+	// start), is the store the process after a restart reads: see
+	// DPoPVerifier.durable.
+	Durable Replays
 	// Nonces, when set, requires every proof to carry a current nonce.
 	Nonces *DPoPNonces
 	Now    func() time.Time
@@ -127,7 +138,7 @@ func NewDPoPVerifier(cfg DPoPConfig) *DPoPVerifier {
 		cfg.Now = time.Now
 	}
 	return &DPoPVerifier{
-		leeway: cfg.Leeway, notBefore: cfg.NotBefore.Truncate(time.Second), replays: cfg.Replays, nonces: cfg.Nonces, now: cfg.Now,
+		leeway: cfg.Leeway, notBefore: cfg.NotBefore.Truncate(time.Second), replays: cfg.Replays, durable: cfg.Durable, nonces: cfg.Nonces, now: cfg.Now,
 		keys: cache.New[string, dpopKey](dpopKeysMax, cfg.Now),
 		// The keyfunc checks the alg against the allow-list and the key.
 		parser: jwt.NewParser(jwt.WithoutClaimsValidation()),
@@ -165,12 +176,25 @@ func (dpopClaims) GetIssuer() (string, error)                   { return "", nil
 func (dpopClaims) GetSubject() (string, error)                  { return "", nil }
 func (dpopClaims) GetAudience() (jwt.ClaimStrings, error)       { return nil, nil }
 
-// Verify checks the proof of a request (the values of its DPoP header):
-// none is (nil, nil); more than one, or a proof failing any check of RFC
-// 9449 §4.3, is invalid_dpop_proof; one without the current nonce while
-// nonces are on is use_dpop_nonce. Its jti is recorded only once every
-// other check passed.
+// Verify checks the proof of a request (Check) and spends it (Spend).
 func (v *DPoPVerifier) Verify(ctx context.Context, header []string, q DPoPRequest) (*DPoPProof, error) {
+	proof, err := v.Check(ctx, header, q)
+	if proof == nil || err != nil {
+		return nil, err
+	}
+	if err := v.Spend(ctx, proof); err != nil {
+		return nil, err
+	}
+	return proof, nil
+}
+
+// Check checks the proof of a request (the values of its DPoP header)
+// without recording it: none is (nil, nil); more than one, or a proof
+// failing any check of RFC 9449 §4.3, is invalid_dpop_proof; one without
+// the current nonce while nonces are on is use_dpop_nonce. The token
+// endpoint spends the proof once the caller authenticated, so that
+// nobody records values without credentials.
+func (v *DPoPVerifier) Check(ctx context.Context, header []string, q DPoPRequest) (*DPoPProof, error) {
 	switch {
 	case len(header) == 0:
 		return nil, nil
@@ -207,16 +231,21 @@ func (v *DPoPVerifier) Verify(ctx context.Context, header []string, q DPoPReques
 	if v.nonces != nil && !v.nonces.Valid(claims.Nonce) {
 		return nil, ErrUseDPoPNonce(v.nonces.Current())
 	}
-	// Recorded until no clock could accept it any more.
-	until := iat.Add(v.leeway + time.Second)
-	err = v.replays.UseOnce(ctx, proofReplayKey(key.jkt, claims.ID), until)
+	return &DPoPProof{JKT: key.jkt, IssuedAt: iat, jti: claims.ID}, nil
+}
+
+// Spend records a checked proof's jti until no clock could accept it any
+// more; a proof spent before is invalid_dpop_proof.
+func (v *DPoPVerifier) Spend(ctx context.Context, p *DPoPProof) error {
+	var replays Replays = v.replays
+	if now := v.now(); v.durable != nil && (p.IssuedAt.After(now.Add(time.Second)) || now.Before(v.notBefore.Add(v.leeway+time.Second))) {
+		replays = SharedReplays{Local: v.replays, Shared: v.durable}
+	}
+	err := replays.UseOnce(ctx, proofReplayKey(p.JKT, p.jti), p.IssuedAt.Add(v.leeway+time.Second))
 	if errors.Is(err, ErrExists) {
-		return nil, ErrInvalidDPoPProof("the DPoP proof was used before; make a new proof for each request")
+		return ErrInvalidDPoPProof("the DPoP proof was used before; make a new proof for each request")
 	}
-	if err != nil {
-		return nil, err
-	}
-	return &DPoPProof{JKT: key.jkt, IssuedAt: iat}, nil
+	return err
 }
 
 // parse verifies a proof's signature and decodes its claims. A client
@@ -379,10 +408,11 @@ func htuMatches(htu string, urls []string) bool {
 // no default port, no user info, query or fragment, path "/" when empty.
 func NormalizeHTU(u string) (string, bool) {
 	p, err := url.Parse(u)
-	if err != nil || p.Opaque != "" || p.User != nil || p.Host == "" || (p.Scheme != "https" && p.Scheme != "http" && p.Scheme != "HTTPS" && p.Scheme != "HTTP") {
+	// url.Parse lower-cases the scheme.
+	if err != nil || p.Opaque != "" || p.User != nil || p.Host == "" || (p.Scheme != "https" && p.Scheme != "http") {
 		return "", false
 	}
-	scheme := strings.ToLower(p.Scheme)
+	scheme := p.Scheme
 	host, port := strings.ToLower(p.Hostname()), p.Port()
 	if strings.Contains(host, ":") {
 		host = "[" + host + "]"
@@ -471,6 +501,10 @@ func (n *DPoPNonces) Valid(nonce string) bool {
 func (v *DPoPVerifier) CheckBinding(ctx context.Context, scheme, token string, claims *AccessClaims, proofs []string, method string, urls []string) error {
 	jkt := claims.BoundKey()
 	switch {
+	case jkt == "" && claims.Cnf != nil:
+		// Bound by a method this server does not check (an mTLS
+		// certificate's x5t#S256): never as good as a bearer token.
+		return DPoPRefusal("the access token is bound by a confirmation method this server does not check")
 	case jkt == "" && scheme == TokenTypeDPoP:
 		return DPoPRefusal("the access token is not DPoP-bound; send it with the Bearer scheme")
 	case jkt == "":
@@ -544,16 +578,22 @@ func (p *provider) dpopURLs(r *http.Request, path string) []string {
 	return []string{p.cfg.Issuer + path, RequestOrigin(r) + r.URL.EscapedPath()}
 }
 
-// verifyProof checks the DPoP proof a token request carries, if any
-// (nil, nil without one), and sends the current nonce when nonces are on.
-func (p *provider) verifyProof(w http.ResponseWriter, r *http.Request, path string) (*DPoPProof, error) {
-	if p.dpop == nil {
-		return nil, nil
-	}
+// checkProof checks the DPoP proof a token request carries, if any (nil,
+// nil without one), and sends the current nonce when nonces are on. The
+// caller spends it (spendProof) once the client authenticated.
+func (p *provider) checkProof(w http.ResponseWriter, r *http.Request, path string) (*DPoPProof, error) {
 	if n := p.dpop.Nonce(); n != "" {
 		w.Header().Set(DPoPNonceHeader, n)
 	}
-	return p.dpop.Verify(r.Context(), r.Header.Values(DPoPHeader), DPoPRequest{Method: r.Method, URLs: p.dpopURLs(r, path)})
+	return p.dpop.Check(r.Context(), r.Header.Values(DPoPHeader), DPoPRequest{Method: r.Method, URLs: p.dpopURLs(r, path)})
+}
+
+// spendProof records a checked proof (none: nothing to do).
+func (p *provider) spendProof(ctx context.Context, proof *DPoPProof) error {
+	if proof == nil {
+		return nil
+	}
+	return p.dpop.Spend(ctx, proof)
 }
 
 // errDPoPRequired refuses a token request without a proof where the

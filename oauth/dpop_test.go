@@ -17,6 +17,7 @@ import (
 
 	"github.com/authagent/caddy-authagent/agents"
 	"github.com/authagent/caddy-authagent/oauth"
+	"github.com/authagent/caddy-authagent/storage"
 )
 
 // proof signs a DPoP proof with k for method and u; edit changes the
@@ -435,5 +436,80 @@ func TestDPoPAtTheTokenEndpoint(t *testing.T) {
 	s.ServeHTTP(rec, req)
 	if loc := rec.Header().Get("Location"); rec.Code != http.StatusFound || !strings.Contains(loc, "error=invalid_request") {
 		t.Fatalf("bad dpop_jkt: %d %s", rec.Code, loc)
+	}
+}
+
+// A process that keeps its replay records in memory (Badger's) writes to
+// the store what the process after a restart could not refuse otherwise.
+func TestDPoPRecordsSurviveARestart(t *testing.T) {
+	const u = "https://auth.example.com/oauth2/token"
+	clock := &testClock{t: time.Now()}
+	durable := storage.NewMemory(clock.now)
+	t.Cleanup(func() { durable.Close() })
+	process := func() *oauth.DPoPVerifier {
+		return oauth.NewDPoPVerifier(oauth.DPoPConfig{Replays: oauth.NewLocalReplays(clock.now), NotBefore: clock.now(), Durable: durable, Now: clock.now})
+	}
+	ec := newTestKey(t, "EC", "", "")
+	req := oauth.DPoPRequest{Method: "POST", URLs: []string{u}}
+	first := process()
+	clock.advance(2 * time.Minute) // past its first leeway: records in memory only
+	now := clock.now()
+	ahead := ec.proof(t, "POST", u, func(_, c map[string]any) { c["iat"] = now.Add(50 * time.Second).Unix() })
+	current := ec.proof(t, "POST", u, func(_, c map[string]any) { c["iat"] = now.Unix() })
+	for _, p := range []string{ahead, current} {
+		if _, err := first.Verify(context.Background(), []string{p}, req); err != nil {
+			t.Fatal(err)
+		}
+	}
+	clock.advance(2 * time.Second)
+	second := process()
+	for name, p := range map[string]string{"a proof dated ahead": ahead, "a proof of before the start": current} {
+		if _, err := second.Verify(context.Background(), []string{p}, req); err == nil {
+			t.Errorf("%s was accepted again after a restart", name)
+		}
+	}
+	// A new proof in the new process's first leeway is recorded in the
+	// store too, and accepted once.
+	fresh := ec.proof(t, "POST", u, func(_, c map[string]any) { c["iat"] = clock.now().Add(time.Second).Unix() })
+	if _, err := second.Verify(context.Background(), []string{fresh}, req); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := process().Verify(context.Background(), []string{fresh}, req); err == nil {
+		t.Fatal("a proof of a process's first leeway was accepted again after another restart")
+	}
+}
+
+func TestDPoPBindingOfAnotherMethodIsRefused(t *testing.T) {
+	v := oauth.NewDPoPVerifier(oauth.DPoPConfig{Replays: oauth.NewLocalReplays(nil)})
+	claims := &oauth.AccessClaims{Cnf: &oauth.Confirmation{}} // cnf {"x5t#S256": …}
+	err := v.CheckBinding(context.Background(), oauth.TokenTypeBearer, "t", claims, nil, "GET", []string{"https://api.example.com/"})
+	var e *oauth.Error
+	if !errors.As(err, &e) || e.Status != 401 || e.Code != "invalid_token" {
+		t.Fatalf("a token bound by an unchecked method: %v", err)
+	}
+}
+
+// A token request whose credentials fail does not spend its proof.
+func TestDPoPProofSpentOnlyAfterAuthentication(t *testing.T) {
+	s := newServer(t, cheapParams)
+	s.seedAgent(t, "bot")
+	ec := newTestKey(t, "EC", "", "")
+	proof := ec.proof(t, "POST", issuer+"/api/agent-auth", nil)
+	send := func(secret string) *httptest.ResponseRecorder {
+		req := httptest.NewRequest("POST", "https://auth.example.com/api/agent-auth", strings.NewReader(`{"agent_id":"bot","agent_secret":"`+secret+`"}`))
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("DPoP", proof)
+		rec := httptest.NewRecorder()
+		s.ServeHTTP(rec, req)
+		return rec
+	}
+	if rec := send("wrong-secret-1"); rec.Code != 401 {
+		t.Fatalf("wrong secret: %d %s", rec.Code, rec.Body)
+	}
+	if rec := send("Test123456!"); rec.Code != 200 {
+		t.Fatalf("the proof was spent by a failed authentication: %d %s", rec.Code, rec.Body)
+	}
+	if rec := send("Test123456!"); rec.Code != 400 || !strings.Contains(rec.Body.String(), "invalid_dpop_proof") {
+		t.Fatalf("replayed after success: %d %s", rec.Code, rec.Body)
 	}
 }

@@ -235,7 +235,7 @@ func (s *tokenEndpoint) handleToken(w http.ResponseWriter, r *http.Request) erro
 	}
 	// The proof first: a client asked for a nonce retries before its
 	// credentials (an assertion is good once) are spent.
-	proof, err := s.verifyProof(w, r, TokenPath)
+	proof, err := s.checkProof(w, r, TokenPath)
 	if err != nil {
 		return err
 	}
@@ -248,6 +248,9 @@ func (s *tokenEndpoint) handleToken(w http.ResponseWriter, r *http.Request) erro
 		return ErrUnauthorizedClient("this client may not use the " + grant + " grant")
 	}
 	if err := s.requireDPoP(proof, c); err != nil {
+		return err
+	}
+	if err := s.spendProof(r.Context(), proof); err != nil {
 		return err
 	}
 	var resp *tokenResponse
@@ -329,7 +332,7 @@ func (s *tokenEndpoint) grantAuthorizationCode(ctx context.Context, client *Clie
 	// The agent's permissions now, not when it approved: one an operator
 	// took away meanwhile is not granted (as a refresh does).
 	scopes := heldScopes(g.Scopes, a)
-	q2 := issueRequest{
+	issuing := issueRequest{
 		client: client, agent: a, scopes: scopes, resources: g.Resources, audience: audience, model: g.ModelName,
 		authTime: g.AuthTime, nonce: g.Nonce, refresh: refresh, jti: plan.ID, notAfter: exp, family: family,
 		familyEnds: s.now().Add(s.cfg.RefreshTokenLifetime), jkt: proof.jkt(),
@@ -337,9 +340,9 @@ func (s *tokenEndpoint) grantAuthorizationCode(ctx context.Context, client *Clie
 	if client.Public {
 		// A public client has no credentials: its refresh tokens are as
 		// good as its key (RFC 9449 §5).
-		q2.refreshJKT = proof.jkt()
+		issuing.refreshJKT = proof.jkt()
 	}
-	resp, err := s.issue(ctx, q2)
+	resp, err := s.issue(ctx, issuing)
 	if err != nil {
 		return nil, err
 	}
