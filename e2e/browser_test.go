@@ -957,9 +957,9 @@ func TestSignInScreenshots(t *testing.T) {
 		_, err := cdp.Call(ctx, tgt, emulation.ClearDeviceMetricsOverride, cdp.Empty{})
 		return err
 	}))
-	if w := eval[int](b, `window.innerWidth`); w != 1280 {
-		t.Fatalf("back on the wide screen the viewport is %dpx wide", w)
-	}
+	// The browser applies the override's removal with its next resize:
+	// wait for it rather than read the width at once.
+	b.must("waiting for the 1280px viewport again", 5*time.Second, chromedp.Poll[chromedp.Void](`window.innerWidth === 1280`, chromedp.WithPollingTimeout(3*time.Second)))
 
 	// Copy puts the request id on the clipboard.
 	for _, perm := range []string{"clipboard-read", "clipboard-write"} {
