@@ -4,6 +4,7 @@
 package caddymodule
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -12,6 +13,7 @@ import (
 	"os"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -144,6 +146,14 @@ type App struct {
 	// 60s; at most 5m.
 	DPoPLeeway caddy.Duration `json:"dpop_leeway,omitempty"`
 
+	// Identity providers whose Identity Assertion JWT Authorization
+	// Grants (ID-JAGs) this server redeems with the jwt-bearer grant.
+	TrustedIdPs []*TrustedIdPConfig `json:"trusted_idps,omitempty"`
+
+	// Authorization servers this server issues ID-JAGs for, by token
+	// exchange of an ID token it issued.
+	IDJAGAudiences []*IDJAGAudienceConfig `json:"id_jag_audiences,omitempty"`
+
 	ctx     caddy.Context
 	log     *zap.Logger
 	storage Storage
@@ -165,6 +175,56 @@ type App struct {
 	// stopKeyMetrics hands the key metrics back, unless a newer config
 	// took them.
 	stopKeyMetrics func()
+	// protected are the resources this config's guards protect with this
+	// server's tokens (an ID-JAG's resource must be one).
+	protected *sync.Map
+}
+
+// TrustedIdPConfig is a `trusted_idp` block.
+type TrustedIdPConfig struct {
+	// The IdP's issuer identifier (https, or http on loopback).
+	Issuer string `json:"issuer"`
+	// Where its keys are; default: the jwks_uri of its metadata.
+	JWKSURI string `json:"jwks_uri,omitempty"`
+	// This server's clients that may present its grants.
+	Clients []string `json:"clients"`
+	// The most its grants may carry.
+	Scopes []string `json:"scopes"`
+	// "agent" (default): sub names an agent here; "external": the IdP's
+	// own subject, carried with idp.
+	Subject string `json:"subject,omitempty"`
+	// "jwt" also takes plain RFC 7523 assertions (typ JWT) whose sub is
+	// an agent here.
+	Grant string `json:"grant,omitempty"`
+}
+
+// IDJAGAudienceConfig is an `id_jag_audience` block.
+type IDJAGAudienceConfig struct {
+	// The authorization server's issuer identifier.
+	Issuer string `json:"issuer"`
+	// This server's clients that may ask for ID-JAGs for it.
+	Clients []string `json:"clients"`
+	// The client at that server the ID-JAGs name.
+	ClientID string `json:"client_id"`
+	// The most an ID-JAG may carry.
+	Scopes []string `json:"scopes"`
+}
+
+// protect records a resource a guard of this config protects.
+func (a *App) protect(resource string) {
+	if a.protected == nil { // the app provisions before the guards using it
+		a.protected = new(sync.Map)
+	}
+	a.protected.Store(resource, true)
+}
+
+// protects reports whether a guard of this config protects resource.
+func (a *App) protects(resource string) bool {
+	if a.protected == nil {
+		return false
+	}
+	_, ok := a.protected.Load(resource)
+	return ok
 }
 
 // appState is everything a started app serves with.
@@ -334,6 +394,18 @@ func (a *App) Provision(ctx caddy.Context) error {
 		ClientIDMetadataDocuments: a.ClientIDMetadataDocuments != "off",
 		ClientIDMetadataHosts:     a.ClientIDMetadataHosts,
 		DPoPRequired:              a.DPoP == "required",
+		Resources:                 a.protects,
+	}
+	for _, t := range a.TrustedIdPs {
+		a.serverCfg.TrustedIdPs = append(a.serverCfg.TrustedIdPs, oauth.TrustedIdP{
+			Issuer: t.Issuer, JWKSURI: t.JWKSURI, Clients: t.Clients, Scopes: t.Scopes,
+			Subject: cmp.Or(t.Subject, oauth.SubjectAgent), AllowJWT: t.Grant == "jwt",
+		})
+	}
+	for _, t := range a.IDJAGAudiences {
+		a.serverCfg.IDJAGAudiences = append(a.serverCfg.IDJAGAudiences, oauth.IDJAGAudience{
+			Issuer: t.Issuer, Clients: t.Clients, ClientID: t.ClientID, Scopes: t.Scopes,
+		})
 	}
 	return nil
 }
@@ -619,6 +691,9 @@ func (a *App) Validate() error {
 		}
 	}
 	if err := a.RateLimit.Validate(); err != nil {
+		return err
+	}
+	if err := validateIDJAG(a.TrustedIdPs, a.IDJAGAudiences); err != nil {
 		return err
 	}
 	switch a.DPoP {

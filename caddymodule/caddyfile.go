@@ -164,6 +164,14 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if err := a.unmarshalRateLimit(d); err != nil {
 				return err
 			}
+		case "trusted_idp":
+			if err := a.unmarshalTrustedIdP(d); err != nil {
+				return err
+			}
+		case "id_jag_audience":
+			if err := a.unmarshalIDJAGAudience(d); err != nil {
+				return err
+			}
 		case "webhook":
 			if err := a.unmarshalWebhook(d); err != nil {
 				return err

@@ -38,6 +38,9 @@ func init() {
 //	{http.auth.agent.client_id}  the client the token was issued to
 //	{http.auth.agent.scopes}     the token's scopes, space-separated
 //	{http.auth.agent.model}      the agent's model name
+//	{http.auth.agent.idp}        the trusted IdP whose subject the token
+//	                             names (a redeemed ID-JAG of an external
+//	                             subject); empty for agents of this server
 //
 // and the same in X-Agent-Id, X-Agent-Client-Id, X-Agent-Scopes and
 // X-Agent-Model request headers (any such headers the caller sent are
@@ -143,6 +146,9 @@ func (g *Guard) Provision(ctx caddy.Context) error {
 	app, appErr := ctx.AppIfConfigured("auth_agent")
 	if appErr == nil {
 		g.app = app.(*App)
+		if g.Issuer == "" && g.Resource != "" {
+			g.app.protect(g.Resource)
+		}
 	}
 	if g.Issuer == "" {
 		if appErr != nil {
@@ -415,6 +421,10 @@ func setAgentHeaders(h http.Header, claims *oauth.AccessClaims) {
 	if claims.ModelName != "" {
 		h["X-Agent-Model"] = v[3:4:4]
 	}
+	if claims.IDP != "" {
+		// The subject is this identity provider's, not an agent here.
+		h["X-Agent-Idp"] = []string{claims.IDP}
+	}
 }
 
 // agentPlaceholder is the value of the placeholder key for the request the
@@ -429,6 +439,8 @@ func agentPlaceholder(claims *oauth.AccessClaims, key string) (any, bool) {
 		return claims.Scope, true
 	case "http.auth.agent.model":
 		return claims.ModelName, true
+	case "http.auth.agent.idp":
+		return claims.IDP, true
 	}
 	return nil, false
 }

@@ -38,6 +38,12 @@ const (
 	ClientUpdated        = "client.updated"
 	ClientDeleted        = "client.deleted"
 	KeyRotated           = "key.rotated"
+	// IDJAGAccepted, IDJAGRefused: an Identity Assertion JWT Authorization
+	// Grant of a trusted IdP redeemed, or refused (also a request for one
+	// this server refused to issue); IDJAGIssued: one issued here.
+	IDJAGAccepted = "id_jag.accepted"
+	IDJAGRefused  = "id_jag.refused"
+	IDJAGIssued   = "id_jag.issued"
 )
 
 // WebhookTypes are the event types webhooks may subscribe to, in the order

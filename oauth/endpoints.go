@@ -193,7 +193,7 @@ func (s *metadata) handleDiscovery(w http.ResponseWriter, r *http.Request) error
 		"agent_auth_endpoint":                                      iss + "/api/agent-auth",
 		"response_types_supported":                                 []string{"code"},
 		"response_modes_supported":                                 []string{"query"},
-		"grant_types_supported":                                    []string{GrantAuthorizationCode, GrantRefreshToken, GrantClientCredentials, GrantTokenExchange},
+		"grant_types_supported":                                    []string{GrantAuthorizationCode, GrantRefreshToken, GrantClientCredentials, GrantTokenExchange, GrantJWTBearer},
 		"subject_types_supported":                                  []string{"public"},
 		"id_token_signing_alg_values_supported":                    SupportedAlgs,
 		"code_challenge_methods_supported":                         []string{"S256"},

@@ -61,6 +61,13 @@ type Config struct {
 	// DPoPRequired refuses every token request without a DPoP proof
 	// (`dpop required`).
 	DPoPRequired bool
+	// TrustedIdPs are the IdPs whose ID-JAGs are redeemed here;
+	// IDJAGAudiences the servers this one issues ID-JAGs for.
+	TrustedIdPs    []TrustedIdP
+	IDJAGAudiences []IDJAGAudience
+	// Resources reports whether a guard of this server protects a
+	// resource (an ID-JAG's resource must be one); nil: none.
+	Resources func(resource string) bool
 }
 
 // CodeKeyName is the SecretStore name of the key authorization codes are
@@ -107,6 +114,7 @@ type provider struct {
 	revocations *Revocations
 	limits      *ratelimit.Limits
 	dpop        *DPoPVerifier
+	idpMetadata *idpMetadata // trusted IdPs' jwks_uri
 	events      *events.Bus
 	log         *zap.Logger
 	now         func() time.Time
@@ -164,7 +172,7 @@ func NewServer(cfg Config, d Deps) *Server {
 	}
 	remoteKeys := NewRemoteKeySets(cfg.ClientIDMetadataHosts, d.Log.Named("client_keys"), d.Now)
 	p := &provider{cfg: cfg, remoteKeys: remoteKeys, keySets: cache.New[[sha256.Size]byte, ClientKeys](keySetCacheEntries, d.Now), agents: d.Agents, keys: d.Keys, tokens: d.Tokens, clients: NewClients(d.Clients, d.Store, docs),
-		store: d.Store, codeKey: d.CodeKey, revocations: d.Revocations, limits: d.Limits, dpop: d.DPoP, events: d.Events, log: d.Log, now: d.Now}
+		store: d.Store, codeKey: d.CodeKey, revocations: d.Revocations, limits: d.Limits, dpop: d.DPoP, idpMetadata: newIDPMetadata(d.Now), events: d.Events, log: d.Log, now: d.Now}
 	agentAPI, authz, token, info, meta := &agentAPI{p}, &authorizer{p}, &tokenEndpoint{p}, &tokenInfo{p}, &metadata{p, newAPIDocs(cfg.Issuer)}
 	get, post := http.MethodGet, http.MethodPost
 	discovery := route{[]string{get, http.MethodHead}, meta.handleDiscovery}
@@ -288,6 +296,10 @@ func (p *provider) authenticateBearer(r *http.Request, audience string) (*Access
 	claims, err := p.tokens.VerifyAccessToken(r.Context(), raw, audience)
 	if err != nil {
 		return nil, nil, ErrInvalidToken("auth_agent", "the access token is invalid or expired")
+	}
+	if claims.IDP != "" {
+		// Its subject is another IdP's, never an agent of this server.
+		return nil, nil, ErrInvalidToken("auth_agent", "the access token's subject is an identity of "+claims.IDP+", not an agent of this server")
 	}
 	if p.revocations.Revoked(claims) {
 		return nil, nil, ErrInvalidToken("auth_agent", "the access token was revoked")

@@ -229,7 +229,7 @@ func (s *tokenEndpoint) handleToken(w http.ResponseWriter, r *http.Request) erro
 		return ErrInvalidRequest("grant_type is required")
 	}
 	switch grant {
-	case GrantAuthorizationCode, GrantRefreshToken, GrantClientCredentials, GrantTokenExchange:
+	case GrantAuthorizationCode, GrantRefreshToken, GrantClientCredentials, GrantTokenExchange, GrantJWTBearer:
 	default:
 		return ErrUnsupportedGrantType("unsupported grant_type " + strconvQuote(grant))
 	}
@@ -244,8 +244,15 @@ func (s *tokenEndpoint) handleToken(w http.ResponseWriter, r *http.Request) erro
 	if err != nil {
 		return err
 	}
-	if c.client != nil && !c.client.AllowsGrant(grant) {
+	// A trusted IdP's grants and the ID-JAGs issued here go to the
+	// clients their policies list; the others, to those the grant types
+	// allow.
+	idJAG := grant == GrantJWTBearer || grant == GrantTokenExchange && params.Get("requested_token_type") == TokenTypeIDJAG
+	if c.client != nil && !idJAG && !c.client.AllowsGrant(grant) {
 		return ErrUnauthorizedClient("this client may not use the " + grant + " grant")
+	}
+	if grant == GrantJWTBearer && c.client == nil {
+		return ErrUnauthorizedClient("the jwt-bearer grant is presented by a client")
 	}
 	if err := s.requireDPoP(proof, c); err != nil {
 		return err
@@ -262,7 +269,13 @@ func (s *tokenEndpoint) handleToken(w http.ResponseWriter, r *http.Request) erro
 	case GrantClientCredentials:
 		resp, err = s.grantClientCredentials(r.Context(), c, params, proof)
 	case GrantTokenExchange:
-		resp, err = s.grantTokenExchange(r.Context(), c, params, proof)
+		if idJAG {
+			resp, err = s.grantIDJAG(r.Context(), c, params)
+		} else {
+			resp, err = s.grantTokenExchange(r.Context(), c, params, proof)
+		}
+	case GrantJWTBearer:
+		resp, err = s.grantJWTBearer(r.Context(), c.client, params, proof)
 	}
 	if err != nil {
 		return err
@@ -638,6 +651,9 @@ func (s *tokenEndpoint) grantTokenExchange(ctx context.Context, c caller, params
 	}
 	if s.revocations.Revoked(claims) {
 		return nil, ErrInvalidGrant("subject_token was revoked")
+	}
+	if claims.IDP != "" {
+		return nil, ErrInvalidGrant("subject_token's subject is an identity of " + claims.IDP + ", not an agent of this server")
 	}
 	// A bound token is exchanged only by its key's holder, for a token
 	// bound to that key: no way around the binding.

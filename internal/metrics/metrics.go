@@ -38,6 +38,11 @@ var (
 		Name:      "guard_decisions_total",
 		Help:      "Requests agent_guard decided, by site and result (allowed, or why it refused).",
 	}, []string{"site", "result"})
+	idJAGs = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: namespace,
+		Name:      "id_jag_total",
+		Help:      "Identity Assertion JWT Authorization Grants, by outcome: accepted or refused (redeemed here), issued or issue_refused (issued here for another server).",
+	}, []string{"outcome"})
 	rateLimitRejections = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: namespace,
 		Name:      "ratelimit_rejections_total",
@@ -86,7 +91,7 @@ var verificationSource atomic.Pointer[func() uint64]
 func SetVerificationSource(f func() uint64) { verificationSource.Store(&f) }
 
 var collectors = []prometheus.Collector{
-	tokensIssued, authentications, signins, guardDecisions, rateLimitRejections,
+	tokensIssued, authentications, signins, guardDecisions, idJAGs, rateLimitRejections,
 	storageOperations, changeLag, webhookDeliveries, keys, secretVerifications,
 }
 
@@ -124,6 +129,17 @@ func GuardDecision(site, result string) { guardDecisions.WithLabelValues(site, r
 func GuardCounter(site, result string) prometheus.Counter {
 	return guardDecisions.WithLabelValues(site, result)
 }
+
+// Outcomes of ID-JAGs (the outcome label of auth_agent_id_jag_total).
+const (
+	IDJAGAccepted     = "accepted"
+	IDJAGRefused      = "refused"
+	IDJAGIssued       = "issued"
+	IDJAGIssueRefused = "issue_refused"
+)
+
+// IDJAG counts an ID-JAG redeemed, refused or issued.
+func IDJAG(outcome string) { idJAGs.WithLabelValues(outcome).Inc() }
 
 // RateLimitRejected counts a request refused because budget was spent.
 func RateLimitRejected(budget string) { rateLimitRejections.WithLabelValues(budget).Inc() }
