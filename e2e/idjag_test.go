@@ -68,7 +68,7 @@ func (idp *testIdP) grant(t *testing.T, key jwkPair, aud, client, sub string, ed
 func TestIDJAG(t *testing.T) {
 	node := oauth4webapiNode(t)
 	upstream := newMCPServer(t)
-	idp := newTestIdP(t)
+	idp, platform := newTestIdP(t), newTestIdP(t)
 	a, b := newCaddy(t, ""), newCaddy(t, "")
 	resource := b.guardMCP(t, upstream)
 	redirect := fmt.Sprintf("http://127.0.0.1:%d/callback", freePort(t))
@@ -110,7 +110,12 @@ func TestIDJAG(t *testing.T) {
 			clients mcp-desktop-b elsewhere
 			scopes mcp:tools
 			subject agent
-		}`, idjagSecret, idjagSecret, a.base(), idp.URL))
+		}
+		trusted_idp %s {
+			clients mcp-desktop-b
+			scopes mcp:tools
+			grant jwt
+		}`, idjagSecret, idjagSecret, a.base(), idp.URL, platform.URL))
 	a.registerOK(t, "enterprise-agent")
 
 	runScript(t, node, "idjag.mjs", b,
@@ -144,6 +149,15 @@ func TestIDJAG(t *testing.T) {
 	}
 	if _, claims := decodeJWT(t, r.json["access_token"].(string)); claims["sub"] != "local-agent" || claims["idp"] != nil || !audIs(claims["aud"], resource) {
 		t.Fatalf("the token of a local agent's grant: %v", claims)
+	}
+	// An agent platform's plain RFC 7523 assertion, where grant jwt
+	// allows it: typ JWT, aud the token endpoint, sub a local agent.
+	plain := platform.grant(t, platform.key, b.base()+"/oauth2/token", "", "local-agent", func(h map[string]any, c jwt.MapClaims) {
+		h["typ"] = "JWT"
+		delete(c, "client_id")
+	})
+	if r := redeem("mcp-desktop-b", plain, nil); r.status != 200 {
+		t.Fatalf("a plain assertion where grant jwt allows it: %d %s", r.status, r.body)
 	}
 	stranger := newTestIdP(t)
 	for name, c := range map[string]struct {
