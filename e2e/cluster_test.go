@@ -1,6 +1,8 @@
 package e2e
 
 import (
+	"github.com/golang-jwt/jwt/v5"
+
 	"fmt"
 	"io"
 	"net/http"
@@ -31,7 +33,8 @@ type cluster struct {
 	opts     string
 	site     *website
 	up       *upstream
-	api      string // agent_guard on b in front of up
+	api      string   // agent_guard on b in front of up
+	idp      *testIdP // a trusted_idp of both instances
 	// served counts the answers of each instance through the balancer.
 	mu     sync.Mutex
 	served map[string]int
@@ -45,7 +48,8 @@ func newCluster(t *testing.T) *cluster {
 	cl := &cluster{pg: pg, site: newWebsite(t), up: newUpstream(t), served: map[string]int{}}
 	lbPort := freePort(t)
 	issuer := fmt.Sprintf("http://127.0.0.1:%d", lbPort)
-	cl.opts = oauthOpts(cl.site.callback, fmt.Sprintf("\t\trate_limit {\n\t\t\tstore redis %s\n\t\t}", redisURL))
+	cl.idp = newTestIdP(t)
+	cl.opts = oauthOpts(cl.site.callback, fmt.Sprintf("\t\trate_limit {\n\t\t\tstore redis %s\n\t\t}\n\t\ttrusted_idp %s {\n\t\t\tclients demo-site\n\t\t\tscopes data:read\n\t\t}", redisURL, cl.idp.URL))
 	cl.a, cl.b = newCaddy(t, ""), newCaddy(t, "")
 	apiPort := freePort(t)
 	cl.api = fmt.Sprintf("http://127.0.0.1:%d", apiPort)
@@ -299,6 +303,16 @@ func TestCluster(t *testing.T) {
 			t.Fatalf("the proof at a: %d %s", r.status, r.body)
 		}
 		wantError(t, do(t, "POST", cl.b.base()+"/oauth2/token", h, form), 400, "invalid_dpop_proof")
+	})
+
+	t.Run("an ID-JAG redeemed at a is refused at b", func(t *testing.T) {
+		cl.a.registerOK(t, "enterprise-agent")
+		grant := cl.idp.grant(t, cl.idp.key, cl.a.issuer, "demo-site", "enterprise-agent", func(_ map[string]any, c jwt.MapClaims) { c["scope"] = "data:read" })
+		form := url.Values{"grant_type": {"urn:ietf:params:oauth:grant-type:jwt-bearer"}, "assertion": {grant}}
+		if r := cl.a.formCall(t, "/oauth2/token", "demo-site", clientSecret, form); r.status != 200 {
+			t.Fatalf("the ID-JAG at a: %d %s", r.status, r.body)
+		}
+		wantError(t, cl.b.formCall(t, "/oauth2/token", "demo-site", clientSecret, form), 400, "invalid_grant")
 	})
 
 	t.Run("revocation reaches the other instance", func(t *testing.T) {

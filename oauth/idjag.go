@@ -2,6 +2,8 @@ package oauth
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -127,7 +129,7 @@ func (s *tokenEndpoint) grantJWTBearer(ctx context.Context, client *Client, para
 	}
 	// The jti last: a grant refused for its scope can be fixed and sent
 	// again by nobody but its holder, and counts once when redeemed.
-	err = s.store.UseOnce(ctx, "id-jag:"+idp.Issuer+"\x00"+claims.ID, claims.ExpiresAt.Add(assertionSkew))
+	err = s.store.UseOnce(ctx, grantReplayKey(idp.Issuer, claims.ID), claims.ExpiresAt.Add(assertionSkew))
 	if errors.Is(err, ErrExists) {
 		return nil, s.refusedGrant(ctx, client.ID, claims, ErrInvalidGrant("the assertion was used before"))
 	}
@@ -223,6 +225,13 @@ func grantFailure(err error) string {
 		return "exp missing"
 	}
 	return "invalid"
+}
+
+// grantReplayKey is the replay record of an IdP's grant: its jti within
+// its issuer, hashed (any text, and a bounded key, for every store).
+func grantReplayKey(issuer, jti string) string {
+	sum := sha256.Sum256([]byte(issuer + "\x00" + jti))
+	return "id-jag:" + base64.RawURLEncoding.EncodeToString(sum[:18])
 }
 
 func kidOf(tok *jwt.Token) string {
