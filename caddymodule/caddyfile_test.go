@@ -91,6 +91,11 @@ func TestCaddyfileErrors(t *testing.T) {
 		"dpop leeway bad":       "auth_agent {\n dpop_leeway soon\n}",
 		"dpop leeway negative":  "auth_agent {\n dpop_leeway -1s\n}",
 		"client dpop maybe":     "auth_agent {\n client c {\n public\n dpop maybe\n }\n}",
+		"idp without issuer":    "auth_agent {\n trusted_idp {\n }\n}",
+		"idp unknown setting":   "auth_agent {\n trusted_idp https://i.example.com {\n colour blue\n }\n}",
+		"idp empty clients":     "auth_agent {\n trusted_idp https://i.example.com {\n clients\n }\n}",
+		"audience two issuers":  "auth_agent {\n id_jag_audience https://a.example.com https://b.example.com {\n }\n}",
+		"audience unknown":      "auth_agent {\n id_jag_audience https://a.example.com {\n colour blue\n }\n}",
 	}
 	for name, input := range cases {
 		t.Run(name, func(t *testing.T) {
@@ -122,9 +127,21 @@ func TestValidate(t *testing.T) {
 		"bad agent perm":     {func(a *App) { a.Agents = map[string]*AgentConfig{"abc": {Permissions: []string{`q"`}}} }, `agent "abc"`},
 		"loopback lookalike": {func(a *App) { a.Issuer = "http://127.0.0.1.nip.io" }, "https"},
 		"bad dpop":           {func(a *App) { a.DPoP = "always" }, "dpop"},
-		"bad dpop nonce":     {func(a *App) { a.DPoPNonce = "yes" }, "dpop_nonce"},
-		"long dpop leeway":   {func(a *App) { a.DPoPLeeway = caddy.Duration(time.Hour) }, "dpop_leeway"},
-		"bad client dpop":    {func(a *App) { a.Clients = map[string]*ClientConfig{"c": {Public: true, DPoP: "always"}} }, "dpop"},
+		"http idp": {func(a *App) {
+			a.TrustedIdPs = []*TrustedIdPConfig{{Issuer: "http://idp.example.com", Clients: []string{"c"}, Scopes: []string{"s:r"}}}
+		}, "trusted_idp"},
+		"idp without scopes": {func(a *App) {
+			a.TrustedIdPs = []*TrustedIdPConfig{{Issuer: "https://idp.example.com", Clients: []string{"c"}}}
+		}, "scopes"},
+		"idp bad subject": {func(a *App) {
+			a.TrustedIdPs = []*TrustedIdPConfig{{Issuer: "https://idp.example.com", Clients: []string{"c"}, Scopes: []string{"s:r"}, Subject: "anyone"}}
+		}, "subject"},
+		"audience no client_id": {func(a *App) {
+			a.IDJAGAudiences = []*IDJAGAudienceConfig{{Issuer: "https://as.example.com", Clients: []string{"c"}, Scopes: []string{"s:r"}}}
+		}, "client_id"},
+		"bad dpop nonce":   {func(a *App) { a.DPoPNonce = "yes" }, "dpop_nonce"},
+		"long dpop leeway": {func(a *App) { a.DPoPLeeway = caddy.Duration(time.Hour) }, "dpop_leeway"},
+		"bad client dpop":  {func(a *App) { a.Clients = map[string]*ClientConfig{"c": {Public: true, DPoP: "always"}} }, "dpop"},
 		"token outlives key": {func(a *App) {
 			a.AccessTokenLifetime = caddy.Duration(48 * time.Hour)
 			a.KeyRotation = caddy.Duration(24 * time.Hour)
