@@ -69,6 +69,7 @@ func TestIDJAG(t *testing.T) {
 	node := oauth4webapiNode(t)
 	upstream := newMCPServer(t)
 	idp, platform := newTestIdP(t), newTestIdP(t)
+	down := fmt.Sprintf("http://127.0.0.1:%d", freePort(t)) // a trusted IdP nobody answers for
 	a, b := newCaddy(t, ""), newCaddy(t, "")
 	resource := b.guardMCP(t, upstream)
 	redirect := fmt.Sprintf("http://127.0.0.1:%d/callback", freePort(t))
@@ -115,7 +116,11 @@ func TestIDJAG(t *testing.T) {
 			clients mcp-desktop-b
 			scopes mcp:tools
 			grant jwt
-		}`, idjagSecret, idjagSecret, a.base(), idp.URL, platform.URL))
+		}
+		trusted_idp %s {
+			clients mcp-desktop-b
+			scopes mcp:tools
+		}`, idjagSecret, idjagSecret, a.base(), idp.URL, platform.URL, down))
 	a.registerOK(t, "enterprise-agent")
 
 	runScript(t, node, "idjag.mjs", b,
@@ -159,6 +164,20 @@ func TestIDJAG(t *testing.T) {
 	if r := redeem("mcp-desktop-b", plain, nil); r.status != 200 {
 		t.Fatalf("a plain assertion where grant jwt allows it: %d %s", r.status, r.body)
 	}
+	// An IdP that is down: its grants fail at once, with a log line.
+	unreachable := &testIdP{Server: &httptest.Server{URL: down}, key: newECPair(t, "down-1")}
+	start := time.Now()
+	wantError(t, redeem("mcp-desktop-b", unreachable.grant(t, unreachable.key, b.base(), "mcp-desktop-b", "local-agent", nil), nil), 400, "invalid_grant")
+	if d := time.Since(start); d > 6*time.Second {
+		t.Fatalf("a grant of an IdP that is down took %v", d)
+	}
+	// The log arrives through a pipe: wait for it.
+	eventually(t, 2*time.Second, "the log line of an IdP that is down", func() string {
+		if !strings.Contains(b.log.String(), "the keys of a trusted IdP cannot be fetched") {
+			return "not logged yet"
+		}
+		return ""
+	})
 	stranger := newTestIdP(t)
 	for name, c := range map[string]struct {
 		client, assertion string
@@ -210,7 +229,10 @@ func TestIDJAG(t *testing.T) {
 	}
 	wantError(t, exchange("mcp-desktop", desktopID, "https://unlisted.example.com"), 400, "invalid_target")
 	wantError(t, exchange("other-app", desktopID, b.base()), 400, "invalid_grant")
-	if !strings.Contains(a.log.String(), "id_jag.issued") || !strings.Contains(b.log.String(), "id_jag.refused") || !strings.Contains(b.log.String(), "id_jag.accepted") {
-		t.Fatal("the audit logs lack the ID-JAG events")
-	}
+	eventually(t, 2*time.Second, "the ID-JAG audit events", func() string {
+		if !strings.Contains(a.log.String(), "id_jag.issued") || !strings.Contains(b.log.String(), "id_jag.refused") || !strings.Contains(b.log.String(), "id_jag.accepted") {
+			return "the audit logs lack the ID-JAG events"
+		}
+		return ""
+	})
 }
