@@ -81,6 +81,9 @@ func (s *tokenInfo) handleIntrospect(w http.ResponseWriter, r *http.Request) err
 		if claims.Cnf != nil {
 			resp["cnf"] = claims.Cnf
 		}
+		if claims.IDP != "" {
+			resp["idp"] = claims.IDP
+		}
 		WriteJSON(w, http.StatusOK, resp)
 		return nil
 	}
@@ -104,6 +107,9 @@ func (s *tokenInfo) handleIntrospect(w http.ResponseWriter, r *http.Request) err
 // subjectActive reports whether a token's subject may still act: a token
 // speaking for a client needs the client, any other its current agent.
 func (s *tokenInfo) subjectActive(ctx context.Context, claims *AccessClaims) bool {
+	if claims.IDP != "" {
+		return true // another IdP's subject: nothing here to be gone
+	}
 	if c, err := s.subjectClient(ctx, claims); c != nil || err != nil {
 		return err == nil
 	}

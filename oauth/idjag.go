@@ -119,11 +119,11 @@ func (s *tokenEndpoint) grantJWTBearer(ctx context.Context, client *Client, para
 	if raw == "" || len(raw) > maxAssertionBytes {
 		return nil, ErrInvalidRequest("assertion is required: the ID-JAG")
 	}
-	claims, idp, err := s.verifyGrant(ctx, client, raw)
+	claims, idp, plain, err := s.verifyGrant(ctx, client, raw)
 	if err != nil {
 		return nil, s.refusedGrant(ctx, client.ID, claims, err)
 	}
-	g, err := s.decideGrant(ctx, client, idp, claims, params)
+	g, err := s.decideGrant(ctx, client, idp, claims, plain, params)
 	if err != nil {
 		return nil, s.refusedGrant(ctx, client.ID, claims, err)
 	}
@@ -151,27 +151,27 @@ func (s *tokenEndpoint) grantJWTBearer(ctx context.Context, client *Client, para
 
 // verifyGrant checks an assertion's issuer, type, signature and times,
 // and that it is meant for this server and this client.
-func (s *tokenEndpoint) verifyGrant(ctx context.Context, client *Client, raw string) (*idJAGClaims, *TrustedIdP, error) {
+func (s *tokenEndpoint) verifyGrant(ctx context.Context, client *Client, raw string) (claims *idJAGClaims, idp *TrustedIdP, plain bool, err error) {
 	unverified := new(idJAGClaims)
 	tok, _, err := jwt.NewParser().ParseUnverified(raw, unverified)
 	if err != nil {
-		return nil, nil, ErrInvalidGrant("the assertion is not a JWT")
+		return nil, nil, false, ErrInvalidGrant("the assertion is not a JWT")
 	}
-	idp := s.trustedIdP(unverified.Issuer)
+	idp = s.trustedIdP(unverified.Issuer)
 	if idp == nil {
-		return unverified, nil, ErrInvalidGrant("the assertion's issuer is not a trusted IdP of this server")
+		return unverified, nil, false, ErrInvalidGrant("the assertion's issuer is not a trusted IdP of this server")
 	}
 	typ, _ := tok.Header["typ"].(string)
-	plain := !strings.EqualFold(typ, IDJAGType)
+	plain = !strings.EqualFold(typ, IDJAGType)
 	if plain && !(idp.AllowJWT && (typ == "" || strings.EqualFold(typ, "JWT"))) {
-		return unverified, nil, ErrInvalidGrant("the assertion's typ must be " + IDJAGType)
+		return unverified, nil, false, ErrInvalidGrant("the assertion's typ must be " + IDJAGType)
 	}
 	keys, err := s.idpKeys(ctx, idp, kidOf(tok))
 	if err != nil {
 		s.log.Warn("the keys of a trusted IdP cannot be fetched; its grants fail", zap.String("issuer", idp.Issuer), zap.Error(err))
-		return unverified, nil, ErrInvalidGrant("the trusted IdP's keys cannot be fetched now")
+		return unverified, nil, false, ErrInvalidGrant("the trusted IdP's keys cannot be fetched now")
 	}
-	claims := new(idJAGClaims)
+	claims = new(idJAGClaims)
 	parser := jwt.NewParser(jwt.WithValidMethods(AssertionAlgs), jwt.WithIssuer(idp.Issuer), jwt.WithExpirationRequired(),
 		jwt.WithIssuedAt(), jwt.WithLeeway(assertionSkew), jwt.WithTimeFunc(s.now))
 	verified := false
@@ -180,28 +180,28 @@ func (s *tokenEndpoint) verifyGrant(ctx context.Context, client *Client, raw str
 			verified = true
 			break
 		} else if !errors.Is(err, jwt.ErrTokenSignatureInvalid) {
-			return unverified, nil, ErrInvalidGrant("the assertion is expired or malformed: " + grantFailure(err))
+			return unverified, nil, false, ErrInvalidGrant("the assertion is expired or malformed: " + grantFailure(err))
 		}
 	}
 	switch {
 	case !verified:
-		return unverified, nil, ErrInvalidGrant("the assertion is not signed by a key of its issuer")
+		return unverified, nil, false, ErrInvalidGrant("the assertion is not signed by a key of its issuer")
 	case claims.IssuedAt == nil:
-		return claims, nil, ErrInvalidGrant("the assertion needs an iat")
+		return claims, nil, false, ErrInvalidGrant("the assertion needs an iat")
 	case claims.ExpiresAt.Sub(s.now()) > maxGrantLifetime+assertionSkew:
-		return claims, nil, ErrInvalidGrant("the assertion's exp is more than 5 minutes ahead")
+		return claims, nil, false, ErrInvalidGrant("the assertion's exp is more than 5 minutes ahead")
 	case claims.Subject == "" || claims.ID == "":
-		return claims, nil, ErrInvalidGrant("the assertion needs sub and jti")
+		return claims, nil, false, ErrInvalidGrant("the assertion needs sub and jti")
 	case !s.grantAudience(claims.Audience, plain):
-		return claims, nil, ErrInvalidGrant("the assertion's aud is not this server")
+		return claims, nil, false, ErrInvalidGrant("the assertion's aud is not this server")
 	case !slices.Contains(idp.Clients, client.ID):
-		return claims, nil, ErrInvalidGrant("this client may not present the grants of " + idp.Issuer)
+		return claims, nil, false, ErrInvalidGrant("this client may not present the grants of " + idp.Issuer)
 	case !plain && claims.ClientID != client.ID:
-		return claims, nil, ErrInvalidGrant("the ID-JAG was issued for another client")
+		return claims, nil, false, ErrInvalidGrant("the ID-JAG was issued for another client")
 	case plain && claims.ClientID != "" && claims.ClientID != client.ID:
-		return claims, nil, ErrInvalidGrant("the assertion was issued for another client")
+		return claims, nil, false, ErrInvalidGrant("the assertion was issued for another client")
 	}
-	return claims, idp, nil
+	return claims, idp, plain, nil
 }
 
 // grantAudience reports whether an assertion's aud names this server: its
@@ -242,7 +242,8 @@ func kidOf(tok *jwt.Token) string {
 // decideGrant decides the access token a verified grant gets: its
 // resource, which a guard of this server must protect, becomes aud; its
 // scope within the IdP's and, for an agent, the agent's permissions.
-func (s *tokenEndpoint) decideGrant(ctx context.Context, client *Client, idp *TrustedIdP, claims *idJAGClaims, params url.Values) (AccessGrant, error) {
+// A plain RFC 7523 assertion's sub always names an agent here.
+func (s *tokenEndpoint) decideGrant(ctx context.Context, client *Client, idp *TrustedIdP, claims *idJAGClaims, plain bool, params url.Values) (AccessGrant, error) {
 	resource := claims.Resource
 	if r := params.Get("resource"); r != "" && r != resource {
 		return AccessGrant{}, ErrInvalidTarget("resource must be the one the grant names")
@@ -274,7 +275,7 @@ func (s *tokenEndpoint) decideGrant(ctx context.Context, client *Client, idp *Tr
 	if g.Scopes, err = narrowScope(params.Get("scope"), granted); err != nil {
 		return AccessGrant{}, err
 	}
-	if idp.Subject == SubjectExternal && !s.plainAgentGrant(claims, idp) {
+	if idp.Subject == SubjectExternal && !plain {
 		g.IDP = idp.Issuer
 		return g, nil
 	}
@@ -292,12 +293,6 @@ func (s *tokenEndpoint) decideGrant(ctx context.Context, client *Client, idp *Tr
 	}
 	g.ModelName = a.ModelName
 	return g, nil
-}
-
-// plainAgentGrant reports whether claims come from a plain RFC 7523
-// assertion, whose sub always names an agent here.
-func (s *tokenEndpoint) plainAgentGrant(claims *idJAGClaims, idp *TrustedIdP) bool {
-	return idp.AllowJWT && claims.ClientID == ""
 }
 
 func (p *provider) trustedIdP(issuer string) *TrustedIdP {

@@ -269,6 +269,10 @@ func (v *Revocations) Revoked(c *AccessClaims) bool {
 	if _, revoked := v.fams[id]; revoked {
 		return true
 	}
+	if c.IDP != "" {
+		// The subject is another IdP's: no agent here speaks for it.
+		return false
+	}
 	if r, ok := v.agents[c.Subject]; ok && c.IssuedAt != nil && !c.IssuedAt.After(r.before) {
 		return true
 	}

@@ -251,9 +251,6 @@ func (s *tokenEndpoint) handleToken(w http.ResponseWriter, r *http.Request) erro
 	if c.client != nil && !idJAG && !c.client.AllowsGrant(grant) {
 		return ErrUnauthorizedClient("this client may not use the " + grant + " grant")
 	}
-	if grant == GrantJWTBearer && c.client == nil {
-		return ErrUnauthorizedClient("the jwt-bearer grant is presented by a client")
-	}
 	if err := s.requireDPoP(proof, c); err != nil {
 		return err
 	}
