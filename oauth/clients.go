@@ -534,7 +534,7 @@ func (cs *Clients) Update(ctx context.Context, id string, fn func(*Client) error
 		// is put back below).
 		spec := ClientSpec{ID: c.ID, Name: c.Name, Public: c.Public, RedirectURIs: c.RedirectURIs, Scopes: c.Scopes,
 			AnyScope: anyScope && len(c.Scopes) == 0, GrantTypes: c.GrantTypes, IDTokenAlg: c.IDTokenAlg,
-			JWKS: c.JWKS, JWKSURI: c.JWKSURI}
+			JWKS: c.JWKS, JWKSURI: c.JWKSURI, RequireDPoP: c.RequireDPoP}
 		if !c.Public && c.JWKS == "" && c.JWKSURI == "" {
 			spec.Secret = strings.Repeat("x", MinConfiguredSecret)
 		}
