@@ -203,7 +203,15 @@ type ClientConfig struct {
 	// A public client (a browser or native app) has no secret and
 	// authenticates with PKCE alone.
 	Public bool `json:"public,omitempty"`
-	// The redirect URIs, matched exactly: https, or http on loopback only.
+	// "web" (a website) or "native" (an app on the user's device), the
+	// application_type of OpenID Connect registration. A web client's
+	// redirect URIs are https, or http on loopback; a native app's are
+	// http on loopback (any port) or, for a public client, private-use
+	// schemes such as com.example.app:/cb. Default: native when a
+	// redirect URI uses a private-use scheme, else web.
+	ApplicationType string `json:"application_type,omitempty"`
+	// The redirect URIs, matched exactly: https, or http on loopback only
+	// (see ApplicationType).
 	RedirectURIs []string `json:"redirect_uris,omitempty"`
 	// The most the client may ask for. Default: openid profile email
 	// permissions.
@@ -535,7 +543,7 @@ func (a *App) buildClients(repl *caddy.Replacer) ([]*oauth.Client, error) {
 		c, _, err := oauth.NewClient(oauth.ClientSpec{
 			ID: id, Name: cc.Name, Secret: secret, Public: cc.Public, RedirectURIs: cc.RedirectURIs,
 			Scopes: cc.Scopes, GrantTypes: cc.GrantTypes, IDTokenAlg: cc.IDTokenAlg, ResourceServer: cc.ResourceServer, JWKS: jwks, JWKSURI: jwksURI,
-			RequireDPoP: cc.DPoP == "required",
+			RequireDPoP: cc.DPoP == "required", ApplicationType: cc.ApplicationType,
 		}, oauth.ClientFromConfig, time.Now())
 		if err != nil {
 			return nil, fmt.Errorf("auth_agent: client %q: %s", id, oauth.AsError(err).Description)
@@ -637,6 +645,9 @@ func (a *App) Validate() error {
 	for id, cc := range a.Clients {
 		if cc != nil && cc.DPoP != "" && cc.DPoP != "required" && cc.DPoP != "optional" {
 			return fmt.Errorf("auth_agent: client %q: dpop %q must be required or optional", id, cc.DPoP)
+		}
+		if cc != nil && cc.ApplicationType != "" && cc.ApplicationType != oauth.AppNative && cc.ApplicationType != oauth.AppWeb {
+			return fmt.Errorf("auth_agent: client %q: application_type %q must be native or web", id, cc.ApplicationType)
 		}
 	}
 	switch a.ClientIDMetadataDocuments {

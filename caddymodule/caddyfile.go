@@ -41,6 +41,7 @@ func init() {
 //			name <text>
 //			secret <secret>        # or: public
 //			public
+//			application_type web|native
 //			redirect_uri <uri...>
 //			scopes <scope...>
 //			grant_types <grant...>
@@ -418,6 +419,11 @@ func (a *App) unmarshalClient(d *caddyfile.Dispenser) error {
 				return d.Errf("client %s: public takes no value", id)
 			}
 			cc.Public = true
+		case "application_type":
+			if len(args) != 1 || (args[0] != "web" && args[0] != "native") {
+				return d.Errf("client %s: application_type takes web or native", id)
+			}
+			cc.ApplicationType = args[0]
 		case "redirect_uri", "redirect_uris":
 			cc.RedirectURIs = append(cc.RedirectURIs, args...)
 		case "scopes", "scope":

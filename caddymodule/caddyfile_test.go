@@ -91,6 +91,9 @@ func TestCaddyfileErrors(t *testing.T) {
 		"dpop leeway bad":       "auth_agent {\n dpop_leeway soon\n}",
 		"dpop leeway negative":  "auth_agent {\n dpop_leeway -1s\n}",
 		"client dpop maybe":     "auth_agent {\n client c {\n public\n dpop maybe\n }\n}",
+		"client app type":       "auth_agent {\n client c {\n public\n application_type desktop\n }\n}",
+		"client app type twice": "auth_agent {\n client c {\n public\n application_type native web\n }\n}",
+		"client app type none":  "auth_agent {\n client c {\n public\n application_type\n }\n}",
 	}
 	for name, input := range cases {
 		t.Run(name, func(t *testing.T) {
@@ -125,6 +128,7 @@ func TestValidate(t *testing.T) {
 		"bad dpop nonce":     {func(a *App) { a.DPoPNonce = "yes" }, "dpop_nonce"},
 		"long dpop leeway":   {func(a *App) { a.DPoPLeeway = caddy.Duration(time.Hour) }, "dpop_leeway"},
 		"bad client dpop":    {func(a *App) { a.Clients = map[string]*ClientConfig{"c": {Public: true, DPoP: "always"}} }, "dpop"},
+		"bad app type":       {func(a *App) { a.Clients = map[string]*ClientConfig{"c": {Public: true, ApplicationType: "desktop"}} }, "application_type"},
 		"token outlives key": {func(a *App) {
 			a.AccessTokenLifetime = caddy.Duration(48 * time.Hour)
 			a.KeyRotation = caddy.Duration(24 * time.Hour)
@@ -239,6 +243,35 @@ func TestGuardCaddyfile(t *testing.T) {
 	} {
 		if err := g.Validate(); err == nil || !strings.Contains(err.Error(), "agent_guard") {
 			t.Errorf("%s: Validate() = %v", name, err)
+		}
+	}
+}
+
+// A configured client's application_type holds its redirect URIs to the
+// rules of its type; without one, a public client may still mix https and
+// private-use schemes, as before the type was read.
+func TestClientApplicationType(t *testing.T) {
+	build := func(cc *ClientConfig) error {
+		a := &App{Issuer: "https://auth.example.com", Clients: map[string]*ClientConfig{"app": cc}}
+		if err := a.Validate(); err != nil {
+			return err
+		}
+		_, err := a.buildClients(caddy.NewReplacer())
+		return err
+	}
+	for name, tc := range map[string]struct {
+		cc   ClientConfig
+		want string // "" accepted, else a word of the error
+	}{
+		"native":            {ClientConfig{Public: true, ApplicationType: "native", RedirectURIs: []string{"http://127.0.0.1/cb", "com.example.app:/cb"}}, ""},
+		"native, https":     {ClientConfig{Public: true, ApplicationType: "native", RedirectURIs: []string{"https://app.example.com/cb"}}, "native application"},
+		"web":               {ClientConfig{Public: true, ApplicationType: "web", RedirectURIs: []string{"https://app.example.com/cb", "http://localhost:3000/cb"}}, ""},
+		"web, private-use":  {ClientConfig{Public: true, ApplicationType: "web", RedirectURIs: []string{"com.example.app:/cb"}}, "private-use"},
+		"undeclared, mixed": {ClientConfig{Public: true, RedirectURIs: []string{"https://app.example.com/cb", "com.example.app:/cb"}}, ""},
+	} {
+		err := build(&tc.cc)
+		if (tc.want == "") != (err == nil) || (err != nil && !strings.Contains(err.Error(), tc.want)) {
+			t.Errorf("%s: %v, want %q", name, err, tc.want)
 		}
 	}
 }

@@ -251,6 +251,9 @@ type clientMetadata struct {
 	// DPoPBound asks that every access token of the client be DPoP-bound
 	// (RFC 9449 §5.2).
 	DPoPBound bool `json:"dpop_bound_access_tokens"`
+	// ApplicationType is native or web (the default), which decides the
+	// redirect URIs the client may register.
+	ApplicationType string `json:"application_type"`
 }
 
 // handleClientRegistration is POST /oauth2/register (RFC 7591).
@@ -339,7 +342,7 @@ func (s *metadata) registerClient(w http.ResponseWriter, r *http.Request) (*Clie
 	c, secret, err := NewClient(ClientSpec{
 		ID: "dyn_" + randomToken(16), Name: md.ClientName, Public: public, RedirectURIs: md.RedirectURIs,
 		Scopes: scopes, AnyScope: len(scopes) == 0, GrantTypes: grants, IDTokenAlg: md.IDTokenAlg, JWKS: jwks, JWKSURI: md.JWKSURI,
-		RequireDPoP: md.DPoPBound,
+		RequireDPoP: md.DPoPBound, ApplicationType: md.ApplicationType,
 	}, ClientFromDynamic, s.now())
 	if err != nil {
 		if e := AsError(err); e.Code == "invalid_request" {
@@ -365,6 +368,7 @@ func ClientMetadata(c *Client, secret string) map[string]any {
 		"client_id": c.ID, "client_name": c.Name, "redirect_uris": redirects, "grant_types": c.GrantTypes,
 		"response_types": []string{"code"}, "token_endpoint_auth_method": method,
 		"client_id_issued_at": c.CreatedAt.Unix(), "id_token_signed_response_alg": c.IDTokenSigningAlg(),
+		"application_type": c.AppType(),
 	}
 	if !c.AnyScope() {
 		v["scope"] = strings.Join(c.Scopes, " ")

@@ -88,6 +88,11 @@ type Client struct {
 	// RequireDPoP refuses the client's token requests without a DPoP
 	// proof (its dpop_bound_access_tokens, RFC 9449 §5.2).
 	RequireDPoP bool
+	// ApplicationType is the client's application_type (OpenID Connect
+	// Dynamic Client Registration, an RFC 7591 extension): AppNative or
+	// AppWeb, which decides the redirect URIs it may register. Empty in
+	// clients stored before it existed: AppType infers it.
+	ApplicationType string
 	// ResourceServer lets the client introspect every token of this
 	// issuer (an API, or another Caddy's agent_guard, checking tokens
 	// presented to it); other clients learn only about their own tokens

@@ -560,14 +560,14 @@ func (p *Postgres) ListAgents(ctx context.Context, after string, limit int) ([]*
 
 // --- clients ---
 
-const clientColumns = "id, name, secret_hash, public, redirect_uris, scopes, grant_types, source, created_ns, id_token_alg, jwks, jwks_uri, require_dpop"
+const clientColumns = "id, name, secret_hash, public, redirect_uris, scopes, grant_types, source, created_ns, id_token_alg, jwks, jwks_uri, require_dpop, application_type"
 
 func scanClient(row pgx.Row) (*oauth.Client, error) {
 	var (
 		c       oauth.Client
 		created *int64
 	)
-	if err := row.Scan(&c.ID, &c.Name, &c.SecretHash, &c.Public, &c.RedirectURIs, &c.Scopes, &c.GrantTypes, &c.Source, &created, &c.IDTokenAlg, &c.JWKS, &c.JWKSURI, &c.RequireDPoP); err != nil {
+	if err := row.Scan(&c.ID, &c.Name, &c.SecretHash, &c.Public, &c.RedirectURIs, &c.Scopes, &c.GrantTypes, &c.Source, &created, &c.IDTokenAlg, &c.JWKS, &c.JWKSURI, &c.RequireDPoP, &c.ApplicationType); err != nil {
 		return nil, err
 	}
 	c.CreatedAt = fromNS(created)
@@ -575,7 +575,7 @@ func scanClient(row pgx.Row) (*oauth.Client, error) {
 }
 
 func clientArgs(c *oauth.Client) []any {
-	return []any{c.ID, c.Name, c.SecretHash, c.Public, nonNil(c.RedirectURIs), nonNil(c.Scopes), nonNil(c.GrantTypes), c.Source, ns(c.CreatedAt), c.IDTokenAlg, c.JWKS, c.JWKSURI, c.RequireDPoP}
+	return []any{c.ID, c.Name, c.SecretHash, c.Public, nonNil(c.RedirectURIs), nonNil(c.Scopes), nonNil(c.GrantTypes), c.Source, ns(c.CreatedAt), c.IDTokenAlg, c.JWKS, c.JWKSURI, c.RequireDPoP, c.ApplicationType}
 }
 
 // CreateClient stores c, or returns oauth.ErrExists.
@@ -588,7 +588,7 @@ func (p *Postgres) CreateClient(ctx context.Context, c *oauth.Client) error {
 	}
 	ctx, cancel := p.op(ctx)
 	defer cancel()
-	_, err := p.pool.Exec(ctx, "INSERT INTO clients ("+clientColumns+") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)", clientArgs(c)...)
+	_, err := p.pool.Exec(ctx, "INSERT INTO clients ("+clientColumns+") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)", clientArgs(c)...)
 	if isUnique(err) {
 		return oauth.ErrExists
 	}
@@ -632,7 +632,7 @@ func (p *Postgres) UpdateClient(ctx context.Context, id string, fn func(*oauth.C
 		}
 		_, err = tx.Exec(ctx, `UPDATE clients SET name = $2, secret_hash = $3, public = $4, redirect_uris = $5,
 			scopes = $6, grant_types = $7, source = $8, created_ns = $9, id_token_alg = $10, jwks = $11,
-			jwks_uri = $12, require_dpop = $13 WHERE id = $1`, clientArgs(c)...)
+			jwks_uri = $12, require_dpop = $13, application_type = $14 WHERE id = $1`, clientArgs(c)...)
 		out = c
 		return err
 	})
