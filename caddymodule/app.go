@@ -38,6 +38,10 @@ const (
 	DefaultCodeLifetime         = time.Minute
 	DefaultBodyTimeout          = 10 * time.Second
 	DefaultRequestLifetime      = 5 * time.Minute
+	// MaxRefreshReuseGrace bounds refresh_reuse_grace: a retry comes
+	// within a client's request timeout, and every second of grace is a
+	// second in which a stolen refresh token goes unnoticed.
+	MaxRefreshReuseGrace = time.Minute
 )
 
 // App is the auth_agent app: the state shared by every handler (the
@@ -59,6 +63,14 @@ type App struct {
 
 	// How long refresh tokens live. Default: 720h.
 	RefreshTokenLifetime caddy.Duration `json:"refresh_token_lifetime,omitempty"`
+
+	// How long after a refresh token was rotated a second use is taken
+	// for the client retrying after it lost the answer (MCP 2026-07-28):
+	// it gets a fresh successor, the first one becomes void, and the
+	// family is not revoked. Later, or once the successor was used, a
+	// second use revokes the family as always. Default: 0 (off); at most
+	// 60s.
+	RefreshReuseGrace caddy.Duration `json:"refresh_reuse_grace,omitempty"`
 
 	// How often signing keys are replaced; the previous key stays published
 	// for one more period. Default: 720h (30 days).
@@ -335,6 +347,7 @@ func (a *App) Provision(ctx caddy.Context) error {
 		DynamicRegistration:       dynMode,
 		DynamicRegistrationToken:  dynToken,
 		RefreshTokenLifetime:      durationOr(a.RefreshTokenLifetime, DefaultRefreshTokenLifetime),
+		RefreshReuseGrace:         time.Duration(a.RefreshReuseGrace),
 		CodeLifetime:              durationOr(a.CodeLifetime, DefaultCodeLifetime),
 		RequestLifetime:           durationOr(a.RequestLifetime, DefaultRequestLifetime),
 		BodyTimeout:               durationOr(a.BodyTimeout, DefaultBodyTimeout),
@@ -586,6 +599,9 @@ func (a *App) Validate() error {
 	}
 	if d := time.Duration(a.RequestLifetime); d != 0 && (d < 10*time.Second || d > time.Hour) {
 		return fmt.Errorf("auth_agent: request_lifetime %s must be between 10s and 1h", d)
+	}
+	if d := time.Duration(a.RefreshReuseGrace); d < 0 || d > MaxRefreshReuseGrace {
+		return fmt.Errorf("auth_agent: refresh_reuse_grace %s must be between 0s (off) and %s", d, MaxRefreshReuseGrace)
 	}
 	if r := a.DynamicClientRegistration; r != nil {
 		switch r.Mode {

@@ -30,6 +30,7 @@ func init() {
 //		encryption_key_file <file>
 //		access_token_lifetime <duration>
 //		refresh_token_lifetime <duration>
+//		refresh_reuse_grace <duration>     # 0 (default): off
 //		key_rotation <duration>
 //		access_token_alg ES256|RS256|EdDSA
 //		registration open|closed|token <token>
@@ -129,6 +130,16 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			default:
 				a.KeyRotation = caddy.Duration(dur)
 			}
+		case "refresh_reuse_grace":
+			args := d.RemainingArgs()
+			if len(args) != 1 {
+				return d.ArgErr()
+			}
+			dur, err := caddy.ParseDuration(args[0])
+			if err != nil || dur < 0 || dur > MaxRefreshReuseGrace {
+				return d.Errf("refresh_reuse_grace: %q is not a duration between 0s (off) and %s", args[0], MaxRefreshReuseGrace)
+			}
+			a.RefreshReuseGrace = caddy.Duration(dur)
 		case "access_token_alg":
 			if !d.NextArg() {
 				return d.ArgErr()

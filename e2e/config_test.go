@@ -22,6 +22,7 @@ func TestInvalidConfigs(t *testing.T) {
 		"native, https":         {"issuer https://a.example.com\n storage memory\n client app {\n public\n application_type native\n redirect_uri https://a.example.com/cb\n }", `client "app": redirect URI "https://a.example.com/cb": a native application`},
 		"web, private-use":      {"issuer https://a.example.com\n storage memory\n client app {\n public\n application_type web\n redirect_uri com.example.app:/cb\n }", "private-use schemes are for native applications"},
 		"unknown setting":       {"issuer https://a.example.com\n colour blue", `unknown setting "colour"`},
+		"long reuse grace":      {"issuer https://a.example.com\n storage memory\n refresh_reuse_grace 10m", "refresh_reuse_grace"},
 		"bad permission":        {"issuer https://a.example.com\n storage memory\n default_permissions ok bad\"scope", "default_permissions"},
 	}
 	for name, tc := range cases {

@@ -93,7 +93,7 @@ func TestApplicationTypeRedirects(t *testing.T) {
 func TestRegistrationApplicationType(t *testing.T) {
 	store := storage.NewMemory(nil)
 	t.Cleanup(func() { store.Close() })
-	s := newServerWith(t, store, cheapParams, nil, oauth.AlgRS256, func(c *oauth.Config) {
+	s := newServerWith(t, store, cheapParams, nil, oauth.AlgRS256, func(c *oauth.Config, _ *oauth.Deps) {
 		c.DynamicRegistration = oauth.RegistrationOpen
 	})
 	register := func(body string) (int, map[string]any) {

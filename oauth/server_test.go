@@ -62,9 +62,9 @@ func newServerAlg(tb testing.TB, store *storage.Memory, params agents.Argon2Para
 	return newServerWith(tb, store, params, now, alg, nil, clients...)
 }
 
-// newServerWith is newServerAlg with its configuration changed by configure
-// (nil: as it is).
-func newServerWith(tb testing.TB, store *storage.Memory, params agents.Argon2Params, now func() time.Time, alg string, configure func(*oauth.Config), clients ...*oauth.Client) testServer {
+// newServerWith is newServerAlg with its configuration and dependencies
+// changed by configure (nil: as they are).
+func newServerWith(tb testing.TB, store *storage.Memory, params agents.Argon2Params, now func() time.Time, alg string, configure func(*oauth.Config, *oauth.Deps), clients ...*oauth.Client) testServer {
 	tb.Helper()
 	codeKey, err := store.EnsureSecret(context.Background(), oauth.CodeKeyName, []byte(fmt.Sprint(time.Now().UnixNano())))
 	if err != nil {
@@ -77,12 +77,13 @@ func newServerWith(tb testing.TB, store *storage.Memory, params agents.Argon2Par
 	registry := agents.NewService(store, agents.NewHasher(params, 0), agents.Config{DefaultPermissions: []string{"data:read"}}, now)
 	tokens := oauth.NewTokens(issuer, time.Hour, alg, keys, now)
 	cfg := oauth.Config{Issuer: issuer, RegistrationMode: oauth.RegistrationOpen}
-	if configure != nil {
-		configure(&cfg)
-	}
-	srv := oauth.NewServer(cfg, oauth.Deps{
+	deps := oauth.Deps{
 		Agents: registry, Keys: keys, Tokens: tokens, Clients: clients, Store: store, CodeKey: codeKey, Now: now,
-	})
+	}
+	if configure != nil {
+		configure(&cfg, &deps)
+	}
+	srv := oauth.NewServer(cfg, deps)
 	return testServer{srv, store}
 }
 

@@ -331,6 +331,10 @@ type refreshRecord struct {
 	AuthTime  time.Time `json:"auth_time"`
 	ExpiresAt time.Time `json:"expires_at"`
 	Rotated   bool      `json:"rotated,omitempty"`
+	// RotatedAt and Successor are absent from tokens not rotated, and
+	// from those rotated before they were recorded (never retried).
+	RotatedAt time.Time `json:"rotated_at,omitzero"`
+	Successor string    `json:"successor,omitempty"`
 	DPoPJKT   string    `json:"dpop_jkt,omitempty"`
 }
 
@@ -363,6 +367,8 @@ func toRefreshRecord(g *oauth.RefreshGrant) refreshRecord {
 		AuthTime:  g.AuthTime,
 		ExpiresAt: g.ExpiresAt,
 		Rotated:   g.Rotated,
+		RotatedAt: g.RotatedAt,
+		Successor: g.Successor,
 		DPoPJKT:   g.DPoPJKT,
 	}
 }
@@ -378,6 +384,8 @@ func (r refreshRecord) grant() *oauth.RefreshGrant {
 		AuthTime:  r.AuthTime,
 		ExpiresAt: r.ExpiresAt,
 		Rotated:   r.Rotated,
+		RotatedAt: r.RotatedAt,
+		Successor: r.Successor,
 		DPoPJKT:   r.DPoPJKT,
 	}
 }
