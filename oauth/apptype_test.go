@@ -170,3 +170,31 @@ func TestAdminApplicationType(t *testing.T) {
 		t.Fatalf("a rename keeps the type: %+v, %v", c, err)
 	}
 }
+
+// Discovery prefers client ID metadata documents (MCP 2026-07-28): their
+// support is advertised, ahead of the registration endpoint, which stays
+// for the clients of earlier revisions.
+func TestDiscoveryPrefersClientMetadataDocuments(t *testing.T) {
+	for _, docs := range []bool{true, false} {
+		store := storage.NewMemory(nil)
+		t.Cleanup(func() { store.Close() })
+		s := newServerWith(t, store, cheapParams, nil, oauth.AlgRS256, func(c *oauth.Config, _ *oauth.Deps) {
+			c.DynamicRegistration = oauth.RegistrationOpen
+			c.ClientIDMetadataDocuments = docs
+		})
+		for _, path := range []string{"/.well-known/oauth-authorization-server", "/.well-known/openid-configuration"} {
+			rec := s.call("GET", path, "", "")
+			var md map[string]any
+			if err := json.Unmarshal(rec.Body.Bytes(), &md); err != nil || rec.Code != 200 {
+				t.Fatalf("%s: %d %s", path, rec.Code, rec.Body)
+			}
+			if md["client_id_metadata_document_supported"] != docs || md["registration_endpoint"] != issuer+"/oauth2/register" {
+				t.Fatalf("%s with documents %v: %s", path, docs, rec.Body)
+			}
+			body := rec.Body.String()
+			if strings.Index(body, `"client_id_metadata_document_supported"`) > strings.Index(body, `"registration_endpoint"`) {
+				t.Fatalf("%s: the registration endpoint comes before the documents: %s", path, body)
+			}
+		}
+	}
+}

@@ -215,6 +215,11 @@ func (s *metadata) handleDiscovery(w http.ResponseWriter, r *http.Request) error
 		"client_id_metadata_document_supported":            s.cfg.ClientIDMetadataDocuments,
 		"dpop_signing_alg_values_supported":                DPoPAlgs,
 	}
+	// MCP 2026-07-28 has clients use a client ID metadata document where
+	// client_id_metadata_document_supported says so, and fall back to
+	// dynamic registration (deprecated, kept for earlier revisions' clients)
+	// only without it; encoding/json writes the keys in order, so the
+	// documents come first for those that read in order too.
 	if s.cfg.DynamicRegistration != DynamicRegistrationOff {
 		doc["registration_endpoint"] = iss + "/oauth2/register"
 	}
