@@ -26,9 +26,9 @@ const adminMaxBody = oauth.DefaultMaxBody
 //	PATCH  /auth_agent/agents/<id>   {"permissions": [...], "disabled": bool}
 //	DELETE /auth_agent/agents/<id>
 //	GET    /auth_agent/clients?after=<id>&limit=<n>
-//	POST   /auth_agent/clients       {"client_id"?, "client_name", "public"?, "redirect_uris", "scopes", "grant_types"?}
+//	POST   /auth_agent/clients       {"client_id"?, "client_name", "public"?, "application_type"?, "redirect_uris", "scopes", "grant_types"?}
 //	GET    /auth_agent/clients/<id>
-//	PATCH  /auth_agent/clients/<id>  {"client_name", "redirect_uris", "scopes", "grant_types"} (any of them)
+//	PATCH  /auth_agent/clients/<id>  {"client_name", "application_type", "redirect_uris", "scopes", "grant_types"} (any of them)
 //	DELETE /auth_agent/clients/<id>
 //	POST   /auth_agent/keys/rotate
 //	GET    /auth_agent/webhooks
@@ -246,6 +246,7 @@ func adminCreateClient(ad *oauth.Admin, w http.ResponseWriter, r *http.Request) 
 		JWKS         json.RawMessage `json:"jwks"`
 		JWKSURI      string          `json:"jwks_uri"`
 		DPoPBound    bool            `json:"dpop_bound_access_tokens"`
+		AppType      string          `json:"application_type"`
 	}
 	if err := oauth.DecodeJSON(w, r, adminMaxBody, &req); err != nil {
 		return err
@@ -253,7 +254,7 @@ func adminCreateClient(ad *oauth.Admin, w http.ResponseWriter, r *http.Request) 
 	c, secret, err := ad.CreateClient(r.Context(), oauth.ClientSpec{
 		ID: req.ClientID, Name: req.ClientName, Public: req.Public, RedirectURIs: req.RedirectURIs,
 		Scopes: req.Scopes, GrantTypes: req.GrantTypes, IDTokenAlg: req.IDTokenAlg, JWKS: rawParam(req.JWKS), JWKSURI: req.JWKSURI,
-		RequireDPoP: req.DPoPBound,
+		RequireDPoP: req.DPoPBound, ApplicationType: req.AppType,
 	})
 	if err != nil {
 		return err
@@ -279,13 +280,14 @@ func adminClient(ad *oauth.Admin, w http.ResponseWriter, r *http.Request, id str
 			GrantTypes   *[]string `json:"grant_types"`
 			IDTokenAlg   *string   `json:"id_token_signed_response_alg"`
 			DPoPBound    *bool     `json:"dpop_bound_access_tokens"`
+			AppType      *string   `json:"application_type"`
 		}
 		if err := oauth.DecodeJSON(w, r, adminMaxBody, &req); err != nil {
 			return err
 		}
 		c, err := ad.UpdateClient(r.Context(), id, oauth.ClientPatch{
 			Name: req.ClientName, RedirectURIs: req.RedirectURIs, Scopes: req.Scopes, GrantTypes: req.GrantTypes,
-			IDTokenAlg: req.IDTokenAlg, RequireDPoP: req.DPoPBound,
+			IDTokenAlg: req.IDTokenAlg, RequireDPoP: req.DPoPBound, ApplicationType: req.AppType,
 		})
 		if err != nil {
 			return notFound(err, "client", id)

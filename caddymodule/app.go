@@ -40,6 +40,10 @@ const (
 	DefaultCodeLifetime         = time.Minute
 	DefaultBodyTimeout          = 10 * time.Second
 	DefaultRequestLifetime      = 5 * time.Minute
+	// MaxRefreshReuseGrace bounds refresh_reuse_grace: a retry comes
+	// within a client's request timeout, and every second of grace is a
+	// second in which a stolen refresh token goes unnoticed.
+	MaxRefreshReuseGrace = time.Minute
 )
 
 // App is the auth_agent app: the state shared by every handler (the
@@ -61,6 +65,14 @@ type App struct {
 
 	// How long refresh tokens live. Default: 720h.
 	RefreshTokenLifetime caddy.Duration `json:"refresh_token_lifetime,omitempty"`
+
+	// How long after a refresh token was rotated a second use is taken
+	// for the client retrying after it lost the answer (MCP 2026-07-28):
+	// it gets a fresh successor, the first one becomes void, and the
+	// family is not revoked. Later, or once the successor was used, a
+	// second use revokes the family as always. Default: 0 (off); at most
+	// 60s.
+	RefreshReuseGrace caddy.Duration `json:"refresh_reuse_grace,omitempty"`
 
 	// How often signing keys are replaced; the previous key stays published
 	// for one more period. Default: 720h (30 days).
@@ -263,7 +275,15 @@ type ClientConfig struct {
 	// A public client (a browser or native app) has no secret and
 	// authenticates with PKCE alone.
 	Public bool `json:"public,omitempty"`
-	// The redirect URIs, matched exactly: https, or http on loopback only.
+	// "web" (a website) or "native" (an app on the user's device), the
+	// application_type of OpenID Connect registration. A web client's
+	// redirect URIs are https, or http on loopback; a native app's are
+	// http on loopback (any port) or, for a public client, private-use
+	// schemes such as com.example.app:/cb. Default: native when a
+	// redirect URI uses a private-use scheme, else web.
+	ApplicationType string `json:"application_type,omitempty"`
+	// The redirect URIs, matched exactly: https, or http on loopback only
+	// (see ApplicationType).
 	RedirectURIs []string `json:"redirect_uris,omitempty"`
 	// The most the client may ask for. Default: openid profile email
 	// permissions.
@@ -387,6 +407,7 @@ func (a *App) Provision(ctx caddy.Context) error {
 		DynamicRegistration:       dynMode,
 		DynamicRegistrationToken:  dynToken,
 		RefreshTokenLifetime:      durationOr(a.RefreshTokenLifetime, DefaultRefreshTokenLifetime),
+		RefreshReuseGrace:         time.Duration(a.RefreshReuseGrace),
 		CodeLifetime:              durationOr(a.CodeLifetime, DefaultCodeLifetime),
 		RequestLifetime:           durationOr(a.RequestLifetime, DefaultRequestLifetime),
 		BodyTimeout:               durationOr(a.BodyTimeout, DefaultBodyTimeout),
@@ -607,7 +628,7 @@ func (a *App) buildClients(repl *caddy.Replacer) ([]*oauth.Client, error) {
 		c, _, err := oauth.NewClient(oauth.ClientSpec{
 			ID: id, Name: cc.Name, Secret: secret, Public: cc.Public, RedirectURIs: cc.RedirectURIs,
 			Scopes: cc.Scopes, GrantTypes: cc.GrantTypes, IDTokenAlg: cc.IDTokenAlg, ResourceServer: cc.ResourceServer, JWKS: jwks, JWKSURI: jwksURI,
-			RequireDPoP: cc.DPoP == "required",
+			RequireDPoP: cc.DPoP == "required", ApplicationType: cc.ApplicationType,
 		}, oauth.ClientFromConfig, time.Now())
 		if err != nil {
 			return nil, fmt.Errorf("auth_agent: client %q: %s", id, oauth.AsError(err).Description)
@@ -650,6 +671,9 @@ func (a *App) Validate() error {
 	}
 	if d := time.Duration(a.RequestLifetime); d != 0 && (d < 10*time.Second || d > time.Hour) {
 		return fmt.Errorf("auth_agent: request_lifetime %s must be between 10s and 1h", d)
+	}
+	if d := time.Duration(a.RefreshReuseGrace); d < 0 || d > MaxRefreshReuseGrace {
+		return fmt.Errorf("auth_agent: refresh_reuse_grace %s must be between 0s (off) and %s", d, MaxRefreshReuseGrace)
 	}
 	if r := a.DynamicClientRegistration; r != nil {
 		switch r.Mode {
@@ -712,6 +736,9 @@ func (a *App) Validate() error {
 	for id, cc := range a.Clients {
 		if cc != nil && cc.DPoP != "" && cc.DPoP != "required" && cc.DPoP != "optional" {
 			return fmt.Errorf("auth_agent: client %q: dpop %q must be required or optional", id, cc.DPoP)
+		}
+		if cc != nil && cc.ApplicationType != "" && cc.ApplicationType != oauth.AppNative && cc.ApplicationType != oauth.AppWeb {
+			return fmt.Errorf("auth_agent: client %q: application_type %q must be native or web", id, cc.ApplicationType)
 		}
 	}
 	switch a.ClientIDMetadataDocuments {

@@ -30,6 +30,7 @@ func init() {
 //		encryption_key_file <file>
 //		access_token_lifetime <duration>
 //		refresh_token_lifetime <duration>
+//		refresh_reuse_grace <duration>     # 0 (default): off
 //		key_rotation <duration>
 //		access_token_alg ES256|RS256|EdDSA
 //		registration open|closed|token <token>
@@ -41,6 +42,7 @@ func init() {
 //			name <text>
 //			secret <secret>        # or: public
 //			public
+//			application_type web|native
 //			redirect_uri <uri...>
 //			scopes <scope...>
 //			grant_types <grant...>
@@ -128,6 +130,16 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			default:
 				a.KeyRotation = caddy.Duration(dur)
 			}
+		case "refresh_reuse_grace":
+			args := d.RemainingArgs()
+			if len(args) != 1 {
+				return d.ArgErr()
+			}
+			dur, err := caddy.ParseDuration(args[0])
+			if err != nil || dur < 0 || dur > MaxRefreshReuseGrace {
+				return d.Errf("refresh_reuse_grace: %q is not a duration between 0s (off) and %s", args[0], MaxRefreshReuseGrace)
+			}
+			a.RefreshReuseGrace = caddy.Duration(dur)
 		case "access_token_alg":
 			if !d.NextArg() {
 				return d.ArgErr()
@@ -426,6 +438,11 @@ func (a *App) unmarshalClient(d *caddyfile.Dispenser) error {
 				return d.Errf("client %s: public takes no value", id)
 			}
 			cc.Public = true
+		case "application_type":
+			if len(args) != 1 || (args[0] != "web" && args[0] != "native") {
+				return d.Errf("client %s: application_type takes web or native", id)
+			}
+			cc.ApplicationType = args[0]
 		case "redirect_uri", "redirect_uris":
 			cc.RedirectURIs = append(cc.RedirectURIs, args...)
 		case "scopes", "scope":

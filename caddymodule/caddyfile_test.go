@@ -96,6 +96,14 @@ func TestCaddyfileErrors(t *testing.T) {
 		"idp empty clients":     "auth_agent {\n trusted_idp https://i.example.com {\n clients\n }\n}",
 		"audience two issuers":  "auth_agent {\n id_jag_audience https://a.example.com https://b.example.com {\n }\n}",
 		"audience unknown":      "auth_agent {\n id_jag_audience https://a.example.com {\n colour blue\n }\n}",
+		"client app type":       "auth_agent {\n client c {\n public\n application_type desktop\n }\n}",
+		"client app type twice": "auth_agent {\n client c {\n public\n application_type native web\n }\n}",
+		"client app type none":  "auth_agent {\n client c {\n public\n application_type\n }\n}",
+		"grace too long":        "auth_agent {\n refresh_reuse_grace 5m\n}",
+		"grace negative":        "auth_agent {\n refresh_reuse_grace -1s\n}",
+		"grace not a duration":  "auth_agent {\n refresh_reuse_grace soon\n}",
+		"grace two values":      "auth_agent {\n refresh_reuse_grace 1s 2s\n}",
+		"grace no value":        "auth_agent {\n refresh_reuse_grace\n}",
 	}
 	for name, input := range cases {
 		t.Run(name, func(t *testing.T) {
@@ -142,6 +150,9 @@ func TestValidate(t *testing.T) {
 		"bad dpop nonce":   {func(a *App) { a.DPoPNonce = "yes" }, "dpop_nonce"},
 		"long dpop leeway": {func(a *App) { a.DPoPLeeway = caddy.Duration(time.Hour) }, "dpop_leeway"},
 		"bad client dpop":  {func(a *App) { a.Clients = map[string]*ClientConfig{"c": {Public: true, DPoP: "always"}} }, "dpop"},
+		"bad app type":     {func(a *App) { a.Clients = map[string]*ClientConfig{"c": {Public: true, ApplicationType: "desktop"}} }, "application_type"},
+		"long reuse grace": {func(a *App) { a.RefreshReuseGrace = caddy.Duration(2 * time.Minute) }, "refresh_reuse_grace"},
+		"negative grace":   {func(a *App) { a.RefreshReuseGrace = caddy.Duration(-time.Second) }, "refresh_reuse_grace"},
 		"token outlives key": {func(a *App) {
 			a.AccessTokenLifetime = caddy.Duration(48 * time.Hour)
 			a.KeyRotation = caddy.Duration(24 * time.Hour)
@@ -256,6 +267,55 @@ func TestGuardCaddyfile(t *testing.T) {
 	} {
 		if err := g.Validate(); err == nil || !strings.Contains(err.Error(), "agent_guard") {
 			t.Errorf("%s: Validate() = %v", name, err)
+		}
+	}
+}
+
+// A configured client's application_type holds its redirect URIs to the
+// rules of its type; without one, a public client may still mix https and
+// private-use schemes, as before the type was read.
+func TestClientApplicationType(t *testing.T) {
+	build := func(cc *ClientConfig) error {
+		a := &App{Issuer: "https://auth.example.com", Clients: map[string]*ClientConfig{"app": cc}}
+		if err := a.Validate(); err != nil {
+			return err
+		}
+		_, err := a.buildClients(caddy.NewReplacer())
+		return err
+	}
+	for name, tc := range map[string]struct {
+		cc   ClientConfig
+		want string // "" accepted, else a word of the error
+	}{
+		"native":            {ClientConfig{Public: true, ApplicationType: "native", RedirectURIs: []string{"http://127.0.0.1/cb", "com.example.app:/cb"}}, ""},
+		"native, https":     {ClientConfig{Public: true, ApplicationType: "native", RedirectURIs: []string{"https://app.example.com/cb"}}, "native application"},
+		"web":               {ClientConfig{Public: true, ApplicationType: "web", RedirectURIs: []string{"https://app.example.com/cb", "http://localhost:3000/cb"}}, ""},
+		"web, private-use":  {ClientConfig{Public: true, ApplicationType: "web", RedirectURIs: []string{"com.example.app:/cb"}}, "private-use"},
+		"undeclared, mixed": {ClientConfig{Public: true, RedirectURIs: []string{"https://app.example.com/cb", "com.example.app:/cb"}}, ""},
+	} {
+		err := build(&tc.cc)
+		if (tc.want == "") != (err == nil) || (err != nil && !strings.Contains(err.Error(), tc.want)) {
+			t.Errorf("%s: %v, want %q", name, err, tc.want)
+		}
+	}
+}
+
+// refresh_reuse_grace is off by default, 0s says so explicitly, and up to
+// a minute reaches the protocol configuration.
+func TestRefreshReuseGrace(t *testing.T) {
+	for input, want := range map[string]time.Duration{
+		"auth_agent {\n}":                          0,
+		"auth_agent {\n refresh_reuse_grace 0s\n}": 0,
+		"auth_agent {\n refresh_reuse_grace 2s\n}": 2 * time.Second,
+		"auth_agent {\n refresh_reuse_grace 1m\n}": time.Minute,
+	} {
+		a := new(App)
+		if err := a.UnmarshalCaddyfile(caddyfile.NewTestDispenser(input)); err != nil {
+			t.Fatalf("%q: %v", input, err)
+		}
+		a.Issuer = "https://auth.example.com"
+		if err := a.Validate(); err != nil || time.Duration(a.RefreshReuseGrace) != want {
+			t.Errorf("%q: grace %s, %v; want %s", input, time.Duration(a.RefreshReuseGrace), err, want)
 		}
 	}
 }

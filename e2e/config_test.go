@@ -19,7 +19,10 @@ func TestInvalidConfigs(t *testing.T) {
 		"client without secret": {"issuer https://a.example.com\n storage memory\n client site {\n redirect_uri https://a.example.com/cb\n }", `client "site" needs a ` + "`secret`"},
 		"short client secret":   {"issuer https://a.example.com\n storage memory\n client site {\n secret short\n redirect_uri https://a.example.com/cb\n }", "at least 32"},
 		"http redirect":         {"issuer https://a.example.com\n storage memory\n client site {\n public\n redirect_uri http://a.example.com/cb\n }", "must use https"},
+		"native, https":         {"issuer https://a.example.com\n storage memory\n client app {\n public\n application_type native\n redirect_uri https://a.example.com/cb\n }", `client "app": redirect URI "https://a.example.com/cb": a native application`},
+		"web, private-use":      {"issuer https://a.example.com\n storage memory\n client app {\n public\n application_type web\n redirect_uri com.example.app:/cb\n }", "private-use schemes are for native applications"},
 		"unknown setting":       {"issuer https://a.example.com\n colour blue", `unknown setting "colour"`},
+		"long reuse grace":      {"issuer https://a.example.com\n storage memory\n refresh_reuse_grace 10m", "refresh_reuse_grace"},
 		"bad permission":        {"issuer https://a.example.com\n storage memory\n default_permissions ok bad\"scope", "default_permissions"},
 	}
 	for name, tc := range cases {

@@ -207,6 +207,9 @@ type ClientPatch struct {
 	GrantTypes   *[]string
 	IDTokenAlg   *string
 	RequireDPoP  *bool
+	// ApplicationType: native or web; "" infers it again from the
+	// redirect URIs.
+	ApplicationType *string
 }
 
 // UpdateClient changes a stored client, validated as a new one would be;
@@ -227,6 +230,9 @@ func (ad *Admin) UpdateClient(ctx context.Context, id string, patch ClientPatch)
 		}
 		if patch.RequireDPoP != nil {
 			c.RequireDPoP = *patch.RequireDPoP
+		}
+		if patch.ApplicationType != nil {
+			c.ApplicationType = *patch.ApplicationType
 		}
 		if patch.GrantTypes != nil {
 			if len(*patch.GrantTypes) == 0 {

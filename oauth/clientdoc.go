@@ -339,6 +339,7 @@ type clientDocument struct {
 	GrantTypes              []string `json:"grant_types"`
 	ResponseTypes           []string `json:"response_types"`
 	Scope                   *string  `json:"scope"`
+	ApplicationType         string   `json:"application_type"`
 }
 
 // parseDocument validates the document and builds the client. Its errors
@@ -381,11 +382,14 @@ func (d *ClientDocuments) parseDocument(body []byte, u *url.URL, id string) (*Cl
 	if len(doc.ClientName) > 128 {
 		return nil, errors.New("client_name is longer than 128 characters")
 	}
+	if doc.ApplicationType != "" && doc.ApplicationType != AppNative && doc.ApplicationType != AppWeb {
+		return nil, errors.New("its application_type must be native or web")
+	}
 	name := doc.ClientName
 	if name == "" {
 		name = u.Host
 	}
-	spec := ClientSpec{ID: id, Name: name, Public: true, RedirectURIs: doc.RedirectURIs, GrantTypes: doc.GrantTypes}
+	spec := ClientSpec{ID: id, Name: name, Public: true, RedirectURIs: doc.RedirectURIs, GrantTypes: doc.GrantTypes, ApplicationType: doc.ApplicationType}
 	if doc.Scope != nil {
 		spec.Scopes = strings.Fields(*doc.Scope)
 	}
@@ -398,7 +402,7 @@ func (d *ClientDocuments) parseDocument(body []byte, u *url.URL, id string) (*Cl
 		}
 		var oe *Error
 		if errors.As(err, &oe) && oe.Code == "invalid_redirect_uri" {
-			return nil, errors.New("a redirect URI is not acceptable (https, http on a loopback host, or a private-use scheme; at most 20)")
+			return nil, errors.New("a redirect URI is not acceptable for its application_type (web: https or http on a loopback host; native: http on a loopback host or a private-use scheme; at most 20)")
 		}
 		if doc.Scope != nil {
 			return nil, errors.New("its scope is not a valid list of scopes (at most 64, none twice)")

@@ -11,6 +11,7 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -167,6 +168,11 @@ func TestClientDocumentValid(t *testing.T) {
 	if want := []string{GrantAuthorizationCode}; !slices.Equal(c.GrantTypes, want) {
 		t.Errorf("GrantTypes = %q, want %q", c.GrantTypes, want)
 	}
+	// No application_type: the rules from before it was read, and native
+	// for its private-use scheme.
+	if c.ApplicationType != "" || c.AppType() != AppNative {
+		t.Errorf("ApplicationType = %q, AppType() = %q; want none declared, native", c.ApplicationType, c.AppType())
+	}
 	again, err := docs.Client(t.Context(), full)
 	if err != nil || again != c {
 		t.Fatalf("second call = %p, %v; want the cached %p", again, err, c)
@@ -199,6 +205,15 @@ func TestClientDocumentValid(t *testing.T) {
 	}
 	if want := []string{GrantAuthorizationCode, GrantRefreshToken}; !slices.Equal(c.GrantTypes, want) {
 		t.Errorf("GrantTypes = %q, want %q", c.GrantTypes, want)
+	}
+
+	// A document of the 2026-07-28 revision says what it is.
+	native := srv.URL + "/native.json"
+	srv.handle("/native.json", serveJSON(docFor(native, map[string]any{
+		"application_type": "native", "redirect_uris": []string{"http://127.0.0.1/callback", "com.example.app:/callback"},
+	})))
+	if c, err = docs.Client(t.Context(), native); err != nil || c.ApplicationType != AppNative || !c.MatchRedirectURI("http://127.0.0.1:49152/callback") {
+		t.Errorf("a native client's document: %+v, %v", c, err)
 	}
 
 	// Exactly the size limit is still accepted.
@@ -255,6 +270,15 @@ func TestClientDocumentRefused(t *testing.T) {
 		{"bad redirect URI", func(id string) http.HandlerFunc {
 			return serveJSON(docFor(id, map[string]any{"redirect_uris": []string{"javascript:" + marker}}))
 		}, "a redirect URI is not acceptable"},
+		{"native with an https redirect", func(id string) http.HandlerFunc {
+			return serveJSON(docFor(id, map[string]any{"application_type": "native"}))
+		}, "a redirect URI is not acceptable for its application_type"},
+		{"web with a private-use scheme", func(id string) http.HandlerFunc {
+			return serveJSON(docFor(id, map[string]any{"application_type": "web", "redirect_uris": []string{"com.example.app:/cb"}}))
+		}, "a redirect URI is not acceptable for its application_type"},
+		{"unknown application_type", func(id string) http.HandlerFunc {
+			return serveJSON(docFor(id, map[string]any{"application_type": marker}))
+		}, "its application_type must be native or web"},
 		{"bad scope", func(id string) http.HandlerFunc {
 			return serveJSON(docFor(id, map[string]any{"scope": "openid openid " + marker}))
 		}, "its scope is not a valid list"},
@@ -309,7 +333,7 @@ func TestClientDocumentRefused(t *testing.T) {
 	}
 	for i, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			path := "/case/" + string(rune('a'+i)) + ".json"
+			path := "/case/" + strconv.Itoa(i) + ".json"
 			id := srv.URL + path
 			srv.handle(path, tt.serve(id))
 			c, err := docs.Client(t.Context(), id)

@@ -46,6 +46,18 @@ const (
 	ClientFromDocument = "metadata_document"
 )
 
+// Application types (OpenID Connect Dynamic Client Registration §2, the
+// application_type MCP clients send since the 2026-07-28 revision).
+const (
+	// AppNative is an app on the user's device (desktop, mobile, command
+	// line): its redirect URIs are loopback http or private-use schemes.
+	AppNative = "native"
+	// AppWeb is a website, the default: its redirect URIs are https, or
+	// http on a loopback host (a site in development, and the MCP clients
+	// that register loopback redirects without saying they are native).
+	AppWeb = "web"
+)
+
 // Verified reports whether an operator defined the client (configuration
 // or admin API); a dynamically registered or metadata-document client
 // names itself, so its name proves nothing.
@@ -71,6 +83,21 @@ func (c *Client) IDTokenSigningAlg() string {
 		return AlgRS256
 	}
 	return c.IDTokenAlg
+}
+
+// AppType is the client's application type: the one it declared, or for
+// a client that declared none, web (OpenID Connect's default) unless it
+// registered a private-use scheme, which only a native app can receive.
+func (c *Client) AppType() string {
+	if c.ApplicationType != "" {
+		return c.ApplicationType
+	}
+	for _, raw := range c.RedirectURIs {
+		if scheme, _, ok := strings.Cut(raw, ":"); ok && isPrivateUseScheme(scheme) {
+			return AppNative
+		}
+	}
+	return AppWeb
 }
 
 // AuthMethod is the token endpoint authentication the client uses.
@@ -113,6 +140,12 @@ type ClientSpec struct {
 	// RequireDPoP: the client's tokens are always DPoP-bound (its
 	// dpop_bound_access_tokens).
 	RequireDPoP bool
+	// ApplicationType is AppNative, AppWeb or empty: not declared (clients
+	// of MCP revisions before 2026-07-28 send none), when the redirect URIs
+	// are held to the rules from before the type was read — those of web,
+	// and for a public client private-use schemes too — so that no client
+	// that registered then is refused now.
+	ApplicationType string
 }
 
 // checkDisplayText refuses text shown to people (a client's name on the
@@ -159,8 +192,13 @@ func NewClient(spec ClientSpec, source string, now time.Time) (*Client, string, 
 	if len(spec.RedirectURIs) > 20 {
 		return nil, "", ErrInvalidRedirectURI("at most 20 redirect URIs")
 	}
+	switch spec.ApplicationType {
+	case "", AppNative, AppWeb:
+	default:
+		return nil, "", ErrInvalidClientMetadata("application_type must be native or web")
+	}
 	for _, u := range spec.RedirectURIs {
-		if err := validateClientRedirectURI(u, spec.Public); err != nil {
+		if err := validateClientRedirectURI(u, spec.Public, spec.ApplicationType); err != nil {
 			return nil, "", ErrInvalidRedirectURI(err.Error())
 		}
 	}
@@ -209,6 +247,7 @@ func NewClient(spec ClientSpec, source string, now time.Time) (*Client, string, 
 		ID: spec.ID, Name: name, Public: spec.Public, RedirectURIs: slices.Clone(spec.RedirectURIs),
 		Scopes: slices.Clone(scopes), GrantTypes: slices.Compact(slices.Clone(grants)), IDTokenAlg: spec.IDTokenAlg,
 		ResourceServer: spec.ResourceServer, Source: source, CreatedAt: now.UTC(), RequireDPoP: spec.RequireDPoP,
+		ApplicationType: spec.ApplicationType,
 	}
 	var generated string
 	switch {
@@ -263,15 +302,19 @@ func validateClientID(id string) error {
 	return nil
 }
 
-// ValidateRedirectURI checks a redirect URI a confidential client
+// ValidateRedirectURI checks a redirect URI a confidential web client
 // registers: absolute, no fragment, https, or http only on a loopback host
 // (RFC 8252 §7.3).
-func ValidateRedirectURI(raw string) error { return validateClientRedirectURI(raw, false) }
+func ValidateRedirectURI(raw string) error { return validateClientRedirectURI(raw, false, "") }
 
-// validateClientRedirectURI checks a redirect URI a client registers; a
-// public client (a native app, RFC 8252 §7.1) may also use a private-use
-// scheme in reverse-domain form, such as com.example.app:/callback.
-func validateClientRedirectURI(raw string, public bool) error {
+// validateClientRedirectURI checks a redirect URI a client of application
+// type appType registers. A web client's are https, or http on a loopback
+// host; a native app's are http on a loopback host (RFC 8252 §7.3) or, for
+// a public one, a private-use scheme in reverse-domain form such as
+// com.example.app:/callback (§7.1) — never https, which OpenID Connect
+// Registration §2 keeps for web clients. A client that declared no type
+// ("") may register those of either, as before the type was read.
+func validateClientRedirectURI(raw string, public bool, appType string) error {
 	if len(raw) > 2048 {
 		return errors.New("redirect URI longer than 2048 characters")
 	}
@@ -286,6 +329,9 @@ func validateClientRedirectURI(raw string, public bool) error {
 		return fmt.Errorf("redirect URI %q must not carry credentials", raw)
 	}
 	if isPrivateUseScheme(u.Scheme) {
+		if appType == AppWeb {
+			return fmt.Errorf("redirect URI %q: private-use schemes are for native applications (application_type native), not web", raw)
+		}
 		if !public {
 			return fmt.Errorf("redirect URI %q: private-use schemes are for public (native) clients only", raw)
 		}
@@ -299,12 +345,20 @@ func validateClientRedirectURI(raw string, public bool) error {
 	}
 	switch u.Scheme {
 	case "https":
+		if appType == AppNative {
+			return fmt.Errorf("redirect URI %q: a native application (application_type native) redirects to http on a loopback address or a private-use scheme, not https", raw)
+		}
 	case "http":
 		if !IsLoopbackHost(u.Hostname()) {
 			return fmt.Errorf("redirect URI %q must use https (http only on localhost or a loopback address)", raw)
 		}
 	default:
-		if public {
+		switch {
+		case appType == AppNative && public:
+			return fmt.Errorf("redirect URI %q must use http on loopback or a private-use scheme in reverse-domain form (com.example.app:/callback)", raw)
+		case appType == AppNative:
+			return fmt.Errorf("redirect URI %q must use http on loopback", raw)
+		case appType == "" && public:
 			return fmt.Errorf("redirect URI %q must use https, http on loopback, or a private-use scheme in reverse-domain form (com.example.app:/callback)", raw)
 		}
 		return fmt.Errorf("redirect URI %q must use https", raw)
@@ -354,9 +408,9 @@ func ValidateIssuer(issuer string) error {
 }
 
 // MatchRedirectURI reports whether requested is one of the registered URIs:
-// an exact string match (OAuth 2.1 §4.1.1), except that for a public
-// client — a native app — a loopback http redirect matches on any port
-// (RFC 8252 §7.3: it listens on whatever port is free when it runs).
+// an exact string match (OAuth 2.1 §4.1.1), except that for a native app
+// or a public client a loopback http redirect matches on any port (RFC
+// 8252 §7.3: it listens on whatever port is free when it runs).
 func (c *Client) MatchRedirectURI(requested string) bool {
 	if requested == "" {
 		return false
@@ -364,7 +418,7 @@ func (c *Client) MatchRedirectURI(requested string) bool {
 	if slices.Contains(c.RedirectURIs, requested) {
 		return true
 	}
-	if !c.Public {
+	if !c.Public && c.AppType() != AppNative {
 		return false
 	}
 	want, ok := withoutLoopbackPort(requested)
@@ -534,7 +588,7 @@ func (cs *Clients) Update(ctx context.Context, id string, fn func(*Client) error
 		// is put back below).
 		spec := ClientSpec{ID: c.ID, Name: c.Name, Public: c.Public, RedirectURIs: c.RedirectURIs, Scopes: c.Scopes,
 			AnyScope: anyScope && len(c.Scopes) == 0, GrantTypes: c.GrantTypes, IDTokenAlg: c.IDTokenAlg,
-			JWKS: c.JWKS, JWKSURI: c.JWKSURI}
+			JWKS: c.JWKS, JWKSURI: c.JWKSURI, RequireDPoP: c.RequireDPoP, ApplicationType: c.ApplicationType}
 		if !c.Public && c.JWKS == "" && c.JWKSURI == "" {
 			spec.Secret = strings.Repeat("x", MinConfiguredSecret)
 		}

@@ -337,6 +337,27 @@ func TestDPoPPolicies(t *testing.T) {
 	}
 }
 
+// An operator's change to a client keeps or sets its DPoP requirement:
+// the change is validated as a new client, which must not lose it.
+func TestClientUpdateKeepsDPoPRequirement(t *testing.T) {
+	s := newServer(t, cheapParams)
+	ctx := context.Background()
+	if _, _, err := s.Admin().CreateClient(ctx, oauth.ClientSpec{ID: "app", Public: true, RedirectURIs: []string{testRedirect}}); err != nil {
+		t.Fatal(err)
+	}
+	c, err := s.Admin().UpdateClient(ctx, "app", oauth.ClientPatch{RequireDPoP: ptr(true)})
+	if err != nil || !c.RequireDPoP {
+		t.Fatalf("setting dpop_bound_access_tokens: %+v, %v", c, err)
+	}
+	name := "Renamed"
+	if c, err = s.Admin().UpdateClient(ctx, "app", oauth.ClientPatch{Name: &name}); err != nil || !c.RequireDPoP || c.Name != name {
+		t.Fatalf("renaming a client that requires DPoP: %+v, %v", c, err)
+	}
+	if stored, err := s.Admin().Client(ctx, "app"); err != nil || !stored.RequireDPoP {
+		t.Fatalf("stored: %+v, %v", stored, err)
+	}
+}
+
 func ptr[T any](v T) *T { return &v }
 
 func TestDPoPAtTheTokenEndpoint(t *testing.T) {

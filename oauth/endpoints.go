@@ -221,6 +221,11 @@ func (s *metadata) handleDiscovery(w http.ResponseWriter, r *http.Request) error
 		"client_id_metadata_document_supported":            s.cfg.ClientIDMetadataDocuments,
 		"dpop_signing_alg_values_supported":                DPoPAlgs,
 	}
+	// MCP 2026-07-28 has clients use a client ID metadata document where
+	// client_id_metadata_document_supported says so, and fall back to
+	// dynamic registration (deprecated, kept for earlier revisions' clients)
+	// only without it; encoding/json writes the keys in order, so the
+	// documents come first for those that read in order too.
 	if s.cfg.DynamicRegistration != DynamicRegistrationOff {
 		doc["registration_endpoint"] = iss + "/oauth2/register"
 	}
@@ -257,6 +262,9 @@ type clientMetadata struct {
 	// DPoPBound asks that every access token of the client be DPoP-bound
 	// (RFC 9449 §5.2).
 	DPoPBound bool `json:"dpop_bound_access_tokens"`
+	// ApplicationType is native or web (the default), which decides the
+	// redirect URIs the client may register.
+	ApplicationType string `json:"application_type"`
 }
 
 // handleClientRegistration is POST /oauth2/register (RFC 7591).
@@ -345,7 +353,7 @@ func (s *metadata) registerClient(w http.ResponseWriter, r *http.Request) (*Clie
 	c, secret, err := NewClient(ClientSpec{
 		ID: "dyn_" + randomToken(16), Name: md.ClientName, Public: public, RedirectURIs: md.RedirectURIs,
 		Scopes: scopes, AnyScope: len(scopes) == 0, GrantTypes: grants, IDTokenAlg: md.IDTokenAlg, JWKS: jwks, JWKSURI: md.JWKSURI,
-		RequireDPoP: md.DPoPBound,
+		RequireDPoP: md.DPoPBound, ApplicationType: md.ApplicationType,
 	}, ClientFromDynamic, s.now())
 	if err != nil {
 		if e := AsError(err); e.Code == "invalid_request" {
@@ -371,6 +379,7 @@ func ClientMetadata(c *Client, secret string) map[string]any {
 		"client_id": c.ID, "client_name": c.Name, "redirect_uris": redirects, "grant_types": c.GrantTypes,
 		"response_types": []string{"code"}, "token_endpoint_auth_method": method,
 		"client_id_issued_at": c.CreatedAt.Unix(), "id_token_signed_response_alg": c.IDTokenSigningAlg(),
+		"application_type": c.AppType(),
 	}
 	if !c.AnyScope() {
 		v["scope"] = strings.Join(c.Scopes, " ")

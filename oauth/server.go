@@ -45,6 +45,12 @@ type Config struct {
 	RefreshTokenLifetime time.Duration // 720h
 	CodeLifetime         time.Duration // 60s
 	RequestLifetime      time.Duration // 5m
+	// RefreshReuseGrace is how long after a refresh token was rotated it
+	// is still answered as a retry (a client that lost the answer tries
+	// again): a fresh successor replaces the first, and the family lives
+	// on. Zero (the default) makes every second use a reuse that revokes
+	// the family.
+	RefreshReuseGrace time.Duration
 	// MaxBody caps request bodies; 0 means DefaultMaxBody.
 	MaxBody int64
 	// BodyTimeout bounds the time a request may take to send its body

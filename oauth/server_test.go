@@ -59,6 +59,13 @@ func newServerOn(tb testing.TB, store *storage.Memory, params agents.Argon2Param
 // newServerAlg is newServerOn signing access tokens with alg.
 func newServerAlg(tb testing.TB, store *storage.Memory, params agents.Argon2Params, now func() time.Time, alg string, clients ...*oauth.Client) testServer {
 	tb.Helper()
+	return newServerWith(tb, store, params, now, alg, nil, clients...)
+}
+
+// newServerWith is newServerAlg with its configuration and dependencies
+// changed by configure (nil: as they are).
+func newServerWith(tb testing.TB, store *storage.Memory, params agents.Argon2Params, now func() time.Time, alg string, configure func(*oauth.Config, *oauth.Deps), clients ...*oauth.Client) testServer {
+	tb.Helper()
 	codeKey, err := store.EnsureSecret(context.Background(), oauth.CodeKeyName, []byte(fmt.Sprint(time.Now().UnixNano())))
 	if err != nil {
 		tb.Fatal(err)
@@ -69,9 +76,14 @@ func newServerAlg(tb testing.TB, store *storage.Memory, params agents.Argon2Para
 	}
 	registry := agents.NewService(store, agents.NewHasher(params, 0), agents.Config{DefaultPermissions: []string{"data:read"}}, now)
 	tokens := oauth.NewTokens(issuer, time.Hour, alg, keys, now)
-	srv := oauth.NewServer(oauth.Config{Issuer: issuer, RegistrationMode: oauth.RegistrationOpen}, oauth.Deps{
+	cfg := oauth.Config{Issuer: issuer, RegistrationMode: oauth.RegistrationOpen}
+	deps := oauth.Deps{
 		Agents: registry, Keys: keys, Tokens: tokens, Clients: clients, Store: store, CodeKey: codeKey, Now: now,
-	})
+	}
+	if configure != nil {
+		configure(&cfg, &deps)
+	}
+	srv := oauth.NewServer(cfg, deps)
 	return testServer{srv, store}
 }
 

@@ -88,6 +88,11 @@ type Client struct {
 	// RequireDPoP refuses the client's token requests without a DPoP
 	// proof (its dpop_bound_access_tokens, RFC 9449 §5.2).
 	RequireDPoP bool
+	// ApplicationType is the client's application_type (OpenID Connect
+	// Dynamic Client Registration, an RFC 7591 extension): AppNative or
+	// AppWeb, which decides the redirect URIs it may register. Empty in
+	// clients stored before it existed: AppType infers it.
+	ApplicationType string
 	// ResourceServer lets the client introspect every token of this
 	// issuer (an API, or another Caddy's agent_guard, checking tokens
 	// presented to it); other clients learn only about their own tokens
@@ -263,8 +268,18 @@ type RefreshGrant struct {
 	// ExpiresAt is when the family ends: refresh tokens rotate within a
 	// family that lives refresh_token_lifetime from its first grant.
 	ExpiresAt time.Time
-	// Rotated marks a token that was exchanged for its successor.
+	// Rotated marks a token that was exchanged for its successor (or, for
+	// a successor a retry replaced, that is void): presenting it again is
+	// a reuse, unless it is a retry (see RetryRefresh).
 	Rotated bool
+	// RotatedAt is when the token was rotated (or made void by a retry),
+	// on the store's clock; zero for a token not rotated, and for one
+	// rotated by a version before it was recorded (never retried).
+	RotatedAt time.Time
+	// Successor is the hash of the token this one was rotated into (the
+	// latest, after retries); empty for a token not rotated, and for a
+	// successor a retry replaced (no retry of it is possible).
+	Successor string
 	// DPoPJKT binds the tokens of a public client's family to a DPoP key
 	// (RFC 9449 §5): refreshing takes a proof by the key of that
 	// thumbprint. Empty: not bound.
@@ -279,11 +294,27 @@ type RefreshStore interface {
 	// GetRefresh returns the grant (rotated or not), or ErrNotFound when it
 	// is missing, expired or its family was revoked.
 	GetRefresh(ctx context.Context, hash string) (*RefreshGrant, error)
-	// RotateRefresh marks the token under oldHash rotated and stores next
-	// under newHash, as one compare-and-swap: ErrRefreshRotated when the old
-	// token was rotated already, ErrNotFound when it is missing, expired or
-	// its family was revoked.
+	// RotateRefresh marks the token under oldHash rotated (recording when,
+	// and newHash as its Successor) and stores next under newHash, as one
+	// compare-and-swap: ErrRefreshRotated when the old token was rotated
+	// already, ErrNotFound when it is missing, expired or its family was
+	// revoked.
 	RotateRefresh(ctx context.Context, oldHash, newHash string, next *RefreshGrant) error
+	// RetryRefresh answers a rotated token presented again by a client
+	// that lost the answer to its refresh: if the token under oldHash was
+	// rotated less than grace ago (RotatedAt, on the store's clock), its
+	// Successor is still successor and that successor was never used, it
+	// marks the successor rotated with no successor of its own (void:
+	// presenting it later is a reuse), stores next under newHash and
+	// makes newHash the old token's Successor, all as one compare-and-swap.
+	// The old token's RotatedAt stays, so retries never extend the grace.
+	// ErrRefreshRotated when the grace has passed, the token has no
+	// recorded rotation, or its successor was used or is gone (a reuse);
+	// ErrStale when the token is not rotated or its Successor is no longer
+	// successor (another retry got there first: of concurrent retries
+	// exactly one succeeds); ErrNotFound when it is missing, expired or its
+	// family was revoked; ErrExists when newHash is taken.
+	RetryRefresh(ctx context.Context, oldHash, successor, newHash string, next *RefreshGrant, grace time.Duration) error
 	// RevokeFamily deletes every refresh token of the family; a rotation
 	// racing it either fails or has its successor deleted too.
 	RevokeFamily(ctx context.Context, family string) error

@@ -412,6 +412,9 @@ type issueRequest struct {
 	familyEnds time.Time
 	// rotate is the hash of the refresh token this one replaces.
 	rotate string
+	// retryOf, in a retry of rotate within the reuse grace, is the hash
+	// of rotate's successor, which this one replaces (and voids).
+	retryOf string
 	// jkt binds the access token to a DPoP key, refreshJKT the refresh
 	// token (a public client's).
 	jkt, refreshJKT string
@@ -444,9 +447,12 @@ func (s *tokenEndpoint) issue(ctx context.Context, q issueRequest) (*tokenRespon
 			Family: q.family, ClientID: q.client.ID, AgentID: q.agent.ID, Scopes: q.scopes, Resources: q.resources,
 			ModelName: q.model, AuthTime: q.authTime, ExpiresAt: q.familyEnds, DPoPJKT: q.refreshJKT,
 		}
-		if q.rotate != "" {
+		switch {
+		case q.retryOf != "":
+			err = s.store.RetryRefresh(ctx, q.rotate, q.retryOf, tokenHash(rt), g, s.cfg.RefreshReuseGrace)
+		case q.rotate != "":
 			err = s.store.RotateRefresh(ctx, q.rotate, tokenHash(rt), g)
-		} else {
+		default:
 			err = s.store.CreateRefresh(ctx, tokenHash(rt), g)
 		}
 		if err != nil {
@@ -495,12 +501,18 @@ func identityClaims(a *agents.Agent, scopes []string) map[string]any {
 	return c
 }
 
-var errRefreshReuse = ErrInvalidGrant("the refresh token was already used; its whole family is revoked")
+var (
+	errRefreshReuse = ErrInvalidGrant("the refresh token was already used; its whole family is revoked")
+	errRefreshRaced = ErrInvalidGrant("the refresh token was refreshed again at the same time; use the refresh token of the other answer")
+)
 
 // grantRefreshToken rotates a refresh token: the old one is marked rotated
 // and its successor stored in one compare-and-swap, so of two concurrent
 // uses exactly one succeeds, and presenting a rotated one revokes the
-// family.
+// family — unless it comes within refresh_reuse_grace of the rotation and
+// the successor was never used: then it is the client retrying after it
+// lost the answer, and a fresh successor replaces the first (mayRetry,
+// RefreshStore.RetryRefresh).
 func (s *tokenEndpoint) grantRefreshToken(ctx context.Context, w http.ResponseWriter, client *Client, params url.Values, proof *DPoPProof) (*tokenResponse, error) {
 	rt := params.Get("refresh_token")
 	if rt == "" || len(rt) > 256 {
@@ -525,9 +537,54 @@ func (s *tokenEndpoint) grantRefreshToken(ctx context.Context, w http.ResponseWr
 	case g.DPoPJKT != "" && proof.JKT != g.DPoPJKT:
 		return nil, ErrInvalidGrant("the refresh token is bound to another DPoP key")
 	}
-	if g.Rotated {
+	if g.Rotated && !s.mayRetry(g) {
 		return nil, s.refreshReused(ctx, client, g)
 	}
+	resp, err := s.rotateRefresh(ctx, w, client, params, proof, hash, g)
+	if errors.Is(err, ErrRefreshRotated) && !g.Rotated && s.cfg.RefreshReuseGrace > 0 {
+		// Rotated by another request since it was read: the first try of
+		// a client still waiting for it, perhaps, and this its retry.
+		switch again, gerr := s.store.GetRefresh(ctx, hash); {
+		case errors.Is(gerr, ErrNotFound):
+			return nil, ErrInvalidGrant("the refresh token is invalid or expired")
+		case gerr != nil:
+			return nil, gerr
+		case s.mayRetry(again):
+			g = again
+			resp, err = s.rotateRefresh(ctx, w, client, params, proof, hash, g)
+		}
+	}
+	switch {
+	case errors.Is(err, ErrRefreshRotated):
+		return nil, s.refreshReused(ctx, client, g)
+	case errors.Is(err, ErrStale):
+		// Another retry of this token replaced the successor first.
+		return nil, errRefreshRaced
+	case errors.Is(err, ErrNotFound):
+		return nil, ErrInvalidGrant("the refresh token is invalid or expired")
+	case err != nil:
+		return nil, err
+	}
+	if g.Rotated {
+		s.log.Info("rotated refresh token presented again within refresh_reuse_grace: answered as a retry, its earlier successor is void",
+			zap.String("client_id", client.ID))
+	}
+	return resp, nil
+}
+
+// mayRetry reports whether a rotated token presented again may be a retry:
+// its successor is recorded and the grace since the rotation has not
+// passed. The store decides again, atomically, and also that the
+// successor was never used.
+func (s *tokenEndpoint) mayRetry(g *RefreshGrant) bool {
+	grace := s.cfg.RefreshReuseGrace
+	return g.Rotated && grace > 0 && g.Successor != "" && !g.RotatedAt.IsZero() && s.now().Before(g.RotatedAt.Add(grace))
+}
+
+// rotateRefresh issues the tokens of a refresh: the successor of the token
+// under hash, or for a rotated one (a retry) a successor in place of its
+// first.
+func (s *tokenEndpoint) rotateRefresh(ctx context.Context, w http.ResponseWriter, client *Client, params url.Values, proof *DPoPProof, hash string, g *RefreshGrant) (*tokenResponse, error) {
 	if s.revocations.FamilyRevoked(g.Family) {
 		return nil, ErrInvalidGrant("the refresh token was revoked")
 	}
@@ -549,17 +606,16 @@ func (s *tokenEndpoint) grantRefreshToken(ctx context.Context, w http.ResponseWr
 	if err != nil {
 		return nil, err
 	}
-	resp, err := s.issue(ctx, issueRequest{
+	q := issueRequest{
 		client: client, agent: a, scopes: scopes, resources: g.Resources, audience: audience, model: g.ModelName,
 		authTime: g.AuthTime, refresh: true, family: g.Family, familyEnds: g.ExpiresAt, rotate: hash,
 		jkt: proof.jkt(), refreshJKT: g.DPoPJKT,
-	})
-	switch {
-	case errors.Is(err, ErrRefreshRotated):
-		return nil, s.refreshReused(ctx, client, g)
-	case errors.Is(err, ErrNotFound):
-		return nil, ErrInvalidGrant("the refresh token is invalid or expired")
-	case err == nil:
+	}
+	if g.Rotated {
+		q.retryOf = g.Successor
+	}
+	resp, err := s.issue(ctx, q)
+	if err == nil {
 		_ = s.limits.TakeRefresh(ctx, w, client.ID, g.AgentID, g.Family)
 	}
 	return resp, err

@@ -1160,8 +1160,62 @@ func (b *Badger) RotateRefresh(ctx context.Context, oldHash, newHash string, nex
 		if taken != nil && !expired(taken.ExpiresAt, now) {
 			return oauth.ErrExists
 		}
-		old.Rotated = true
+		old.Rotated, old.RotatedAt, old.Successor = true, now, newHash
 		if err := writeJSON(txn, oldKey, old, item.ExpiresAt(), "refresh token"); err != nil {
+			return err
+		}
+		return b.putRefresh(txn, newHash, rec, taken)
+	})
+}
+
+// RetryRefresh replaces the successor of the rotated token under oldHash
+// with next under newHash, in one transaction holding the locks of the
+// three tokens and of their family; see oauth.RefreshStore.
+func (b *Badger) RetryRefresh(ctx context.Context, oldHash, successor, newHash string, next *oauth.RefreshGrant, grace time.Duration) error {
+	if err := checkRetry(oldHash, successor, newHash, next, grace); err != nil {
+		return err
+	}
+	rec := toRefreshRecord(next)
+	oldKey, succKey, newKey := refreshKey(oldHash), refreshKey(successor), refreshKey(newHash)
+	return b.update(ctx, [][]byte{[]byte(familyLock(next.Family)), oldKey, succKey, newKey}, func(txn *badger.Txn) error {
+		now := b.now()
+		old, oldItem, err := readJSON[refreshRecord](txn, oldKey, "refresh token")
+		if err != nil {
+			return err
+		}
+		if old == nil || expired(old.ExpiresAt, now) {
+			return oauth.ErrNotFound
+		}
+		if err := decideRetry(old.grant(), successor, grace, now); err != nil {
+			return err
+		}
+		if err := checkSameFamily(old.grant(), next); err != nil {
+			return err
+		}
+		succ, succItem, err := readJSON[refreshRecord](txn, succKey, "refresh token")
+		if err != nil {
+			return err
+		}
+		var current *oauth.RefreshGrant
+		if succ != nil && !expired(succ.ExpiresAt, now) {
+			current = succ.grant()
+		}
+		if err := decideSuperseded(old.grant(), current); err != nil {
+			return err
+		}
+		taken, _, err := readJSON[refreshRecord](txn, newKey, "refresh token")
+		if err != nil {
+			return err
+		}
+		if taken != nil && !expired(taken.ExpiresAt, now) {
+			return oauth.ErrExists
+		}
+		succ.Rotated, succ.RotatedAt, succ.Successor = true, now, ""
+		if err := writeJSON(txn, succKey, succ, succItem.ExpiresAt(), "refresh token"); err != nil {
+			return err
+		}
+		old.Successor = newHash
+		if err := writeJSON(txn, oldKey, old, oldItem.ExpiresAt(), "refresh token"); err != nil {
 			return err
 		}
 		return b.putRefresh(txn, newHash, rec, taken)

@@ -85,44 +85,49 @@ type clientRecord struct {
 	JWKSURI string `json:"jwks_uri,omitempty"`
 	// RequireDPoP, under RFC 9449's name, is absent from clients written
 	// before DPoP, and from those that do not require it.
-	RequireDPoP bool      `json:"dpop_bound_access_tokens,omitempty"`
-	Source      string    `json:"source"`
-	CreatedAt   time.Time `json:"created_at"`
+	RequireDPoP bool `json:"dpop_bound_access_tokens,omitempty"`
+	// ApplicationType is absent from clients written before it was read
+	// (oauth.Client.AppType infers theirs).
+	ApplicationType string    `json:"application_type,omitempty"`
+	Source          string    `json:"source"`
+	CreatedAt       time.Time `json:"created_at"`
 }
 
 func toClientRecord(c *oauth.Client) clientRecord {
 	return clientRecord{
-		ID:           c.ID,
-		Name:         c.Name,
-		SecretHash:   c.SecretHash,
-		Public:       c.Public,
-		RedirectURIs: slices.Clone(c.RedirectURIs),
-		Scopes:       slices.Clone(c.Scopes),
-		GrantTypes:   slices.Clone(c.GrantTypes),
-		IDTokenAlg:   c.IDTokenAlg,
-		JWKS:         c.JWKS,
-		JWKSURI:      c.JWKSURI,
-		RequireDPoP:  c.RequireDPoP,
-		Source:       c.Source,
-		CreatedAt:    c.CreatedAt,
+		ID:              c.ID,
+		Name:            c.Name,
+		SecretHash:      c.SecretHash,
+		Public:          c.Public,
+		RedirectURIs:    slices.Clone(c.RedirectURIs),
+		Scopes:          slices.Clone(c.Scopes),
+		GrantTypes:      slices.Clone(c.GrantTypes),
+		IDTokenAlg:      c.IDTokenAlg,
+		JWKS:            c.JWKS,
+		JWKSURI:         c.JWKSURI,
+		RequireDPoP:     c.RequireDPoP,
+		Source:          c.Source,
+		CreatedAt:       c.CreatedAt,
+		ApplicationType: c.ApplicationType,
 	}
 }
 
 func (r clientRecord) client() *oauth.Client {
 	return &oauth.Client{
-		ID:           r.ID,
-		Name:         r.Name,
-		SecretHash:   r.SecretHash,
-		Public:       r.Public,
-		RedirectURIs: r.RedirectURIs,
-		Scopes:       r.Scopes,
-		GrantTypes:   r.GrantTypes,
-		IDTokenAlg:   r.IDTokenAlg,
-		JWKS:         r.JWKS,
-		JWKSURI:      r.JWKSURI,
-		RequireDPoP:  r.RequireDPoP,
-		Source:       r.Source,
-		CreatedAt:    r.CreatedAt,
+		ID:              r.ID,
+		Name:            r.Name,
+		SecretHash:      r.SecretHash,
+		Public:          r.Public,
+		RedirectURIs:    r.RedirectURIs,
+		Scopes:          r.Scopes,
+		GrantTypes:      r.GrantTypes,
+		IDTokenAlg:      r.IDTokenAlg,
+		JWKS:            r.JWKS,
+		JWKSURI:         r.JWKSURI,
+		RequireDPoP:     r.RequireDPoP,
+		Source:          r.Source,
+		CreatedAt:       r.CreatedAt,
+		ApplicationType: r.ApplicationType,
 	}
 }
 
@@ -326,6 +331,10 @@ type refreshRecord struct {
 	AuthTime  time.Time `json:"auth_time"`
 	ExpiresAt time.Time `json:"expires_at"`
 	Rotated   bool      `json:"rotated,omitempty"`
+	// RotatedAt and Successor are absent from tokens not rotated, and
+	// from those rotated before they were recorded (never retried).
+	RotatedAt time.Time `json:"rotated_at,omitzero"`
+	Successor string    `json:"successor,omitempty"`
 	DPoPJKT   string    `json:"dpop_jkt,omitempty"`
 }
 
@@ -358,6 +367,8 @@ func toRefreshRecord(g *oauth.RefreshGrant) refreshRecord {
 		AuthTime:  g.AuthTime,
 		ExpiresAt: g.ExpiresAt,
 		Rotated:   g.Rotated,
+		RotatedAt: g.RotatedAt,
+		Successor: g.Successor,
 		DPoPJKT:   g.DPoPJKT,
 	}
 }
@@ -373,6 +384,8 @@ func (r refreshRecord) grant() *oauth.RefreshGrant {
 		AuthTime:  r.AuthTime,
 		ExpiresAt: r.ExpiresAt,
 		Rotated:   r.Rotated,
+		RotatedAt: r.RotatedAt,
+		Successor: r.Successor,
 		DPoPJKT:   r.DPoPJKT,
 	}
 }

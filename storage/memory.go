@@ -597,7 +597,43 @@ func (m *Memory) RotateRefresh(ctx context.Context, oldHash, newHash string, nex
 	if _, ok := m.liveRefresh(newHash); ok {
 		return oauth.ErrExists
 	}
-	old.Rotated = true
+	old.Rotated, old.RotatedAt, old.Successor = true, m.now(), newHash
+	m.putRefreshLocked(newHash, next)
+	return nil
+}
+
+// RetryRefresh replaces the successor of the rotated token under oldHash
+// with a copy of next under newHash, under the store's lock; see
+// oauth.RefreshStore.
+func (m *Memory) RetryRefresh(ctx context.Context, oldHash, successor, newHash string, next *oauth.RefreshGrant, grace time.Duration) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if err := checkRetry(oldHash, successor, newHash, next, grace); err != nil {
+		return err
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	now := m.now()
+	old, ok := m.liveRefresh(oldHash)
+	if !ok {
+		return oauth.ErrNotFound
+	}
+	if err := decideRetry(old, successor, grace, now); err != nil {
+		return err
+	}
+	if err := checkSameFamily(old, next); err != nil {
+		return err
+	}
+	succ, _ := m.liveRefresh(successor)
+	if err := decideSuperseded(old, succ); err != nil {
+		return err
+	}
+	if _, ok := m.liveRefresh(newHash); ok {
+		return oauth.ErrExists
+	}
+	succ.Rotated, succ.RotatedAt, succ.Successor = true, now, ""
+	old.Successor = newHash
 	m.putRefreshLocked(newHash, next)
 	return nil
 }

@@ -560,14 +560,14 @@ func (p *Postgres) ListAgents(ctx context.Context, after string, limit int) ([]*
 
 // --- clients ---
 
-const clientColumns = "id, name, secret_hash, public, redirect_uris, scopes, grant_types, source, created_ns, id_token_alg, jwks, jwks_uri, require_dpop"
+const clientColumns = "id, name, secret_hash, public, redirect_uris, scopes, grant_types, source, created_ns, id_token_alg, jwks, jwks_uri, require_dpop, application_type"
 
 func scanClient(row pgx.Row) (*oauth.Client, error) {
 	var (
 		c       oauth.Client
 		created *int64
 	)
-	if err := row.Scan(&c.ID, &c.Name, &c.SecretHash, &c.Public, &c.RedirectURIs, &c.Scopes, &c.GrantTypes, &c.Source, &created, &c.IDTokenAlg, &c.JWKS, &c.JWKSURI, &c.RequireDPoP); err != nil {
+	if err := row.Scan(&c.ID, &c.Name, &c.SecretHash, &c.Public, &c.RedirectURIs, &c.Scopes, &c.GrantTypes, &c.Source, &created, &c.IDTokenAlg, &c.JWKS, &c.JWKSURI, &c.RequireDPoP, &c.ApplicationType); err != nil {
 		return nil, err
 	}
 	c.CreatedAt = fromNS(created)
@@ -575,7 +575,7 @@ func scanClient(row pgx.Row) (*oauth.Client, error) {
 }
 
 func clientArgs(c *oauth.Client) []any {
-	return []any{c.ID, c.Name, c.SecretHash, c.Public, nonNil(c.RedirectURIs), nonNil(c.Scopes), nonNil(c.GrantTypes), c.Source, ns(c.CreatedAt), c.IDTokenAlg, c.JWKS, c.JWKSURI, c.RequireDPoP}
+	return []any{c.ID, c.Name, c.SecretHash, c.Public, nonNil(c.RedirectURIs), nonNil(c.Scopes), nonNil(c.GrantTypes), c.Source, ns(c.CreatedAt), c.IDTokenAlg, c.JWKS, c.JWKSURI, c.RequireDPoP, c.ApplicationType}
 }
 
 // CreateClient stores c, or returns oauth.ErrExists.
@@ -588,7 +588,7 @@ func (p *Postgres) CreateClient(ctx context.Context, c *oauth.Client) error {
 	}
 	ctx, cancel := p.op(ctx)
 	defer cancel()
-	_, err := p.pool.Exec(ctx, "INSERT INTO clients ("+clientColumns+") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)", clientArgs(c)...)
+	_, err := p.pool.Exec(ctx, "INSERT INTO clients ("+clientColumns+") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)", clientArgs(c)...)
 	if isUnique(err) {
 		return oauth.ErrExists
 	}
@@ -632,7 +632,7 @@ func (p *Postgres) UpdateClient(ctx context.Context, id string, fn func(*oauth.C
 		}
 		_, err = tx.Exec(ctx, `UPDATE clients SET name = $2, secret_hash = $3, public = $4, redirect_uris = $5,
 			scopes = $6, grant_types = $7, source = $8, created_ns = $9, id_token_alg = $10, jwks = $11,
-			jwks_uri = $12, require_dpop = $13 WHERE id = $1`, clientArgs(c)...)
+			jwks_uri = $12, require_dpop = $13, application_type = $14 WHERE id = $1`, clientArgs(c)...)
 		out = c
 		return err
 	})
@@ -981,18 +981,19 @@ func (p *Postgres) RedeemCode(ctx context.Context, hash string, redeem func(*oau
 
 // --- refresh tokens ---
 
-const refreshColumns = "family, client_id, agent_id, scopes, resources, model_name, auth_ns, expires_ns, rotated, dpop_jkt"
+const refreshColumns = "family, client_id, agent_id, scopes, resources, model_name, auth_ns, expires_ns, rotated, dpop_jkt, rotated_ns, successor"
 
 func scanRefresh(row pgx.Row) (*oauth.RefreshGrant, error) {
 	var (
-		g       oauth.RefreshGrant
-		authNS  *int64
-		expires int64
+		g                 oauth.RefreshGrant
+		authNS, rotatedNS *int64
+		expires           int64
 	)
-	if err := row.Scan(&g.Family, &g.ClientID, &g.AgentID, &g.Scopes, &g.Resources, &g.ModelName, &authNS, &expires, &g.Rotated, &g.DPoPJKT); err != nil {
+	if err := row.Scan(&g.Family, &g.ClientID, &g.AgentID, &g.Scopes, &g.Resources, &g.ModelName, &authNS, &expires, &g.Rotated, &g.DPoPJKT,
+		&rotatedNS, &g.Successor); err != nil {
 		return nil, err
 	}
-	g.AuthTime, g.ExpiresAt = fromNS(authNS), time.Unix(0, expires)
+	g.AuthTime, g.ExpiresAt, g.RotatedAt = fromNS(authNS), time.Unix(0, expires), fromNS(rotatedNS)
 	return &g, nil
 }
 
@@ -1002,12 +1003,13 @@ func (p *Postgres) putRefresh(ctx context.Context, q interface {
 	Exec(context.Context, string, ...any) (pgconn.CommandTag, error)
 }, hash string, g *oauth.RefreshGrant) (bool, error) {
 	tag, err := q.Exec(ctx, `INSERT INTO refresh_tokens (hash, `+refreshColumns+`, resource)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, coalesce(($6::text[])[1], ''))
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $13, $14, coalesce(($6::text[])[1], ''))
 		ON CONFLICT (hash) DO UPDATE SET family = $2, client_id = $3, agent_id = $4, scopes = $5, resources = $6,
 			resource = coalesce(($6::text[])[1], ''),
-			model_name = $7, auth_ns = $8, expires_ns = $9, rotated = $10, dpop_jkt = $11
+			model_name = $7, auth_ns = $8, expires_ns = $9, rotated = $10, dpop_jkt = $11, rotated_ns = $13, successor = $14
 		WHERE refresh_tokens.expires_ns <= $12`,
-		hash, g.Family, g.ClientID, g.AgentID, nonNil(g.Scopes), nonNil(g.Resources), g.ModelName, ns(g.AuthTime), expiryNS(g.ExpiresAt), g.Rotated, g.DPoPJKT, p.now().UnixNano())
+		hash, g.Family, g.ClientID, g.AgentID, nonNil(g.Scopes), nonNil(g.Resources), g.ModelName, ns(g.AuthTime), expiryNS(g.ExpiresAt), g.Rotated, g.DPoPJKT, p.now().UnixNano(),
+		ns(g.RotatedAt), g.Successor)
 	if err != nil {
 		return false, err
 	}
@@ -1101,7 +1103,72 @@ func (p *Postgres) RotateRefresh(ctx context.Context, oldHash, newHash string, n
 		if !ok {
 			return oauth.ErrExists
 		}
-		_, err = tx.Exec(ctx, "UPDATE refresh_tokens SET rotated = true WHERE hash = $1", oldHash)
+		_, err = tx.Exec(ctx, "UPDATE refresh_tokens SET rotated = true, rotated_ns = $2, successor = $3 WHERE hash = $1",
+			oldHash, ns(p.now()), newHash)
+		return err
+	})
+	return p.fail(err)
+}
+
+// RetryRefresh replaces the successor of the rotated token under oldHash
+// with next under newHash in one transaction, under the family's lock and
+// the row locks of the old token and its successor; see
+// oauth.RefreshStore.
+func (p *Postgres) RetryRefresh(ctx context.Context, oldHash, successor, newHash string, next *oauth.RefreshGrant, grace time.Duration) error {
+	if err := checkRetry(oldHash, successor, newHash, next, grace); err != nil {
+		return err
+	}
+	if !storable(oldHash) || !storable(next.Family) {
+		return oauth.ErrNotFound
+	}
+	if !storable(successor) {
+		return oauth.ErrStale // no stored token names it as its successor
+	}
+	if err := checkStorable("refresh token hash", newHash); err != nil {
+		return err
+	}
+	err := p.tx(ctx, func(ctx context.Context, tx pgx.Tx) error {
+		if err := lockFamily(ctx, tx, next.Family); err != nil {
+			return err
+		}
+		now := p.now()
+		old, err := scanRefresh(tx.QueryRow(ctx, "SELECT "+refreshRead+" FROM refresh_tokens WHERE hash = $1 AND expires_ns > $2 FOR UPDATE",
+			oldHash, now.UnixNano()))
+		if errors.Is(err, pgx.ErrNoRows) {
+			return oauth.ErrNotFound
+		}
+		if err != nil {
+			return err
+		}
+		if err := decideRetry(old, successor, grace, now); err != nil {
+			return err
+		}
+		if err := checkSameFamily(old, next); err != nil {
+			return err
+		}
+		succ, err := scanRefresh(tx.QueryRow(ctx, "SELECT "+refreshRead+" FROM refresh_tokens WHERE hash = $1 AND expires_ns > $2 FOR UPDATE",
+			successor, now.UnixNano()))
+		switch {
+		case errors.Is(err, pgx.ErrNoRows):
+			succ = nil
+		case err != nil:
+			return err
+		}
+		if err := decideSuperseded(old, succ); err != nil {
+			return err
+		}
+		ok, err := p.putRefresh(ctx, tx, newHash, next)
+		if err != nil {
+			return err
+		}
+		if !ok {
+			return oauth.ErrExists
+		}
+		if _, err := tx.Exec(ctx, "UPDATE refresh_tokens SET rotated = true, rotated_ns = $2, successor = '' WHERE hash = $1",
+			successor, ns(now)); err != nil {
+			return err
+		}
+		_, err = tx.Exec(ctx, "UPDATE refresh_tokens SET successor = $2 WHERE hash = $1", oldHash, newHash)
 		return err
 	})
 	return p.fail(err)

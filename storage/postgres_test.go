@@ -298,6 +298,59 @@ func TestPostgres(t *testing.T) {
 		}
 	})
 
+	t.Run("MigratesRecordsBeforeMCPRevision", func(t *testing.T) {
+		// A database at schema 7 holds a client and a rotated refresh
+		// token; the migration leaves the client without a declared
+		// application_type and the token with no recorded rotation (never
+		// retried). An instance of the previous version (a rolling upgrade)
+		// still writes rows the new one reads the same way, and its updates
+		// keep a type the new one set.
+		ctx := context.Background()
+		dsn := schemaAt(t, 7)
+		const oldClient = `INSERT INTO clients (id, name, secret_hash, public, redirect_uris, scopes, grant_types, source, created_ns, id_token_alg, jwks, jwks_uri, require_dpop)
+			VALUES ($1, 'App', '', true, '{com.example.app:/cb}', '{openid}', '{authorization_code}', 'dynamic', 1, '', '', '', false)`
+		const oldRefresh = `INSERT INTO refresh_tokens (hash, family, client_id, agent_id, scopes, resources, resource, model_name, auth_ns, expires_ns, rotated, dpop_jkt)
+			VALUES ($1, 'fam-' || $1, 'app', 'agent-1', '{openid}', '{}', '', 'm', 1, 9000000000000000000, true, '')`
+		conn, err := pgx.Connect(ctx, dsn)
+		if err != nil {
+			t.Fatal(err)
+		}
+		must(t, func() error { _, err := conn.Exec(ctx, oldClient, "before"); return err }())
+		must(t, func() error { _, err := conn.Exec(ctx, oldRefresh, "before"); return err }())
+		conn.Close(ctx)
+
+		p := open(t, dsn, nil)
+		must(t, func() error { _, err := p.pool.Exec(ctx, oldClient, "during"); return err }())
+		must(t, func() error { _, err := p.pool.Exec(ctx, oldRefresh, "during"); return err }())
+		for _, id := range []string{"before", "during"} {
+			c, err := p.GetClient(ctx, id)
+			if err != nil || !c.Public || c.ApplicationType != "" || c.AppType() != oauth.AppNative {
+				t.Errorf("client %s: %+v, %v", id, c, err)
+			}
+			g, err := p.GetRefresh(ctx, id)
+			if err != nil || !g.Rotated || !g.RotatedAt.IsZero() || g.Successor != "" {
+				t.Errorf("refresh token %s: %+v, %v", id, g, err)
+			}
+			next := *g
+			next.Rotated = false
+			if err := p.RetryRefresh(ctx, id, "anything", id+"-retry", &next, time.Hour); !errors.Is(err, oauth.ErrRefreshRotated) {
+				t.Errorf("retry of refresh token %s rotated before the migration: %v, want ErrRefreshRotated", id, err)
+			}
+		}
+		_, err = p.UpdateClient(ctx, "during", func(c *oauth.Client) error { c.ApplicationType = oauth.AppNative; return nil })
+		must(t, err)
+		must(t, func() error {
+			_, err := p.pool.Exec(ctx, `UPDATE clients SET name = $2, secret_hash = $3, public = $4, redirect_uris = $5,
+				scopes = $6, grant_types = $7, source = $8, created_ns = $9, id_token_alg = $10, jwks = $11,
+				jwks_uri = $12, require_dpop = $13 WHERE id = $1`,
+				"during", "App 2", "", true, []string{"com.example.app:/cb"}, []string{"openid"}, []string{"authorization_code"}, "dynamic", 1, "", "", "", false)
+			return err
+		}())
+		if c, err := p.GetClient(ctx, "during"); err != nil || c.Name != "App 2" || c.ApplicationType != oauth.AppNative {
+			t.Errorf("client updated by the previous version: %+v, %v", c, err)
+		}
+	})
+
 	t.Run("RefusesNewerSchema", func(t *testing.T) {
 		dsn := newSchema(t)
 		p := open(t, dsn, nil)

@@ -215,6 +215,46 @@ func checkRotate(oldHash, newHash string, next *oauth.RefreshGrant) error {
 	return nil
 }
 
+// checkRetry rejects a retry that could not be stored, or that names the
+// token it replaces as its new one.
+func checkRetry(oldHash, successor, newHash string, next *oauth.RefreshGrant, grace time.Duration) error {
+	if err := checkRotate(oldHash, newHash, next); err != nil {
+		return err
+	}
+	if successor == "" || successor == oldHash || successor == newHash {
+		return invalid("refresh retry of %q replaces successor %q with %q", oldHash, successor, newHash)
+	}
+	if grace < 0 {
+		return invalid("negative refresh retry grace %s", grace)
+	}
+	return nil
+}
+
+// decideRetry says whether old, as stored at now, may be retried in place
+// of its successor successor: see oauth.RefreshStore.RetryRefresh. It does
+// not look at the successor itself.
+func decideRetry(old *oauth.RefreshGrant, successor string, grace time.Duration, now time.Time) error {
+	switch {
+	case !old.Rotated:
+		return oauth.ErrStale
+	case old.Successor == "" || old.RotatedAt.IsZero() || !now.Before(old.RotatedAt.Add(grace)):
+		return oauth.ErrRefreshRotated
+	case old.Successor != successor:
+		return oauth.ErrStale
+	}
+	return nil
+}
+
+// decideSuperseded says whether succ, the stored successor of a token being
+// retried, may be made void: one already rotated (or gone, nil) was used,
+// so the retry is a reuse.
+func decideSuperseded(old, succ *oauth.RefreshGrant) error {
+	if succ == nil || succ.Rotated || succ.Family != old.Family {
+		return oauth.ErrRefreshRotated
+	}
+	return nil
+}
+
 // checkSameFamily keeps a rotation inside its family, so that revoking the
 // family also reaches the successor.
 func checkSameFamily(old, next *oauth.RefreshGrant) error {

@@ -151,6 +151,11 @@ func (t *timed) RotateRefresh(ctx context.Context, oldHash, newHash string, next
 	return t.b.RotateRefresh(ctx, oldHash, newHash, next)
 }
 
+func (t *timed) RetryRefresh(ctx context.Context, oldHash, successor, newHash string, next *oauth.RefreshGrant, grace time.Duration) error {
+	defer t.since("RetryRefresh", time.Now())
+	return t.b.RetryRefresh(ctx, oldHash, successor, newHash, next, grace)
+}
+
 func (t *timed) RevokeFamily(ctx context.Context, family string) error {
 	defer t.since("RevokeFamily", time.Now())
 	return t.b.RevokeFamily(ctx, family)

@@ -32,17 +32,18 @@ func RunClients(t *testing.T, newStore NewStore) {
 
 func sampleClient(id string) *oauth.Client {
 	return &oauth.Client{
-		ID:           id,
-		Name:         "Client " + id,
-		SecretHash:   "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
-		Public:       false,
-		RedirectURIs: []string{"https://app.example.com/cb", "http://127.0.0.1:8080/cb"},
-		Scopes:       []string{"openid", "profile", "data:read"},
-		GrantTypes:   []string{"authorization_code", "refresh_token"},
-		IDTokenAlg:   "ES256",
-		RequireDPoP:  true,
-		Source:       "admin",
-		CreatedAt:    time.Date(2025, 4, 5, 6, 7, 8, 999999999, time.FixedZone("Y", -5*3600)),
+		ID:              id,
+		Name:            "Client " + id,
+		SecretHash:      "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
+		Public:          false,
+		RedirectURIs:    []string{"https://app.example.com/cb", "http://127.0.0.1:8080/cb"},
+		Scopes:          []string{"openid", "profile", "data:read"},
+		GrantTypes:      []string{"authorization_code", "refresh_token"},
+		IDTokenAlg:      "ES256",
+		RequireDPoP:     true,
+		Source:          "admin",
+		ApplicationType: oauth.AppWeb,
+		CreatedAt:       time.Date(2025, 4, 5, 6, 7, 8, 999999999, time.FixedZone("Y", -5*3600)),
 	}
 }
 
@@ -65,6 +66,7 @@ func clientDiff(got, want *oauth.Client) string {
 	d.str("JWKS", got.JWKS, want.JWKS)
 	d.str("JWKSURI", got.JWKSURI, want.JWKSURI)
 	d.check("RequireDPoP", got.RequireDPoP == want.RequireDPoP, got.RequireDPoP, want.RequireDPoP)
+	d.str("ApplicationType", got.ApplicationType, want.ApplicationType)
 	d.str("Source", got.Source, want.Source)
 	d.time("CreatedAt", got.CreatedAt, want.CreatedAt)
 	return d.String()
@@ -116,6 +118,7 @@ func testClientCreateGet(t *testing.T, s Store, _ *Clock) {
 
 	public := sampleClient("public")
 	public.Public, public.SecretHash, public.Source = true, "", "dynamic"
+	public.ApplicationType, public.RedirectURIs = oauth.AppNative, []string{"http://127.0.0.1/cb", "com.example.app:/cb"}
 	mustCreateClient(t, s, copyClient(public))
 	wantClient(t, s, public)
 
@@ -194,6 +197,23 @@ func testClientUpdate(t *testing.T, s Store, _ *Clock) {
 		want.RequireDPoP = require
 		if d := clientDiff(got, want); d != "" {
 			t.Fatalf("UpdateClient setting RequireDPoP to %v returned %s", require, d)
+		}
+		wantClient(t, s, want)
+	}
+
+	// So does the application type, to each value and back to none (a
+	// client stored before it existed).
+	for _, typ := range []string{oauth.AppNative, "", oauth.AppWeb} {
+		got, err := s.UpdateClient(ctx, "upd", func(c *oauth.Client) error {
+			c.ApplicationType = typ
+			return nil
+		})
+		if err != nil {
+			t.Fatalf("UpdateClient: %v", err)
+		}
+		want.ApplicationType = typ
+		if d := clientDiff(got, want); d != "" {
+			t.Fatalf("UpdateClient setting ApplicationType to %q returned %s", typ, d)
 		}
 		wantClient(t, s, want)
 	}

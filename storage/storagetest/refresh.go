@@ -26,6 +26,11 @@ func RunRefresh(t *testing.T, newStore NewStore) {
 		{"CopyIsolation", testRefreshIsolation},
 		{"ConcurrentRotate", testRefreshConcurrentRotate},
 		{"RotateRacingRevoke", testRefreshRotateRacingRevoke},
+		{"Retry", testRefreshRetry},
+		{"RetryRefused", testRefreshRetryRefused},
+		{"RetryInvalid", testRefreshRetryInvalid},
+		{"ConcurrentRetry", testRefreshConcurrentRetry},
+		{"RetryRacingRevoke", testRefreshRetryRacingRevoke},
 	})
 }
 
@@ -71,6 +76,8 @@ func refreshDiff(got, want *oauth.RefreshGrant) string {
 	d.time("AuthTime", got.AuthTime, want.AuthTime)
 	d.time("ExpiresAt", got.ExpiresAt, want.ExpiresAt)
 	d.check("Rotated", got.Rotated == want.Rotated, got.Rotated, want.Rotated)
+	d.time("RotatedAt", got.RotatedAt, want.RotatedAt)
+	d.str("Successor", got.Successor, want.Successor)
 	d.str("DPoPJKT", got.DPoPJKT, want.DPoPJKT)
 	return d.String()
 }
@@ -107,10 +114,11 @@ func wantNoRefresh(t *testing.T, s Store, hash string) {
 	}
 }
 
-// rotated returns a copy of g marked rotated.
-func rotated(g *oauth.RefreshGrant) *oauth.RefreshGrant {
+// rotated returns a copy of g marked rotated at at into the token whose
+// hash is successor ("" for a successor a retry made void).
+func rotated(g *oauth.RefreshGrant, successor string, at time.Time) *oauth.RefreshGrant {
 	out := copyRefreshGrant(g)
-	out.Rotated = true
+	out.Rotated, out.Successor, out.RotatedAt = true, successor, at
 	return out
 }
 
@@ -181,15 +189,19 @@ func testRefreshRotate(t *testing.T, s Store, clock *Clock) {
 	// neither copies the old token's nor drops the new one's.
 	next.DPoPJKT = otherJKT
 	mustRotate(t, s, "rt-1", "rt-2", copyRefreshGrant(next))
-	wantRefresh(t, s, "rt-1", rotated(first))
+	// The old token records when it was rotated, on the store's clock,
+	// and into which token.
+	rotatedAt := clock.Now()
+	wantRefresh(t, s, "rt-1", rotated(first, "rt-2", rotatedAt))
 	wantRefresh(t, s, "rt-2", next)
 
+	clock.Advance(time.Second)
 	third := copyRefreshGrant(next)
 	third.AuthTime = clock.Now()
 	third.DPoPJKT = ""
 	mustRotate(t, s, "rt-2", "rt-3", copyRefreshGrant(third))
-	wantRefresh(t, s, "rt-1", rotated(first))
-	wantRefresh(t, s, "rt-2", rotated(next))
+	wantRefresh(t, s, "rt-1", rotated(first, "rt-2", rotatedAt))
+	wantRefresh(t, s, "rt-2", rotated(next, "rt-3", clock.Now()))
 	wantRefresh(t, s, "rt-3", third)
 }
 
@@ -360,7 +372,7 @@ func testRefreshConcurrentRotate(t *testing.T, s Store, clock *Clock) {
 				wantNoRefresh(t, s, next(i))
 			}
 		}
-		wantRefresh(t, s, old, rotated(g))
+		wantRefresh(t, s, old, rotated(g, next(won), clock.Now()))
 		old = next(won)
 	}
 }
@@ -403,6 +415,245 @@ func testRefreshRotateRacingRevoke(t *testing.T, s Store, clock *Clock) {
 		for _, h := range []string{oldHash, newHash} {
 			if _, err := s.GetRefresh(ctx, h); !errors.Is(err, oauth.ErrNotFound) {
 				return fmt.Errorf("token %q of revoked family %q survived (rotation error %v): %v", h, fam, rotateErr, err)
+			}
+		}
+		return nil
+	})
+}
+
+// refreshGrace is the grace the suite's retries are given.
+const refreshGrace = 10 * time.Second
+
+func mustRetry(t *testing.T, s Store, oldHash, successor, newHash string, next *oauth.RefreshGrant) {
+	t.Helper()
+	if err := s.RetryRefresh(ctx, oldHash, successor, newHash, next, refreshGrace); err != nil {
+		t.Fatalf("RetryRefresh(%q, %q, %q): %v", oldHash, successor, newHash, err)
+	}
+}
+
+// testRefreshRetry: a rotated token presented again within the grace gets
+// a new successor in place of the one it had, which becomes void; the
+// grace runs from the first rotation, however many retries follow.
+func testRefreshRetry(t *testing.T, s Store, clock *Clock) {
+	g := sampleRefreshGrant("fam", clock)
+	mustCreateRefresh(t, s, "rt-1", copyRefreshGrant(g))
+	mustRotate(t, s, "rt-1", "rt-2", copyRefreshGrant(g))
+	rotatedAt := clock.Now()
+
+	clock.Advance(3 * time.Second)
+	retry := copyRefreshGrant(g)
+	retry.Scopes = []string{"openid"}
+	mustRetry(t, s, "rt-1", "rt-2", "rt-2b", copyRefreshGrant(retry))
+	wantRefresh(t, s, "rt-1", rotated(g, "rt-2b", rotatedAt))
+	wantRefresh(t, s, "rt-2", rotated(g, "", clock.Now()))
+	wantRefresh(t, s, "rt-2b", retry)
+	// The void successor is rotated with no successor: it neither rotates
+	// nor is retried.
+	if err := s.RotateRefresh(ctx, "rt-2", "rt-3", copyRefreshGrant(g)); !errors.Is(err, oauth.ErrRefreshRotated) {
+		t.Fatalf("RotateRefresh of a successor a retry replaced: got %v, want ErrRefreshRotated", err)
+	}
+	if err := s.RetryRefresh(ctx, "rt-2", "rt-2b", "rt-3", copyRefreshGrant(g), refreshGrace); !errors.Is(err, oauth.ErrRefreshRotated) {
+		t.Fatalf("RetryRefresh of a successor a retry replaced: got %v, want ErrRefreshRotated", err)
+	}
+	wantNoRefresh(t, s, "rt-3")
+
+	// A second retry, still within the grace of the first rotation.
+	clock.Advance(refreshGrace - 3*time.Second - time.Nanosecond)
+	mustRetry(t, s, "rt-1", "rt-2b", "rt-2c", copyRefreshGrant(g))
+	wantRefresh(t, s, "rt-1", rotated(g, "rt-2c", rotatedAt))
+	wantRefresh(t, s, "rt-2b", rotated(retry, "", clock.Now()))
+	wantRefresh(t, s, "rt-2c", g)
+
+	// The grace has passed: a reuse, and nothing changes.
+	clock.Advance(time.Nanosecond)
+	if err := s.RetryRefresh(ctx, "rt-1", "rt-2c", "rt-2d", copyRefreshGrant(g), refreshGrace); !errors.Is(err, oauth.ErrRefreshRotated) {
+		t.Fatalf("RetryRefresh once the grace passed: got %v, want ErrRefreshRotated", err)
+	}
+	wantNoRefresh(t, s, "rt-2d")
+	wantRefresh(t, s, "rt-1", rotated(g, "rt-2c", rotatedAt))
+	wantRefresh(t, s, "rt-2c", g)
+
+	// The last successor lives on as any token does.
+	mustRotate(t, s, "rt-2c", "rt-3", copyRefreshGrant(g))
+	wantRefresh(t, s, "rt-3", g)
+	// And revoking the family reaches every token, the void ones too.
+	if err := s.RevokeFamily(ctx, "fam"); err != nil {
+		t.Fatal(err)
+	}
+	for _, h := range []string{"rt-1", "rt-2", "rt-2b", "rt-2c", "rt-3"} {
+		wantNoRefresh(t, s, h)
+	}
+}
+
+// testRefreshRetryRefused: what is not a retry changes nothing.
+func testRefreshRetryRefused(t *testing.T, s Store, clock *Clock) {
+	g := sampleRefreshGrant("fam", clock)
+	mustCreateRefresh(t, s, "live", copyRefreshGrant(g))
+	mustCreateRefresh(t, s, "rt-1", copyRefreshGrant(g))
+	mustRotate(t, s, "rt-1", "rt-2", copyRefreshGrant(g))
+	rotatedAt := clock.Now()
+	// Rotated by a version that recorded neither when nor into what.
+	legacy := rotated(g, "", time.Time{})
+	mustCreateRefresh(t, s, "legacy", copyRefreshGrant(legacy))
+	mustCreateRefresh(t, s, "rt-x", copyRefreshGrant(g))
+	for name, tc := range map[string]struct {
+		old, successor string
+		grace          time.Duration
+		want           error
+	}{
+		"a token not rotated": {"live", "rt-2", refreshGrace, oauth.ErrStale},
+		"another successor":   {"rt-1", "other", refreshGrace, oauth.ErrStale},
+		"no grace":            {"rt-1", "rt-2", 0, oauth.ErrRefreshRotated},
+		"a missing token":     {"missing", "rt-2", refreshGrace, oauth.ErrNotFound},
+		"its successor, live": {"rt-2", "rt-1", refreshGrace, oauth.ErrStale},
+		"an earlier rotation": {"legacy", "rt-x", refreshGrace, oauth.ErrRefreshRotated},
+	} {
+		if err := s.RetryRefresh(ctx, tc.old, tc.successor, "new", copyRefreshGrant(g), tc.grace); !errors.Is(err, tc.want) {
+			t.Errorf("RetryRefresh of %s: got %v, want %v", name, err, tc.want)
+		}
+	}
+	wantNoRefresh(t, s, "new")
+	wantRefresh(t, s, "live", g)
+	wantRefresh(t, s, "legacy", legacy)
+	wantRefresh(t, s, "rt-x", g)
+	wantRefresh(t, s, "rt-1", rotated(g, "rt-2", rotatedAt))
+	wantRefresh(t, s, "rt-2", g)
+
+	// A successor that was used: presenting its predecessor is a reuse,
+	// even within the grace.
+	mustRotate(t, s, "rt-2", "rt-3", copyRefreshGrant(g))
+	if err := s.RetryRefresh(ctx, "rt-1", "rt-2", "new", copyRefreshGrant(g), refreshGrace); !errors.Is(err, oauth.ErrRefreshRotated) {
+		t.Fatalf("RetryRefresh after its successor was used: got %v, want ErrRefreshRotated", err)
+	}
+	wantNoRefresh(t, s, "new")
+	wantRefresh(t, s, "rt-2", rotated(g, "rt-3", clock.Now()))
+	wantRefresh(t, s, "rt-3", g)
+
+	// Onto a live token.
+	mustCreateRefresh(t, s, "rt-a", copyRefreshGrant(g))
+	mustRotate(t, s, "rt-a", "rt-b", copyRefreshGrant(g))
+	if err := s.RetryRefresh(ctx, "rt-a", "rt-b", "live", copyRefreshGrant(g), refreshGrace); !errors.Is(err, oauth.ErrExists) {
+		t.Fatalf("RetryRefresh onto a live token: got %v, want ErrExists", err)
+	}
+	wantRefresh(t, s, "rt-a", rotated(g, "rt-b", clock.Now()))
+	wantRefresh(t, s, "rt-b", g)
+
+	// A family revoked, or expired, leaves nothing to retry.
+	if err := s.RevokeFamily(ctx, "fam"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.RetryRefresh(ctx, "rt-a", "rt-b", "new", copyRefreshGrant(g), refreshGrace); !errors.Is(err, oauth.ErrNotFound) {
+		t.Fatalf("RetryRefresh in a revoked family: got %v, want ErrNotFound", err)
+	}
+	short := sampleRefreshGrant("short", clock)
+	short.ExpiresAt = clock.Now().Add(time.Second)
+	mustCreateRefresh(t, s, "short-1", copyRefreshGrant(short))
+	mustRotate(t, s, "short-1", "short-2", copyRefreshGrant(short))
+	clock.Advance(time.Second)
+	if err := s.RetryRefresh(ctx, "short-1", "short-2", "short-3", copyRefreshGrant(short), refreshGrace); !errors.Is(err, oauth.ErrNotFound) {
+		t.Fatalf("RetryRefresh of an expired token: got %v, want ErrNotFound", err)
+	}
+	wantNoRefresh(t, s, "new")
+	wantNoRefresh(t, s, "short-3")
+}
+
+func testRefreshRetryInvalid(t *testing.T, s Store, clock *Clock) {
+	g := sampleRefreshGrant("fam", clock)
+	mustCreateRefresh(t, s, "rt-1", copyRefreshGrant(g))
+	mustRotate(t, s, "rt-1", "rt-2", copyRefreshGrant(g))
+	for name, tc := range map[string]struct {
+		successor, newHash string
+		next               *oauth.RefreshGrant
+		grace              time.Duration
+	}{
+		"nil successor grant":    {"rt-2", "rt-3", nil, refreshGrace},
+		"empty new hash":         {"rt-2", "", copyRefreshGrant(g), refreshGrace},
+		"empty successor":        {"", "rt-3", copyRefreshGrant(g), refreshGrace},
+		"retry to itself":        {"rt-2", "rt-1", copyRefreshGrant(g), refreshGrace},
+		"successor as new":       {"rt-2", "rt-2", copyRefreshGrant(g), refreshGrace},
+		"successor as old":       {"rt-1", "rt-3", copyRefreshGrant(g), refreshGrace},
+		"another family":         {"rt-2", "rt-3", sampleRefreshGrant("other-fam", clock), refreshGrace},
+		"negative grace":         {"rt-2", "rt-3", copyRefreshGrant(g), -time.Second},
+		"successor of no family": {"rt-2", "rt-3", sampleRefreshGrant("", clock), refreshGrace},
+	} {
+		err := s.RetryRefresh(ctx, "rt-1", tc.successor, tc.newHash, tc.next, tc.grace)
+		if err == nil || errors.Is(err, oauth.ErrRefreshRotated) || errors.Is(err, oauth.ErrNotFound) || errors.Is(err, oauth.ErrStale) {
+			t.Errorf("RetryRefresh with %s: got %v, want an invalid-input error", name, err)
+		}
+	}
+	wantRefresh(t, s, "rt-1", rotated(g, "rt-2", clock.Now()))
+	wantRefresh(t, s, "rt-2", g)
+	wantNoRefresh(t, s, "rt-3")
+}
+
+// testRefreshConcurrentRetry: of concurrent retries of one token exactly
+// one succeeds; the others find its successor changed.
+func testRefreshConcurrentRetry(t *testing.T, s Store, clock *Clock) {
+	g := sampleRefreshGrant("fam", clock)
+	mustCreateRefresh(t, s, "rt-0", copyRefreshGrant(g))
+	mustRotate(t, s, "rt-0", "rt-1", copyRefreshGrant(g))
+	rotatedAt := clock.Now()
+	successor := "rt-1"
+	for round := range 3 {
+		next := func(i int) string { return fmt.Sprintf("rt-%d-%d", round+1, i) }
+		errs := race(racers, func(i int) error {
+			return s.RetryRefresh(ctx, "rt-0", successor, next(i), copyRefreshGrant(g), refreshGrace)
+		})
+		won := exactlyOne(t, "RetryRefresh", errs, oauth.ErrStale)
+		for i := range racers {
+			if i == won {
+				wantRefresh(t, s, next(i), g)
+			} else {
+				wantNoRefresh(t, s, next(i))
+			}
+		}
+		wantRefresh(t, s, "rt-0", rotated(g, next(won), rotatedAt))
+		wantRefresh(t, s, successor, rotated(g, "", clock.Now()))
+		successor = next(won)
+	}
+}
+
+// testRefreshRetryRacingRevoke races a retry against a revocation of its
+// family: whichever wins, no token of the family may be left.
+func testRefreshRetryRacingRevoke(t *testing.T, s Store, clock *Clock) {
+	const rounds = 20
+	parallel(t, rounds, func(round int) error {
+		fam := fmt.Sprintf("fam-%d", round)
+		hashes := []string{fam + "-old", fam + "-next", fam + "-retry"}
+		g := sampleRefreshGrant(fam, clock)
+		if err := s.CreateRefresh(ctx, hashes[0], copyRefreshGrant(g)); err != nil {
+			return err
+		}
+		if err := s.RotateRefresh(ctx, hashes[0], hashes[1], copyRefreshGrant(g)); err != nil {
+			return err
+		}
+		var (
+			wg                  sync.WaitGroup
+			retryErr, revokeErr error
+			start               = make(chan struct{})
+		)
+		wg.Add(2)
+		go func() {
+			defer wg.Done()
+			<-start
+			retryErr = s.RetryRefresh(ctx, hashes[0], hashes[1], hashes[2], copyRefreshGrant(g), refreshGrace)
+		}()
+		go func() {
+			defer wg.Done()
+			<-start
+			revokeErr = s.RevokeFamily(ctx, fam)
+		}()
+		close(start)
+		wg.Wait()
+		if revokeErr != nil {
+			return fmt.Errorf("RevokeFamily(%q): %w", fam, revokeErr)
+		}
+		if retryErr != nil && !errors.Is(retryErr, oauth.ErrNotFound) {
+			return fmt.Errorf("RetryRefresh racing RevokeFamily: %w", retryErr)
+		}
+		for _, h := range hashes {
+			if _, err := s.GetRefresh(ctx, h); !errors.Is(err, oauth.ErrNotFound) {
+				return fmt.Errorf("token %q of revoked family %q survived (retry error %v): %v", h, fam, retryErr, err)
 			}
 		}
 		return nil
