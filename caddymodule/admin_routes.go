@@ -4,8 +4,10 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/authagent/caddy-authagent/agents"
 	"github.com/authagent/caddy-authagent/oauth"
@@ -36,6 +38,10 @@ const adminMaxBody = oauth.DefaultMaxBody
 //	DELETE /auth_agent/webhooks/<id>
 //	GET    /auth_agent/webhooks/deliveries?limit=<n>
 //	POST   /auth_agent/webhooks/deliveries/<id>/redeliver
+//	GET    /auth_agent/trusted_idps
+//	POST   /auth_agent/trusted_idps  {"issuer", "jwks_uri"?, "clients", "scopes", "subject"?, "grant"?}
+//	GET    /auth_agent/trusted_idps/<url-escaped issuer>
+//	DELETE /auth_agent/trusted_idps/<url-escaped issuer>
 func serveAdmin(ad *oauth.Admin, w http.ResponseWriter, r *http.Request) error {
 	rest := strings.TrimPrefix(r.URL.Path, adminPrefix)
 	switch {
@@ -69,6 +75,16 @@ func serveAdmin(ad *oauth.Admin, w http.ResponseWriter, r *http.Request) error {
 		}
 		oauth.WriteJSON(w, http.StatusOK, map[string]any{"keys": keys})
 		return nil
+	case rest == "trusted_idps" || rest == "trusted_idps/":
+		switch r.Method {
+		case http.MethodGet:
+			return adminListTrustedIdPs(ad, w, r)
+		case http.MethodPost:
+			return adminCreateTrustedIdP(ad, w, r)
+		}
+		return oauth.ErrMethodNotAllowed(http.MethodGet, http.MethodPost)
+	case strings.HasPrefix(rest, "trusted_idps/"):
+		return adminTrustedIdP(ad, w, r)
 	case rest == "webhooks" || strings.HasPrefix(rest, "webhooks/"):
 		wa, err := runningWebhooks()
 		if err != nil {
@@ -338,4 +354,82 @@ func serveWebhookAdmin(wa webhookAdmin, w http.ResponseWriter, r *http.Request, 
 		return oauth.ErrMethodNotAllowed(http.MethodDelete)
 	}
 	return wa.remove(w, r, id)
+}
+
+// trustedIdPView is a trusted IdP as the admin API shows it.
+func trustedIdPView(idp *oauth.TrustedIdP) map[string]any {
+	v := map[string]any{
+		"issuer": idp.Issuer, "clients": idp.Clients, "scopes": idp.Scopes, "subject": idp.Subject, "source": idp.Source,
+	}
+	if idp.JWKSURI != "" {
+		v["jwks_uri"] = idp.JWKSURI
+	}
+	if idp.AllowJWT {
+		v["grant"] = "jwt"
+	}
+	if !idp.CreatedAt.IsZero() {
+		v["created_at"] = idp.CreatedAt.UTC().Format(time.RFC3339)
+	}
+	return v
+}
+
+func adminListTrustedIdPs(ad *oauth.Admin, w http.ResponseWriter, r *http.Request) error {
+	list, err := ad.TrustedIdPs(r.Context())
+	if err != nil {
+		return err
+	}
+	views := make([]map[string]any, 0, len(list))
+	for _, idp := range list {
+		views = append(views, trustedIdPView(idp))
+	}
+	oauth.WriteJSON(w, http.StatusOK, map[string]any{"trusted_idps": views})
+	return nil
+}
+
+func adminCreateTrustedIdP(ad *oauth.Admin, w http.ResponseWriter, r *http.Request) error {
+	var req struct {
+		Issuer  string   `json:"issuer"`
+		JWKSURI string   `json:"jwks_uri"`
+		Clients []string `json:"clients"`
+		Scopes  []string `json:"scopes"`
+		Subject string   `json:"subject"`
+		Grant   string   `json:"grant"`
+	}
+	if err := oauth.DecodeJSON(w, r, adminMaxBody, &req); err != nil {
+		return err
+	}
+	idp, err := ad.CreateTrustedIdP(r.Context(), oauth.TrustedIdPSpec{
+		Issuer: req.Issuer, JWKSURI: req.JWKSURI, Clients: req.Clients, Scopes: req.Scopes, Subject: req.Subject, Grant: req.Grant,
+	})
+	if err != nil {
+		return err
+	}
+	oauth.WriteJSON(w, http.StatusCreated, trustedIdPView(idp))
+	return nil
+}
+
+// adminTrustedIdP serves /auth_agent/trusted_idps/<issuer>: the issuer is
+// one path segment, URL-escaped (https:%2F%2Fidp.example.com).
+func adminTrustedIdP(ad *oauth.Admin, w http.ResponseWriter, r *http.Request) error {
+	escaped := strings.TrimPrefix(r.URL.EscapedPath(), adminPrefix+"trusted_idps/")
+	issuer, err := url.PathUnescape(escaped)
+	if err != nil || issuer == "" || strings.Contains(escaped, "/") {
+		return oauth.ErrNotFoundPath("no admin endpoint at " + r.URL.Path + "; name the issuer URL-escaped, as one path segment")
+	}
+	switch r.Method {
+	case http.MethodGet:
+		idp, err := ad.TrustedIdP(r.Context(), issuer)
+		if err != nil {
+			return notFound(err, "trusted IdP", issuer)
+		}
+		oauth.WriteJSON(w, http.StatusOK, trustedIdPView(idp))
+		return nil
+	case http.MethodDelete:
+		if err := ad.DeleteTrustedIdP(r.Context(), issuer); err != nil {
+			return notFound(err, "trusted IdP", issuer)
+		}
+		oauth.WriteJSON(w, http.StatusOK, map[string]string{"deleted": issuer})
+		return nil
+	}
+	return oauth.ErrMethodNotAllowed(http.MethodGet, http.MethodDelete)
 }

@@ -4,7 +4,6 @@
 package caddymodule
 
 import (
-	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -418,10 +417,11 @@ func (a *App) Provision(ctx caddy.Context) error {
 		Resources:                 a.protects,
 	}
 	for _, t := range a.TrustedIdPs {
-		a.serverCfg.TrustedIdPs = append(a.serverCfg.TrustedIdPs, oauth.TrustedIdP{
-			Issuer: t.Issuer, JWKSURI: t.JWKSURI, Clients: t.Clients, Scopes: t.Scopes,
-			Subject: cmp.Or(t.Subject, oauth.SubjectAgent), AllowJWT: t.Grant == "jwt",
-		})
+		idp, err := oauth.NewTrustedIdP(t.spec(), oauth.TrustedIdPFromConfig, time.Time{})
+		if err != nil {
+			return fmt.Errorf("auth_agent: trusted_idp %s: %s", t.Issuer, oauth.AsError(err).Description)
+		}
+		a.serverCfg.TrustedIdPs = append(a.serverCfg.TrustedIdPs, *idp)
 	}
 	for _, t := range a.IDJAGAudiences {
 		a.serverCfg.IDJAGAudiences = append(a.serverCfg.IDJAGAudiences, oauth.IDJAGAudience{

@@ -2,12 +2,11 @@ package caddymodule
 
 import (
 	"fmt"
-	"slices"
+	"time"
 
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 
 	"github.com/authagent/caddy-authagent/agents"
-	"github.com/authagent/caddy-authagent/events"
 	"github.com/authagent/caddy-authagent/oauth"
 )
 
@@ -19,34 +18,14 @@ func validateIDJAG(idps []*TrustedIdPConfig, audiences []*IDJAGAudienceConfig) e
 			return fmt.Errorf("auth_agent: a trusted_idp has no settings")
 		}
 		name := fmt.Sprintf("auth_agent: trusted_idp %s", t.Issuer)
-		// The operator listed the IdP: trusted like a webhook URL.
-		if err := events.ValidateWebhookURL(t.Issuer); err != nil {
-			return fmt.Errorf("%s: the issuer must be https (http only on loopback): %v", name, err)
+		// The rules the admin API applies too.
+		if _, err := oauth.NewTrustedIdP(t.spec(), oauth.TrustedIdPFromConfig, time.Time{}); err != nil {
+			return fmt.Errorf("%s: %s", name, oauth.AsError(err).Description)
 		}
 		if seen[t.Issuer] {
 			return fmt.Errorf("%s is configured twice", name)
 		}
 		seen[t.Issuer] = true
-		if t.JWKSURI != "" {
-			if err := oauth.CheckJWKSURI(t.JWKSURI, true); err != nil {
-				return fmt.Errorf("%s: %v", name, err)
-			}
-		}
-		if len(t.Clients) == 0 {
-			return fmt.Errorf("%s: clients must list the clients that may present its grants", name)
-		}
-		if len(t.Scopes) == 0 {
-			return fmt.Errorf("%s: scopes must list the most its grants may carry", name)
-		}
-		if err := agents.ValidatePermissions(t.Scopes); err != nil {
-			return fmt.Errorf("%s: scopes: %v", name, err)
-		}
-		if !slices.Contains([]string{"", oauth.SubjectAgent, oauth.SubjectExternal}, t.Subject) {
-			return fmt.Errorf("%s: subject %q must be agent or external", name, t.Subject)
-		}
-		if t.Grant != "" && t.Grant != "jwt" {
-			return fmt.Errorf("%s: grant %q: the only grant to add is jwt", name, t.Grant)
-		}
 	}
 	seen = map[string]bool{}
 	for _, t := range audiences {
@@ -69,6 +48,11 @@ func validateIDJAG(idps []*TrustedIdPConfig, audiences []*IDJAGAudienceConfig) e
 		}
 	}
 	return nil
+}
+
+// spec is the block as the oauth package validates it.
+func (t *TrustedIdPConfig) spec() oauth.TrustedIdPSpec {
+	return oauth.TrustedIdPSpec{Issuer: t.Issuer, JWKSURI: t.JWKSURI, Clients: t.Clients, Scopes: t.Scopes, Subject: t.Subject, Grant: t.Grant}
 }
 
 // unmarshalTrustedIdP parses `trusted_idp <issuer> { … }`.

@@ -26,7 +26,7 @@ func TestDocumentedOperationsAnswer(t *testing.T) {
 		for _, path := range paths {
 			for method, op := range d.doc.Paths.Value(path).Operations() {
 				target := bases[kind] + strings.NewReplacer("{agent_id}", "nobody", "{client_id}", "nobody",
-					"{webhook_id}", "nobody", "{delivery_id}", "nobody").Replace(path)
+					"{webhook_id}", "nobody", "{delivery_id}", "nobody", "{issuer}", "nobody").Replace(path)
 				header := map[string]string{}
 				body := ""
 				if op.RequestBody != nil && op.RequestBody.Value != nil {

@@ -44,6 +44,10 @@ const (
 	IDJAGAccepted = "id_jag.accepted"
 	IDJAGRefused  = "id_jag.refused"
 	IDJAGIssued   = "id_jag.issued"
+	// TrustedIdPCreated, TrustedIdPDeleted: an operator trusted an IdP,
+	// or stopped trusting one, through the admin API (audit only).
+	TrustedIdPCreated = "trusted_idp.created"
+	TrustedIdPDeleted = "trusted_idp.deleted"
 )
 
 // WebhookTypes are the event types webhooks may subscribe to, in the order

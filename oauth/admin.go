@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"slices"
+	"strings"
 
 	"go.uber.org/zap"
 
@@ -275,4 +276,76 @@ func (ad *Admin) RotateKeys(ctx context.Context) ([]KeyInfo, error) {
 	}
 	ad.p.log.Info("signing keys rotated by operator")
 	return ad.p.keys.Keys(), nil
+}
+
+// TrustedIdPs returns the IdPs of the configuration, then those added
+// through the admin API, each ordered by issuer.
+func (ad *Admin) TrustedIdPs(ctx context.Context) ([]*TrustedIdP, error) {
+	out := make([]*TrustedIdP, 0, len(ad.p.cfg.TrustedIdPs))
+	for i := range ad.p.cfg.TrustedIdPs {
+		out = append(out, &ad.p.cfg.TrustedIdPs[i])
+	}
+	slices.SortFunc(out, func(a, b *TrustedIdP) int { return strings.Compare(a.Issuer, b.Issuer) })
+	stored, err := ad.p.store.ListTrustedIdPs(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return append(out, stored...), nil
+}
+
+// TrustedIdP returns the IdP of issuer, or ErrNotFound.
+func (ad *Admin) TrustedIdP(ctx context.Context, issuer string) (*TrustedIdP, error) {
+	idp, err := ad.p.trustedIdP(ctx, issuer)
+	if err == nil && idp == nil {
+		err = ErrNotFound
+	}
+	return idp, err
+}
+
+// CreateTrustedIdP trusts an IdP, validated as a trusted_idp block is;
+// an issuer trusted already (configuration or store) is a conflict. Every
+// process sharing the store redeems its grants from now on.
+func (ad *Admin) CreateTrustedIdP(ctx context.Context, spec TrustedIdPSpec) (*TrustedIdP, error) {
+	idp, err := NewTrustedIdP(spec, TrustedIdPFromAdmin, ad.p.now().UTC())
+	if err != nil {
+		return nil, err
+	}
+	if ad.p.configuredIdP(idp.Issuer) != nil {
+		return nil, ErrConflict("the issuer is a trusted_idp of the configuration")
+	}
+	err = ad.p.store.CreateTrustedIdP(ctx, idp)
+	if errors.Is(err, ErrExists) {
+		return nil, ErrConflict("the issuer is trusted already")
+	}
+	if err != nil {
+		return nil, err
+	}
+	ad.p.log.Info("trusted IdP added by operator", zap.String("issuer", idp.Issuer))
+	ad.p.events.Publish(ctx, events.TrustedIdPCreated, trustedIdPEvent(idp))
+	return idp, nil
+}
+
+// DeleteTrustedIdP stops trusting an IdP added through the admin API; its
+// grants are refused from now on, by every process sharing the store.
+// Access tokens already issued for them run out their lifetime.
+func (ad *Admin) DeleteTrustedIdP(ctx context.Context, issuer string) error {
+	if ad.p.configuredIdP(issuer) != nil {
+		return ErrConflict("this trusted IdP is defined in the configuration")
+	}
+	if events.ValidateWebhookURL(issuer) != nil {
+		return ErrNotFound
+	}
+	if err := ad.p.store.DeleteTrustedIdP(ctx, issuer); err != nil {
+		return err
+	}
+	ad.p.log.Info("trusted IdP deleted by operator", zap.String("issuer", issuer))
+	ad.p.events.Publish(ctx, events.TrustedIdPDeleted, map[string]any{"issuer": issuer, "by": "admin"})
+	return nil
+}
+
+func trustedIdPEvent(idp *TrustedIdP) map[string]any {
+	return map[string]any{
+		"issuer": idp.Issuer, "jwks_uri": idp.JWKSURI, "clients": idp.Clients, "scopes": idp.Scopes,
+		"subject": idp.Subject, "allow_jwt": idp.AllowJWT, "by": "admin",
+	}
 }

@@ -19,6 +19,7 @@ import (
 	"github.com/golang-jwt/jwt/v5"
 	"go.uber.org/zap"
 
+	"github.com/authagent/caddy-authagent/agents"
 	"github.com/authagent/caddy-authagent/events"
 	"github.com/authagent/caddy-authagent/internal/metrics"
 )
@@ -75,6 +76,65 @@ type TrustedIdP struct {
 	// AllowJWT also takes plain RFC 7523 assertions (typ JWT) whose sub is
 	// an agent here: agent platforms signing for their agents.
 	AllowJWT bool
+	// Source is TrustedIdPFromConfig or TrustedIdPFromAdmin.
+	Source    string
+	CreatedAt time.Time
+}
+
+// Where a trusted IdP was defined.
+const (
+	TrustedIdPFromConfig = "config"
+	TrustedIdPFromAdmin  = "admin"
+)
+
+// TrustedIdPSpec is what a trusted IdP is made from (a trusted_idp block
+// or the admin API), before validation.
+type TrustedIdPSpec struct {
+	Issuer  string
+	JWKSURI string
+	Clients []string
+	Scopes  []string
+	// Subject is SubjectAgent (also when empty) or SubjectExternal.
+	Subject string
+	// Grant "jwt" sets AllowJWT; empty sets nothing.
+	Grant string
+}
+
+// NewTrustedIdP validates spec by the rules of SPEC §14 and builds the
+// IdP; errors are invalid_request, their description naming the field.
+func NewTrustedIdP(spec TrustedIdPSpec, source string, now time.Time) (*TrustedIdP, error) {
+	// The operator listed the IdP: trusted like a webhook URL.
+	if err := events.ValidateWebhookURL(spec.Issuer); err != nil {
+		return nil, ErrInvalidRequest(fmt.Sprintf("the issuer must be https (http only on loopback): %v", err))
+	}
+	if spec.JWKSURI != "" {
+		if err := CheckJWKSURI(spec.JWKSURI, true); err != nil {
+			return nil, ErrInvalidRequest(err.Error())
+		}
+	}
+	if len(spec.Clients) == 0 || slices.Contains(spec.Clients, "") {
+		return nil, ErrInvalidRequest("clients must list the clients that may present its grants")
+	}
+	if len(spec.Scopes) == 0 {
+		return nil, ErrInvalidRequest("scopes must list the most its grants may carry")
+	}
+	if err := agents.ValidatePermissions(spec.Scopes); err != nil {
+		return nil, ErrInvalidRequest(fmt.Sprintf("scopes: %v", err))
+	}
+	if !slices.Contains([]string{"", SubjectAgent, SubjectExternal}, spec.Subject) {
+		return nil, ErrInvalidRequest(fmt.Sprintf("subject %q must be agent or external", spec.Subject))
+	}
+	if spec.Grant != "" && spec.Grant != "jwt" {
+		return nil, ErrInvalidRequest(fmt.Sprintf("grant %q: the only grant to add is jwt", spec.Grant))
+	}
+	subject := spec.Subject
+	if subject == "" {
+		subject = SubjectAgent
+	}
+	return &TrustedIdP{
+		Issuer: spec.Issuer, JWKSURI: spec.JWKSURI, Clients: slices.Clone(spec.Clients), Scopes: slices.Clone(spec.Scopes),
+		Subject: subject, AllowJWT: spec.Grant == "jwt", Source: source, CreatedAt: now,
+	}, nil
 }
 
 // IDJAGAudience is an authorization server this server issues ID-JAGs
@@ -120,6 +180,9 @@ func (s *tokenEndpoint) grantJWTBearer(ctx context.Context, client *Client, para
 		return nil, ErrInvalidRequest("assertion is required: the ID-JAG")
 	}
 	claims, idp, plain, err := s.verifyGrant(ctx, client, raw)
+	if e := (*Error)(nil); err != nil && !errors.As(err, &e) {
+		return nil, err // the store failed to say whether the issuer is trusted: no refusal
+	}
 	if err != nil {
 		return nil, s.refusedGrant(ctx, client.ID, claims, err)
 	}
@@ -157,7 +220,10 @@ func (s *tokenEndpoint) verifyGrant(ctx context.Context, client *Client, raw str
 	if err != nil {
 		return nil, nil, false, ErrInvalidGrant("the assertion is not a JWT")
 	}
-	idp = s.trustedIdP(unverified.Issuer)
+	idp, err = s.trustedIdP(ctx, unverified.Issuer)
+	if err != nil {
+		return unverified, nil, false, err
+	}
 	if idp == nil {
 		return unverified, nil, false, ErrInvalidGrant("the assertion's issuer is not a trusted IdP of this server")
 	}
@@ -295,7 +361,27 @@ func (s *tokenEndpoint) decideGrant(ctx context.Context, client *Client, idp *Tr
 	return g, nil
 }
 
-func (p *provider) trustedIdP(issuer string) *TrustedIdP {
+// trustedIdP returns the IdP of issuer, from the configuration or the
+// store, or nil when it is not trusted. The store is read on every grant,
+// not cached: an IdP an operator adds or deletes at one instance is
+// honoured by every instance sharing the store at once.
+func (p *provider) trustedIdP(ctx context.Context, issuer string) (*TrustedIdP, error) {
+	if idp := p.configuredIdP(issuer); idp != nil {
+		return idp, nil
+	}
+	// Only an issuer the admin API would take can be stored: anything
+	// else costs no read.
+	if events.ValidateWebhookURL(issuer) != nil {
+		return nil, nil
+	}
+	idp, err := p.store.GetTrustedIdP(ctx, issuer)
+	if errors.Is(err, ErrNotFound) {
+		return nil, nil
+	}
+	return idp, err
+}
+
+func (p *provider) configuredIdP(issuer string) *TrustedIdP {
 	for i := range p.cfg.TrustedIdPs {
 		if p.cfg.TrustedIdPs[i].Issuer == issuer && issuer != "" {
 			return &p.cfg.TrustedIdPs[i]

@@ -55,6 +55,24 @@ type Store interface {
 	RefreshStore
 	ChangeLog
 	ReplayStore
+	TrustedIdPStore
+}
+
+// TrustedIdPStore keeps the trusted IdPs added through the admin API;
+// those of the configuration live in memory. The token endpoint reads it
+// on every grant whose issuer the configuration does not list, so every
+// process sharing the store honours an IdP added or deleted at once.
+type TrustedIdPStore interface {
+	// CreateTrustedIdP stores a new IdP under its issuer, or returns
+	// ErrExists.
+	CreateTrustedIdP(ctx context.Context, idp *TrustedIdP) error
+	// GetTrustedIdP returns the IdP of issuer, or ErrNotFound.
+	GetTrustedIdP(ctx context.Context, issuer string) (*TrustedIdP, error)
+	// ListTrustedIdPs returns every stored IdP ordered by issuer (byte
+	// order): operators trust a handful, so there are no pages.
+	ListTrustedIdPs(ctx context.Context) ([]*TrustedIdP, error)
+	// DeleteTrustedIdP removes the IdP of issuer, or returns ErrNotFound.
+	DeleteTrustedIdP(ctx context.Context, issuer string) error
 }
 
 // ReplayStore records values that may be used once (the jti of a client

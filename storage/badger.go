@@ -66,6 +66,9 @@ const (
 	payloadPrefix      = "dlvp/"
 	deliveryDuePrefix  = "dlvdue/"
 	deliveryListPrefix = "dlvnew/"
+	// trustedIdPPrefix holds the trusted IdPs of the admin API:
+	// "idp/<issuer>".
+	trustedIdPPrefix = "idp/"
 	// legacyRecordPrefix held every protocol record before schema 2:
 	// "rec/<kind>/<key>". Migration empties it.
 	legacyRecordPrefix = "rec/"

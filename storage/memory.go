@@ -32,6 +32,7 @@ type Memory struct {
 	mu       sync.Mutex
 	agents   map[string]*agents.Agent
 	clients  map[string]*oauth.Client
+	idps     map[string]*oauth.TrustedIdP
 	keys     oauth.KeySet
 	secrets  map[string][]byte
 	requests map[string]*oauth.AuthRequest
@@ -62,6 +63,7 @@ func NewMemory(now func() time.Time) *Memory {
 		now:      now,
 		agents:   make(map[string]*agents.Agent),
 		clients:  make(map[string]*oauth.Client),
+		idps:     make(map[string]*oauth.TrustedIdP),
 		secrets:  make(map[string][]byte),
 		requests: make(map[string]*oauth.AuthRequest),
 		codes:    make(map[string]*oauth.CodeGrant),

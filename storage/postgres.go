@@ -209,9 +209,22 @@ func (p *Postgres) migrate(ctx context.Context) error {
 		applied_at timestamptz NOT NULL DEFAULT now())`); err != nil {
 		return err
 	}
-	var current int
-	if err := conn.QueryRow(ctx, "SELECT coalesce(max(version), 0) FROM auth_agent_schema").Scan(&current); err != nil {
+	// Every file not applied yet, not only those above the highest
+	// applied: schema versions are numbered on branches, and one merged
+	// after a higher one was applied must still run.
+	rows, err := conn.Query(ctx, "SELECT version FROM auth_agent_schema")
+	if err != nil {
 		return err
+	}
+	versions, err := pgx.CollectRows(rows, pgx.RowTo[int32])
+	if err != nil {
+		return err
+	}
+	applied := make(map[int]bool, len(versions))
+	current := 0
+	for _, v := range versions {
+		applied[int(v)] = true
+		current = max(current, int(v))
 	}
 	files, err := postgresSchema.ReadDir("postgres_schema")
 	if err != nil {
@@ -224,7 +237,7 @@ func (p *Postgres) migrate(ctx context.Context) error {
 			return fmt.Errorf("schema file %s is not numbered", f.Name())
 		}
 		latest = max(latest, v)
-		if v <= current {
+		if applied[v] {
 			continue
 		}
 		sql, err := postgresSchema.ReadFile("postgres_schema/" + f.Name())

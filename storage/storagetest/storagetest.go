@@ -73,6 +73,7 @@ func Run(t *testing.T, newStore NewStore) {
 	t.Run("Replay", func(t *testing.T) { RunReplay(t, newStore) })
 	t.Run("Changes", func(t *testing.T) { RunChanges(t, newStore) })
 	t.Run("Outbox", func(t *testing.T) { RunOutbox(t, newStore) })
+	t.Run("TrustedIdPs", func(t *testing.T) { RunTrustedIdPs(t, newStore) })
 	t.Run("Separation", func(t *testing.T) { runCases(t, newStore, []testCase{{"SameIDsLiveApart", testSeparation}}) })
 }
 
@@ -211,6 +212,7 @@ func testSeparation(t *testing.T, s Store, clock *Clock) {
 	const id = "shared"
 	mustCreateAgent(t, s, sampleAgent(id))
 	mustCreateClient(t, s, sampleClient(id))
+	mustCreateIdP(t, s, sampleIdP(id))
 	mustEnsureSecret(t, s, id, "secret")
 	mustCreateAuthRequest(t, s, sampleAuthRequest(id, clock))
 	mustCreateCode(t, s, id, sampleCodeGrant(clock))
@@ -228,6 +230,10 @@ func testSeparation(t *testing.T, s Store, clock *Clock) {
 	}
 	wantClient(t, s, sampleClient(id))
 	if err := s.DeleteClient(ctx, id); err != nil {
+		t.Fatal(err)
+	}
+	wantIdP(t, s, sampleIdP(id))
+	if err := s.DeleteTrustedIdP(ctx, id); err != nil {
 		t.Fatal(err)
 	}
 	if err := s.RevokeFamily(ctx, id); err != nil {
