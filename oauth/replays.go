@@ -3,7 +3,6 @@ package oauth
 import (
 	"context"
 	"crypto/sha256"
-	"fmt"
 	"sync"
 	"time"
 )
@@ -25,7 +24,7 @@ const replayBucket = 5 * time.Second
 // MaxLocalReplays bounds the records held (about 130 MB): with the
 // default leeway a record lives about two minutes, so this is some 16,000
 // proofs a second, more than two cores verify. Past it a new value is
-// refused with ErrUnavailable until records expire: memory stays bounded
+// refused with a 503 until records expire: memory stays bounded
 // and no replay is let through.
 const MaxLocalReplays = 2 << 20
 
@@ -69,7 +68,7 @@ func (r *LocalReplays) UseOnce(_ context.Context, key string, until time.Time) e
 		}
 	}
 	if s.n >= MaxLocalReplays/len(r.shards) {
-		return fmt.Errorf("%w: too many values recorded in this process", ErrUnavailable)
+		return ErrTemporarilyUnavailable("this server holds too many single-use values (DPoP proofs); retry in a minute")
 	}
 	m := s.buckets[end]
 	if m == nil {
