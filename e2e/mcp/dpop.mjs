@@ -17,26 +17,10 @@
 //   CLIENT_ID, REDIRECT_URI the public client
 
 import * as oauth from 'oauth4webapi';
+import { check, env, reporter } from './script.mjs';
 
-const env = (name) => {
-	const v = process.env[name];
-	if (!v) throw new Error(`${name} is not set`);
-	return v;
-};
 const result = { ok: false, step: 'start', nonce_retries: 0 };
-let finished = false;
-function finish(err) {
-	if (finished) return;
-	finished = true;
-	if (err) result.error = String(err && err.stack ? err.stack : err) + (err && err.cause ? ' cause: ' + JSON.stringify(err.cause) : '');
-	else result.ok = true;
-	process.stdout.write('RESULT ' + JSON.stringify(result) + '\n', () => process.exit(result.ok ? 0 : 1));
-}
-setTimeout(() => finish(new Error(`timed out at step ${result.step}`)), 45_000).unref();
-process.on('unhandledRejection', (e) => finish(e));
-const check = (cond, what) => {
-	if (!cond) throw new Error(`assertion failed: ${what}`);
-};
+const finish = reporter(result);
 
 // The server under test is on http://127.0.0.1 (loopback, no TLS).
 const insecure = { [oauth.allowInsecureRequests]: true };

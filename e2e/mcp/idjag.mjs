@@ -15,28 +15,12 @@
 //   MCP_URL, TOOL                                                B's guarded MCP endpoint (the resource) and a tool
 
 import * as oauth from 'oauth4webapi';
+import { check, env, reporter } from './script.mjs';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
 
-const env = (name) => {
-	const v = process.env[name];
-	if (!v) throw new Error(`${name} is not set`);
-	return v;
-};
 const result = { ok: false, step: 'start' };
-let finished = false;
-function finish(err) {
-	if (finished) return;
-	finished = true;
-	if (err) result.error = String(err && err.stack ? err.stack : err) + (err && err.cause ? ' cause: ' + JSON.stringify(err.cause) : '');
-	else result.ok = true;
-	process.stdout.write('RESULT ' + JSON.stringify(result) + '\n', () => process.exit(result.ok ? 0 : 1));
-}
-setTimeout(() => finish(new Error(`timed out at step ${result.step}`)), 45_000).unref();
-process.on('unhandledRejection', (e) => finish(e));
-const check = (cond, what) => {
-	if (!cond) throw new Error(`assertion failed: ${what}`);
-};
+const finish = reporter(result);
 const insecure = { [oauth.allowInsecureRequests]: true };
 
 async function discover(issuer) {
